@@ -1,0 +1,13 @@
+"""Hugging Face Spaces entry point: build the lora_app UI and launch it. Nothing else.
+
+Locally: ``python app.py`` (or ``python -m lora_app serve``); ``GRADIO_SHARE=1`` for a public link.
+"""
+
+import os
+
+from lora_app.ui import CSS, build_app
+
+if __name__ == "__main__":
+    build_app().queue(default_concurrency_limit=4).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"),
+        share=os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true"), css=CSS)

@@ -1,0 +1,120 @@
+"""Command-line twin of the UI.
+
+    python -m lora_app serve [--port 7860] [--share]
+    python -m lora_app train RUN_DIR [--resume]          # what the Start button runs
+    python -m lora_app train --config run.yaml [--runs DIR] [--set training.max_steps=20 ...]
+    python -m lora_app generate --adapter RUN_DIR/adapter --prompt "Two things are infinite: "
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out: dict = {}
+    for p in pairs:
+        key, _, val = p.partition("=")
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name] = yaml.safe_load(val)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lora_app", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="start the web app")
+    s.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
+    s.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    s.add_argument("--share", action="store_true", default=os.environ.get("GRADIO_SHARE", "") in ("1", "true"))
+    t = sub.add_parser("train", help="run one training job (RUN_DIR) or a config file")
+    t.add_argument("run_dir", nargs="?")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--config", help="a config.yaml/.json saved from the app")
+    t.add_argument("--runs", default=None, help="folder for new run folders (default LORA_APP_HOME/runs)")
+    t.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
+    g = sub.add_parser("generate", help="complete a prompt with a base model and optional adapter")
+    g.add_argument("--adapter", default=None, help="adapter folder or Hub repo id")
+    g.add_argument("--base", default=None, help="base model (default: the adapter's)")
+    g.add_argument("--prompt", default="Two things are infinite: ")
+    g.add_argument("--max-new-tokens", type=int, default=40)
+    g.add_argument("--temperature", type=float, default=0.0)
+    a = ap.parse_args(argv)
+
+    if a.cmd == "serve":
+        from .ui import CSS, build_app
+
+        build_app().queue(default_concurrency_limit=4).launch(server_name=a.host, server_port=a.port,
+                                                             share=a.share, css=CSS)
+        return 0
+    if a.cmd == "train":
+        if a.run_dir and not a.config:
+            from .train import train
+
+            return train(a.run_dir, resume=a.resume)
+        return _train_config(a)
+    if a.cmd == "generate":
+        from .generate import Generator
+
+        gen = Generator()
+        for text in gen.stream(a.prompt, adapter=a.adapter, base=a.base,
+                               max_new_tokens=a.max_new_tokens, temperature=a.temperature):
+            pass
+        print(text)
+        return 0
+    return 2
+
+
+def _train_config(a) -> int:
+    from .config import ConfigError, RunConfig
+    from .events import RunView
+    from .jobs import JobManager
+    from .models import app_home
+    from .validate import validate
+
+    if not a.config:
+        print("train: give RUN_DIR or --config FILE", file=sys.stderr)
+        return 2
+    try:
+        cfg = RunConfig.load(a.config)
+        if a.set:
+            raw = cfg.model_dump()
+            for sec, vals in _overrides(a.set).items():
+                raw.setdefault(sec, {}).update(vals)
+            cfg = RunConfig.build(raw)
+        validate(cfg)
+    except ConfigError as err:
+        print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+        return 2
+    jm = JobManager(a.runs or app_home() / "runs")
+    run_id = jm.submit(cfg, owner="cli")
+    print(f"run {run_id}: {jm.run_dir(run_id)}")
+    view = RunView()
+    try:
+        while True:
+            view.update(jm.run_dir(run_id))
+            for line in view.lines:
+                print(line)
+            view.lines.clear()
+            info = jm.get(run_id)
+            if info.status not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print(jm.cancel(run_id))
+    view.update(jm.run_dir(run_id))
+    print("\n".join(view.lines))
+    info = jm.get(run_id)
+    print(f"{info.status}: {info.message}")
+    return 0 if info.status == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

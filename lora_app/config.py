@@ -1,0 +1,184 @@
+"""The one typed run configuration, shared by the UI, the CLI, the subprocess and the tests.
+
+A run is described by :class:`RunConfig` (data + model + lora + training). It is validated
+once, with every problem reported together (:class:`ConfigError`), before any model is
+loaded. Defaults are the reference recipe of the PEFT int8 example (facebook/opt-6.7b,
+english_quotes): r=16, lora_alpha=32, q_proj/v_proj, lora_dropout=0.05, bias="none",
+batch 4 x accumulation 4, warmup 100, 200 steps, lr 2e-4
+(source: huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+#: The bundled offline default; an adapter trained on it names this Hub id.
+DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+# One line of advice per field: appended to the validation message so that every error
+# names the field *and* the fix.
+_FIXES: dict[str, str] = {
+    "r": "set r to a whole number >= 1 (8 or 16 are common)",
+    "lora_alpha": "set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)",
+    "lora_dropout": "set lora_dropout in [0, 1), e.g. 0.05",
+    "target_modules": "list module names such as q_proj,v_proj",
+    "bias": "choose none, all or lora_only",
+    "max_steps": "set max_steps to a whole number >= 1",
+    "learning_rate": "set learning_rate > 0, e.g. 2e-4",
+    "per_device_train_batch_size": "set per_device_train_batch_size to a whole number >= 1",
+    "gradient_accumulation_steps": "set gradient_accumulation_steps to a whole number >= 1",
+    "warmup_steps": "set warmup_steps to a whole number >= 0",
+    "max_length": "set max_length to a whole number >= 8 (tokens per training row)",
+    "base_model_name_or_path": "give a Hub id such as owner/name or a local model folder",
+    "quantization": "choose auto, none, 8bit or 4bit",
+    "text_column": "pick one of the file's text columns",
+    "path": "upload a .jsonl, .json, .csv, .parquet or .txt file",
+    "dataset_id": "give a Hub dataset id as owner/name",
+}
+
+
+class ConfigError(ValueError):
+    """Raised when a configuration (or its inputs) has problems.
+
+    ``problems`` holds one human-readable line per problem, each naming the field and the
+    fix; ``str(err)`` joins them, so a UI can show every problem at once.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the training text comes from: a local file (``path``) or a Hub dataset."""
+
+    path: str | None = None
+    dataset_id: str | None = None
+    dataset_config: str | None = None
+    split: str = "train"
+    text_column: str | None = Field(None, description="None: detect it")
+    max_rows: int | None = Field(None, ge=1)
+    source_name: str | None = Field(None, description="display name of an uploaded file")
+
+
+class ModelConfig(_Section):
+    """The base model and how it is loaded."""
+
+    base_model_name_or_path: str = DEFAULT_BASE_MODEL
+    quantization: Literal["auto", "none", "8bit", "4bit"] = "auto"
+    trust_remote_code: bool = False
+
+    @field_validator("base_model_name_or_path")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v.strip()
+
+
+class LoraSettings(_Section):
+    """LoRA hyper-parameters, named as in ``peft.LoraConfig``."""
+
+    r: int = Field(16, ge=1, strict=True)
+    lora_alpha: float = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="None: the architecture's default")
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [p.strip() for p in v.replace(";", ",").split(",")]
+        if isinstance(v, list):
+            v = [p for p in (str(x).strip() for x in v) if p] or None
+        return v
+
+
+class TrainingSettings(_Section):
+    """Trainer settings, named as in ``transformers.TrainingArguments``."""
+
+    max_steps: int = Field(200, ge=1, strict=True)
+    learning_rate: float = Field(2e-4, gt=0)
+    per_device_train_batch_size: int = Field(4, ge=1, strict=True)
+    gradient_accumulation_steps: int = Field(4, ge=1, strict=True)
+    warmup_steps: int = Field(100, ge=0, strict=True)
+    max_length: int = Field(256, ge=8, strict=True)
+    seed: int = 42
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(50, ge=1)
+    gradient_checkpointing: bool = False
+    packing: bool = Field(True, description="pack rows into full-length sequences, no cross-attention between rows")
+    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+
+
+class RunConfig(_Section):
+    """Everything one training run needs. Serialised as ``RUN_DIR/config.yaml``."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def build(cls, data: dict | None = None, **sections: Any) -> "RunConfig":
+        """Validate a nested dict (or keyword sections) into a RunConfig.
+
+        Raises :class:`ConfigError` listing *every* problem, each as
+        ``"section.field: what is wrong (got X). Fix: ..."``.
+        """
+        raw = dict(data or {})
+        for k, v in sections.items():
+            raw.setdefault(k, {}).update(v) if isinstance(v, dict) else raw.__setitem__(k, v)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            raise ConfigError([_describe(e) for e in err.errors()]) from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RunConfig":
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError([f"config: not valid YAML ({err})"]) from None
+        if not isinstance(raw, dict):
+            raise ConfigError(["config: expected a mapping with data/model/lora/training"])
+        return cls.build(raw)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        text = Path(path).read_text(encoding="utf-8")
+        if str(path).endswith(".json"):
+            return cls.build(json.loads(text))
+        return cls.from_yaml(text)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+
+def _describe(e: dict) -> str:
+    loc = ".".join(str(p) for p in e["loc"])
+    field = str(e["loc"][-1]) if e["loc"] else ""
+    # Integers given as strings or floats read better as "whole number" than pydantic's text.
+    msg = e["msg"]
+    if e["type"] in ("int_type", "int_parsing", "int_from_float"):
+        msg = "must be a whole number"
+    elif e["type"] == "extra_forbidden":
+        msg = "is not a known setting"
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+    fix = _FIXES.get(field)
+    return f"{loc}: {msg}{got_s}." + (f" Fix: {fix}." if fix else "")

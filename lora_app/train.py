@@ -1,0 +1,242 @@
+"""The training job: base model + LoRA + ``transformers.Trainer``, reporting to the event log.
+
+Runs as its own process (``python -m lora_app train RUN_DIR``), started by :mod:`lora_app.jobs`;
+never imported by the web server. Contract with the outside world, all inside RUN_DIR:
+
+- reads ``config.yaml`` (a :class:`~lora_app.config.RunConfig`) and the data it names;
+- appends to ``events.jsonl`` (see :mod:`lora_app.events`);
+- writes ``adapter/`` (adapter_config.json + adapter_model.safetensors + README.md), replaced
+  atomically every ``save_steps`` and at the end, so a reader never sees half an adapter;
+- ``checkpoints/`` holds the Trainer state for resuming;
+- SIGTERM/SIGINT = stop: the current step finishes, the adapter is saved, status "stopped".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from .config import ConfigError, RunConfig
+from .events import EventWriter
+
+ADAPTER_DIR = "adapter"
+
+
+class _TokenCounter:
+    """Wraps a collator and counts the label-carrying (non-padding) tokens it hands out."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.tokens = 0
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        self.tokens += int((batch["labels"] != -100).sum())
+        return batch
+
+
+def save_adapter(model, run_dir: Path, card: str) -> Path:
+    """Write the adapter to ``run_dir/adapter`` atomically (tmp folder + rename)."""
+    final = run_dir / ADAPTER_DIR
+    tmp = run_dir / f".{ADAPTER_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    old = run_dir / f".{ADAPTER_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _make_callback(ev: EventWriter, stop: threading.Event, counter: _TokenCounter, on_save):
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Turns Trainer hooks into events; honours the stop flag between steps."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.time()
+            self.step0 = state.global_step
+            self.tok0, self.t_last = counter.tokens, time.time()
+            ev.emit("status", status="training", message=f"starting at step {state.global_step}")
+
+        def on_step_end(self, args, state, control, **kw):
+            done = state.global_step - self.step0
+            elapsed = time.time() - self.t0
+            remaining = elapsed / done * (state.max_steps - state.global_step) if done else None
+            ev.emit("progress", step=state.global_step, max_steps=state.max_steps,
+                    elapsed_s=round(elapsed, 2), remaining_s=None if remaining is None else round(remaining, 1))
+            if state.global_step % args.save_steps == 0 and state.global_step < state.max_steps:
+                on_save(state)
+            if stop.is_set():
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            now = time.time()
+            tps = (counter.tokens - self.tok0) / max(now - self.t_last, 1e-9)
+            self.tok0, self.t_last = counter.tokens, now
+            ev.emit("log", step=state.global_step, max_steps=state.max_steps, loss=float(logs["loss"]),
+                    learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                    tokens=counter.tokens, tokens_per_s=round(tps, 1))
+
+    return EventCallback()
+
+
+def train(run_dir: str | Path, resume: bool = False) -> int:
+    """Run the job in ``run_dir``. Returns the process exit code (0 finished or stopped, 1 failed)."""
+    run_dir = Path(run_dir).resolve()
+    ev = EventWriter(run_dir)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        return _train(run_dir, ev, stop, resume)
+    except ConfigError as err:
+        ev.emit("status", status="failed", message=str(err))
+        return 1
+    except Exception as err:  # the reason goes to the UI; the traceback to stderr (run log)
+        traceback.print_exc()
+        ev.emit("status", status="failed", message=_failure_message(err))
+        return 1
+    finally:
+        ev.close()
+
+
+def _failure_message(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    if "out of memory" in str(err).lower():
+        text += (" | Fix: lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
+                 "effective batch), lower max_length, turn on gradient_checkpointing, or load the base in 4bit.")
+    return text
+
+
+def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool) -> int:
+    t_start = time.time()
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    ev.emit("status", status="loading", message=f"pid {os.getpid()}: loading data and {cfg.model.base_model_name_or_path}")
+
+    import torch
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from . import card, models
+    from .data import load_text
+    from .text import PaddingCollator, TokenizedRows, packing_collator, pad_id_of, tokenize_rows
+
+    token = os.environ.get("HF_TOKEN") or None
+    set_seed(cfg.training.seed)
+    td = load_text(cfg.data, token=token)
+    rm = models.resolve_model(cfg.model.base_model_name_or_path)
+    device = models.device_kind()
+    problem = models.quantization_problem(cfg.model, device)
+    if problem:
+        raise ConfigError([problem])
+    tok = models.load_tokenizer(rm.load_path, cfg.model.trust_remote_code, token)
+    rows = tokenize_rows(td.texts, tok, cfg.training.max_length)
+    model = models.load_base_model(cfg.model, rm.load_path, device,
+                                   gradient_checkpointing=cfg.training.gradient_checkpointing, token=token)
+    available = models.linear_module_names(model)
+    targets = cfg.lora.target_modules or models.default_target_modules(model.config.model_type, available)
+    problems = models.check_target_modules(targets, available)
+    if problems:
+        raise ConfigError(problems)
+    model = get_peft_model(model, models.lora_config(cfg.lora, targets))
+    # The adapter must name the Hub id, not the local folder the weights were read from.
+    model.peft_config["default"].base_model_name_or_path = rm.hub_id
+    trainable, total = model.get_nb_trainable_parameters()
+    line = models.trainable_line(trainable, total)
+    ev.emit("info", message=f"{td.summary()}; {len(rows):,} rows tokenized (max_length {cfg.training.max_length})",
+            rows=len(rows), skipped_empty=td.skipped_empty, text_column=td.text_column)
+    ev.emit("info", message=f"{line} | device {device}, quantization "
+            f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}, "
+            f"loaded in {time.time() - t_start:.1f} s", trainable_params=trainable, all_params=total,
+            device=device, hub_id=rm.hub_id, bundled=rm.bundled)
+    if cfg.training.gradient_checkpointing:
+        # Non-reentrant checkpointing gives LoRA weights gradients even though the frozen
+        # embeddings' outputs do not require grad (the reentrant variant silently gives none).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+
+    t = cfg.training
+    counter = _TokenCounter(packing_collator() if t.packing else PaddingCollator(pad_id_of(tok)))
+    dtype = models.compute_dtype(device)
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"), max_steps=t.max_steps, learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler_type, logging_steps=t.logging_steps, save_steps=t.save_steps,
+        save_strategy="steps", save_total_limit=1, save_only_model=False, seed=t.seed, report_to=[],
+        disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
+        bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
+        use_cpu=device == "cpu",
+    )
+
+    def on_save(state):
+        last_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+        path = save_adapter(model, run_dir, card.render_card(cfg, rm.hub_id, targets, last_loss,
+                                                              state.global_step, line))
+        ev.emit("saved", step=state.global_step, path=str(path))
+
+    trainer = Trainer(model=model, args=args, train_dataset=TokenizedRows(rows), data_collator=counter,
+                      callbacks=[_make_callback(ev, stop, counter, on_save)])
+    resume_from = _last_checkpoint(run_dir) if resume else None
+    trainer.train(resume_from_checkpoint=resume_from)
+    state = trainer.state
+    ev.emit("status", status="saving", message=f"saving adapter at step {state.global_step}")
+    on_save(state)
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    final = "stopped" if stop.is_set() and state.global_step < state.max_steps else "finished"
+    ev.emit("status", status=final, message=f"step {state.global_step}/{state.max_steps}, final loss "
+            f"{losses[-1] if losses else float('nan'):.4f}, {time.time() - t_start:.1f} s",
+            step=state.global_step, final_loss=losses[-1] if losses else None)
+    return 0
+
+
+def _last_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ck = run_dir / "checkpoints"
+    return get_last_checkpoint(str(ck)) if ck.is_dir() else None
+
+
+def perplexity(model, tokenizer, texts: list[str], max_length: int = 256, batch_size: int = 8) -> float:
+    """exp(mean token negative log-likelihood) over ``texts``, each ending with EOS, labels as
+    in training (padding excluded). Runs under ``torch.no_grad`` on the model's device."""
+    import torch
+
+    from .text import PaddingCollator, pad_id_of, tokenize_rows
+
+    rows = tokenize_rows(texts, tokenizer, max_length)
+    collate = PaddingCollator(pad_id_of(tokenizer))
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            b = {k: v.to(dev) for k, v in collate([{"input_ids": r} for r in rows[i:i + batch_size]]).items()}
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+            labels = b["labels"][:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                    labels.reshape(-1), ignore_index=-100, reduction="sum")
+            total += nll.item()
+            count += int((labels != -100).sum())
+    model.train(was_training)
+    return math.exp(total / count)
+
+
+if __name__ == "__main__":  # pragma: no cover - the CLI in __main__ is the usual entry
+    sys.exit(train(sys.argv[1]))

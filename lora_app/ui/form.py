@@ -1,0 +1,122 @@
+"""The settings form: one widget per RunConfig field, and the one way to turn it into a config.
+
+Widgets are keyed by ``"section.field"``; :func:`to_config` builds a RunConfig from those
+values through :meth:`RunConfig.build`, exactly as the CLI and the tests do, so the UI
+reports the same validation messages.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..config import ConfigError, RunConfig
+from ..models import device_kind
+
+D = RunConfig()  # defaults
+
+
+def device_note() -> str:
+    dev = device_kind()
+    if dev == "cuda":
+        import torch
+
+        return (f"**GPU:** {torch.cuda.get_device_name(0)}. 8-bit (default, as in the reference recipe) and 4-bit "
+                "loading of the base model through bitsandbytes are available.")
+    return (f"**No CUDA GPU here ({dev}):** 8-bit and 4-bit loading need bitsandbytes on a CUDA GPU, so they are "
+            "unavailable; the base model trains in full precision (float32).")
+
+
+def build_model_widgets() -> dict[str, gr.components.Component]:
+    w: dict[str, gr.components.Component] = {}
+    w["model.base_model_name_or_path"] = gr.Textbox(
+        D.model.base_model_name_or_path, label="Base model (Hub id or local folder)",
+        info="Default: SmolLM2-135M-Instruct, bundled for offline use.")
+    gpu = device_kind() == "cuda"
+    w["model.quantization"] = gr.Radio(
+        ["auto", "none", "8bit", "4bit"] if gpu else ["auto", "none"], value="auto", label="Quantization of the base",
+        info="auto = 8bit on a CUDA GPU, none elsewhere" + ("" if gpu else " (8bit/4bit: no CUDA GPU here)"))
+    w["model.trust_remote_code"] = gr.Checkbox(False, label="trust_remote_code (runs the model repo's own code)")
+    return w
+
+
+def build_lora_widgets() -> dict[str, gr.components.Component]:
+    w: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        w["lora.r"] = gr.Number(D.lora.r, label="r", precision=0, minimum=1)
+        w["lora.lora_alpha"] = gr.Number(D.lora.lora_alpha, label="lora_alpha")
+        w["lora.lora_dropout"] = gr.Number(D.lora.lora_dropout, label="lora_dropout", step=0.01)
+    with gr.Row():
+        w["lora.target_modules"] = gr.Textbox("", label="target_modules",
+                                              placeholder="empty = the architecture's default (q_proj,v_proj)")
+        w["lora.bias"] = gr.Dropdown(["none", "all", "lora_only"], value=D.lora.bias, label="bias")
+    return w
+
+
+def build_training_widgets() -> dict[str, gr.components.Component]:
+    t = D.training
+    w: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps", precision=0, minimum=1)
+        w["training.learning_rate"] = gr.Number(t.learning_rate, label="learning_rate")
+        w["training.warmup_steps"] = gr.Number(t.warmup_steps, label="warmup_steps", precision=0, minimum=0)
+    with gr.Row():
+        w["training.per_device_train_batch_size"] = gr.Number(t.per_device_train_batch_size,
+                                                              label="per_device_train_batch_size", precision=0)
+        w["training.gradient_accumulation_steps"] = gr.Number(t.gradient_accumulation_steps,
+                                                              label="gradient_accumulation_steps", precision=0)
+        w["training.max_length"] = gr.Number(t.max_length, label="max_length (tokens per row)", precision=0)
+    with gr.Row():
+        w["training.packing"] = gr.Checkbox(t.packing, label="packing (no padding; rows never attend to each other)")
+        w["training.gradient_checkpointing"] = gr.Checkbox(t.gradient_checkpointing,
+                                                           label="gradient_checkpointing (less memory, ~30% slower)")
+        w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps", precision=0)
+    return w
+
+
+def _num(v):
+    # gr.Number gives floats; a whole float becomes an int so "r: 16.0" validates as 16,
+    # while 16.5 stays a float and is reported as "must be a whole number".
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def to_config(values: dict[str, object], data: dict | None) -> RunConfig:
+    """Build and validate a RunConfig from ``{"section.field": value}`` and the data source.
+
+    Raises ConfigError listing every problem.
+    """
+    raw: dict[str, dict] = {"data": dict(data or {})}
+    for key, v in values.items():
+        section, name = key.split(".", 1)
+        if v is None or (isinstance(v, str) and not v.strip() and name not in ("base_model_name_or_path",)):
+            if name == "target_modules":
+                v = None
+            elif v is None:
+                raise ConfigError([f"{key}: is empty. Fix: enter a value."])
+        raw.setdefault(section, {})[name] = _num(v)
+    if not raw["data"].get("path") and not raw["data"].get("dataset_id"):
+        raise ConfigError(["data: no data chosen. Fix: upload a file, use the example, or load a Hub dataset "
+                           "in the Data tab."] + _collect(raw))
+    return RunConfig.build(raw)
+
+
+def _collect(raw: dict) -> list[str]:
+    """The other problems too, so one press shows everything."""
+    try:
+        raw = {**raw, "data": {}}
+        RunConfig.build(raw)
+        return []
+    except ConfigError as err:
+        return err.problems
+
+
+def from_config(cfg: RunConfig, keys: list[str]) -> list:
+    """Widget values for ``keys`` from a config (for loading a saved YAML into the form)."""
+    dump = cfg.model_dump()
+    out = []
+    for key in keys:
+        section, name = key.split(".", 1)
+        v = dump[section][name]
+        out.append(",".join(v) if name == "target_modules" and v else ("" if v is None else v))
+    return out
