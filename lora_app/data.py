@@ -104,7 +104,9 @@ def _read_csv(text: str) -> pd.DataFrame:
     except csv.Error:
         sep = ","
     # keep_default_na=False: "NA", "null", "None" are words in a text corpus.
-    return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[])
+    # skip_blank_lines=False: a blank line is an empty row, counted and reported as skipped.
+    return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[],
+                       skip_blank_lines=False)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -150,12 +152,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def string_columns(df: pd.DataFrame) -> list[str]:
-    """Columns where most non-missing values are strings (a JSON column may mix in numbers)."""
+    """Columns holding any strings (a JSON text column may mix in numbers; they are read as text)."""
     out = []
     for c in df.columns:
         vals = df[c].dropna()
         vals = vals[:1000]
-        if len(vals) and sum(isinstance(v, str) for v in vals) >= 0.5 * len(vals):
+        if any(isinstance(v, str) for v in vals):
             out.append(c)
     return out
 

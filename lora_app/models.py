@@ -102,7 +102,7 @@ def bundled_model_dir() -> Path:
 @dataclass(frozen=True)
 class ResolvedModel:
     """``load_path``: what to pass to from_pretrained; ``hub_id``: the name recorded in the
-    adapter and its model card (never a local path when a Hub id is known); ``bundled``:
+    adapter and its model card (a local path only when no Hub id is known); ``bundled``:
     True when the offline copy stands in for the Hub model."""
 
     load_path: str
@@ -115,7 +115,9 @@ def resolve_model(name_or_path: str) -> ResolvedModel:
     p = Path(name_or_path).expanduser()
     if p.is_dir():
         marker = p / HUB_ID_FILE
-        hub_id = marker.read_text().strip() if marker.exists() else _hub_id_from_config(p) or p.name
+        # With no Hub id known (a model that only exists here), the folder itself is the best
+        # name: the adapter then still reloads on this machine; pushing it is refused (hub.py).
+        hub_id = marker.read_text().strip() if marker.exists() else _hub_id_from_config(p) or str(p.resolve())
         return ResolvedModel(str(p.resolve()), hub_id)
     if name_or_path == DEFAULT_BASE_MODEL and (not hub_reachable() or _hub_lacks(name_or_path)):
         return ResolvedModel(str(bundled_model_dir()), DEFAULT_BASE_MODEL, bundled=True)

@@ -95,15 +95,18 @@ def _make_callback(ev: EventWriter, stop: threading.Event, counter: _TokenCounte
     return EventCallback()
 
 
-def train(run_dir: str | Path, resume: bool = False) -> int:
-    """Run the job in ``run_dir``. Returns the process exit code (0 finished or stopped, 1 failed)."""
+def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -> int:
+    """Run the job in ``run_dir``. Returns the process exit code (0 finished or stopped, 1 failed).
+
+    ``keep``: if a dict is given, the trained model and tokenizer are put in it (in-process use).
+    """
     run_dir = Path(run_dir).resolve()
     ev = EventWriter(run_dir)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        return _train(run_dir, ev, stop, resume)
+        return _train(run_dir, ev, stop, resume, keep)
     except ConfigError as err:
         ev.emit("status", status="failed", message=str(err))
         return 1
@@ -123,7 +126,18 @@ def _failure_message(err: BaseException) -> str:
     return text
 
 
-def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool) -> int:
+def enable_gradient_checkpointing(model) -> None:
+    """Checkpoint activations so that every LoRA weight still gets its gradient.
+
+    Non-reentrant checkpointing is used: with the reentrant variant, a checkpointed block
+    whose inputs do not require grad (frozen embeddings feed it) silently yields no gradient
+    for the LoRA weights inside it (torch.utils.checkpoint docs, "use_reentrant").
+    """
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+
+
+def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, keep: dict | None = None) -> int:
     t_start = time.time()
     cfg = RunConfig.load(run_dir / "config.yaml")
     ev.emit("status", status="loading", message=f"pid {os.getpid()}: loading data and {cfg.model.base_model_name_or_path}")
@@ -165,10 +179,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool) 
             f"loaded in {time.time() - t_start:.1f} s", trainable_params=trainable, all_params=total,
             device=device, hub_id=rm.hub_id, bundled=rm.bundled)
     if cfg.training.gradient_checkpointing:
-        # Non-reentrant checkpointing gives LoRA weights gradients even though the frozen
-        # embeddings' outputs do not require grad (the reentrant variant silently gives none).
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        enable_gradient_checkpointing(model)
 
     t = cfg.training
     counter = _TokenCounter(packing_collator() if t.packing else PaddingCollator(pad_id_of(tok)))
@@ -194,6 +205,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool) 
                       callbacks=[_make_callback(ev, stop, counter, on_save)])
     resume_from = _last_checkpoint(run_dir) if resume else None
     trainer.train(resume_from_checkpoint=resume_from)
+    if keep is not None:  # for tests: the trained model itself, to compare with the reloaded adapter
+        keep.update(model=model, tokenizer=tok)
     state = trainer.state
     ev.emit("status", status="saving", message=f"saving adapter at step {state.global_step}")
     on_save(state)

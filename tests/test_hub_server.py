@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 
+import datasets
 import httpx2
 import pytest
 import torch
@@ -77,6 +78,10 @@ def test_upload_folder_then_download(hub_server, tmp_path):
     assert tree["model.safetensors"].lfs.size == (folder / "model.safetensors").stat().st_size
     assert "sub" in tree and tree["README.md"].lfs is None
 
+    with pytest.raises(ValueError, match="Invalid metadata"):  # validate-yaml rejects a broken card
+        _api().upload_file(path_or_fileobj=b"---\ntags: [oops\n---\n", path_in_repo="README.md",
+                           repo_id="alice/tiny", token=ALICE)
+
     # re-uploading identical files makes no new commit
     n = len(hub_server.requests)
     _api().upload_folder(repo_id="alice/tiny", folder_path=folder, token=ALICE)
@@ -92,6 +97,11 @@ def test_snapshot_download_and_revisions(hub_server, tmp_path):
     assert open(f"{path}/nested/deep/b.bin", "rb").read() == b"\0\1\2" * 100
     old = hf_hub_download("alice/snap", "a.txt", revision=first, cache_dir=tmp_path / "c")
     assert open(old, "rb").read() == b"one"
+    from huggingface_hub import HfFileSystem
+
+    fs = HfFileSystem()  # reads with Range requests
+    assert fs.cat_file("alice/snap/nested/deep/b.bin", start=1, end=5) == (b"\0\1\2" * 100)[1:5]
+    assert ("GET", "/alice/snap/resolve/" + _api().model_info("alice/snap").sha + "/nested/deep/b.bin") in hub_server.requests
     with pytest.raises(RevisionNotFoundError):
         hf_hub_download("alice/snap", "a.txt", revision="nope", cache_dir=tmp_path / "c")
     with pytest.raises(EntryNotFoundError):
@@ -128,7 +138,6 @@ def test_peft_push_to_hub_and_from_pretrained(hub_server):
 
 
 def test_load_dataset_jsonl_and_parquet(hub_server):
-    import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -138,6 +147,7 @@ def test_load_dataset_jsonl_and_parquet(hub_server):
     pq.write_table(pa.Table.from_pylist(rows[:3]), buf)
     hub_server.add_file("dataset", "alice/quotes-pq", "train.parquet", buf.getvalue())
 
+    assert datasets.config.USE_PARQUET_EXPORT is False  # no datasets-server lookup (conftest)
     ds = datasets.load_dataset("alice/quotes", split="train")
     assert ds.to_list() == rows
     ds = datasets.load_dataset("alice/quotes-pq", token=ALICE)
@@ -188,3 +198,19 @@ def test_server_stopped_gives_connection_error():
     hub.start()  # same port again
     assert api.whoami(token="t")["name"] == "u"
     hub.stop()
+
+
+def test_session_hub_down_then_up(hub_server):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    hub_server.add_file("model", "alice/down", "a.txt", b"cached")
+    hub_server.add_file("model", "alice/down", "b.txt", b"not cached")
+    cached = hf_hub_download("alice/down", "a.txt")
+    hub_server.stop()
+    assert hf_hub_download("alice/down", "a.txt") == cached  # served from the cache, silently
+    with pytest.raises(LocalEntryNotFoundError):  # NB: also an EntryNotFoundError, though the file exists
+        hf_hub_download("alice/down", "b.txt")
+    with pytest.raises(httpx2.ConnectError):
+        _api().create_repo("alice/y", token=ALICE)
+    hub_server.start()
+    assert open(hf_hub_download("alice/down", "b.txt"), "rb").read() == b"not cached"

@@ -59,10 +59,10 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
-    status = gr.Markdown("No run yet: press **Start training**.")
-    progress = gr.HTML(progress_html(0, 0, 0, None, "idle"))
-    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=260)
-    log = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, interactive=False)
+    status = gr.Markdown("No run yet: press **Start training**.", elem_id="train-status")
+    progress = gr.HTML(progress_html(0, 0, 0, None, "idle"), elem_id="train-progress")
+    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=260, elem_id="loss-plot")
+    log = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, interactive=False, elem_id="train-log")
 
     def on_start(data, owner, *vals, request: gr.Request = None):
         try:
