@@ -5,7 +5,13 @@ Locally: ``python app.py`` (or ``python -m lora_app serve``); ``GRADIO_SHARE=1``
 
 import os
 
-from lora_app.ui import CSS, build_app
+from lora_app.hub import load_dotenv
+
+# ./.env: HF_TOKEN and settings not already in the environment (a Space uses its secrets instead).
+# Read before gradio / huggingface_hub are imported: they read HF_* variables at import time.
+load_dotenv()
+
+from lora_app.ui import CSS, build_app  # noqa: E402
 
 if __name__ == "__main__":
     build_app().queue(default_concurrency_limit=4).launch(

@@ -4,6 +4,7 @@
     python -m lora_app train RUN_DIR [--resume]          # what the Start button runs
     python -m lora_app train --config run.yaml [--runs DIR] [--set training.max_steps=20 ...]
     python -m lora_app generate --adapter RUN_DIR/adapter --prompt "Two things are infinite: "
+    python -m lora_app push RUN_DIR [--repo owner/name] [--private]   # token: HF_TOKEN or .env
 """
 
 from __future__ import annotations
@@ -26,7 +27,34 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _load_raw(path: str) -> dict:
+    """A saved config file as a nested dict (validation is the preflight's job)."""
+    import json
+
+    import yaml
+
+    from .config import ConfigError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"--config: cannot read {path} ({err.strerror}). Fix: give the path of a saved "
+                           "config.yaml."]) from None
+    try:
+        raw = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except ValueError as err:  # json.JSONDecodeError
+        raise ConfigError([f"config: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({err})"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([f"config: not valid YAML ({err})"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(["config: expected a mapping with data/model/lora/training"])
+    return raw
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .hub import load_dotenv
+
+    load_dotenv()  # ./.env (or LORA_APP_ENV_FILE): HF_TOKEN and settings not already in the environment
     ap = argparse.ArgumentParser(prog="python -m lora_app", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -46,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--prompt", default="Two things are infinite: ")
     g.add_argument("--max-new-tokens", type=int, default=40)
     g.add_argument("--temperature", type=float, default=0.0)
+    p = sub.add_parser("push", help="push a finished run's adapter to the Hugging Face Hub (token: HF_TOKEN)")
+    p.add_argument("run_dir", help="a run folder or an adapter folder")
+    p.add_argument("--repo", default=None, help="owner/name (default: <you>/<base-name>-lora-<data-name>)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--base-model", default=None, help="the base model's Hub id, if the run used a local folder")
     a = ap.parse_args(argv)
 
     if a.cmd == "serve":
@@ -69,32 +102,52 @@ def main(argv: list[str] | None = None) -> int:
             pass
         print(text)
         return 0
+    if a.cmd == "push":
+        return _push(a)
     return 2
 
 
+def _push(a) -> int:
+    from . import hub
+    from .config import ConfigError
+
+    token = hub.env_token()
+    try:
+        repo = a.repo or hub.default_repo_id(hub.whoami(token).name, a.run_dir)
+        res = hub.push_adapter(a.run_dir, repo, private=a.private, token=token, base_model_id=a.base_model)
+    except ConfigError as err:
+        print("The push did not happen (the local adapter is unchanged):\n" +
+              "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+        return 1
+    print(f"pushed to {res.url}" + ("" if not res.notes else "\n" + "\n".join(res.notes)))
+    return 0
+
+
 def _train_config(a) -> int:
-    from .config import ConfigError, RunConfig
+    from .config import ConfigError
     from .events import RunView
     from .jobs import JobManager
     from .models import app_home
-    from .validate import validate
+    from .validate import preflight
 
     if not a.config:
         print("train: give RUN_DIR or --config FILE", file=sys.stderr)
         return 2
     try:
-        cfg = RunConfig.load(a.config)
-        if a.set:
-            raw = cfg.model_dump()
-            for sec, vals in _overrides(a.set).items():
-                raw.setdefault(sec, {}).update(vals)
-            cfg = RunConfig.build(raw)
-        validate(cfg)
+        raw = _load_raw(a.config)
+        for sec, vals in _overrides(a.set).items():
+            if not isinstance(raw.get(sec), dict):
+                raw[sec] = {}
+            raw[sec].update(vals)
+        # The same preflight as the Start button: every problem at once, nothing written on failure.
+        cfg, pre = preflight(raw, token=os.environ.get("HF_TOKEN") or None)
     except ConfigError as err:
         print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
         return 2
     jm = JobManager(a.runs or app_home() / "runs")
     run_id = jm.submit(cfg, owner="cli")
+    for note in pre.notes:
+        print(f"note: {note}")
     print(f"run {run_id}: {jm.run_dir(run_id)}")
     view = RunView()
     try:

@@ -13,8 +13,9 @@ from .config import RunConfig
 
 
 def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_loss: float | None,
-                steps_done: int, trainable_line: str = "") -> str:
-    """The README.md text of an adapter folder."""
+                steps_done: int, trainable_line: str = "", repo_id: str | None = None) -> str:
+    """The README.md text of an adapter folder. ``repo_id``: where it is pushed (the load
+    snippet names it); None while the adapter only exists locally."""
     meta = {
         "base_model": base_model_id,
         "library_name": "peft",
@@ -23,9 +24,16 @@ def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_lo
     }
     if cfg.data.dataset_id:
         meta["datasets"] = [cfg.data.dataset_id]
-    data_src = (f"Hub dataset [`{cfg.data.dataset_id}`](https://huggingface.co/datasets/{cfg.data.dataset_id})"
-                f" (split `{cfg.data.split}`)" if cfg.data.dataset_id else
-                f"uploaded file `{cfg.data.source_name or 'data'}`")
+    cfg_part = f", config `{cfg.data.dataset_config}`" if cfg.data.dataset_config else ""
+    data_src = (f"the Hub dataset [`{cfg.data.dataset_id}`](https://huggingface.co/datasets/{cfg.data.dataset_id})"
+                f" (split `{cfg.data.split}`{cfg_part})" if cfg.data.dataset_id else
+                f"the file `{cfg.data.source_name or (cfg.data.path or 'data').replace(chr(92), '/').split('/')[-1]}`")
+    rows = f", at most {cfg.data.max_rows:,} rows" if cfg.data.max_rows else ""
+    repo = repo_id or "<this repo id>"
+    from .hub import is_hub_id
+
+    base_link = f"[{base_model_id}](https://huggingface.co/{base_model_id})" if is_hub_id(base_model_id) else \
+        f"`{base_model_id}` (a local folder)"
     l, t = cfg.lora, cfg.training
     loss = f"{final_loss:.4f}" if final_loss is not None else "n/a"
     return f"""---
@@ -34,7 +42,10 @@ def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_lo
 
 # LoRA adapter for {base_model_id}
 
-Trained with [lora_app](https://github.com/) on {data_src}, text column `{cfg.data.text_column or 'text'}`.
+A LoRA adapter for {base_link}, trained with lora_app.
+
+## Data
+Trained on {data_src}, text column `{cfg.data.text_column or 'text'}`{rows}.
 
 ## LoRA settings
 | setting | value |
@@ -66,7 +77,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 base = AutoModelForCausalLM.from_pretrained("{base_model_id}")
 tokenizer = AutoTokenizer.from_pretrained("{base_model_id}")
-model = PeftModel.from_pretrained(base, "<this repo id>")
+model = PeftModel.from_pretrained(base, "{repo}")
 inputs = tokenizer("Two things are infinite: ", return_tensors="pt")
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40)[0]))
 ```

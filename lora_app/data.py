@@ -55,6 +55,10 @@ class TextData:
         return s
 
 
+def _size(n: float) -> str:
+    return f"{n / 2**20:,.1f} MB" if n >= 2**20 else f"{n / 1024:,.1f} KB"
+
+
 def _decode(raw: bytes) -> str:
     # utf-8-sig strips a byte-order mark, so no invisible "\ufeff" lands in a column name.
     try:
@@ -64,19 +68,24 @@ def _decode(raw: bytes) -> str:
 
 
 def _read_json(text: str) -> pd.DataFrame:
-    """A JSON array, a JSON-lines file, or an object holding one list of records."""
-    stripped = text.lstrip()
+    """A JSON array, a JSON-lines file, or an object holding one list of records.
+
+    In JSON lines, a blank line between records is an empty row (skipped and counted later).
+    """
+    stripped = text.strip()
     if not stripped:
         raise ValueError("the file is empty")
     if stripped[0] == "[":
         return pd.DataFrame.from_records(_records(json.loads(stripped)))
     rows, bad = [], 0
     for line in stripped.splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                bad += 1
+        if not line.strip():
+            rows.append(None)
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            bad += 1
     if bad:
         # Maybe one pretty-printed object such as {"data": [...]}.
         try:
@@ -91,11 +100,14 @@ def _read_json(text: str) -> pd.DataFrame:
 
 
 def _records(rows: list) -> list[dict]:
-    if rows and all(isinstance(r, str) for r in rows):
+    """JSON values to records: objects as they are, a list of strings as a 'text' column;
+    ``None`` (a blank line, a JSON null) is an empty row."""
+    given = [r for r in rows if r is not None]
+    if given and all(isinstance(r, str) for r in given):
         return [{TEXT_COLUMN: r} for r in rows]
-    if not all(isinstance(r, dict) for r in rows):
+    if not all(isinstance(r, dict) for r in given):
         raise ValueError("each JSON record must be an object such as {\"text\": \"...\"}")
-    return rows
+    return [r if r is not None else {} for r in rows]
 
 
 def _read_csv(text: str) -> pd.DataFrame:
@@ -105,8 +117,9 @@ def _read_csv(text: str) -> pd.DataFrame:
         sep = ","
     # keep_default_na=False: "NA", "null", "None" are words in a text corpus.
     # skip_blank_lines=False: a blank line is an empty row, counted and reported as skipped.
-    return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[],
-                       skip_blank_lines=False)
+    # Blank lines at the very end are the file's end, not rows.
+    return pd.read_csv(io.StringIO(text.rstrip("\r\n") + "\n"), sep=sep, dtype=str, keep_default_na=False,
+                       na_values=[], skip_blank_lines=False)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -126,16 +139,19 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if size == 0:
         raise ConfigError([f"data.path: '{p.name}' is empty. Fix: upload a file with at least one row."])
     if size > max_upload_bytes():
-        raise ConfigError([f"data.path: '{p.name}' is {size / 2**20:.0f} MB, over the "
-                           f"{max_upload_bytes() / 2**20:.0f} MB limit. Fix: upload a smaller file "
-                           "or raise LORA_APP_MAX_UPLOAD_MB."])
+        raise ConfigError([f"data.path: '{p.name}' is {_size(size)}, over the {_size(max_upload_bytes())} limit. "
+                           "Fix: upload a smaller file (or fewer rows), or raise LORA_APP_MAX_UPLOAD_MB."])
     try:
         if ext == ".parquet":
             df = pd.read_parquet(p)
         else:
             text = _decode(p.read_bytes())
+            if not text.strip():
+                raise ConfigError([f"data.path: '{p.name}' is empty (only blank lines). "
+                                   "Fix: upload a file with at least one row."])
             if ext == ".txt":
-                df = pd.DataFrame({TEXT_COLUMN: [ln for ln in text.splitlines() if ln.strip()]})
+                # One row per line; blank lines inside are empty rows (skipped and counted later).
+                df = pd.DataFrame({TEXT_COLUMN: text.strip("\r\n").splitlines()})
             elif ext == ".csv":
                 df = _read_csv(text)
             else:

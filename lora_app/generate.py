@@ -29,6 +29,7 @@ class Generator:
 
     def __init__(self):
         self._lock = threading.Lock()
+        self._gen_lock = threading.Lock()  # one generate() at a time: disable_adapter() changes the shared model
         self._loaded: Loaded | None = None
 
     def load(self, adapter: str | None = None, base: str | None = None, token: str | None = None,
@@ -46,9 +47,7 @@ class Generator:
                 try:
                     pc = PeftConfig.from_pretrained(adapter, token=token)
                 except Exception as err:
-                    raise ConfigError([f"adapter: '{adapter}' is not a PEFT adapter folder or Hub repo "
-                                       f"({type(err).__name__}). Fix: pick a finished run or an owner/name repo "
-                                       "holding adapter_config.json."]) from None
+                    raise ConfigError([_adapter_not_found(adapter, err, token)]) from None
                 key_base = base or pc.base_model_name_or_path
             if not key_base:
                 raise ConfigError(["base model: none given. Fix: give a base model or an adapter."])
@@ -63,14 +62,7 @@ class Generator:
             model = models.load_base_model(mcfg, rm.load_path, device, for_training=False, token=token)
             desc = f"base {rm.hub_id}" + (" (bundled offline copy)" if rm.bundled else "")
             if adapter:
-                from peft import PeftModel
-
-                try:
-                    model = PeftModel.from_pretrained(model, adapter, token=token)
-                except (ValueError, KeyError, RuntimeError) as err:
-                    raise ConfigError([f"adapter: '{adapter}' does not fit base model '{key_base}': "
-                                       f"{str(err).splitlines()[0][:300]}. Fix: load it with the base model it "
-                                       "was trained on."]) from None
+                model = _apply_adapter(model, adapter, pc, key_base, token)
                 desc += f" + adapter {adapter}"
             model.eval()
             self._loaded = Loaded(model, tok, key_base, adapter, desc)
@@ -104,8 +96,8 @@ class Generator:
 
         def run():
             try:
-                torch.manual_seed(seed)
-                with ctx, torch.inference_mode():
+                with self._gen_lock, ctx, torch.inference_mode():
+                    torch.manual_seed(seed)
                     model.generate(**kw)
             except BaseException as err:  # surfaced in the caller's thread below
                 errors.append(err)
@@ -121,6 +113,134 @@ class Generator:
         if errors:
             raise errors[0]
         yield text
+
+    def compare(self, prompt: str, adapter: str, base: str | None = None, max_new_tokens: int = 40,
+                temperature: float = 0.0, top_p: float = 0.95, seed: int = 0,
+                token: str | None = None) -> Iterator[tuple[str, str]]:
+        """Side by side: yield ``(base_text, adapter_text)`` as both completions grow.
+
+        The base model (the adapter switched off) and base + adapter complete the same prompt
+        with the same seed and settings, one after the other, so each is exactly what a plain
+        Generate with / without the adapter would give.
+        """
+        if not (adapter or "").strip():
+            raise ConfigError(["adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
+                               "(owner/name) to compare with its base model."])
+        kw = dict(adapter=adapter, base=base, max_new_tokens=max_new_tokens, temperature=temperature,
+                  top_p=top_p, seed=seed, token=token)
+        base_text = ""
+        for base_text in self.stream(prompt, use_adapter=False, **kw):
+            yield base_text, ""
+        for text in self.stream(prompt, use_adapter=True, **kw):
+            yield base_text, text
+
+    def complete_batch(self, prompts: list[str], adapter: str | None = None, base: str | None = None,
+                       max_new_tokens: int = 40, temperature: float = 0.0, top_p: float = 0.95, seed: int = 0,
+                       token: str | None = None, use_adapter: bool = True) -> list[str]:
+        """Complete several prompts in one batch (prompt excluded from each result).
+
+        Prompts are padded on the *left* with an attention mask, so every row's new tokens
+        follow its own last prompt token directly; with greedy decoding a batch gives the same
+        tokens as one prompt at a time.
+        """
+        import contextlib
+
+        import torch
+
+        loaded = self.load(adapter, base, token)
+        tok, model = loaded.tokenizer, loaded.model
+        ids, mask = left_pad([tok(p)["input_ids"] for p in prompts], pad_id(tok))
+        dev = next(model.parameters()).device
+        kw = dict(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
+                  pad_token_id=pad_id(tok))
+        if temperature > 0:
+            kw.update(do_sample=True, temperature=temperature, top_p=top_p)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        ctx = model.disable_adapter() if (loaded.adapter and not use_adapter) else contextlib.nullcontext()
+        with self._gen_lock, ctx, torch.inference_mode():
+            torch.manual_seed(seed)
+            out = model.generate(**kw)
+        return [tok.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in out]
+
+
+def pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def left_pad(rows: list[list[int]], pad: int):
+    """``(input_ids, attention_mask)`` tensors with each row right-aligned (padding on the left)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> str:
+    """Why ``PeftConfig.from_pretrained(adapter)`` failed, in plain words (PEFT wraps the cause)."""
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+
+    cause = err.__cause__ or err
+    if Path(adapter).expanduser().is_dir():
+        return (f"adapter: the folder '{adapter}' holds no adapter_config.json. Fix: pick a finished run's "
+                "adapter folder.")
+    from .hub import explain, is_hub_id, is_network_error
+
+    if not is_hub_id(adapter):
+        return (f"adapter: '{adapter}' is neither an adapter folder nor a Hub repo id. Fix: pick a finished run, "
+                "or type a Hub repo id as owner/name.")
+    if isinstance(cause, GatedRepoError):
+        return (f"adapter: '{adapter}' is gated. Fix: accept its conditions on the Hub, then log in with that "
+                "account's token.")
+    if isinstance(cause, RepositoryNotFoundError):
+        hint = "log in with a token that can read it" if token else "log in if it is private"
+        return f"adapter: there is no Hub repo '{adapter}', or it is private. Fix: check the id, or {hint}."
+    if isinstance(cause, EntryNotFoundError) and not is_network_error(cause):
+        return (f"adapter: the Hub repo '{adapter}' has no adapter_config.json, so it is not a PEFT adapter. "
+                "Fix: give the repo id of a LoRA adapter.")
+    return explain(cause, f"read the adapter '{adapter}'", adapter).replace("hub:", "adapter:", 1)
+
+
+def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
+    """``PeftModel.from_pretrained`` with a plain ConfigError when the adapter does not fit
+    the base: layers it adapts that the base lacks, other weight shapes, or adapter weights
+    that match no layer of the base (PEFT only warns about those)."""
+    import warnings
+
+    from peft import PeftModel
+
+    made_for = pc.base_model_name_or_path
+    origin = f" It was trained on '{made_for}'." if made_for and made_for != base else ""
+    fix = f" Fix: load it with the base model it was trained on{f' ({made_for})' if made_for else ''}."
+    head = f"adapter: '{adapter}' does not fit the base model '{base}':"
+    targets = pc.target_modules
+    if isinstance(targets, (list, set, tuple)):  # (a str is a regex: PEFT itself reports no match)
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n}
+        missing = sorted(t for t in targets if t.rsplit(".", 1)[-1] not in names)
+        if missing:
+            raise ConfigError([f"{head} it adapts layers {', '.join(missing)}, which this model does not have "
+                               f"(its linear layers: {', '.join(models.linear_module_names(model))}).{origin}{fix}"])
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = PeftModel.from_pretrained(model, adapter, token=token)
+    except RuntimeError as err:
+        msg = str(err)
+        detail = next((ln.strip() for ln in msg.splitlines() if "size mismatch" in ln), msg.splitlines()[0])
+        raise ConfigError([f"{head} its weight shapes differ from this model's, so it was made for a model of "
+                           f"another size or architecture ({detail[:240]}).{origin}{fix}"]) from None
+    except (ValueError, KeyError) as err:
+        raise ConfigError([f"{head} {str(err).splitlines()[0][:300]}.{origin}{fix}"]) from None
+    if any("missing adapter keys" in str(w.message) for w in caught):
+        raise ConfigError([f"{head} its weights name layers this model does not have (another architecture), "
+                           f"so it would change nothing.{origin}{fix}"])
+    return model
 
 
 def is_adapter_folder(path: str | Path) -> bool:

@@ -25,14 +25,28 @@ def load_hub_frame(dataset_id: str, config: str | None = None, split: str = "tra
     import datasets
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
+    from .hub import endpoint_reachable, explain
+
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE and not endpoint_reachable():  # else ~25 s of retries, same answer
+        raise ConfigError([f"{FIELD}: cannot reach the Hub at {constants.ENDPOINT} to load '{dataset_id}'. "
+                           "Fix: check your connection, or upload the data as a file."])
+    gated = (f"{FIELD}: '{dataset_id}' is gated: its authors must grant you access first. Fix: open "
+             f"{constants.ENDPOINT}/datasets/{dataset_id}, accept its conditions, then log in here with a token "
+             "of that account.")
     try:
         ds = datasets.load_dataset(dataset_id, config or None, split=split or "train", token=token)
     except GatedRepoError:
-        raise ConfigError([f"{FIELD}: '{dataset_id}' is gated. Fix: accept its terms on the Hub, then log in "
-                           "with a token of that account."]) from None
+        raise ConfigError([gated]) from None
     except (RepositoryNotFoundError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as err:
+        if "gated" in str(err).lower():  # datasets turns GatedRepoError into DatasetNotFoundError
+            raise ConfigError([gated]) from None
+        login = "log in with a token that can read it" if token else "you are not logged in: log in if it is private"
         raise ConfigError([f"{FIELD}: dataset '{dataset_id}' was not found, or is private "
-                           f"({type(err).__name__}). Fix: check the id, or log in with a token that can read it."]) from None
+                           f"({type(err).__name__}). Fix: check the id, or {login}."]) from None
+    except OSError as err:  # HfHubHTTPError (401 bad token, 5xx), connection errors
+        raise ConfigError([explain(err, f"load the dataset '{dataset_id}'").replace("hub:", f"{FIELD}:", 1)]) from None
     except ValueError as err:
         msg = str(err).splitlines()[0][:300]
         raise ConfigError([f"data.split: {msg}. Fix: choose an existing config/split."]) from None

@@ -6,7 +6,15 @@ kill or a cancel never touches the server, and cancel can end every process the 
 
 Run index: ``runs.sqlite`` beside the run folders (stdlib sqlite3). A run's *status* there
 is the scheduler's view (queued/running/finished/stopped/failed); its events file is the
-trainer's view. Both live in the run folder's parent, so an app restart finds them again.
+trainer's view. Both live in the run folder's parent, so an app restart finds them again:
+a queued run is started by the new app, a run still going is adopted (followed by its pid
+until it exits), and one whose process died while the app was down gets its end from its
+event log.
+
+Who may do what: every run has an ``owner`` string (``hf:<user>`` with a Hub login, else the
+browser's random id). :meth:`JobManager.cancel`, :meth:`delete` and :meth:`resume` take the
+caller's ``owner`` and raise :class:`NotYourRun` for someone else's run; ``owner=None`` is a
+trusted local caller (CLI, tests), and the admins (``ADMIN_USERS``) may act on every run.
 """
 
 from __future__ import annotations
@@ -25,12 +33,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
-from .events import EventWriter, read_events
+from .events import EventWriter, RunView, read_events
 
 STOP_GRACE_S = 30.0  # time for the trainer to finish its step and save before SIGKILL
+START_TIMEOUT_S = 60.0  # a run claimed by a manager that never got a pid within this is failed
+ACTIVE = ("queued", "running")
 _SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, owner TEXT, status TEXT, created REAL, started REAL, ended REAL,
   pid INTEGER, base_model TEXT, data TEXT, final_loss REAL, message TEXT, resume INTEGER DEFAULT 0)"""
+
+
+class NotYourRun(PermissionError):
+    """Raised when someone acts on a run that another person started."""
+
+
+def admin_owners(value: str | None = None) -> frozenset[str]:
+    """Owners allowed to see and stop every run: ``ADMIN_USERS`` (comma-separated Hub names)
+    as ``hf:<name>``."""
+    value = os.environ.get("ADMIN_USERS", "") if value is None else value
+    return frozenset(f"hf:{u.strip().removeprefix('hf:')}" for u in value.split(",") if u.strip())
 
 
 @dataclass
@@ -60,48 +81,69 @@ class RunInfo:
 class JobManager:
     """Queue and run training jobs under ``root`` (one folder per run, ``root/runs.sqlite``).
 
-    ``max_running`` is the number of runs the device takes at once (1: the one GPU/CPU).
-    ``env`` is added to each child's environment (never written to disk).
+    ``max_running`` is the number of runs the device takes at once (1: the one GPU/CPU); it
+    holds across every JobManager on the same ``root``, in this process or another (the
+    CLI), because a run is claimed in the index before it is started. ``admins``: owners who
+    may act on every run (default: from ``ADMIN_USERS``). ``env`` given to :meth:`submit` is
+    added to that run's environment (never written to disk).
     """
 
-    def __init__(self, root: str | Path, max_running: int = 1, poll_s: float = 0.25):
+    def __init__(self, root: str | Path, max_running: int = 1, poll_s: float = 0.25,
+                 admins: frozenset[str] | None = None):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_running = max_running
         self.poll_s = poll_s
+        self.admins = admin_owners() if admins is None else frozenset(admins)
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen] = {}
         self._envs: dict[str, dict] = {}
-        self._db = sqlite3.connect(self.root / "runs.sqlite", check_same_thread=False, isolation_level=None)
+        self._stopping: set[str] = set()
+        self._views: dict[str, RunView] = {}
+        self._db = sqlite3.connect(self.root / "runs.sqlite", check_same_thread=False, isolation_level=None,
+                                   timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
-        self._recover()
         self._wake = threading.Event()
         self._closed = False
+        self._recover()
         self._thread = threading.Thread(target=self._loop, name="lora_app-scheduler", daemon=True)
         self._thread.start()
+
+    # -- index access (one connection, used from the scheduler and the request threads) -----
+    def _sql(self, q: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(q, args).fetchall()
+
+    def _runs(self, where: str = "", args: tuple = ()) -> list[RunInfo]:
+        return [RunInfo(*r) for r in self._sql(f"SELECT * FROM runs {where}", args)]
 
     # -- submit / query -------------------------------------------------------------------
     def submit(self, cfg: RunConfig, owner: str = "local", env: dict | None = None) -> str:
         """Create the run folder (config + a private copy of the data) and queue the run.
 
         The data file is copied into the run folder now, so a cleaned upload cache or a
-        closed browser tab cannot take it away mid-run. Returns the run id.
+        closed browser tab cannot take it away mid-run. The folder appears whole or not at
+        all. Returns the run id. Validate first (:func:`lora_app.validate.check_and_submit`).
         """
         run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         tmp = self.root / f".{run_id}.tmp"
         tmp.mkdir(parents=True)
-        cfg = cfg.model_copy(deep=True)
-        if cfg.data.path:
-            src = Path(cfg.data.path)
-            (tmp / "data").mkdir()
-            dst = tmp / "data" / ("train" + src.suffix.lower())
-            shutil.copyfile(src, dst)
-            cfg.data.source_name = cfg.data.source_name or src.name
-            cfg.data.path = str(self.root / run_id / "data" / dst.name)
-        cfg.save(tmp / "config.yaml")
-        EventWriter(tmp).emit("status", status="queued", message=f"run {run_id} queued")
-        os.rename(tmp, self.root / run_id)  # the folder appears whole or not at all
+        try:
+            cfg = cfg.model_copy(deep=True)
+            if cfg.data.path:
+                src = Path(cfg.data.path)
+                (tmp / "data").mkdir()
+                dst = tmp / "data" / ("train" + src.suffix.lower())
+                shutil.copyfile(src, dst)
+                cfg.data.source_name = cfg.data.source_name or src.name
+                cfg.data.path = str(self.root / run_id / "data" / dst.name)
+            cfg.save(tmp / "config.yaml")
+            EventWriter(tmp).emit("status", status="queued", message=f"run {run_id} queued")
+            os.rename(tmp, self.root / run_id)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         data = cfg.data.dataset_id or cfg.data.source_name or ""
         with self._lock:
             self._db.execute("INSERT INTO runs (id, owner, status, created, base_model, data, message) "
@@ -113,67 +155,156 @@ class JobManager:
         return run_id
 
     def get(self, run_id: str) -> RunInfo | None:
-        row = self._db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        return RunInfo(*row) if row else None
+        rows = self._runs("WHERE id=?", (run_id,))
+        return rows[0] if rows else None
 
     def list(self, owner: str | None = None) -> list[RunInfo]:
         """Newest first; all runs when ``owner`` is None."""
-        q = "SELECT * FROM runs" + (" WHERE owner=?" if owner is not None else "") + " ORDER BY created DESC"
-        return [RunInfo(*r) for r in self._db.execute(q, (owner,) if owner is not None else ())]
+        if owner is None:
+            return self._runs("ORDER BY created DESC, rowid DESC")
+        return self._runs("WHERE owner=? ORDER BY created DESC, rowid DESC", (owner,))
+
+    def is_admin(self, owner: str | None) -> bool:
+        return owner is not None and owner in self.admins
+
+    def visible(self, owner: str | None, admin: bool = False) -> list[RunInfo]:
+        """The runs ``owner`` may see: their own, or all of them for an admin."""
+        return self.list(None if admin or self.is_admin(owner) else (owner or "anonymous"))
+
+    def may_manage(self, run_id: str, owner: str | None, admin: bool = False) -> bool:
+        info = self.get(run_id)
+        return info is not None and (owner is None or admin or self.is_admin(owner) or info.owner == owner)
+
+    def _check_owner(self, info: RunInfo, owner: str | None, admin: bool) -> None:
+        if not (owner is None or admin or self.is_admin(owner) or info.owner == owner):
+            raise NotYourRun(f"Run {info.id} belongs to someone else: you can see and stop only your own runs.")
 
     def queue_position(self, run_id: str) -> int | None:
         """0 = running or next; None if the run is not waiting or running."""
-        active = [r.id for r in sorted(self.list(), key=lambda r: r.created) if r.status in ("running", "queued")]
-        active.sort(key=lambda i: 0 if self.get(i).status == "running" else 1)
-        return active.index(run_id) if run_id in active else None
+        active = self._runs("WHERE status IN ('running','queued') "
+                            "ORDER BY status='queued', created, rowid")
+        ids = [r.id for r in active]
+        return ids.index(run_id) if run_id in ids else None
+
+    def queue_note(self, run_id: str) -> str:
+        """For a waiting person: their place in the queue and how far the running run is."""
+        pos = self.queue_position(run_id)
+        running = self._runs("WHERE status='running' ORDER BY started")
+        ahead = (pos or 0) - len(running)
+        text = f"Run `{run_id}` is **queued**"
+        if pos is None:
+            return text + "."
+        text += f": {ahead} waiting run(s) ahead of it" if ahead > 0 else ": it is next in line"
+        for r in running:
+            v = self.view(r.id)
+            left = f", about {_fmt_s(v.remaining_s)} left" if v.remaining_s is not None else ""
+            text += f". Running now: `{r.id}` at step {v.step}/{v.max_steps or '?'}{left}"
+        return text + "."
+
+    def view(self, run_id: str) -> RunView:
+        """The run's events folded into a :class:`RunView`, read incrementally and cached."""
+        with self._lock:
+            v = self._views.setdefault(run_id, RunView())
+            v.update(self.run_dir(run_id))
+            return v
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
 
     # -- cancel / delete / resume ---------------------------------------------------------
-    def cancel(self, run_id: str, grace_s: float = STOP_GRACE_S) -> str:
+    def cancel(self, run_id: str, owner: str | None = None, *, admin: bool = False,
+               grace_s: float = STOP_GRACE_S) -> str:
         """Stop a run: a queued one never starts; a running one gets SIGTERM (finish the step,
-        save the adapter), then SIGKILL to the whole process group after ``grace_s``.
-        Returns once the process group is gone, with a sentence saying what happened."""
+        save the adapter and a checkpoint), then SIGKILL to the whole process group after
+        ``grace_s``. Returns once the process group is gone, with a sentence saying what
+        happened (device memory before/after on CUDA). Raises :class:`NotYourRun`."""
         with self._lock:
             info = self.get(run_id)
             if info is None:
                 return f"No run {run_id}."
+            self._check_owner(info, owner, admin)
             if info.status == "queued":
                 self._finish(run_id, "stopped", "cancelled before it started")
                 return f"Run {run_id} was cancelled before it started."
+            if info.status != "running":
+                return f"Run {run_id} is {info.status}; nothing to stop."
             proc = self._procs.get(run_id)
-        if info.status != "running" or not info.pid:
-            return f"Run {run_id} is {info.status}; nothing to stop."
-        t0 = time.time()
-        _signal_group(info.pid, signal.SIGTERM)
-        if not _wait_gone(info.pid, proc, grace_s):
-            _signal_group(info.pid, signal.SIGKILL)
-            _wait_gone(info.pid, proc, 10)
-        self._reap(run_id, stopping=True)
-        return f"Run {run_id} stopped: process {info.pid} and its group are gone after {time.time() - t0:.1f} s."
+            self._stopping.add(run_id)
+        try:
+            pid = info.pid
+            deadline = time.time() + START_TIMEOUT_S
+            while not pid and time.time() < deadline:  # claimed by another manager, not spawned yet
+                time.sleep(0.1)
+                pid = (self.get(run_id) or info).pid
+            mem_before = gpu_memory_used_mib()
+            t0 = time.time()
+            killed = False
+            if pid:
+                _signal_group(pid, signal.SIGTERM)
+                if not _wait_gone(pid, proc, grace_s):
+                    killed = True
+                    _signal_group(pid, signal.SIGKILL)
+                    _wait_gone(pid, proc, 10)
+            gone = not pid or not _group_alive(pid)
+            self._reap(run_id, stopping=True)
+            mem_after = gpu_memory_used_mib()
+        finally:
+            with self._lock:
+                self._stopping.discard(run_id)
+        self._wake.set()
+        took = time.time() - t0
+        text = f"Run {run_id} stopped after {took:.1f} s"
+        text += (f": process {pid} and its process group are gone" if gone else
+                 f": process group {pid} is STILL ALIVE after SIGKILL")
+        text += " (killed after the grace period)." if killed else "."
+        if mem_before is not None and mem_after is not None:
+            text += (" GPU memory in use: " + ", ".join(f"GPU{i} {b:,} MiB before, {a:,} MiB after"
+                                                        for i, (b, a) in enumerate(zip(mem_before, mem_after))) + ".")
+        else:
+            text += " CPU run: no device memory to report; the process is gone."
+        saved = _last_saved(self.run_dir(run_id))
+        text += (f" The adapter saved at step {saved['step']} is kept in {saved['path']}." if saved else
+                 " No adapter had been saved yet.")
+        return text
 
-    def delete(self, run_id: str) -> None:
-        """Remove a finished, stopped or failed run and its folder (a running one is stopped first)."""
+    def delete(self, run_id: str, owner: str | None = None, *, admin: bool = False) -> str:
+        """Remove a run and its folder (a queued or running one is stopped first).
+        Raises :class:`NotYourRun`."""
         info = self.get(run_id)
-        if info and info.status in ("running", "queued"):
-            self.cancel(run_id)
+        if info is None:
+            return f"No run {run_id}."
+        self._check_owner(info, owner, admin)
+        if info.status in ACTIVE:
+            self.cancel(run_id, owner, admin=admin)
         with self._lock:
             self._db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+            self._views.pop(run_id, None)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        return f"Run {run_id} and its folder were deleted."
 
-    def resume(self, run_id: str, env: dict | None = None) -> None:
-        """Queue a stopped or failed run again; it continues from its last checkpoint."""
+    def resume(self, run_id: str, owner: str | None = None, *, admin: bool = False, env: dict | None = None) -> str:
+        """Queue a stopped or failed run again; it continues from its last checkpoint, with
+        the step count going on from there. Raises :class:`NotYourRun`."""
+        info = self.get(run_id)
+        if info is None:
+            return f"No run {run_id}."
+        self._check_owner(info, owner, admin)
+        ck = _checkpoint_step(self.run_dir(run_id))
         with self._lock:
-            self._db.execute("UPDATE runs SET status='queued', ended=NULL, resume=1, message='resuming' WHERE id=?",
-                             (run_id,))
+            n = self._db.execute("UPDATE runs SET status='queued', ended=NULL, resume=1, message='resuming' "
+                                 "WHERE id=? AND status IN ('stopped','failed')", (run_id,)).rowcount
+            if not n:
+                return f"Run {run_id} is {info.status}: only a stopped or failed run can be resumed."
             if env:
                 self._envs[run_id] = dict(env)
-        EventWriter(self.run_dir(run_id)).emit("status", status="queued", message="resume queued")
+        where = f"from its checkpoint at step {ck}" if ck is not None else "from step 0 (it had no checkpoint)"
+        EventWriter(self.run_dir(run_id)).emit("status", status="queued", message=f"resume queued, {where}")
         self._wake.set()
+        return f"Run {run_id} is queued again and resumes {where}."
 
     def close(self) -> None:
-        """Stop the scheduler thread (running children are left alone)."""
+        """Stop the scheduler thread (running children are left alone: a new JobManager on
+        the same root adopts them)."""
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=5)
@@ -191,60 +322,97 @@ class JobManager:
     def _tick(self) -> None:
         with self._lock:
             for run_id, proc in list(self._procs.items()):
-                if proc.poll() is not None:
+                if proc.poll() is not None and run_id not in self._stopping:
                     self._reap(run_id)
-            running = self._db.execute("SELECT COUNT(*) FROM runs WHERE status='running'").fetchone()[0]
-            if running >= self.max_running:
-                return
-            nxt = self._db.execute("SELECT id, resume FROM runs WHERE status='queued' ORDER BY created LIMIT 1").fetchone()
-            if nxt:
-                self._start(*nxt)
+            # Runs this manager did not start (an earlier app process, the CLI): follow their pid.
+            for info in self._runs("WHERE status='running'"):
+                if info.id in self._procs or info.id in self._stopping:
+                    continue
+                if info.pid is None:
+                    if time.time() - (info.started or 0) > START_TIMEOUT_S:
+                        self._reap(info.id)
+                elif not _run_alive(info.pid, self.run_dir(info.id)):
+                    self._reap(info.id)
+            while self._start_next():
+                pass
 
-    def _start(self, run_id: str, resume: int) -> None:
+    def _start_next(self) -> bool:
+        nxt = self._sql("SELECT id, resume FROM runs WHERE status='queued' ORDER BY created, rowid LIMIT 1")
+        if not nxt:
+            return False
+        run_id, resume = nxt[0]
+        # Claim it in one statement: no other manager on this root starts it, or goes over max_running.
+        claimed = self._db.execute(
+            "UPDATE runs SET status='running', started=?, pid=NULL, message='' WHERE id=? AND status='queued' "
+            "AND (SELECT COUNT(*) FROM runs WHERE status='running') < ?",
+            (time.time(), run_id, self.max_running)).rowcount
+        if not claimed:
+            return False
         rd = self.run_dir(run_id)
         cmd = [sys.executable, "-m", "lora_app", "train", str(rd)] + (["--resume"] if resume else [])
         env = {**os.environ, **self._envs.pop(run_id, {}), "PYTHONUNBUFFERED": "1"}
-        log = open(rd / "train.log", "ab")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)  # own process group: cancel kills all of it
-        log.close()
+        try:
+            with open(rd / "train.log", "ab") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env, start_new_session=True)  # own group: cancel kills all of it
+        except OSError as err:
+            self._finish(run_id, "failed", f"could not start the training process: {err}")
+            return True
         self._procs[run_id] = proc
-        self._db.execute("UPDATE runs SET status='running', started=?, pid=? WHERE id=?", (time.time(), proc.pid, run_id))
+        self._db.execute("UPDATE runs SET pid=? WHERE id=?", (proc.pid, run_id))
+        return True
 
     def _reap(self, run_id: str, stopping: bool = False) -> None:
         """Record how a run ended, from its event log; a silent death becomes 'failed'."""
         with self._lock:
             proc = self._procs.pop(run_id, None)
             info = self.get(run_id)
-            if info is None or info.status not in ("running",):
+            if info is None or info.status != "running":
                 return
             code = proc.wait() if proc else None
             last = _last_status(self.run_dir(run_id))
             if last and last.get("status") in ("finished", "stopped", "failed"):
                 self._finish(run_id, last["status"], last.get("message", ""), last.get("final_loss"), write=False)
-            elif stopping:
+            elif stopping or run_id in self._stopping:
                 self._finish(run_id, "stopped", "stopped (killed before it could save)")
             else:
-                why = f"the training process ended with exit code {code}"
-                if code is not None and code < 0:
-                    why += f" (killed by signal {signal.Signals(-code).name}; out of memory is the usual cause)"
+                if proc is None:
+                    why = "the training process is gone without reporting why (it was started by an earlier " \
+                          "app process, or killed)"
+                else:
+                    why = f"the training process ended with exit code {code}"
+                    if code is not None and code < 0:
+                        why += (f" (killed by signal {signal.Signals(-code).name}: the system's out-of-memory "
+                                "killer is the usual cause, if nobody killed it)")
                 tail = _tail(self.run_dir(run_id) / "train.log")
                 self._finish(run_id, "failed", why + (f". Last output: {tail}" if tail else ""))
 
     def _finish(self, run_id: str, status: str, message: str, final_loss=None, write: bool = True) -> None:
-        self._db.execute("UPDATE runs SET status=?, ended=?, message=?, final_loss=? WHERE id=?",
-                         (status, time.time(), message, final_loss, run_id))
+        with self._lock:
+            self._db.execute("UPDATE runs SET status=?, ended=?, message=?, final_loss=? WHERE id=?",
+                             (status, time.time(), message, final_loss, run_id))
         if write:
             EventWriter(self.run_dir(run_id)).emit("status", status=status, message=message)
 
     def _recover(self) -> None:
-        """After an app restart: a 'running' run whose process is gone is marked failed."""
-        for info in self.list():
-            if info.status == "running" and not (info.pid and _alive(info.pid)):
-                self._finish(info.id, "failed", "the app restarted while this run was going")
-            elif info.status == "running":
-                self._db.execute("UPDATE runs SET status='failed', message=? WHERE id=?",
-                                 ("orphaned by an app restart; process left running", info.id))
+        """After an app restart: a run whose process still goes is adopted (the scheduler
+        follows its pid); one whose process is gone gets its end from its event log."""
+        for info in self._runs("WHERE status='running'"):
+            if not (info.pid and _run_alive(info.pid, self.run_dir(info.id))):
+                last = _last_status(self.run_dir(info.id))
+                if last and last.get("status") in ("finished", "stopped", "failed"):
+                    self._finish(info.id, last["status"], last.get("message", ""), last.get("final_loss"),
+                                 write=False)
+                elif info.pid or time.time() - (info.started or 0) > START_TIMEOUT_S:
+                    self._finish(info.id, "failed", "the app restarted while this run was going, and its "
+                                 "process is gone. Resume it to go on from its last checkpoint.")
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _alive(pid: int) -> bool:
@@ -256,9 +424,20 @@ def _alive(pid: int) -> bool:
         return True
     # A zombie child still answers kill(0); look at its state.
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _run_alive(pid: int, run_dir: Path) -> bool:
+    """The run's process is alive, and that pid is still the run's (not a reused pid)."""
+    if not _alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (macOS): trust the pid
+    return str(run_dir).encode() in cmdline
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -268,27 +447,42 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
+def group_members(pgid: int) -> list[int] | None:
+    """Live (non-zombie) processes in process group ``pgid``; None where /proc is missing."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    out = []
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(d.name))
+    return out
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    members = group_members(pgid)  # killpg also answers for a group of zombies
+    return True if members is None else bool(members)
 
 
 def _wait_gone(pid: int, proc, timeout: float) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None:
-            proc.poll()
+            proc.poll()  # reap the leader as soon as it exits
         if (proc is None or proc.returncode is not None) and not _group_alive(pid):
             return True
-        if proc is not None and proc.returncode is not None:
-            # The leader has exited and been reaped; remaining group members may still linger.
-            if not _group_alive(pid):
-                return True
         time.sleep(0.05)
     return False
 
@@ -297,6 +491,19 @@ def _last_status(run_dir: Path) -> dict | None:
     events, _ = read_events(run_dir)
     st = [e for e in events if e.get("type") == "status"]
     return st[-1] if st else None
+
+
+def _last_saved(run_dir: Path) -> dict | None:
+    events, _ = read_events(run_dir)
+    saved = [e for e in events if e.get("type") == "saved"]
+    return saved[-1] if saved and (run_dir / "adapter" / "adapter_config.json").exists() else None
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    ck = run_dir / "checkpoints"
+    steps = [int(p.name.split("-")[1]) for p in ck.glob("checkpoint-*") if p.name.split("-")[1].isdigit()] \
+        if ck.is_dir() else []
+    return max(steps) if steps else None
 
 
 def _tail(path: Path, n: int = 5) -> str:
@@ -322,3 +529,26 @@ def gpu_memory_used_mib() -> list[int] | None:
 def run_config_json(run_dir: Path) -> dict:
     """The run's config as a dict (for the Runs tab)."""
     return json.loads(json.dumps(RunConfig.load(run_dir / "config.yaml").model_dump(mode="json")))
+
+
+def run_summary(jobs: JobManager, info: RunInfo) -> dict:
+    """One Runs-table row: the index row plus the run's settings and progress from its folder."""
+    rd = jobs.run_dir(info.id)
+    try:
+        cfg = RunConfig.load(rd / "config.yaml")
+    except Exception:  # a hand-edited or half-deleted folder must not break the table
+        cfg = None
+    v = jobs.view(info.id) if rd.is_dir() else RunView()
+    adapter = rd / "adapter"
+    return {
+        "run": info.id, "status": info.status,
+        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)) if info.started else "–",
+        "duration": _fmt_s(info.duration_s) if info.duration_s is not None else "–",
+        "base model": info.base_model, "data": info.data,
+        "r": cfg.lora.r if cfg else None, "alpha": cfg.lora.lora_alpha if cfg else None,
+        "targets": (",".join(cfg.lora.target_modules) if cfg and cfg.lora.target_modules else "default"),
+        "steps": f"{v.step}/{v.max_steps or (cfg.training.max_steps if cfg else '?')}",
+        "final loss": None if info.final_loss is None else round(info.final_loss, 4),
+        "adapter": str(adapter) if (adapter / "adapter_config.json").exists() else "",
+        "message": (info.message or "")[:200],
+    }

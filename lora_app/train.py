@@ -80,6 +80,7 @@ def _make_callback(ev: EventWriter, stop: threading.Event, counter: _TokenCounte
                 on_save(state)
             if stop.is_set():
                 control.should_training_stop = True
+                control.should_save = True  # a Trainer checkpoint at this step: resume goes on from here
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
@@ -120,7 +121,7 @@ def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -
 
 def _failure_message(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}"
-    if "out of memory" in str(err).lower():
+    if type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
         text += (" | Fix: lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
                  "effective batch), lower max_length, turn on gradient_checkpointing, or load the base in 4bit.")
     return text
@@ -153,6 +154,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     token = os.environ.get("HF_TOKEN") or None
     set_seed(cfg.training.seed)
     td = load_text(cfg.data, token=token)
+    if not cfg.data.text_column:  # the model card names the column that was really used
+        cfg.data.text_column = td.text_column
     rm = models.resolve_model(cfg.model.base_model_name_or_path)
     device = models.device_kind()
     problem = models.quantization_problem(cfg.model, device)

@@ -103,7 +103,7 @@ def test_bad_files_name_the_field_and_fix(tmp_path, name, content, msg):
 def test_size_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_APP_MAX_UPLOAD_MB", "0.001")
     p = write(tmp_path, "big.txt", "x" * 5000)
-    with pytest.raises(ConfigError, match=r"over the 0 MB limit.*LORA_APP_MAX_UPLOAD_MB"):
+    with pytest.raises(ConfigError, match=r"'big\.txt' is 4\.9 KB, over the 1\.0 KB limit.*LORA_APP_MAX_UPLOAD_MB"):
         read_table(p)
 
 

@@ -14,25 +14,17 @@ import pandas as pd
 from ..config import ConfigError
 from ..generate import Generator
 from ..jobs import JobManager
-from ..validate import validate
-from . import data_tab, form, train_tab, try_tab
-from .common import CSS, AppContext, fmt_duration, new_owner_id, owner_of, problems_md, runs_root
+from ..validate import preflight
+from . import data_tab, form, hub_tab, runs_tab, train_tab, try_tab
+from .common import (CSS, AppContext, browser_state_secret, fmt_duration, new_owner_id, owner_of, problems_md,
+                     runs_root)
 
 
 def env_token(request: gr.Request | None = None) -> str | None:
-    """The Hub token for this request: ``HF_TOKEN`` from the environment / .env. Never shown."""
-    return os.environ.get("HF_TOKEN") or None
-
-
-def _runs_table(ctx: AppContext, owner: str | None) -> pd.DataFrame:
-    admin = owner_of(owner) in ctx.admins
-    rows = []
-    for r in ctx.jobs.list(owner=None if admin else owner_of(owner)):
-        rows.append({"run": r.id, "status": r.status, "base model": r.base_model, "data": r.data,
-                     "duration": fmt_duration(r.duration_s),
-                     "final loss": None if r.final_loss is None else round(r.final_loss, 4),
-                     "message": (r.message or "")[:120]})
-    return pd.DataFrame(rows, columns=["run", "status", "base model", "data", "duration", "final loss", "message"])
+    """The Hub token for this request: one typed in the Hub tab (this browser session only),
+    else a Sign in with Hugging Face login, else ``HF_TOKEN`` from the environment / .env.
+    Never shown, logged or stored (see :mod:`lora_app.ui.hub_tab`)."""
+    return hub_tab.request_token(request)
 
 
 def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
@@ -41,7 +33,7 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
         admins = frozenset(f"hf:{u.strip()}" for u in os.environ.get("ADMIN_USERS", "").split(",") if u.strip())
         ctx = AppContext(JobManager(runs_root()), Generator(), admins)
     with gr.Blocks(title="lora_app: LoRA fine-tuning") as demo:
-        owner_state = gr.BrowserState(None, storage_key="lora_app_owner")
+        owner_state = gr.BrowserState(None, storage_key="lora_app_owner", secret=browser_state_secret(ctx.jobs.root))
         gr.Markdown("# lora_app\nLoRA fine-tuning of causal language models: pick data, set LoRA, train, "
                     "watch it live, try the result.")
         with gr.Tabs():
@@ -54,16 +46,18 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 check_out = gr.Markdown()
             with gr.Tab("3. Train", id="train"):
                 _, reattach, train_outs = train_tab.build(ctx, widgets, data_state, owner_state, token_fn)
-            with gr.Tab("4. Runs", id="runs"):
-                runs_df = gr.Dataframe(label="Your runs", interactive=False, wrap=True)
-                runs_refresh = gr.Button("Refresh")
+            with gr.Tab("4. Runs", id="runs") as runs_tab_obj:
+                runs_parts = runs_tab.build(ctx, widgets, data_state, owner_state, reattach, train_outs)
             with gr.Tab("5. Try it", id="try"):
                 try_parts = try_tab.build(ctx, owner_state, token_fn)
+            with gr.Tab("6. Hub", id="hub") as hub_tab_obj:
+                hub_parts = hub_tab.build(ctx, owner_state, None if token_fn is env_token else token_fn)
 
         def on_check(data, *vals, request: gr.Request = None):
             try:
-                cfg = form.to_config(dict(zip(widgets, vals)), data or {"path": "(not chosen)"})
-                pre = validate(cfg, token=token_fn(request), check_data=bool(data))
+                # The same preflight as Start (every problem at once); the data only once chosen.
+                _, pre = preflight(form.to_raw(dict(zip(widgets, vals)), data), token=token_fn(request),
+                                   check_data=bool(data))
             except ConfigError as err:
                 return problems_md(err.problems)
             return (f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
@@ -71,14 +65,21 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                     f"quantization **{pre.quantization}**")
 
         check.click(on_check, [data_state, *widgets.values()], [check_out])
-        runs_refresh.click(lambda o: _runs_table(ctx, o), [owner_state], [runs_df])
+        runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"])
+        hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]]).then(
+            hub_parts["on_load"], None, [hub_parts["who"]])
+        demo.load(hub_parts["on_load"], None, [hub_parts["who"]])
+        demo.unload(hub_parts["forget"])  # drop a typed token when the page goes away
 
         def on_load(owner):
             return owner or new_owner_id()
 
         # First give this browser an owner id (kept in localStorage), then re-attach to its runs.
         demo.load(on_load, [owner_state], [owner_state]).then(
-            lambda o: (_runs_table(ctx, o), try_parts["refresh"](o)), [owner_state], [runs_df, try_parts["run_pick"]]
-        ).then(reattach, [owner_state], train_outs)
+            runs_parts["refresh"], [owner_state], runs_parts["refresh_outputs"]
+        ).then(try_parts["refresh"], [owner_state], [try_parts["run_pick"]]).then(
+            # It follows the run until it ends: with Gradio's default concurrency limit (1 per
+            # event) a second open tab or browser waited here, showing "No run yet", until then.
+            reattach, [owner_state], train_outs, concurrency_limit=None)
     demo.lora_ctx = ctx
     return demo

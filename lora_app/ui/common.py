@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +41,43 @@ def new_owner_id() -> str:
     return "browser-" + secrets.token_hex(8)
 
 
+def browser_state_secret(root: Path) -> str:
+    """The key gr.BrowserState encrypts the owner id with in localStorage: ``LORA_APP_SECRET``,
+    else one made once and kept in ``root/.browser_state_secret``.
+
+    Gradio's default is a new random key per app start, so after a restart a browser could
+    not read its owner id back, got a new one and lost sight of its runs (Train tab re-attach,
+    Runs, Try it)."""
+    if os.environ.get("LORA_APP_SECRET"):
+        return os.environ["LORA_APP_SECRET"]
+    path = Path(root) / ".browser_state_secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secrets.token_urlsafe(24))
+    return path.read_text(encoding="utf-8").strip()
+
+
 def owner_of(browser_owner: str | None, profile=None) -> str:
     """Hub user name when logged in with OAuth, else the browser's own random id."""
     name = getattr(profile, "username", None) or getattr(profile, "name", None)
+    return f"hf:{name}" if name else (browser_owner or "anonymous")
+
+
+def request_owner(browser_owner: str | None, request=None) -> str:
+    """:func:`owner_of` for a Gradio request: the Hub user of its OAuth session (Gradio keeps
+    it under ``oauth_info``) when signed in, else the browser id. Works without OAuth set up."""
+    # As gradio.helpers._session_from_request: the session lives in the ASGI scope, and only
+    # when SessionMiddleware is installed (OAuth on); touching .session otherwise raises.
+    underlying = getattr(request, "request", None) or request
+    scope = getattr(underlying, "scope", None)
+    session = scope.get("session") if isinstance(scope, dict) else None
+    info = session.get("oauth_info") if isinstance(session, dict) else None
+    if info and info.get("expires_at") and info["expires_at"] < time.time():
+        info = None
+    name = ((info or {}).get("userinfo") or {}).get("preferred_username")
     return f"hf:{name}" if name else (browser_owner or "anonymous")
 
 

@@ -39,10 +39,13 @@ def build_model_widgets() -> dict[str, gr.components.Component]:
     return w
 
 
+# No `minimum=` on the numbers: Gradio would refuse an out-of-range value with a bare toast
+# ("Value 0 is less than minimum value 1.", no field named, other problems unreported);
+# RunConfig's validation reports every problem, with its field and a fix, as one list.
 def build_lora_widgets() -> dict[str, gr.components.Component]:
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
-        w["lora.r"] = gr.Number(D.lora.r, label="r", precision=0, minimum=1)
+        w["lora.r"] = gr.Number(D.lora.r, label="r", precision=0)
         w["lora.lora_alpha"] = gr.Number(D.lora.lora_alpha, label="lora_alpha")
         w["lora.lora_dropout"] = gr.Number(D.lora.lora_dropout, label="lora_dropout", step=0.01)
     with gr.Row():
@@ -56,9 +59,9 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     t = D.training
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
-        w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps", precision=0, minimum=1)
+        w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps", precision=0)
         w["training.learning_rate"] = gr.Number(t.learning_rate, label="learning_rate")
-        w["training.warmup_steps"] = gr.Number(t.warmup_steps, label="warmup_steps", precision=0, minimum=0)
+        w["training.warmup_steps"] = gr.Number(t.warmup_steps, label="warmup_steps", precision=0)
     with gr.Row():
         w["training.per_device_train_batch_size"] = gr.Number(t.per_device_train_batch_size,
                                                               label="per_device_train_batch_size", precision=0)
@@ -79,6 +82,19 @@ def _num(v):
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
+
+
+def to_raw(values: dict[str, object], data: dict | None) -> dict:
+    """The nested dict :meth:`RunConfig.build` takes, from ``{"section.field": value}`` and the
+    data source; nothing is checked here (:func:`lora_app.validate.preflight` reports every
+    problem at once: settings, data file and model)."""
+    raw: dict[str, dict] = {"data": dict(data or {})}
+    for key, v in values.items():
+        section, name = key.split(".", 1)
+        if name == "target_modules" and (v is None or (isinstance(v, str) and not v.strip())):
+            v = None
+        raw.setdefault(section, {})[name] = _num(v)
+    return raw
 
 
 def to_config(values: dict[str, object], data: dict | None) -> RunConfig:

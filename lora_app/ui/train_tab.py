@@ -13,12 +13,25 @@ import gradio as gr
 
 from ..config import ConfigError
 from ..events import RunView
-from ..validate import validate
+from ..jobs import ACTIVE, NotYourRun
+from ..validate import check_and_submit
 from . import form
-from .common import AppContext, loss_frame, owner_of, problems_md, progress_html
+from .common import AppContext, loss_frame, problems_md, progress_html, request_owner
 
 POLL_S = 0.5
 LOG_LINES = 400
+# Keep #train-log at its last line on each update, unless the person scrolled up to read.
+FOLLOW_LOG_JS = """() => {
+  const t = document.querySelector('#train-log textarea');
+  if (!t) return;
+  if (!t.dataset.follow) {
+    t.dataset.follow = '1';
+    t.addEventListener('scroll', () => {
+      t.dataset.follow = t.scrollTop + t.clientHeight >= t.scrollHeight - 30 ? '1' : '0';
+    });
+  }
+  if (t.dataset.follow === '1') requestAnimationFrame(() => { t.scrollTop = t.scrollHeight; });
+}"""
 
 
 def follow(ctx: AppContext, run_id: str | None):
@@ -33,22 +46,28 @@ def follow(ctx: AppContext, run_id: str | None):
         view.update(rd)
         info = ctx.jobs.get(run_id)
         status = info.status if info else view.status
+        ended = status not in ("queued", "running")
+        if ended:
+            view.update(rd)  # the trainer's last events were written before the scheduler saw it end
         if status == "queued":
-            pos = ctx.jobs.queue_position(run_id)
-            head = f"Run `{run_id}` is **queued**" + (f": {pos} run(s) ahead of it." if pos else ".")
+            head = ctx.jobs.queue_note(run_id)  # place in line + the running run's progress
         else:
-            head = f"Run `{run_id}`: **{status}**" + (f" · {view.message}" if view.message and status != "training" else "")
+            # While the scheduler says "running", show the trainer's own phase (loading/training/saving).
+            phase = f" ({view.status})" if status == "running" and view.status not in ("queued", "running") else ""
+            if status == "running" and view.done:  # the trainer is done; its process is still exiting
+                phase = f" ({view.status}; the process is exiting)"
+            head = f"Run `{run_id}`: **{status}**{phase}" + (
+                f" · {view.message}" if view.message and view.status != "training" else "")
         if view.info.get("trainable_params"):
             head += f"\n\ntrainable params: {view.info['trainable_params']:,} || all params: {view.info['all_params']:,}"
-        out = (head, progress_html(view.step, view.max_steps, view.elapsed_s, view.remaining_s, status),
-               loss_frame(view.losses), "\n".join(view.lines[-LOG_LINES:]))
-        if out != last:
-            yield out
-            last = out
-        if status not in ("queued", "running") and (view.done or info is None or status != "running"):
-            view.update(rd)
-            yield (head, progress_html(view.step, view.max_steps, view.elapsed_s, view.remaining_s, status),
-                   loss_frame(view.losses), "\n".join(view.lines[-LOG_LINES:]))
+        prog = progress_html(view.step, view.max_steps, view.elapsed_s, view.remaining_s, status)
+        log_text = "\n".join(view.lines[-LOG_LINES:])
+        # Compare plain values: a tuple holding a DataFrame cannot be compared with != (ValueError).
+        key = (head, prog, tuple(view.losses), log_text)
+        if key != last:
+            yield head, prog, loss_frame(view.losses), log_text
+            last = key
+        if ended:
             return
         time.sleep(POLL_S)
 
@@ -59,6 +78,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
+    stop_msg = gr.Markdown(elem_id="train-stop")
     status = gr.Markdown("No run yet: press **Start training**.", elem_id="train-status")
     progress = gr.HTML(progress_html(0, 0, 0, None, "idle"), elem_id="train-progress")
     plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=260, elem_id="loss-plot")
@@ -66,33 +86,41 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
 
     def on_start(data, owner, *vals, request: gr.Request = None):
         try:
-            cfg = form.to_config(dict(zip(keys, vals)), data)
             token = token_fn(request) if token_fn else None
-            pre = validate(cfg, token=token)
+            # The one preflight (as the CLI's): every problem together; no run folder unless all pass.
+            run_id, pre = check_and_submit(ctx.jobs, form.to_raw(dict(zip(keys, vals)), data),
+                                           owner=request_owner(owner, request), token=token,
+                                           env={"HF_TOKEN": token} if token else None)
         except ConfigError as err:
             yield None, problems_md(err.problems), gr.update(), gr.update(), gr.update()
             return
-        env = {"HF_TOKEN": token} if token else None
-        run_id = ctx.jobs.submit(cfg, owner=owner_of(owner), env=env)
-        yield run_id, f"Run `{run_id}` submitted. {pre.trainable_line}", gr.update(), gr.update(), gr.update()
+        notes = "".join(f"\n\n{n}" for n in pre.notes)
+        yield run_id, f"Run `{run_id}` submitted. {pre.trainable_line}{notes}", gr.update(), gr.update(), gr.update()
         for st, pr, lf, lg in follow(ctx, run_id):
             yield run_id, st, pr, lf, lg
 
-    def on_stop(run_id):
+    def on_stop(run_id, owner, request: gr.Request = None):
         if not run_id:
             return "Nothing to stop."
-        return ctx.jobs.cancel(run_id)
+        try:  # returns once the run's process group is gone
+            return ctx.jobs.cancel(run_id, request_owner(owner, request))
+        except NotYourRun as err:
+            return str(err)
 
-    def reattach(owner):
-        runs = ctx.jobs.list(owner=owner_of(owner)) if owner else []
+    def reattach(owner, request: gr.Request = None):
+        runs = ctx.jobs.list(owner=request_owner(owner, request)) if owner else []
         if not runs:
             yield None, *next(follow(ctx, None))
             return
-        run_id = runs[0].id
+        # The person's running (or queued) run, else their last one.
+        run_id = next((r.id for r in runs if r.status in ACTIVE), runs[0].id)
         for out in follow(ctx, run_id):
             yield run_id, *out
 
     start.click(on_start, [data_state, owner_state, *widgets.values()], [run_state, status, progress, plot, log],
                 concurrency_limit=None)
-    stop.click(on_stop, [run_state], [status], concurrency_limit=None)
+    stop.click(on_stop, [run_state, owner_state], [stop_msg], concurrency_limit=None)
+    # Gradio 6.31's Textbox autoscroll scrolls only once (its effect does not re-run on new
+    # values), so a streamed log stayed at its first lines: keep it at the end in the browser.
+    log.change(None, None, None, js=FOLLOW_LOG_JS)
     return run_state, reattach, [run_state, status, progress, plot, log]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..config import ConfigError
+from . import compare
 from .common import AppContext, owner_of, problems_md
 
 DEFAULT_PROMPT = "Two things are infinite: "
@@ -32,6 +33,7 @@ def build(ctx: AppContext, owner_state, token_fn):
     go = gr.Button("Generate", variant="primary")
     where = gr.Markdown()
     output = gr.Textbox(label="Completion", lines=6, interactive=False)
+    side = compare.build(ctx, adapter, prompt, max_new, temp, where, token_fn)
 
     def do_refresh(owner):
         return gr.update(choices=finished_runs(ctx, owner))
@@ -51,7 +53,7 @@ def build(ctx: AppContext, owner_state, token_fn):
     refresh.click(do_refresh, [owner_state], [run_pick])
     run_pick.change(lambda v: v or gr.update(), [run_pick], [adapter])
     go.click(generate, [adapter, prompt, max_new, temp], [where, output])
-    return {"run_pick": run_pick, "refresh": do_refresh, "adapter": adapter, "output": output}
+    return {"run_pick": run_pick, "refresh": do_refresh, "adapter": adapter, "output": output, **side}
 
 
 def _default_base() -> str:

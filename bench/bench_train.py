@@ -1,0 +1,613 @@
+"""Training speed: the reference LoRA recipe vs lora_app's own training path, side by side.
+
+    python bench/bench_train.py [--repeats 3] [--examples 256] [--device cpu|cuda]
+                                [--model PATH_OR_ID] [--quant none|8bit|4bit] [--levers]
+
+Variants (each run in its own subprocess, so peak RSS is per variant; repeats alternate the order):
+
+- ``reference``: the recipe as people copy it (PEFT int8 notebook shape): ``datasets`` map with
+  ``tokenizer(text, truncation=True, max_length=L)`` one example per row, ``pad_token = eos_token``,
+  ``DataCollatorForLanguageModeling(mlm=False)`` padding each batch to its longest row,
+  ``transformers.Trainer`` + PEFT LoRA (r=16, alpha=32, q_proj,v_proj, dropout 0.05), batch 4 x
+  accumulation 4, lr 2e-4; float32 on CPU (bf16 / 8-bit / 4-bit on CUDA, with
+  ``prepare_model_for_kbit_training`` defaults for a quantized base, as in the notebook).
+- ``app``: the real ``lora_app.train.train(RUN_DIR)``: a run folder with config.yaml
+  (RunConfig defaults: packing on, EOS appended and trained, etc.), events.jsonl, adapter saved.
+  Only max_steps, warmup_steps, max_length, logging/save steps and the data file are set, and the
+  same for both variants.
+
+Both variants see the same training rows (the app's reading of the file, last ``--holdout`` rows
+held out) in the same order (Trainer's seeded sampler, seed 42), the same number of optimizer steps
+and examples. Timing comes from hooks on ``Trainer.training_step`` and the callback handler,
+installed identically in both subprocesses. ``--levers`` runs the app path once per lever, each
+changed alone (see LEVERS). Results: a table on stdout and bench/results/train-*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+T_PROCESS_START = time.time()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+BATCH, ACCUM, LR = 4, 4, 2e-4  # the reference recipe (and RunConfig defaults)
+WARMUP_SKIP = 2  # optimizer steps left out of the per-step medians
+
+# One lever at a time, applied to the app's default path (name -> overrides).
+LEVERS: dict[str, dict] = {
+    "app default": {},
+    "packing off (padding)": {"packing": False},
+    "LM head on labelled positions only": {"labels_only_head": True},
+    "padding + LM head on labelled only": {"packing": False, "labels_only_head": True},
+    "one packed micro-batch per step (16x1)": {"batch": BATCH * ACCUM, "accum": 1},
+    "bf16 autocast": {"bf16": True},
+    "eager attention": {"attn": "eager"},
+    "lora_dropout=0": {"lora_dropout": 0.0},
+    "1 torch thread": {"threads": 1},
+    "gradient checkpointing on": {"gradient_checkpointing": True},
+}
+
+
+# =============================================================================================
+# worker side (one variant, one subprocess)
+# =============================================================================================
+class Instrument:
+    """Per micro-batch (training_step) and per optimizer step (on_step_end) timings and counts."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.micro: list[dict] = []
+        self.steps: list[tuple[float, float]] = []  # (perf_counter, process_time) at each on_step_end
+        self.begin: tuple[float, float] | None = None
+        self.begin_wall: float | None = None
+        self.trainer = None
+
+    def _sync(self):
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def install(self) -> None:
+        from transformers import Trainer
+        from transformers.trainer_callback import CallbackHandler
+
+        ins = self
+        orig_init, orig_step = Trainer.__init__, Trainer.training_step
+        orig_begin, orig_end = CallbackHandler.on_train_begin, CallbackHandler.on_step_end
+
+        def __init__(self, *a, **k):
+            orig_init(self, *a, **k)
+            ins.trainer = self
+
+        def training_step(self, model, inputs, *a, **k):
+            t0 = time.perf_counter()
+            out = orig_step(self, model, inputs, *a, **k)
+            ins.micro.append({"t0": t0, "t1": time.perf_counter(), **_batch_counts(inputs)})
+            return out
+
+        def on_train_begin(self, *a, **k):
+            ins._sync()
+            ins.begin = (time.perf_counter(), time.process_time())
+            ins.begin_wall = time.time()
+            return orig_begin(self, *a, **k)
+
+        def on_step_end(self, *a, **k):
+            ins._sync()
+            ins.steps.append((time.perf_counter(), time.process_time()))
+            return orig_end(self, *a, **k)
+
+        Trainer.__init__, Trainer.training_step = __init__, training_step
+        CallbackHandler.on_train_begin, CallbackHandler.on_step_end = on_train_begin, on_step_end
+
+    def per_step(self) -> list[dict]:
+        out, prev = [], self.begin
+        for k, (t, c) in enumerate(self.steps):
+            mbs = [m for m in self.micro if prev[0] <= m["t0"] < t]
+            row = {"step": k + 1, "s": t - prev[0], "cpu_s": c - prev[1]}
+            for key in ("tokens", "positions", "targets", "rows", "attn_pairs", "text_tokens"):
+                row[key] = sum(m[key] for m in mbs)
+            row["micro_batches"] = len(mbs)
+            out.append(row)
+            prev = (t, c)
+        return out
+
+
+def _batch_counts(inputs) -> dict:
+    """Real (non-padding) tokens, fed positions, loss targets, rows and causal attention pairs."""
+    ids = inputs["input_ids"]
+    am = inputs.get("attention_mask")
+    if am is not None:  # padded batch: one row per example
+        lens = am.sum(1).tolist()
+    elif "position_ids" in inputs:  # packed: rows restart at position 0
+        pos = inputs["position_ids"].view(-1).tolist()
+        starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
+        lens = [b - a for a, b in zip(starts, starts[1:])]
+    else:
+        lens = [ids.shape[1]] * ids.shape[0]
+    if "shift_labels" in inputs:
+        targets = int((inputs["shift_labels"] != -100).sum())
+    else:
+        targets = int((inputs["labels"][..., 1:] != -100).sum())
+    return {"tokens": int(sum(lens)), "positions": int(ids.numel()), "targets": targets, "rows": len(lens),
+            "attn_pairs": int(sum(n * (n + 1) // 2 for n in lens)),
+            # tokens minus a trailing EOS per row: equal in both variants <=> same examples seen
+            "text_tokens": int(sum(lens)) - _eos_count(inputs, lens)}
+
+
+_EOS_ID: list[int] = []
+
+
+def _eos_count(inputs, lens) -> int:
+    if not _EOS_ID:
+        return 0
+    ids = inputs["input_ids"].view(-1).tolist() if "attention_mask" not in inputs else None
+    if ids is not None:  # packed: the last token of each row
+        ends, n, acc = [], 0, 0
+        for L in lens:
+            acc += L
+            ends.append(acc - 1)
+        return sum(ids[e] == _EOS_ID[0] for e in ends)
+    out = 0
+    for row, L in zip(inputs["input_ids"].tolist(), lens):
+        out += int(L > 0 and row[L - 1] == _EOS_ID[0])
+    return out
+
+
+def _labels_only_head(collator):
+    """Collator wrapper: compute the LM head only where a loss target exists.
+
+    Adds ``logits_to_keep`` (bool, batch x seq: position p is kept when labels[p+1] != -100) and
+    ``shift_labels`` (the targets of the kept positions, flattened), which transformers 5.x passes
+    to ``slice_logits_to_keep`` and ``ForCausalLMLoss``. The Trainer counts ``shift_labels`` for
+    ``num_items_in_batch``, so the loss value is unchanged.
+    """
+    import torch
+
+    def wrapped(features):
+        b = collator(features)
+        labels = b["labels"]
+        nxt = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+        keep = nxt != -100
+        b["logits_to_keep"] = keep
+        b["shift_labels"] = nxt[keep]
+        return b
+
+    return wrapped
+
+
+def _apply_app_patches(lv: dict) -> None:
+    """Levers that are not RunConfig fields, applied around the unchanged lora_app.train code."""
+    import transformers
+
+    from lora_app import models, text
+
+    if lv.get("labels_only_head"):
+        orig_pack, orig_pad = text.packing_collator, text.PaddingCollator
+        text.packing_collator = lambda: _labels_only_head(orig_pack())
+        text.PaddingCollator = lambda *a, **k: _labels_only_head(orig_pad(*a, **k))
+    if lv.get("attn"):
+        orig_load = models.load_base_model
+
+        def load(*a, **k):
+            m = orig_load(*a, **k)
+            m.set_attn_implementation(lv["attn"])
+            return m
+
+        models.load_base_model = load
+    if lv.get("bf16"):
+        base = transformers.TrainingArguments
+
+        class BF16Args(base):  # CPU autocast to bf16 (train.py only turns it on for CUDA)
+            def __post_init__(self):
+                self.bf16 = True
+                super().__post_init__()
+
+        BF16Args.__name__ = "TrainingArguments"
+        transformers.TrainingArguments = BF16Args
+
+
+def run_app(spec: dict, ins: Instrument) -> tuple:
+    from lora_app.config import RunConfig
+    from lora_app.events import read_events
+
+    lv = spec["levers"]
+    t = {"max_steps": spec["steps"], "warmup_steps": spec["warmup"], "max_length": spec["max_length"],
+         "logging_steps": 1, "save_steps": 10 ** 6}
+    for k_cfg, k_lv in (("packing", "packing"), ("gradient_checkpointing", "gradient_checkpointing"),
+                        ("per_device_train_batch_size", "batch"), ("gradient_accumulation_steps", "accum")):
+        if k_lv in lv:
+            t[k_cfg] = lv[k_lv]
+    lora = {"lora_dropout": lv["lora_dropout"]} if "lora_dropout" in lv else {}
+    cfg = RunConfig.build({"data": {"path": spec["train_file"]},
+                           "model": {"base_model_name_or_path": spec["model"], "quantization": spec["quant"]},
+                           "lora": lora, "training": t})
+    run_dir = Path(spec["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    _apply_app_patches(lv)
+    from lora_app.train import train
+
+    rc = train(run_dir)
+    events, _ = read_events(run_dir)
+    if rc != 0:
+        raise RuntimeError(f"lora_app.train failed: {[e for e in events if e['type'] == 'status'][-1]}")
+    tr = ins.trainer
+    from lora_app import models
+
+    tok = models.load_tokenizer(models.resolve_model(spec["model"]).load_path)
+    losses = [e["loss"] for e in events if e["type"] == "log"]
+    return tr.model, tok, losses, {"run_dir": str(run_dir), "config": cfg.model_dump(mode="json")}
+
+
+def run_reference(spec: dict, ins: Instrument) -> tuple:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
+                              TrainingArguments)
+
+    from lora_app import models
+
+    path = models.resolve_model(spec["model"]).load_path
+    cuda = spec["device"] == "cuda"
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.pad_token = tokenizer.eos_token
+    texts = [json.loads(ln)["quote"] for ln in open(spec["train_file"], encoding="utf-8")]
+    data = Dataset.from_dict({"quote": texts})
+    data = data.map(lambda s: tokenizer(s["quote"], truncation=True, max_length=spec["max_length"]), batched=True,
+                    remove_columns=["quote"])
+    kw: dict = {"dtype": torch.bfloat16 if cuda else torch.float32}
+    if spec["quant"] in ("8bit", "4bit"):
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if spec["quant"] == "8bit" else
+                                     BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                        bnb_4bit_use_double_quant=True,
+                                                        bnb_4bit_compute_dtype=torch.bfloat16))
+        kw["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    if spec["quant"] in ("8bit", "4bit"):
+        model = prepare_model_for_kbit_training(model)  # notebook: gradient checkpointing on (default)
+    elif cuda:
+        model.to("cuda")
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
+                                             lora_dropout=0.05, bias="none", task_type="CAUSAL_LM"))
+    args = TrainingArguments(output_dir=spec["run_dir"], per_device_train_batch_size=BATCH,
+                             gradient_accumulation_steps=ACCUM, warmup_steps=spec["warmup"],
+                             max_steps=spec["steps"], learning_rate=LR, logging_steps=1, save_strategy="no",
+                             report_to=[], seed=42, bf16=cuda, use_cpu=not cuda, disable_tqdm=True)
+    trainer = Trainer(model=model, train_dataset=data, args=args,
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    model.config.use_cache = False
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return model, tokenizer, losses, {}
+
+
+def worker(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    if spec["device"] == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    import torch
+
+    threads = spec["levers"].get("threads") or spec.get("threads")
+    if threads:
+        torch.set_num_threads(threads)
+    from lora_app import models
+
+    ins = Instrument(spec["device"])
+    ins.install()
+    mm_before = common.matmul_gflops(spec["device"], n=1024, reps=5)
+    load_before = common.loadavg()
+    tok0 = models.load_tokenizer(models.resolve_model(spec["model"]).load_path)
+    _EOS_ID.append(tok0.eos_token_id)
+    if spec["device"] == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    run = run_app if spec["variant"] == "app" else run_reference
+    model, tok, losses, extra = run(spec, ins)
+    t_done = time.time()
+    peak_rss = common.peak_rss_mib()
+    gpu_peak = torch.cuda.max_memory_allocated() / 2 ** 20 if spec["device"] == "cuda" else None
+    steps = ins.per_step()
+    fm = common.flop_model(model)
+    ev = common.heldout_loss(model, tok, spec["heldout"], spec["max_length"])
+    mm_after = common.matmul_gflops(spec["device"], n=1024, reps=5)
+    res = {
+        "variant": spec["variant"], "levers": spec["levers"], "repeat": spec.get("repeat"),
+        "threads": torch.get_num_threads(), "steps": steps, "flop_model": fm,
+        "train_loop_s": ins.steps[-1][0] - ins.begin[0],
+        "train_loop_cpu_s": ins.steps[-1][1] - ins.begin[1],
+        "load_s": ins.begin_wall - T_PROCESS_START, "end_to_end_s": t_done - T_PROCESS_START,
+        "peak_rss_mib": round(peak_rss, 1), "gpu_peak_mib": gpu_peak,
+        "train_losses": losses, "heldout": ev, "matmul_1024_before": mm_before, "matmul_1024_after": mm_after,
+        "loadavg_before": load_before, "loadavg_after": common.loadavg(), **extra,
+    }
+    Path(spec["out"]).write_text(json.dumps(res, default=str))
+    return 0
+
+
+def worker_base_eval(spec_path: str) -> int:
+    """Held-out loss of the base model alone (no adapter), the starting point of both variants."""
+    spec = json.loads(Path(spec_path).read_text())
+    if spec["device"] == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from lora_app import models
+    from lora_app.config import ModelConfig
+
+    rm = models.resolve_model(spec["model"])
+    tok = models.load_tokenizer(rm.load_path)
+    model = models.load_base_model(ModelConfig(base_model_name_or_path=spec["model"]), rm.load_path,
+                                   models.device_kind(), for_training=False)
+    Path(spec["out"]).write_text(json.dumps(common.heldout_loss(model, tok, spec["heldout"], spec["max_length"])))
+    return 0
+
+
+# =============================================================================================
+# parent side
+# =============================================================================================
+def summarize(res: dict, peak_gflops: float) -> dict:
+    """One run's numbers: medians over optimizer steps after WARMUP_SKIP, and run totals."""
+    st = res["steps"]
+    body = st[WARMUP_SKIP:] if len(st) > WARMUP_SKIP + 2 else st
+    fm = res["flop_model"]
+    tps = [s["tokens"] / s["s"] for s in body]
+    fl = [common.train_flops(fm, s["tokens"], s["targets"], s["attn_pairs"]) / s["s"] for s in body]
+    hw = [common.train_flops(fm, s["positions"], s["positions"], s["attn_pairs"]) / s["s"] for s in body]
+    tot = {k: sum(s[k] for s in st) for k in ("tokens", "positions", "targets", "rows", "text_tokens")}
+    return {
+        "tokens_per_s": statistics.median(tps),
+        "best_step_tokens_per_s": max(tps),
+        "tokens_per_cpu_s": statistics.median(s["tokens"] / s["cpu_s"] for s in body),
+        "examples_per_s": statistics.median(s["rows"] / s["s"] for s in body),
+        "s_per_step": statistics.median(s["s"] for s in body),
+        "cpu_s_per_step": statistics.median(s["cpu_s"] for s in body),
+        "train_loop_s": res["train_loop_s"], "end_to_end_s": res["end_to_end_s"], "load_s": res["load_s"],
+        "peak_rss_mib": res["peak_rss_mib"], "gpu_peak_mib": res["gpu_peak_mib"],
+        "heldout_loss": res["heldout"]["loss"], "heldout_loss_text_only": res["heldout"]["loss_text_only"],
+        "last_train_loss": res["train_losses"][-1] if res["train_losses"] else None,
+        "mfu_useful": statistics.median(fl) / (peak_gflops * 1e9),
+        "mfu_hardware": statistics.median(hw) / (peak_gflops * 1e9),
+        "padding_share": 1 - tot["tokens"] / tot["positions"], **{f"total_{k}": v for k, v in tot.items()},
+        "matmul_1024_median_gflops": res["matmul_1024_before"]["median_gflops"],
+        "loadavg": res["loadavg_before"],
+    }
+
+
+_QUIET = 0.0
+
+
+def _wait_quiet() -> None:
+    """On a shared machine: give other people's jobs a chance to finish before a timed run."""
+    t0 = time.time()
+    while _QUIET and (common.loadavg() or 0) > _QUIET and time.time() - t0 < 180:
+        time.sleep(5)
+
+
+def spawn(spec: dict, tmp: Path, name: str, mode: str = "--_worker", timeout: int = 1800) -> dict:
+    _wait_quiet()
+    spec = dict(spec, out=str(tmp / f"{name}.out.json"), run_dir=str(tmp / name))
+    sp = tmp / f"{name}.spec.json"
+    sp.write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": str(common.REPO), "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    t0 = time.time()
+    p = subprocess.run([sys.executable, __file__, mode, str(sp)], cwd=common.REPO, env=env, timeout=timeout,
+                       capture_output=True, text=True)
+    if p.returncode != 0 or not Path(spec["out"]).exists():
+        sys.stderr.write(p.stdout[-3000:] + p.stderr[-6000:])
+        raise RuntimeError(f"worker {name} failed (exit {p.returncode})")
+    res = json.loads(Path(spec["out"]).read_text())
+    res["subprocess_wall_s"] = time.time() - t0
+    return res
+
+
+def startup_latency(model: str, train_file: str, tmp: Path, repeats: int = 2) -> list[dict]:
+    """JobManager.submit -> the child's first events: 'loading' (process up, config read) and
+    'training' (data tokenized, model loaded, first step starting); then the run is cancelled."""
+    from lora_app.config import RunConfig
+    from lora_app.events import read_events
+    from lora_app.jobs import JobManager
+
+    out = []
+    jm = JobManager(tmp / "jobs", poll_s=0.05)
+    try:
+        for i in range(repeats):
+            cfg = RunConfig.build({"data": {"path": train_file, "max_rows": 64},
+                                   "model": {"base_model_name_or_path": model, "quantization": "none"},
+                                   "training": {"max_steps": 1, "warmup_steps": 0, "max_length": 128,
+                                                "save_steps": 10 ** 6}})
+            t0 = time.time()
+            rid = jm.submit(cfg)
+            seen: dict[str, float] = {}
+            while time.time() - t0 < 300:
+                events, _ = read_events(jm.run_dir(rid))
+                for e in events:
+                    key = e.get("status") if e["type"] == "status" else e["type"]
+                    if key not in seen:
+                        seen[key] = e["time"] - t0
+                if any(k in seen for k in ("training", "finished", "failed", "stopped")):
+                    break
+                time.sleep(0.01)
+            out.append({"repeat": i, **{f"submit_to_{k}_s": round(v, 3) for k, v in seen.items()}})
+            jm.cancel(rid, grace_s=2)  # model loaded and the first step started: enough
+    finally:
+        jm.close()
+    return out
+
+
+def _agg(vals: list[float]) -> dict:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+METRICS = [("tokens_per_s", "non-pad tok/s", "{:.0f}"), ("examples_per_s", "examples/s", "{:.2f}"),
+           ("best_step_tokens_per_s", "best-step tok/s", "{:.0f}"), ("tokens_per_cpu_s", "tok per CPU-s", "{:.0f}"),
+           ("s_per_step", "s/opt step", "{:.2f}"), ("cpu_s_per_step", "CPU s/step", "{:.2f}"),
+           ("train_loop_s", "train wall s", "{:.1f}"), ("end_to_end_s", "process wall s", "{:.1f}"),
+           ("peak_rss_mib", "peak RSS MiB", "{:.0f}"), ("gpu_peak_mib", "GPU peak MiB", "{:.0f}"),
+           ("heldout_loss", "held-out loss", "{:.4f}"), ("heldout_loss_text_only", "held-out (no EOS)", "{:.4f}"),
+           ("mfu_useful", "MFU useful", "{:.1%}"), ("mfu_hardware", "MFU hw", "{:.1%}"),
+           ("padding_share", "padding", "{:.1%}")]
+
+
+def cell(a: dict, fmt: str) -> str:
+    if a["median"] is None:
+        return "-"
+    s = fmt.format(a["median"])
+    if a["n"] > 1 and a["min"] != a["max"]:
+        s += f" ({fmt.format(a['min'])}-{fmt.format(a['max'])})"
+    return s
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--examples", type=int, default=256, help="training examples per variant (16 per optimizer step)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--model", default=None, help="Hub id or folder (default: the bundled SmolLM2-135M-Instruct)")
+    ap.add_argument("--quant", choices=["none", "8bit", "4bit"], default="none")
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--holdout", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of the steps)")
+    ap.add_argument("--variants", default="reference,app")
+    ap.add_argument("--levers", action="store_true", help="run the app path once per lever instead (LEVERS)")
+    ap.add_argument("--only-levers", default=None, help="comma-separated lever names (with --levers)")
+    ap.add_argument("--no-startup", action="store_true", help="skip the submit -> first event measurement")
+    ap.add_argument("--no-base-eval", action="store_true")
+    ap.add_argument("--tag", default=None, help="suffix for the JSON file name")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the run folders (printed path)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads in the workers (default: torch's)")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="LOAD",
+                    help="before each run wait (at most 180 s) until the 1-minute load average is below LOAD")
+    a = ap.parse_args(argv)
+    if a.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+    from lora_app import models
+
+    model = a.model or str(models.bundled_model_dir())
+    steps = max(1, math.ceil(a.examples / (BATCH * ACCUM)))
+    warmup = a.warmup if a.warmup is not None else max(1, steps // 10)
+    train, held = common.split_quotes(holdout=a.holdout)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    if a.keep_tmp:
+        print(f"# run folders in {tmp}")
+    train_file = tmp / "train.jsonl"
+    train_file.write_text("".join(json.dumps({"quote": t}, ensure_ascii=False) + "\n" for t in train), "utf-8")
+    if a.wait_quiet:
+        global _QUIET
+        _QUIET = a.wait_quiet
+    base = {"threads": a.threads, "device": a.device, "model": model, "quant": a.quant, "steps": steps, "warmup": warmup,
+            "max_length": a.max_length, "train_file": str(train_file), "heldout": held}
+
+    # MFU is taken against the dtype the run computes in: float32 on CPU, bf16 on CUDA.
+    peak = (common.matmul_gflops("cpu", n=2048, reps=10) if a.device == "cpu" else
+            common.matmul_gflops("cuda", n=8192, reps=20, dtype="bfloat16"))
+    info = common.machine_info(a.device)
+    print(f"# {info.get('cpu', '')} {info.get('gpu', '')} | torch {info['torch']} | threads {info['torch_threads']} | "
+          f"matmul peak {peak['best_gflops']} GFLOP/s ({peak['dtype']} {peak['n']}^2; median {peak['median_gflops']})")
+    print(f"# {len(train)} training rows, {len(held)} held out; {steps} optimizer steps x {BATCH} x {ACCUM} = "
+          f"{steps * BATCH * ACCUM} examples per variant; warmup {warmup}; max_length {a.max_length}", flush=True)
+
+    runs: list[dict] = []
+    if a.levers:
+        names = [n.strip() for n in a.only_levers.split(",")] if a.only_levers else list(LEVERS)
+        plan = [(r, n) for r in range(a.repeats) for n in (names if r % 2 == 0 else names[::-1])]
+        for r, n in plan:
+            res = spawn({**base, "variant": "app", "levers": LEVERS[n], "repeat": r}, tmp, f"lever{r}_{len(runs)}")
+            res["label"] = n
+            runs.append(res)
+            s = summarize(res, peak["best_gflops"])
+            print(f"  [{r}] {n}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
+                  f"loss {s['heldout_loss']:.4f}, RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}", flush=True)
+        labels = names
+    else:
+        variants = a.variants.split(",")
+        for r in range(a.repeats):
+            for v in (variants if r % 2 == 0 else variants[::-1]):
+                res = spawn({**base, "variant": v, "levers": {}, "repeat": r}, tmp, f"{v}{r}")
+                res["label"] = v
+                runs.append(res)
+                s = summarize(res, peak["best_gflops"])
+                print(f"  [{r}] {v}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
+                      f"train {s['train_loop_s']:.1f} s, loss {s['heldout_loss']:.4f}, "
+                      f"RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}", flush=True)
+        labels = variants
+        if "app" in variants:  # keep the last app adapter for bench_generate.py (ignored by git: runs/)
+            import shutil
+
+            keep = common.RESULTS / "runs" / "last_app_adapter"
+            shutil.rmtree(keep, ignore_errors=True)
+            last = [x for x in runs if x["label"] == "app"][-1]
+            shutil.copytree(Path(last["run_dir"]) / "adapter", keep)
+
+    base_eval = None
+    if not a.no_base_eval:
+        base_eval = spawn(base, tmp, "base_eval", mode="--_base_eval")
+    startup = None
+    if not a.no_startup and not a.levers:
+        startup = startup_latency(model, str(train_file), tmp)
+
+    summaries = {lab: [summarize(x, peak["best_gflops"]) for x in runs if x["label"] == lab] for lab in labels}
+    agg = {lab: {m: _agg([s[m] for s in ss]) for m, _, _ in METRICS + [("load_s", "", ""),
+                                                                       ("total_text_tokens", "", "")]}
+           for lab, ss in summaries.items()}
+    headers = ["metric"] + labels
+    rows = [[title] + [cell(agg[lab][m], fmt) for lab in labels] for m, title, fmt in METRICS
+            if any(agg[lab][m]["median"] is not None for lab in labels)]
+    ref_lab = "reference" if "reference" in labels else labels[0]
+    ratio_rows = []
+    for lab in labels:
+        if lab == ref_lab:
+            continue
+        r = agg[lab]["tokens_per_s"]["median"] / agg[ref_lab]["tokens_per_s"]["median"]
+        w = agg[ref_lab]["train_loop_s"]["median"] / agg[lab]["train_loop_s"]["median"]
+        ratio_rows.append([lab, f"{r:.2f}x", f"{w:.2f}x",
+                           f"{agg[lab]['heldout_loss']['median'] - agg[ref_lab]['heldout_loss']['median']:+.4f}",
+                           f"{agg[lab]['peak_rss_mib']['median'] - agg[ref_lab]['peak_rss_mib']['median']:+.0f}"])
+    print()
+    print("median over repeats (min-max); per-step values are medians over steps after the first "
+          f"{WARMUP_SKIP}; {a.repeats} repeat(s)")
+    print(common.fmt_table(headers, rows))
+    print()
+    print(common.fmt_table([f"vs {ref_lab}", "tok/s ratio", "wall-time speedup", "held-out loss diff",
+                            "peak RSS diff MiB"], ratio_rows))
+    if base_eval:
+        print(f"\nbase model (no adapter) held-out loss {base_eval['loss']:.4f} (no EOS {base_eval['loss_text_only']:.4f})")
+    if startup:
+        print("submit -> first events (s): " + "; ".join(
+            ", ".join(f"{k[10:-2]} {v}" for k, v in s.items() if k.startswith("submit_to_")) for s in startup))
+    out = {"kind": "levers" if a.levers else "train", "args": vars(a), "model": model, "steps": steps,
+           "examples": steps * BATCH * ACCUM, "warmup": warmup, "machine": info, "matmul_peak": peak,
+           "flops_counting": common.train_flops.__doc__, "aggregate": agg, "summaries": summaries,
+           "base_model_heldout": base_eval, "startup": startup,
+           "runs": [{k: v for k, v in x.items() if k != "heldout_texts"} for x in runs]}
+    name = f"train-{'levers-' if a.levers else ''}{a.device}-{a.quant}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = common.write_json(out, name + (f"-{a.tag}" if a.tag else "") + ".json")
+    print(f"\nwrote {path.relative_to(common.REPO)}")
+    if not a.keep_tmp:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--_worker":
+        sys.exit(worker(sys.argv[2]))
+    if len(sys.argv) == 3 and sys.argv[1] == "--_base_eval":
+        sys.exit(worker_base_eval(sys.argv[2]))
+    sys.exit(main())

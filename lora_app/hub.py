@@ -1,0 +1,658 @@
+"""The Hugging Face Hub side of the app: which token to use, who it belongs to, and pushing
+a finished run's adapter (after a preflight that says what to fix).
+
+Tokens
+------
+A token comes from (first found wins): a token typed into the Hub tab (kept in memory for
+that browser session only), a "Sign in with Hugging Face" login (Gradio OAuth), ``HF_TOKEN``
+from the environment or from a ``.env`` file (:func:`load_dotenv`). On a Space, ``HF_TOKEN``
+is the Space owner's secret: it is used for *reading* (gated base models, private data) but
+never to push on a visitor's behalf (``write=True`` in :func:`resolve_token`).
+
+A token is never logged, echoed back, or written anywhere: not in a run folder, its config,
+its event log or the model card. Error messages are built from status codes and the Hub's
+own error text, which does not contain the token.
+
+Push
+----
+:func:`preflight` checks, before anything is uploaded: the adapter files are there, its
+``base_model_name_or_path`` is a Hub id (not a local folder), the repo id is ``owner/name``,
+the token works (401), may write (a read-only token: 403) and may write under that owner, an
+existing repo of that name holds an adapter (not something else), and the model card's YAML
+passes the Hub's ``/api/validate-yaml``. :func:`push_adapter` then uploads
+``adapter_config.json``, ``adapter_model.safetensors`` and ``README.md`` from a *staging copy*,
+so the run's own adapter folder is never touched, whether the push succeeds or fails; a failed
+push can simply be retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ConfigError
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
+MOCK_OAUTH_TOKEN = "mock-oauth-token-for-local-dev"  # what Gradio's local OAuth mock hands out
+TOKENS_URL = "https://huggingface.co/settings/tokens"
+CARD_PLACEHOLDER = "<this repo id>"
+
+# A Hub repo id: "owner/name" (or a legacy one-part model id such as "gpt2"). Names: letters,
+# digits, "-", "_", "."; at most 96 characters; no "--" or ".."; not starting or ending with
+# "-" or "."; not ending in ".git" (huggingface_hub.utils.validate_repo_id).
+_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?"
+_REPO_ID = re.compile(rf"^{_PART}/{_PART}$")
+_MODEL_ID = re.compile(rf"^(?:{_PART}/)?{_PART}$")
+
+
+class HubError(ConfigError):
+    """A Hub action that cannot go ahead. ``problems``: one line each, naming the fix."""
+
+
+# -- .env and tokens ---------------------------------------------------------------------------
+def load_dotenv(path: str | Path | None = None, override: bool = False) -> dict[str, str]:
+    """Read ``KEY=VALUE`` lines from a ``.env`` file into ``os.environ`` (without overriding
+    variables already set, unless ``override``). Returns what the file holds.
+
+    The file is ``path``, else ``LORA_APP_ENV_FILE``, else ``./.env``. Blank lines, ``#``
+    comments and an ``export`` prefix are allowed; values may be single- or double-quoted; an
+    empty value (``HF_TOKEN=``) is skipped.
+    """
+    p = Path(path or os.environ.get("LORA_APP_ENV_FILE") or ".env")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError:
+        return {}
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, val = line.partition("=")
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[7:].strip()
+        val = val.strip()
+        if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
+            val = val[1:-1]
+        elif " #" in val:
+            val = val.split(" #", 1)[0].rstrip()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and val:  # "KEY=" (as in .env.example) sets nothing
+            values[key] = val
+    for k, v in values.items():
+        if override or k not in os.environ:
+            os.environ[k] = v
+    return values
+
+
+def env_token() -> str | None:
+    """``HF_TOKEN`` (or the older ``HUGGING_FACE_HUB_TOKEN``) from the environment / ``.env``."""
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        v = (os.environ.get(var) or "").strip()
+        if v:
+            return v
+    return None
+
+
+def on_space() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def oauth_login_available() -> bool:
+    """Whether a ``gr.LoginButton`` can work here.
+
+    On a Space it needs ``hf_oauth: true`` in the README (which sets ``OAUTH_CLIENT_ID``);
+    elsewhere Gradio mocks the login with the local token (``HF_TOKEN`` or ``hf auth login``)
+    and calls ``whoami`` at launch, so it needs a token and a reachable Hub. Setting
+    ``LORA_APP_LOGIN_BUTTON`` to 1/0 forces the answer (given ``gradio[oauth]`` is installed).
+    """
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("itsdangerous", "authlib")):
+        return False  # gradio[oauth] is not installed: Gradio would refuse to start with a LoginButton
+    forced = os.environ.get("LORA_APP_LOGIN_BUTTON", "").strip().lower()
+    if forced in ("1", "true", "yes", "0", "false", "no"):
+        return forced in ("1", "true", "yes")
+    if on_space():
+        return bool(os.environ.get("OAUTH_CLIENT_ID"))
+    from huggingface_hub import get_token
+
+    try:
+        if get_token() is None:
+            return False
+    except Exception:
+        return False
+    return endpoint_reachable()
+
+
+def endpoint_reachable(timeout: float = 2.0) -> bool:
+    """True if a TCP connection to the Hub endpoint opens (not cached: the network may come back)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    u = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_token(typed: str | None = None, oauth=None, write: bool = False) -> str | None:
+    """The token to use: one typed in the Hub tab, else an OAuth login (a ``gr.OAuthToken``
+    or its string), else ``HF_TOKEN`` (not for writes on a Space: that is the owner's token).
+
+    Gradio's *local* OAuth mock hands out a placeholder token that only stands for the local
+    login; it is swapped for that local token (``HF_TOKEN`` / ``hf auth login``).
+    """
+    typed = (typed or "").strip() or None
+    if typed:
+        return typed
+    tok = getattr(oauth, "token", oauth)
+    tok = (tok or "").strip() or None if isinstance(tok, str) or tok is None else None
+    if tok == MOCK_OAUTH_TOKEN and not on_space():
+        from huggingface_hub import get_token
+
+        try:
+            tok = get_token() or tok
+        except Exception:
+            pass
+    if tok:
+        return tok
+    if write and on_space():
+        return None
+    return env_token()
+
+
+# -- whoami ------------------------------------------------------------------------------------
+@dataclass
+class User:
+    """Who a token belongs to. ``role``: the token's role ("write", "read", "fineGrained") or
+    the auth type (e.g. "oauth"); ``orgs``: organisation name -> role in it."""
+
+    name: str
+    fullname: str = ""
+    role: str = ""
+    orgs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def read_only(self) -> bool:
+        return self.role == "read"
+
+    def can_write_to(self, namespace: str) -> bool:
+        if namespace == self.name:
+            return True
+        role = self.orgs.get(namespace)
+        return role is not None and role not in ("read",)
+
+    def describe(self) -> str:
+        kind = {"write": "token with write access", "read": "read-only token: you can load private data and "
+                "models but not push", "fineGrained": "fine-grained token", "oauth": "signed in with Hugging Face"}
+        extra = kind.get(self.role, self.role)
+        return f"Logged in as **{self.name}**" + (f" ({extra})" if extra else "")
+
+
+_WHOAMI_CACHE: dict[str, tuple[float, User]] = {}
+_WHOAMI_LOCK = threading.Lock()
+WHOAMI_TTL_S = 300.0  # /api/whoami-v2 is rate-limited; a token's owner does not change
+
+
+def _key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()  # the cache never holds the token itself
+
+
+def whoami(token: str | None, use_cache: bool = True) -> User:
+    """The user behind ``token`` (GET /api/whoami-v2). Raises HubError with a plain message
+    when there is no token, the token is rejected (401) or the Hub cannot be reached."""
+    if not token:
+        raise HubError(["hub: you are not logged in. Fix: sign in with Hugging Face, paste a token "
+                        f"(create one at {TOKENS_URL}), or set HF_TOKEN in the environment or .env."])
+    if use_cache:
+        with _WHOAMI_LOCK:
+            hit = _WHOAMI_CACHE.get(_key(token))
+        if hit and time.time() - hit[0] < WHOAMI_TTL_S:
+            return hit[1]
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().whoami(token=token)
+    except Exception as err:
+        raise HubError([explain(err, "check your token")]) from None
+    auth = info.get("auth") or {}
+    role = (auth.get("accessToken") or {}).get("role") or auth.get("type") or ""
+    orgs = {o.get("name"): o.get("roleInOrg") or "" for o in info.get("orgs") or [] if o.get("name")}
+    user = User(info.get("name", ""), info.get("fullname") or "", role, orgs)
+    with _WHOAMI_LOCK:
+        _WHOAMI_CACHE[_key(token)] = (time.time(), user)
+    return user
+
+
+def forget_cached(token: str | None) -> None:
+    if token:
+        with _WHOAMI_LOCK:
+            _WHOAMI_CACHE.pop(_key(token), None)
+
+
+# -- errors --------------------------------------------------------------------------------
+def _status(err: BaseException) -> int | None:
+    resp = getattr(err, "response", None)
+    return getattr(resp, "status_code", None)
+
+
+def _server_message(err: BaseException) -> str:
+    resp = getattr(err, "response", None)
+    msg = getattr(err, "server_message", None) or ""
+    if not msg and resp is not None:
+        try:
+            msg = resp.headers.get("X-Error-Message", "") or ""
+        except Exception:
+            msg = ""
+    return msg.strip().splitlines()[0][:300] if msg.strip() else ""
+
+
+def is_network_error(err: BaseException) -> bool:
+    if _status(err) is not None:
+        return False
+    names = {c.__name__ for c in type(err).__mro__}
+    return bool(names & {"TransportError", "ConnectError", "ConnectionError", "TimeoutException", "TimeoutError",
+                         "NetworkError", "OfflineModeIsEnabled"}) or isinstance(err, OSError)
+
+
+def explain(err: BaseException, action: str, repo_id: str | None = None) -> str:
+    """One plain line: what went wrong while trying to ``action`` and what to do about it."""
+    from huggingface_hub import constants
+
+    what = f"'{repo_id}'" if repo_id else "the repo"
+    status = _status(err)
+    server = _server_message(err)
+    why = f" The Hub says: {server.rstrip('.')}." if server else ""
+    if status is None and is_network_error(err):
+        return (f"hub: could not reach the Hub at {constants.ENDPOINT} ({type(err).__name__}) while trying to "
+                f"{action}. Fix: check your internet connection (or the Hub's status), then try again; nothing "
+                "was changed on your side.")
+    if status == 401:
+        return (f"hub: the Hub rejected your token (401 Unauthorized) while trying to {action}. Fix: the token is "
+                f"wrong, expired or revoked: create a new one with write access at {TOKENS_URL} and paste it, "
+                "or sign in again.")
+    if status == 403 and action.startswith(("load", "read", "download")):
+        return (f"hub: your token may not read {what} (403 Forbidden).{why} Fix: ask its owner for access, or "
+                "log in with an account that has it.")
+    if status == 403:
+        return (f"hub: your token may not write to {what} (403 Forbidden).{why} Fix: use a token with the "
+                f"'write' role ({TOKENS_URL}); for Sign in with Hugging Face, the Space needs the write-repos "
+                "and manage-repos scopes; or push to your own namespace.")
+    if status == 409:
+        return (f"hub: {what} conflicts with an existing repo (409 Conflict).{why} Fix: pick another repo name.")
+    if status == 404:
+        return f"hub: {what} was not found (404).{why} Fix: check the repo id."
+    if status == 413:
+        return f"hub: the upload is too large (413).{why} Fix: push a smaller adapter."
+    if status == 429:
+        return "hub: too many requests (429). Fix: wait a minute and try again."
+    if status is not None and status >= 500:
+        return (f"hub: the Hub had a problem ({status}) while trying to {action}.{why} Fix: try again in a "
+                "few minutes.")
+    if status is not None:
+        return f"hub: the Hub answered {status} while trying to {action}.{why} Fix: check the repo id and token."
+    text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+    return f"hub: could not {action}: {type(err).__name__}{': ' + text if text else ''}."
+
+
+# -- repo ids ------------------------------------------------------------------------------
+def is_hub_id(name: str | None) -> bool:
+    """True for a Hub model id ("owner/name" or a legacy "gpt2"), False for a local path."""
+    if not name or name != name.strip() or "\\" in name or ".." in name or "--" in name:
+        return False
+    if name.startswith(("/", ".", "~")) or name.endswith(".git") or Path(name).is_absolute():
+        return False
+    return bool(_MODEL_ID.match(name))
+
+
+def check_repo_id(repo_id: str | None) -> list[str]:
+    """[] if ``repo_id`` is a valid ``owner/name``; else one problem line naming the fix."""
+    rid = (repo_id or "").strip()
+    if not rid:
+        return ["hub.repo_id: empty. Fix: write it as owner/name, e.g. alice/smollm2-lora-quotes."]
+    if rid.count("/") != 1:
+        return [f"hub.repo_id: '{rid}' must have exactly one '/' (owner/name). Fix: e.g. your-name/{sanitize(rid.replace('/', '-'))}."]
+    owner, name = rid.split("/")
+    bad = []
+    for part, what in ((owner, "owner"), (name, "name")):
+        if not part:
+            bad.append(f"the {what} is empty")
+        elif len(part) > 96:
+            bad.append(f"the {what} is longer than 96 characters")
+        elif not re.fullmatch(r"[\w.-]+", part, flags=re.ASCII):
+            bad.append(f"the {what} '{part}' may only hold letters, digits, '-', '_' and '.'")
+        elif "--" in part or ".." in part:
+            bad.append(f"the {what} '{part}' may not contain '--' or '..'")
+        elif part[0] in "-." or part[-1] in "-.":
+            bad.append(f"the {what} '{part}' may not start or end with '-' or '.'")
+    if name.endswith(".git"):
+        bad.append("the name may not end with '.git'")
+    if bad:
+        return [f"hub.repo_id: '{rid}' is not a valid repo id: {'; '.join(bad)}. "
+                f"Fix: e.g. {sanitize(owner) or 'your-name'}/{sanitize(name.removesuffix('.git')) or 'my-lora'}."]
+    return []
+
+
+def sanitize(text: str, max_len: int = 96) -> str:
+    """``text`` as a valid repo-name part: other characters become '-', no '--'/'..', no
+    leading/trailing '-' or '.'."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text or "")
+    s = re.sub(r"[-.]{2,}", "-", s)  # no "--" or ".." (nor ".-" runs)
+    s = s.strip("-.")[:max_len].strip("-.")
+    return s
+
+
+def default_repo_id(user: str | None, run_dir: str | Path) -> str:
+    """``<user>/<base-name>-lora-<data-name>``, e.g. alice/SmolLM2-135M-Instruct-lora-quotes."""
+    base, data = run_names(run_dir)
+    name = sanitize(f"{base}-lora-{data}" if data else f"{base}-lora")
+    return f"{sanitize(user or '') or 'your-name'}/{name or 'lora-adapter'}"
+
+
+def run_names(run_dir: str | Path) -> tuple[str, str]:
+    """(base model short name, data short name) of a run folder or adapter folder."""
+    run_dir = Path(run_dir)
+    ad = _adapter_dir(run_dir)
+    base = ""
+    try:
+        base = json.loads((ad / "adapter_config.json").read_text())["base_model_name_or_path"] or ""
+    except (OSError, ValueError, KeyError):
+        pass
+    data = ""
+    cfg_path = ad.parent / "config.yaml"
+    if cfg_path.is_file():
+        from .config import RunConfig
+
+        try:
+            cfg = RunConfig.load(cfg_path)
+            base = base or cfg.model.base_model_name_or_path
+            if cfg.data.dataset_id:
+                data = cfg.data.dataset_id.split("/")[-1]
+            else:
+                src = cfg.data.source_name or (Path(cfg.data.path).name if cfg.data.path else "")
+                data = src.split(" ")[0]
+                data = data.rsplit(".", 1)[0] if "." in data else data
+        except (ConfigError, OSError):
+            pass
+    base = base.rstrip("/").replace("\\", "/").split("/")[-1]
+    return base, data
+
+
+# -- preflight and push -------------------------------------------------------------------------
+def _adapter_dir(path: str | Path) -> Path:
+    p = Path(path)
+    return p / "adapter" if (p / "adapter").is_dir() and not (p / "adapter_config.json").exists() else p
+
+
+@dataclass
+class PushPlan:
+    """What preflight found; :func:`push_adapter` uploads exactly these files."""
+
+    repo_id: str
+    adapter_dir: Path
+    user: User
+    base_model: str
+    adapter_config: dict
+    card: str
+    exists: bool = False
+    existing_private: bool | None = None
+    head_sha: str | None = None
+
+
+@dataclass
+class PushResult:
+    repo_id: str
+    url: str
+    commit_url: str | None
+    created: bool
+    private: bool | None
+    notes: list[str] = field(default_factory=list)
+    unchanged: bool = False  # the repo already held exactly these files: no new commit
+
+    def markdown(self) -> str:
+        head = f"Pushed to [{self.repo_id}]({self.url})"
+        head += (" (new repo)" if self.created else " (it already held this adapter: nothing changed)"
+                 if self.unchanged else " (new commit in the existing repo)")
+        if self.private is not None:
+            head += ", private" if self.private else ", public"
+        return head + "." + "".join(f"\n\n{n}" for n in self.notes)
+
+
+def _render_card(adapter_dir: Path, base_model: str, repo_id: str) -> str:
+    """The model card to upload: re-rendered from the run's config and event log when the
+    adapter sits in a run folder (so it names the repo and the Hub id), else the adapter's own
+    README.md with the repo id filled in."""
+    run_dir = adapter_dir.parent
+    if (run_dir / "config.yaml").is_file():
+        try:
+            return _card_from_run(run_dir, adapter_dir, base_model, repo_id)
+        except (ConfigError, OSError, ValueError, KeyError):
+            pass
+    readme = adapter_dir / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    return text.replace(CARD_PLACEHOLDER, repo_id)
+
+
+def _card_from_run(run_dir: Path, adapter_dir: Path, base_model: str, repo_id: str) -> str:
+    from . import card, models
+    from .config import RunConfig
+    from .events import read_events
+
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    ac = json.loads((adapter_dir / "adapter_config.json").read_text())
+    targets = ac.get("target_modules") or []
+    targets = sorted(targets) if isinstance(targets, list) else [str(targets)]
+    events, _ = read_events(run_dir)
+    losses = [e for e in events if e.get("type") == "log" and e.get("loss") is not None]
+    final_loss = losses[-1]["loss"] if losses else None
+    steps = max([e.get("step", 0) for e in events if e.get("type") in ("log", "progress", "saved")] or [0])
+    info = next((e for e in reversed(events) if e.get("type") == "info" and e.get("trainable_params")), None)
+    line = models.trainable_line(info["trainable_params"], info["all_params"]) if info else ""
+    data_col = next((e.get("text_column") for e in events if e.get("type") == "info" and e.get("text_column")), None)
+    if data_col and not cfg.data.text_column:
+        cfg.data.text_column = data_col
+    return card.render_card(cfg, base_model, targets, final_loss, steps, line, repo_id=repo_id)
+
+
+def _card_problems(text: str, base_model: str) -> list[str]:
+    """Local checks of a model card's YAML metadata (before the Hub's own validation)."""
+    import yaml
+
+    if not text.startswith("---"):
+        return ["model card: README.md has no YAML metadata block. Fix: train the run again with this app "
+                "(it writes the card), or add a '---' block with base_model and library_name: peft."]
+    parts = text.split("---", 2)
+    try:
+        meta = yaml.safe_load(parts[1]) if len(parts) == 3 else None
+    except yaml.YAMLError as err:
+        return [f"model card: its YAML metadata does not parse ({str(err).splitlines()[0]}). "
+                "Fix: correct the block between the '---' lines of README.md."]
+    if not isinstance(meta, dict):
+        return ["model card: its YAML metadata is not a mapping. Fix: write 'key: value' lines between the '---' lines."]
+    out = []
+    if meta.get("base_model") != base_model:
+        out.append(f"model card: base_model is {meta.get('base_model')!r}, not the adapter's base model "
+                   f"'{base_model}'. Fix: set base_model: {base_model}.")
+    if meta.get("library_name") != "peft":
+        out.append("model card: library_name must be 'peft' so the Hub shows how to load the adapter. "
+                   "Fix: set library_name: peft.")
+    return out
+
+
+def preflight(run_dir: str | Path, repo_id: str, token: str | None, base_model_id: str | None = None,
+              validate_yaml: bool = True) -> PushPlan:
+    """Check everything a push needs; raise HubError listing every problem found, each with
+    its fix. Local checks come first, then (only if a token is there) the Hub ones.
+
+    ``base_model_id``: the Hub id of the base model, needed only when the run was trained from
+    a local folder with no known Hub id (the uploaded adapter_config.json and card get it).
+    """
+    repo_id = (repo_id or "").strip()
+    ad = _adapter_dir(run_dir)
+    problems: list[str] = []
+    missing = [f for f in ADAPTER_FILES[:2] if not (ad / f).is_file()]
+    if missing:
+        raise HubError([f"adapter: {', '.join(missing)} missing in {ad}. Fix: pick a run that finished "
+                        "(or was stopped after saving)."])
+    try:
+        ac = json.loads((ad / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise HubError([f"adapter: adapter_config.json cannot be read ({err}). Fix: train the run again."]) from None
+    recorded = ac.get("base_model_name_or_path") or ""
+    override = (base_model_id or "").strip() or None
+    base = recorded
+    if override:
+        if not is_hub_id(override):
+            problems.append(f"hub.base_model: '{override}' is not a Hub model id. Fix: write it as owner/name, "
+                            "e.g. HuggingFaceTB/SmolLM2-135M-Instruct.")
+        elif is_hub_id(recorded) and override != recorded:
+            problems.append(f"hub.base_model: the adapter was trained on '{recorded}', not '{override}'. "
+                            "Fix: leave the base model field empty.")
+        else:
+            base = override
+    if not override and not is_hub_id(recorded):
+        problems.append(f"adapter: adapter_config.json names the local folder '{recorded}' as its base model, which "
+                        "nobody else can load. Fix: give the base model's Hub id (owner/name) in the 'Base model Hub "
+                        "id' field (only the uploaded copy changes), or train from a Hub id; for a converted folder, "
+                        "a lora_app_hub_id.txt file in it holding the Hub id makes later runs record it.")
+    problems += check_repo_id(repo_id)
+    card_text = ""
+    if is_hub_id(base):
+        card_text = _render_card(ad, base, repo_id or CARD_PLACEHOLDER)
+        problems += _card_problems(card_text, base)
+    if problems:
+        raise HubError(problems)
+    ac = {**ac, "base_model_name_or_path": base}
+
+    # The Hub: token works? may write there? what is there already? card valid?
+    user = whoami(token, use_cache=False)  # a push checks the token afresh (it may have been revoked)
+    namespace = repo_id.split("/")[0]
+    if user.read_only:
+        raise HubError([f"hub: the token of '{user.name}' is read-only, so it cannot create or push to "
+                        f"'{repo_id}' (it would get 403 Forbidden). Fix: create a token with the 'write' role at "
+                        f"{TOKENS_URL} and paste it."])
+    if not user.can_write_to(namespace):
+        orgs = [o for o in user.orgs if user.can_write_to(o)]
+        where = f"'{user.name}'" + (f" or one of your organisations ({', '.join(orgs)})" if orgs else "")
+        role = user.orgs.get(namespace)
+        why = (f"you are only a '{role}' member of '{namespace}'" if role is not None else
+               f"'{namespace}' is another account, and you are logged in as '{user.name}'")
+        raise HubError([f"hub.repo_id: you cannot push to '{repo_id}': {why}. "
+                        f"Fix: use {where} as the owner, e.g. {user.name}/{repo_id.split('/')[1]}."])
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    plan = PushPlan(repo_id, ad, user, base, ac, card_text)
+    api = HfApi()
+    try:
+        info = api.model_info(repo_id, token=token)
+        plan.exists, plan.existing_private = True, bool(getattr(info, "private", False))
+        plan.head_sha = getattr(info, "sha", None)
+        files = {s.rfilename for s in (info.siblings or [])}
+        foreign = sorted(f for f in files - {".gitattributes", "README.md", *ADAPTER_FILES}
+                         if not f.startswith(("checkpoint", "runs/", "training_args")))
+        if files and "adapter_config.json" not in files and foreign:
+            raise HubError([f"hub.repo_id: '{repo_id}' already exists and holds other files "
+                            f"({', '.join(foreign[:5])}{'…' if len(foreign) > 5 else ''}), not a LoRA adapter. "
+                            "Fix: pick a new repo name."])
+    except RepositoryNotFoundError:
+        pass
+    except HubError:
+        raise
+    except Exception as err:
+        raise HubError([explain(err, f"look up '{repo_id}'", repo_id)]) from None
+    if validate_yaml:
+        from huggingface_hub import ModelCard
+
+        try:
+            ModelCard(card_text).validate("model")  # POST /api/validate-yaml
+        except ValueError as err:
+            raise HubError([f"model card: the Hub rejects its YAML metadata ({str(err).strip()[:300]}). "
+                            "Fix: correct the block between the '---' lines of README.md."]) from None
+        except Exception as err:
+            raise HubError([explain(err, "validate the model card")]) from None
+    return plan
+
+
+def push_adapter(run_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None,
+                 base_model_id: str | None = None, commit_message: str | None = None) -> PushResult:
+    """Preflight, then upload the adapter (adapter_config.json, adapter_model.safetensors,
+    README.md) to ``repo_id``, creating the repo if needed. Returns where it went.
+
+    Raises HubError with a plain message on any failure (bad repo id, 401, 403, someone
+    else's namespace, 409, network down, invalid card). The local adapter folder is only ever
+    read, so it is byte-identical afterwards and the push can be retried.
+    """
+    from huggingface_hub import HfApi
+
+    repo_id = (repo_id or "").strip()
+    plan = preflight(run_dir, repo_id, token, base_model_id)
+    stage = Path(tempfile.mkdtemp(prefix="lora_app_push_"))
+    try:
+        shutil.copyfile(plan.adapter_dir / "adapter_model.safetensors", stage / "adapter_model.safetensors")
+        (stage / "adapter_config.json").write_text(json.dumps(plan.adapter_config, indent=2, sort_keys=True) + "\n",
+                                                   encoding="utf-8")
+        (stage / "README.md").write_text(plan.card, encoding="utf-8")
+        api = HfApi()
+        step = f"create the repo '{repo_id}'"
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True, token=token, repo_type="model")
+            step = f"upload the adapter to '{repo_id}'"
+            run = plan.adapter_dir.parent.name if (plan.adapter_dir.parent / "config.yaml").is_file() else ""
+            info = api.upload_folder(repo_id=repo_id, folder_path=stage, token=token, repo_type="model",
+                                     allow_patterns=list(ADAPTER_FILES),
+                                     commit_message=commit_message or f"LoRA adapter{' from run ' + run if run else ''}"
+                                                                      " (lora_app)")
+        except Exception as err:
+            raise HubError([explain(err, step, repo_id)]) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    notes = []
+    if plan.exists and plan.existing_private is not None and plan.existing_private != private:
+        notes.append(f"The repo already existed as {'private' if plan.existing_private else 'public'}; its "
+                     "visibility was left as it is (change it in the repo's settings on the Hub).")
+    oid = getattr(info, "oid", None)
+    result = PushResult(repo_id, str(url), getattr(info, "commit_url", None), not plan.exists,
+                        plan.existing_private if plan.exists else private, notes,
+                        unchanged=bool(plan.exists and oid and oid == plan.head_sha))
+    _record_push(plan.adapter_dir, result)
+    return result
+
+
+def _record_push(adapter_dir: Path, result: PushResult) -> None:
+    """Note the push in the run's event log (repo id and URL only)."""
+    run_dir = adapter_dir.parent
+    if not (run_dir / "events.jsonl").is_file():
+        return
+    from .events import EventWriter
+
+    ev = EventWriter(run_dir)
+    try:
+        ev.emit("pushed", repo_id=result.repo_id, url=result.url, commit_url=result.commit_url,
+                message=f"adapter pushed to {result.url}")
+    finally:
+        ev.close()
+
+
+def last_push(run_dir: str | Path) -> dict | None:
+    """The last ``pushed`` event of a run, or None."""
+    from .events import read_events
+
+    events, _ = read_events(run_dir)
+    pushed = [e for e in events if e.get("type") == "pushed"]
+    return pushed[-1] if pushed else None

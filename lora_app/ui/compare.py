@@ -1,0 +1,41 @@
+"""Side by side (Try tab): the base model and base + adapter complete the same prompt with the
+same seed and settings, shown next to each other."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..config import ConfigError
+from .common import AppContext, problems_md
+
+
+def build(ctx: AppContext, adapter, prompt, max_new, temp, where, token_fn):
+    """Add the Side by side button and its two outputs under the Try tab's widgets."""
+    with gr.Row():
+        compare_btn = gr.Button("Side by side: base model vs. with the adapter", elem_id="try-compare", scale=3)
+        seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=1, elem_id="try-seed")
+    with gr.Row():
+        base_out = gr.Textbox(label="Base model alone", lines=6, interactive=False, elem_id="try-base-out")
+        adapter_out = gr.Textbox(label="With the adapter", lines=6, interactive=False, elem_id="try-adapter-out")
+
+    def side_by_side(adapter_ref, text, n, t, s, request: gr.Request = None):
+        token = token_fn(request) if token_fn else None
+        if not (adapter_ref or "").strip():
+            yield problems_md(["adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
+                               "(owner/name) to compare with its base model."]), "", ""
+            return
+        try:
+            loaded = ctx.generator.load(adapter_ref.strip(), None, token=token)
+            s = int(s or 0)
+            head = (f"{loaded.description} · same prompt, seed {s}, max_new_tokens {int(n)}, "
+                    f"temperature {float(t):g}{' (greedy)' if float(t) == 0 else ''}")
+            yield head, "", ""
+            for base_text, adapter_text in ctx.generator.compare(
+                    text, loaded.adapter, loaded.base_id, max_new_tokens=int(n), temperature=float(t), seed=s,
+                    token=token):
+                yield head, base_text, adapter_text
+        except ConfigError as err:
+            yield problems_md(err.problems), "", ""
+
+    compare_btn.click(side_by_side, [adapter, prompt, max_new, temp, seed], [where, base_out, adapter_out])
+    return {"compare": compare_btn, "base_out": base_out, "adapter_out": adapter_out, "seed": seed}

@@ -1,0 +1,266 @@
+"""Bad input, as the Start button gets it: a clear message naming the field and the fix, given
+before any model weights are loaded, all problems of one submission together, and nothing
+written (no new run folder; earlier runs untouched).
+
+Every case goes through the path the UI takes (``form.to_raw`` -> ``validate.check_and_submit``,
+also what ``python -m lora_app train --config`` calls). Format quirks that are *accepted* (a
+JSON array in a .jsonl, "NA" cells, Windows-1252 ...) are checked here through the same path;
+tests/test_data.py covers the readers themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lora_app.config import ConfigError
+from lora_app.jobs import JobManager
+from lora_app.ui import form
+from lora_app.validate import check_and_submit, preflight
+
+from conftest import EXAMPLE_QUOTES
+
+ROWS = [{"quote": "It’s fine.", "author": "me"}, {"quote": "So it goes.", "author": "you"}]
+
+
+# -- the UI path, and the "nothing written" checks ---------------------------------------------
+def values(tiny_model, **over) -> dict:
+    """Widget values as the form gives them ("section.field" -> value; numbers as floats)."""
+    v = {"model.base_model_name_or_path": str(tiny_model), "model.quantization": "auto",
+         "model.trust_remote_code": False, "lora.r": 4.0, "lora.lora_alpha": 8.0, "lora.lora_dropout": 0.0,
+         "lora.target_modules": "", "lora.bias": "none", "training.max_steps": 2.0, "training.learning_rate": 1e-3,
+         "training.warmup_steps": 0.0, "training.per_device_train_batch_size": 2.0,
+         "training.gradient_accumulation_steps": 1.0, "training.max_length": 32.0, "training.packing": True,
+         "training.gradient_checkpointing": False, "training.save_steps": 50.0}
+    v.update({k.replace("__", "."): x for k, x in over.items()})
+    return v
+
+
+def data_of(path: Path, text_column: str | None = None) -> dict:
+    """The Data tab's state for an uploaded file."""
+    return {"path": str(path), "source_name": Path(path).name, "text_column": text_column}
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in ("runs.sqlite", "runs.sqlite-wal",
+                                                                                 "runs.sqlite-shm")}
+
+
+@pytest.fixture
+def app(tmp_path, tiny_model, monkeypatch):
+    """A JobManager holding one earlier run (never started: the device takes nothing here);
+    model weights may not be loaded (only configs and meta-device skeletons)."""
+    import transformers
+
+    def no_weights(*a, **k):
+        raise AssertionError("a model's weights were loaded during the preflight")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
+    jm = JobManager(tmp_path / "runs", max_running=0, poll_s=0.05)
+    earlier = jm.submit(form.to_config(values(tiny_model), data_of(EXAMPLE_QUOTES)), owner="alice")
+    yield jm, earlier
+    jm.close()
+
+
+def refused(app, vals: dict, data: dict) -> list[str]:
+    """Submit like Start does; assert it is refused and nothing was written; return the problems."""
+    jm, earlier = app
+    before = snapshot(jm.root)
+    with pytest.raises(ConfigError) as e:
+        check_and_submit(jm, form.to_raw(vals, data), owner="alice")
+    assert snapshot(jm.root) == before, "a refused submission wrote files"
+    assert [r.id for r in jm.list()] == [earlier] and jm.get(earlier).status == "queued"
+    assert not [p for p in jm.root.iterdir() if p.name.startswith(".")], "a half-written run folder is left"
+    for p in e.value.problems:
+        assert "Fix:" in p and re.match(r"^[a-z_]+(\.[a-z_]+)?: ", p), p
+    return e.value.problems
+
+
+def one(problems: list[str], pattern: str) -> str:
+    hits = [p for p in problems if re.search(pattern, p)]
+    assert len(hits) == 1, (pattern, problems)
+    return hits[0]
+
+
+def write(tmp_path, name, content) -> Path:
+    p = tmp_path / "upload" / name
+    p.parent.mkdir(exist_ok=True)
+    p.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return p
+
+
+# -- data files that are refused ------------------------------------------------------------
+@pytest.mark.parametrize("name,content,column,pattern", [
+    ("empty.jsonl", b"", None, r"^data\.path: 'empty\.jsonl' is empty\. Fix: upload a file with at least one row"),
+    ("blank.csv", b"\n\n  \n", None, r"^data\.path: 'blank\.csv' is empty \(only blank lines\)\. Fix"),
+    ("notes.docx", b"PK\x03\x04", None, r"^data\.path: 'notes\.docx' has an unsupported extension '\.docx'\. "
+                                        r"Fix: upload one of \.jsonl, \.json, \.csv, \.parquet, \.txt"),
+    ("noext", b"hello", None, r"unsupported extension '\(none\)'"),
+    ("numbers.jsonl", b'{"a": 1, "b": 2.5}\n{"a": 3, "b": 4}\n', None,
+     r"^data\.text_column: no column holds text \(columns: a, b\)\. Fix: upload a file with a text column"),
+    ("quotes.jsonl", "\n".join(json.dumps(r) for r in ROWS), "text",
+     r"^data\.text_column: no column 'text'\. Fix: choose one of: quote, author\."),
+    ("broken.jsonl", b'{"text": "a"}\n{"text": \n', None, r"^data\.path: could not read 'broken\.jsonl' as \.jsonl"),
+], ids=["empty", "only-blank-lines", "wrong-extension", "no-extension", "no-string-column", "missing-column",
+        "broken-json"])
+def test_bad_data_file(app, tmp_path, tiny_model, name, content, column, pattern):
+    p = write(tmp_path, name, content)
+    problems = refused(app, values(tiny_model), data_of(p, column))
+    one(problems, pattern)
+
+
+def test_file_over_the_size_limit(app, tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("LORA_APP_MAX_UPLOAD_MB", "0.01")
+    p = write(tmp_path, "big.jsonl", "\n".join(json.dumps({"text": "x" * 100}) for _ in range(200)))
+    problems = refused(app, values(tiny_model), data_of(p))
+    one(problems, r"^data\.path: 'big\.jsonl' is 22\.1 KB, over the 10\.2 KB limit\. Fix: upload a smaller file "
+                  r".*LORA_APP_MAX_UPLOAD_MB")
+
+
+def test_no_data_chosen(app, tiny_model):
+    one(refused(app, values(tiny_model), {}), r"^data: no data chosen\. Fix: upload a file")
+
+
+# -- settings that are refused ---------------------------------------------------------------
+@pytest.mark.parametrize("field,value,pattern", [
+    ("lora.r", 0.0, r"^lora\.r: Input should be greater than or equal to 1 \(got 0\)\. Fix: set r to a whole number"),
+    ("lora.r", 1.5, r"^lora\.r: must be a whole number \(got 1\.5\)\. Fix"),
+    ("lora.r", None, r"^lora\.r: must be a whole number \(got None\)\. Fix"),
+    ("lora.lora_alpha", 0.0, r"^lora\.lora_alpha: Input should be greater than 0 \(got 0\)\. Fix: set lora_alpha > 0"),
+    ("lora.lora_alpha", -8.0, r"^lora\.lora_alpha: .*\(got -8\)\. Fix"),
+    ("lora.lora_dropout", -0.1, r"^lora\.lora_dropout: .*greater than or equal to 0 \(got -0\.1\)\. Fix: set "
+                                r"lora_dropout in \[0, 1\)"),
+    ("lora.lora_dropout", 1.0, r"^lora\.lora_dropout: Input should be less than 1 \(got 1\)\. Fix"),
+    ("training.learning_rate", 0.0, r"^training\.learning_rate: Input should be greater than 0 \(got 0\)\. Fix: set "
+                                    r"learning_rate > 0"),
+    ("training.learning_rate", -1e-4, r"^training\.learning_rate: .*Fix"),
+    ("training.max_steps", 0.0, r"^training\.max_steps: .*\(got 0\)\. Fix: set max_steps to a whole number >= 1"),
+    ("training.per_device_train_batch_size", 0.0, r"^training\.per_device_train_batch_size: .*\(got 0\)\. Fix"),
+    ("training.max_length", 4.0, r"^training\.max_length: .*greater than or equal to 8 \(got 4\)\. Fix: set "
+                                 r"max_length to a whole number >= 8"),
+])
+def test_bad_setting(app, tiny_model, field, value, pattern):
+    problems = refused(app, values(tiny_model, **{field.replace(".", "__"): value}), data_of(EXAMPLE_QUOTES))
+    one(problems, pattern)
+    assert len(problems) == 1, problems
+
+
+def test_unknown_target_modules_are_all_named_with_the_valid_ones(app, tiny_model):
+    problems = refused(app, values(tiny_model, lora__target_modules="q_proj, query_key_value, c_attn,v_proj"),
+                       data_of(EXAMPLE_QUOTES))
+    assert problems == ["lora.target_modules: query_key_value, c_attn are not in this model. Fix: choose from "
+                        "down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj."]
+
+
+# -- models that are refused -----------------------------------------------------------------
+def test_model_that_does_not_exist(app, tiny_model, hub_server):
+    problems = refused(app, values(tiny_model, model__base_model_name_or_path="nobody/no-such-model"),
+                       data_of(EXAMPLE_QUOTES))
+    one(problems, r"^model\.base_model_name_or_path: model 'nobody/no-such-model' was not found .*Fix: check the Hub "
+                  r"id \(owner/name\) or the folder path")
+    assert ("GET" in {m for m, _ in hub_server.requests} or "HEAD" in {m for m, _ in hub_server.requests})
+
+
+def test_model_folder_that_does_not_exist(app, tiny_model, tmp_path):
+    problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(tmp_path / "nope")),
+                       data_of(EXAMPLE_QUOTES))
+    one(problems, r"^model\.base_model_name_or_path: .*Fix")
+
+
+@pytest.mark.parametrize("archs", [None, ["BertForMaskedLM"]], ids=["config-only", "masked-lm"])
+def test_model_that_is_not_a_causal_lm(app, tiny_model, tmp_path, archs):
+    from transformers import BertConfig
+
+    folder = tmp_path / "tiny-bert"
+    c = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100)
+    c.architectures = archs
+    c.save_pretrained(folder)
+    problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(folder)), data_of(EXAMPLE_QUOTES))
+    one(problems, r"^model\.base_model_name_or_path: '.*tiny-bert' is a .*(BertForMaskedLM|'bert' encoder) model, "
+                  r"not a causal language model\. Fix: pick a text-generation model")
+
+
+def test_model_that_needs_trust_remote_code(app, tiny_model, tmp_path):
+    folder = tmp_path / "acme-lm"
+    folder.mkdir()
+    cfg = json.loads((Path(tiny_model) / "config.json").read_text())
+    cfg.update(model_type="acme_lm", architectures=["AcmeForCausalLM"],
+               auto_map={"AutoConfig": "configuration_acme.AcmeConfig",
+                         "AutoModelForCausalLM": "modeling_acme.AcmeForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(folder)), data_of(EXAMPLE_QUOTES))
+    one(problems, r"^model\.base_model_name_or_path: .*acme-lm' runs its own code.*Fix: turn on "
+                  r"model\.trust_remote_code only if you trust its authors")
+
+
+# -- everything at once ------------------------------------------------------------------------
+def test_every_problem_of_one_submission_is_reported_together(app, tmp_path, tiny_model):
+    empty = write(tmp_path, "empty.jsonl", b"")
+    problems = refused(app, values(tiny_model, lora__r=0.0, lora__lora_dropout=1.0, training__learning_rate=0.0,
+                                   lora__target_modules="q_proj,nope"), data_of(empty))
+    assert [p.split(":")[0] for p in problems] == ["lora.r", "lora.lora_dropout", "training.learning_rate",
+                                                   "data.path", "lora.target_modules"], problems
+    one(problems, r"nope is not in this model")
+    # A missing model and a bad file, with a bad setting: three problems, one message.
+    problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(tmp_path / "no-model"),
+                                   training__max_steps=0.0),
+                       data_of(write(tmp_path, "x.docx", b"x")))
+    assert [p.split(":")[0] for p in problems] == ["training.max_steps", "data.path", "model.base_model_name_or_path"]
+
+
+# -- odd files that are accepted, through the same path ------------------------------------------
+def accepted(tiny_model, path: Path, column: str | None = None):
+    cfg, pre = preflight(form.to_raw(values(tiny_model), data_of(path, column)))
+    return pre
+
+
+@pytest.mark.parametrize("name,content,texts,empty", [
+    ("array.jsonl", json.dumps(ROWS), ["It’s fine.", "So it goes."], 0),  # a JSON array where lines were expected
+    ("lines.json", "\n".join(json.dumps(r) for r in ROWS), ["It’s fine.", "So it goes."], 0),  # and the reverse
+    ("semi.csv", "quote;author\nIt’s fine, really;me\nSo it goes;you\n", ["It’s fine, really", "So it goes"], 0),
+    ("na.csv", "text,n\nNA,1\nnull,2\nNone,3\nN/A,4\n", ["NA", "null", "None", "N/A"], 0),
+    ("blanks.csv", "text,n\na,1\n\n,2\n   ,3\nb,4\n\n", ["a", "b"], 3),
+    ("blanks.jsonl", '{"text": "a"}\n\n{"text": ""}\n{"text": "b"}\n', ["a", "b"], 2),
+    ("mixed.jsonl", '{"text": "words"}\n{"text": 42}\n{"text": 3.5}\n{"text": null}\n', ["words", "42", "3.5"], 1),
+    ("cp1252.csv", "text;author\nIt’s “quoted” – fine;me\n".encode("cp1252"), ["It’s “quoted” – fine"], 0),
+    ("bom.csv", "\ufefftext,author\nhello,me\n".encode("utf-8"), ["hello"], 0),
+], ids=["json-array-in-jsonl", "json-lines-in-json", "semicolons", "na-words", "empty-csv-rows",
+        "empty-jsonl-rows", "numbers-in-text", "windows-1252", "utf8-bom"])
+def test_odd_but_fine_files(tmp_path, tiny_model, name, content, texts, empty):
+    pre = accepted(tiny_model, write(tmp_path, name, content))
+    assert pre.data.texts == texts and pre.data.skipped_empty == empty
+    assert "\ufeff" not in "".join(pre.data.columns)
+    if empty:
+        assert f"{empty} empty rows are skipped." in pre.notes
+
+
+def test_a_one_megabyte_row_is_cut_not_fatal_and_trains(app, tmp_path, tiny_model, monkeypatch):
+    from lora_app.events import read_events
+    from lora_app.train import train
+
+    jm, _ = app
+    big = "All work and no play makes Jack a dull boy. " * 24_000  # ~1 MB in one row
+    p = write(tmp_path, "big.jsonl", json.dumps({"text": big}) + "\n" + json.dumps({"text": "short one"}) + "\n")
+    assert p.stat().st_size > 1_000_000
+    run_id, pre = check_and_submit(jm, form.to_raw(values(tiny_model), data_of(p)), owner="alice")
+    assert any("1 row(s) are longer than max_length (32 tokens" in n and "cut to its first 32 tokens" in n
+               for n in pre.notes), pre.notes
+    monkeypatch.undo()  # training loads weights
+    assert train(jm.run_dir(run_id)) == 0  # what the child process runs, here in-process
+    evs, _ = read_events(jm.run_dir(run_id))
+    assert evs[-1]["status"] == "finished", evs[-1]
+    assert any(e.get("rows") == 2 for e in evs if e["type"] == "info")
+
+
+def test_check_settings_before_data_is_chosen_reports_the_settings(tiny_model):
+    """The LoRA tab's Check button: same preflight, data not required yet."""
+    with pytest.raises(ConfigError) as e:
+        preflight(form.to_raw(values(tiny_model, lora__r=0.0, lora__target_modules="q_proj,zz"), {}), check_data=False)
+    assert [p.split(":")[0] for p in e.value.problems] == ["lora.r", "lora.target_modules"]
+    _, pre = preflight(form.to_raw(values(tiny_model), {}), check_data=False)
+    assert pre.targets == ["q_proj", "v_proj"] and pre.trainable > 0

@@ -1,0 +1,133 @@
+"""The Hub in a real browser (Playwright + /usr/bin/chromium), against the local fake Hub:
+log in with a token, push a finished run, load the adapter back by its repo id in "Try it" and
+see the side-by-side completions (checked against the Generator run directly)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+
+from test_browser import CHROMIUM, _button, _free_port, _tab, page, shots  # noqa: F401  (fixtures)
+from test_hub import ALICE, BASE_ID, hub_model, upload_base  # noqa: F401  (hub_model is a fixture)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no system browser at {CHROMIUM}"),
+]
+REPO_ID = "alice/tiny-llama-lora-quotes"
+PROMPT = "Be yourself;"
+
+
+class _Everyone(frozenset):
+    """Admins = everyone: the browser's random owner id sees the run submitted by the test."""
+
+    def __contains__(self, item):
+        return True
+
+
+@pytest.fixture
+def app(tmp_path, hub_model, hub_server):
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app.config import RunConfig
+    from lora_app.generate import Generator
+    from lora_app.jobs import JobManager
+    from lora_app.ui import CSS, build_app
+    from lora_app.ui.common import AppContext
+
+    ctx = AppContext(JobManager(tmp_path / "runs", poll_s=0.1), Generator(), _Everyone())
+    cfg = RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 32},
+                           "model": {"base_model_name_or_path": str(hub_model)},
+                           "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+                           "training": {"max_steps": 3, "warmup_steps": 0, "learning_rate": 3e-2, "max_length": 32,
+                                        "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
+                                        "save_steps": 3}})
+    run_id = ctx.jobs.submit(cfg, owner="someone")
+    demo = build_app(ctx)
+    port = _free_port()
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, css=CSS, quiet=True)
+    try:
+        deadline = time.time() + 300
+        while ctx.jobs.get(run_id).status in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.5)
+        assert ctx.jobs.get(run_id).status == "finished", ctx.jobs.get(run_id)
+        upload_base(hub_server, hub_model)  # so that "Try it" can load the base the adapter names
+        yield f"http://127.0.0.1:{port}/", ctx, run_id
+    finally:
+        ctx.jobs.close()
+        demo.close()
+
+
+def test_login_push_and_try_side_by_side(app, page, hub_server, shots, tmp_path):  # noqa: F811
+    url, ctx, run_id = app
+    try:
+        _flow(page, url, ctx, run_id, hub_server, shots)
+    except BaseException:
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        print(f"\nthe page at the failure: {tmp_path / 'failure.png'}")
+        raise
+
+
+def _wait_value(page, locator, timeout=120_000):
+    page.wait_for_function("el => el.value.trim().length > 0", arg=locator.element_handle(), timeout=timeout)
+
+
+def _flow(page, url, ctx, run_id, hub_server, shots):
+    page.goto(url)
+    _tab(page, "6. Hub")
+    who = page.locator("#hub-whoami")
+    who.get_by_text("Not logged in.").wait_for()
+
+    # log in with a token: the whoami line names the user; the field is emptied (never echoed back)
+    token = page.locator("#hub-token input, #hub-token textarea").first
+    token.fill(ALICE)
+    _button(page, "Use this token").click()
+    who.get_by_text(re.compile("Logged in as alice")).wait_for()
+    assert token.input_value() == ""
+    assert ALICE not in page.content()
+
+    # pick the run: the repo id is pre-filled; push (public)
+    _button(page, "Refresh list").click()
+    page.get_by_label("Run to push").click()
+    page.get_by_role("option", name=re.compile(re.escape(run_id))).click()
+    repo = page.get_by_label("Repo id (owner/name)")
+    page.wait_for_function("([el, v]) => el.value === v", arg=[repo.element_handle(), REPO_ID])
+    page.get_by_label("Private repo").uncheck()
+    _button(page, "Push to the Hub").click()
+    result = page.locator("#hub-result")
+    result.get_by_text(re.compile("Pushed to")).wait_for(timeout=120_000)
+    assert f"{hub_server.url}/{REPO_ID}" in result.inner_html()
+    assert "adapter_model.safetensors" in hub_server.files("model", REPO_ID)
+    assert not hub_server.repos[("model", REPO_ID)].private
+    page.screenshot(path=str(shots / "hub.png"), full_page=True)
+
+    # Try it: the adapter by its repo id, side by side with its base model
+    _tab(page, "5. Try it")
+    page.get_by_label("Adapter: folder or Hub repo id (owner/name)").fill(REPO_ID)
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
+    for name, value in (("max_new_tokens", "12"), ("temperature (0 = greedy)", "1")):
+        box = page.get_by_role("spinbutton", name=f"number input for {name}")
+        box.fill(value)
+        box.press("Tab")  # blur: Gradio commits the number
+    _button(page, "Side by side: base model vs. with the adapter").click()
+    base_out = page.get_by_label("Base model alone", exact=True)
+    adapter_out = page.get_by_label("With the adapter", exact=True)
+    _wait_value(page, base_out)
+    _wait_value(page, adapter_out)
+    page.get_by_text(f"adapter {REPO_ID}").first.wait_for()
+    block = adapter_out.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' block ')][1]")
+    page.wait_for_function(
+        "b => !b.classList.contains('generating') && "
+        "[...b.querySelectorAll('[data-testid=status-tracker]')].every(s => s.classList.contains('hide'))",
+        arg=block.element_handle(), timeout=120_000)
+    from lora_app.generate import Generator
+
+    # sampling (temperature 1, seed 0): the random tiny model then writes varied text, the same every time
+    kw = dict(max_new_tokens=12, temperature=1.0, seed=0, token=ALICE)
+    *_, (want_base, want_adapter) = Generator().compare(PROMPT, REPO_ID, **kw)
+    assert base_out.input_value() == want_base and adapter_out.input_value() == want_adapter
+    page.screenshot(path=str(shots / "try_side_by_side.png"), full_page=True)
+    print(f"\nside by side: base {want_base!r} | adapter {want_adapter!r}")

@@ -1,0 +1,172 @@
+"""Reload and reconnect, in a real browser: a page reload mid-run does not touch the run, and
+the Train tab re-attaches to it and replays its log from the start; Stop then ends it and says
+the process is gone; the Runs tab lists it as stopped with its adapter.
+
+Trains the tiny local Llama (its folder typed into the base model field), so it needs no
+network and no real model:
+
+    .venv/bin/python -m pytest tests/test_browser_jobs.py -q -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+MAX_STEPS = 400  # far more than the test waits for: it stops the run itself
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no system browser at {CHROMIUM}"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(tmp_path):
+    from lora_app.generate import Generator
+    from lora_app.jobs import JobManager
+    from lora_app.ui import build_app
+    from lora_app.ui.common import AppContext
+
+    ctx = AppContext(JobManager(tmp_path / "runs", poll_s=0.1), Generator(), frozenset())
+    demo = build_app(ctx)
+    port = _free_port()
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", ctx
+    finally:
+        for r in ctx.jobs.list():
+            if r.status in ("running", "queued"):
+                ctx.jobs.cancel(r.id, grace_s=5)
+        ctx.jobs.close()
+        demo.close()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1280, "height": 900})
+            pg.set_default_timeout(60_000)
+            yield pg
+        finally:
+            browser.close()
+
+
+def _tab(page, name):
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def _button(page, name):
+    return page.get_by_role("button", name=name, exact=True)
+
+
+def _steps(log_text: str) -> list[int]:
+    return [int(m) for m in re.findall(rf"step (\d+)/{MAX_STEPS}", log_text)]
+
+
+def _wait_log(page, pred, timeout=240.0, what="log"):
+    log = page.locator("#train-log textarea")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = log.input_value()
+        if pred(text):
+            return text
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; log:\n{log.input_value()[-2000:]}")
+
+
+def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model, tmp_path):
+    url, ctx = app_url
+    page.goto(url)
+
+    _tab(page, "1. Data")
+    _button(page, "Use the example quotes (1,000 rows)").click()
+    page.get_by_text(re.compile(r"rows from")).wait_for()
+
+    _tab(page, "2. LoRA")
+    base = page.get_by_label("Base model (Hub id or local folder)")
+    base.fill(str(tiny_model))
+    base.press("Tab")
+    for label, value in [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
+                         ("per_device_train_batch_size", 2), ("gradient_accumulation_steps", 1), ("save_steps", 2)]:
+        field = page.get_by_label(label, exact=True)
+        field.fill(str(value))
+        field.press("Tab")  # blur: Gradio commits the number
+
+    _tab(page, "3. Train")
+    _button(page, "Start training").click()
+    before = _wait_log(page, lambda t: len(_steps(t)) >= 2, what="two logged steps")
+    (run,) = ctx.jobs.list()
+    assert run.status == "running"
+    first_line = before.splitlines()[0]
+    assert "queued" in first_line and run.id in first_line, first_line
+    pid = run.pid
+
+    # Reload: the run goes on untouched; the page re-attaches and replays the log from its start.
+    page.reload()
+    _tab(page, "3. Train")
+    last_before = _steps(before)[-1]
+    after = _wait_log(page, lambda t: t.startswith(first_line) and _steps(t) and _steps(t)[-1] > last_before,
+                      what="the replayed log to go past the step seen before the reload")
+    assert ctx.jobs.get(run.id).pid == pid and ctx.jobs.get(run.id).status == "running"
+    assert _steps(after)[: len(_steps(before))] == _steps(before), "the replay is not the same log"
+    assert re.search(rf"Run `?{run.id}`?: running", page.locator("#train-status").inner_text())
+
+    # Stop, from the re-attached page: the process group is gone and the page says so.
+    _button(page, "Stop").click()
+    stop_msg = page.locator("#train-stop")
+    stop_msg.get_by_text(re.compile(r"process group are gone")).wait_for(timeout=60_000)
+    text = stop_msg.inner_text()
+    assert f"process {pid}" in text and "process is gone" in text and "adapter saved at step" in text, text
+    assert ctx.jobs.get(run.id).status == "stopped"
+    page.locator("#train-status").get_by_text(re.compile("stopped")).first.wait_for()
+
+    # The Runs tab lists it, stopped, with its adapter (Gradio keeps hidden copies of the cells).
+    _tab(page, "4. Runs")
+    _button(page, "Refresh").click()
+    table = page.locator("#runs-table")
+    table.locator(f'text="{run.id}" >> visible=true').first.wait_for()
+    table.locator('text="stopped" >> visible=true').first.wait_for()
+    assert table.locator(f'text="{ctx.jobs.run_dir(run.id) / "adapter"}" >> visible=true').count() >= 1
+
+    # Open it: its log; download its settings as YAML; load that YAML back into the form.
+    page.get_by_label("Run", exact=True).click()
+    page.get_by_role("option", name=re.compile(re.escape(run.id))).click()
+    page.locator("#run-details").get_by_text(re.compile(r"stopped")).first.wait_for()
+    page.wait_for_function("el => el.value.includes('adapter saved at step')",
+                           arg=page.locator("#runs-log textarea").element_handle())
+    with page.expect_download() as dl:
+        page.locator("#runs-yaml").click()
+    saved = tmp_path / "downloaded.yaml"
+    dl.value.save_as(saved)
+    from lora_app.config import RunConfig
+
+    cfg = RunConfig.load(saved)
+    assert cfg.training.max_steps == MAX_STEPS and cfg.model.base_model_name_or_path == str(tiny_model)
+
+    _tab(page, "2. LoRA")
+    steps_box = page.get_by_label("max_steps", exact=True)
+    steps_box.fill("7")
+    steps_box.press("Tab")
+    _tab(page, "4. Runs")
+    page.get_by_text("Load settings from a YAML file into the form").click()
+    page.locator("#runs-yaml-upload input[type=file]").set_input_files(str(saved))
+    page.get_by_text("Settings loaded into the").wait_for()
+    _tab(page, "2. LoRA")
+    page.wait_for_function(f"el => el.value === '{MAX_STEPS}'", arg=steps_box.element_handle())
