@@ -83,7 +83,7 @@ class Generator:
 
         loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
-        inputs = tok(prompt, return_tensors="pt").to(next(model.parameters()).device)
+        inputs = tok(model_prompt(prompt), return_tensors="pt").to(next(model.parameters()).device)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
         kw = dict(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
                   pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
@@ -149,7 +149,7 @@ class Generator:
 
         loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
-        ids, mask = left_pad([tok(p)["input_ids"] for p in prompts], pad_id(tok))
+        ids, mask = left_pad([tok(model_prompt(p))["input_ids"] for p in prompts], pad_id(tok))
         dev = next(model.parameters()).device
         kw = dict(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                   pad_token_id=pad_id(tok))
@@ -241,6 +241,17 @@ def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
         raise ConfigError([f"{head} its weights name layers this model does not have (another architecture), "
                            f"so it would change nothing.{origin}{fix}"])
     return model
+
+
+def model_prompt(prompt: str) -> str:
+    """The prompt as the model sees it: trailing spaces removed.
+
+    BPE vocabularies (GPT-2, Llama, SmolLM2) attach a word's space to the word (" the"), so
+    a prompt ending in a bare space token is off the training distribution: SmolLM2 answers
+    "Two things are infinite: " with "1 + 1 + 1 ..." and "Two things are infinite:" with a
+    fluent sentence. The completion then starts with its own space.
+    """
+    return prompt.rstrip(" ")
 
 
 def is_adapter_folder(path: str | Path) -> bool:

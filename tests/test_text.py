@@ -68,3 +68,10 @@ def test_padding_does_not_change_the_loss(tiny_model):
         packed = model(**packed_batch).loss.item()
     assert padded == pytest.approx(total / count, abs=1e-5)
     assert packed == pytest.approx(total / count, abs=1e-5)
+
+
+def test_prompt_trailing_space_is_left_to_the_model():
+    from lora_app.generate import model_prompt
+
+    assert model_prompt("Two things are infinite: ") == "Two things are infinite:"
+    assert model_prompt("a\n") == "a\n" and model_prompt("x") == "x"
