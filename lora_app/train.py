@@ -166,7 +166,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     model = models.load_base_model(cfg.model, rm.load_path, device,
                                    gradient_checkpointing=cfg.training.gradient_checkpointing, token=token)
     available = models.linear_module_names(model)
-    targets = cfg.lora.target_modules or models.default_target_modules(model.config.model_type, available)
+    targets = models.expand_target_modules(
+        cfg.lora.target_modules or models.default_target_modules(model.config.model_type, available), available)
     problems = models.check_target_modules(targets, available)
     if problems:
         raise ConfigError(problems)

@@ -106,7 +106,8 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
             _check_causal(mc, model)
             available = models.linear_module_names(models.skeleton(mc, model.trust_remote_code))
             if lora is not None:
-                targets = lora.target_modules or models.default_target_modules(mc.model_type, available)
+                targets = models.expand_target_modules(
+                    lora.target_modules or models.default_target_modules(mc.model_type, available), available)
                 bad = models.check_target_modules(targets, available)
                 problems += bad
                 if not bad and not problems and cfg is not None:

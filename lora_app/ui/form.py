@@ -45,7 +45,7 @@ def build_model_widgets() -> dict[str, gr.components.Component]:
 def build_lora_widgets() -> dict[str, gr.components.Component]:
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
-        w["lora.r"] = gr.Number(D.lora.r, label="r", precision=0)
+        w["lora.r"] = gr.Number(D.lora.r, label="r")
         w["lora.lora_alpha"] = gr.Number(D.lora.lora_alpha, label="lora_alpha")
         w["lora.lora_dropout"] = gr.Number(D.lora.lora_dropout, label="lora_dropout", step=0.01)
     with gr.Row():
@@ -59,20 +59,20 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     t = D.training
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
-        w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps", precision=0)
+        w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps")
         w["training.learning_rate"] = gr.Number(t.learning_rate, label="learning_rate")
-        w["training.warmup_steps"] = gr.Number(t.warmup_steps, label="warmup_steps", precision=0)
+        w["training.warmup_steps"] = gr.Number(t.warmup_steps, label="warmup_steps")
     with gr.Row():
         w["training.per_device_train_batch_size"] = gr.Number(t.per_device_train_batch_size,
-                                                              label="per_device_train_batch_size", precision=0)
+                                                              label="per_device_train_batch_size")
         w["training.gradient_accumulation_steps"] = gr.Number(t.gradient_accumulation_steps,
-                                                              label="gradient_accumulation_steps", precision=0)
-        w["training.max_length"] = gr.Number(t.max_length, label="max_length (tokens per row)", precision=0)
+                                                              label="gradient_accumulation_steps")
+        w["training.max_length"] = gr.Number(t.max_length, label="max_length (tokens per row)")
     with gr.Row():
         w["training.packing"] = gr.Checkbox(t.packing, label="packing (no padding; rows never attend to each other)")
         w["training.gradient_checkpointing"] = gr.Checkbox(t.gradient_checkpointing,
                                                            label="gradient_checkpointing (less memory, ~30% slower)")
-        w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps", precision=0)
+        w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps")
     return w
 
 
