@@ -45,7 +45,7 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 check = gr.Button("Check settings and count trainable parameters")
                 check_out = gr.Markdown()
             with gr.Tab("3. Train", id="train"):
-                _, reattach, train_outs = train_tab.build(ctx, widgets, data_state, owner_state, token_fn)
+                _, reattach, train_outs, start_btn = train_tab.build(ctx, widgets, data_state, owner_state, token_fn)
             with gr.Tab("4. Runs", id="runs") as runs_tab_obj:
                 runs_parts = runs_tab.build(ctx, widgets, data_state, owner_state, reattach, train_outs)
             with gr.Tab("5. Try it", id="try"):
@@ -75,11 +75,14 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             return owner or new_owner_id()
 
         # First give this browser an owner id (kept in localStorage), then re-attach to its runs.
-        demo.load(on_load, [owner_state], [owner_state]).then(
+        following = demo.load(on_load, [owner_state], [owner_state]).then(
             runs_parts["refresh"], [owner_state], runs_parts["refresh_outputs"]
         ).then(try_parts["refresh"], [owner_state], [try_parts["run_pick"]]).then(
             # It follows the run until it ends: with Gradio's default concurrency limit (1 per
             # event) a second open tab or browser waited here, showing "No run yet", until then.
             reattach, [owner_state], train_outs, concurrency_limit=None)
+        # Start in a tab that is still following an earlier run: stop that follower, or both
+        # streams write to the same boxes and the tab shows (and Stop targets) the old run.
+        start_btn.click(None, None, None, cancels=[following])
     demo.lora_ctx = ctx
     return demo

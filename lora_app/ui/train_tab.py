@@ -123,4 +123,4 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     # Gradio 6.31's Textbox autoscroll scrolls only once (its effect does not re-run on new
     # values), so a streamed log stayed at its first lines: keep it at the end in the browser.
     log.change(None, None, None, js=FOLLOW_LOG_JS)
-    return run_state, reattach, [run_state, status, progress, plot, log]
+    return run_state, reattach, [run_state, status, progress, plot, log], start
