@@ -170,3 +170,55 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     page.get_by_text("Settings loaded into the").wait_for()
     _tab(page, "2. LoRA")
     page.wait_for_function(f"el => el.value === '{MAX_STEPS}'", arg=steps_box.element_handle())
+
+
+def test_start_in_a_second_tab_shows_its_own_run_not_the_one_it_was_following(app_url, page, tiny_model):
+    """Two tabs of one browser (one owner): tab B re-attaches to tab A's run on load; when B
+    presses Start, B must show B's new (queued) run, not keep streaming A's."""
+    url, ctx = app_url
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
+    tabs = [context.new_page(), context.new_page()]  # one context: shared localStorage, one owner
+    for pg in tabs:
+        pg.bring_to_front()  # a background page does not commit Gradio's input events
+        pg.set_default_timeout(60_000)
+        pg.goto(url)
+        _tab(pg, "1. Data")
+        _button(pg, "Use the example quotes (1,000 rows)").click()
+        pg.get_by_text(re.compile(r"rows from")).wait_for()
+        _tab(pg, "2. LoRA")
+        base = pg.get_by_label("Base model (Hub id or local folder)")
+        base.fill(str(tiny_model))
+        base.press("Tab")
+        for label, value in [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
+                             ("per_device_train_batch_size", 2), ("gradient_accumulation_steps", 1)]:
+            field = pg.get_by_label(label, exact=True)
+            field.fill(str(value))
+            field.press("Tab")
+        _tab(pg, "3. Train")
+    a, b = tabs
+    a.bring_to_front()
+    _button(a, "Start training").click()
+    _wait_log(a, lambda t: len(_steps(t)) >= 1, what="run A's first step")
+    (run_a,) = ctx.jobs.list()
+    b.bring_to_front()
+    b.reload()  # B now follows A's run (same owner)
+    _tab(b, "3. Train")
+    b.locator("#train-status").get_by_text(re.compile(run_a.id)).first.wait_for()
+    _tab(b, "2. LoRA")  # the reload reset B's form: set the short run again
+    base = b.get_by_label("Base model (Hub id or local folder)")
+    base.fill(str(tiny_model))
+    base.press("Tab")
+    _tab(b, "1. Data")
+    _button(b, "Use the example quotes (1,000 rows)").click()
+    b.get_by_text(re.compile(r"rows from")).wait_for()
+    _tab(b, "3. Train")
+    _button(b, "Start training").click()
+    deadline = time.time() + 60
+    while len(ctx.jobs.list()) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    run_b = next(r for r in ctx.jobs.list() if r.id != run_a.id)
+    b.locator("#train-status").get_by_text(re.compile(run_b.id)).first.wait_for()
+    time.sleep(2)  # A's follower, had it survived, would overwrite B's status within 0.5 s
+    status_b = b.locator("#train-status").inner_text()
+    # B's own run heads the status (a queued run may name the running one after it).
+    assert re.match(rf"Run `?{run_b.id}", status_b.strip()), status_b
