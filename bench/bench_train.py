@@ -164,28 +164,6 @@ def _eos_count(inputs, lens) -> int:
     return out
 
 
-def _labels_only_head(collator):
-    """Collator wrapper: compute the LM head only where a loss target exists.
-
-    Adds ``logits_to_keep`` (bool, batch x seq: position p is kept when labels[p+1] != -100) and
-    ``shift_labels`` (the targets of the kept positions, flattened), which transformers 5.x passes
-    to ``slice_logits_to_keep`` and ``ForCausalLMLoss``. The Trainer counts ``shift_labels`` for
-    ``num_items_in_batch``, so the loss value is unchanged.
-    """
-    import torch
-
-    def wrapped(features):
-        b = collator(features)
-        labels = b["labels"]
-        nxt = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
-        keep = nxt != -100
-        b["logits_to_keep"] = keep
-        b["shift_labels"] = nxt[keep]
-        return b
-
-    return wrapped
-
-
 def _apply_app_patches(lv: dict) -> None:
     """Levers that are not RunConfig fields, applied around the unchanged lora_app.train code."""
     import transformers
@@ -194,8 +172,8 @@ def _apply_app_patches(lv: dict) -> None:
 
     if lv.get("labels_only_head"):
         orig_pack, orig_pad = text.packing_collator, text.PaddingCollator
-        text.packing_collator = lambda: _labels_only_head(orig_pack())
-        text.PaddingCollator = lambda *a, **k: _labels_only_head(orig_pad(*a, **k))
+        text.packing_collator = lambda: common.labels_only_head(orig_pack())
+        text.PaddingCollator = lambda *a, **k: common.labels_only_head(orig_pad(*a, **k))
     if lv.get("attn"):
         orig_load = models.load_base_model
 

@@ -187,6 +187,28 @@ def heldout_loss(model, tokenizer, texts: list[str], max_length: int, batch_size
     return {"loss": tot / n, "loss_text_only": tot_text / n_text, "targets": n, "rows": len(rows)}
 
 
+def labels_only_head(collator):
+    """Collator wrapper: compute the LM head only where a loss target exists.
+
+    Adds ``logits_to_keep`` (bool, batch x seq: position p is kept when labels[p+1] != -100) and
+    ``shift_labels`` (the targets of the kept positions, flattened), which transformers 5.x passes
+    to ``slice_logits_to_keep`` and ``ForCausalLMLoss``. The Trainer counts ``shift_labels`` for
+    ``num_items_in_batch``, so the loss value is unchanged.
+    """
+    import torch
+
+    def wrapped(features):
+        b = collator(features)
+        labels = b["labels"]
+        nxt = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+        keep = nxt != -100
+        b["logits_to_keep"] = keep
+        b["shift_labels"] = nxt[keep]
+        return b
+
+    return wrapped
+
+
 def write_json(obj: dict, name: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
