@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--adapter", default=None)
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     a = ap.parse_args(argv)
     import os
 
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
     from lora_app import models
     from lora_app.config import ModelConfig
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     model_id = a.model or str(models.bundled_model_dir())
     rm = models.resolve_model(model_id)
     device = "cuda" if a.device == "cuda" else "cpu"
