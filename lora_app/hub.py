@@ -197,10 +197,14 @@ class User:
         role = self.orgs.get(namespace)
         return role is not None and role not in ("read",)
 
-    def describe(self) -> str:
+    def describe(self, signed_in: bool = False) -> str:
+        """``signed_in``: the token came from a "Sign in with Hugging Face" login (locally, Gradio's
+        mock stands for this machine's own token, whose role would otherwise be shown)."""
         kind = {"write": "token with write access", "read": "read-only token: you can load private data and "
                 "models but not push", "fineGrained": "fine-grained token", "oauth": "signed in with Hugging Face"}
         extra = kind.get(self.role, self.role)
+        if signed_in:
+            extra = "signed in with Hugging Face" + ("; " + extra if self.read_only else "")
         return f"Logged in as **{self.name}**" + (f" ({extra})" if extra else "")
 
 

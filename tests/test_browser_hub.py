@@ -1,12 +1,16 @@
 """The Hub in a real browser (Playwright + /usr/bin/chromium), against the local fake Hub:
-log in with a token, push a finished run, load the adapter back by its repo id in "Try it" and
-see the side-by-side completions (checked against the Generator run directly)."""
+log in (with a typed token, or through Gradio's local OAuth mock: "Sign in with Hugging Face"),
+push a finished run, load the adapter back by its repo id in "Try it" and see the side-by-side
+completions (checked against the Generator run directly)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +32,9 @@ class _Everyone(frozenset):
         return True
 
 
-@pytest.fixture
-def app(tmp_path, hub_model, hub_server):
+def _serve_finished_run(tmp_path, hub_model, hub_server):
+    """Launch the app with one finished run (tiny model, 3 steps) and the base model on the fake
+    Hub; yields ``(url, ctx, run_id)``. Build-time settings (env) must be in place before."""
     from conftest import EXAMPLE_QUOTES
 
     from lora_app.config import RunConfig
@@ -61,25 +66,81 @@ def app(tmp_path, hub_model, hub_server):
         demo.close()
 
 
-def test_login_push_and_try_side_by_side(app, page, hub_server, shots, tmp_path):  # noqa: F811
-    url, ctx, run_id = app
+@pytest.fixture
+def app(tmp_path, hub_model, hub_server):
+    yield from _serve_finished_run(tmp_path, hub_model, hub_server)
+
+
+@pytest.fixture
+def oauth_app(tmp_path, hub_model, hub_server, monkeypatch):
+    """The app with a "Sign in with Hugging Face" button, run locally: Gradio mocks the OAuth flow
+    with this machine's token, which huggingface_hub finds in its token FILE (as after
+    ``hf auth login``), never in HF_TOKEN, so the app's own env fallback cannot log anyone in."""
+    import gradio.oauth
+    from huggingface_hub import constants, get_token
+
+    from lora_app import hub
+
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "SPACE_ID", "SYSTEM", "OAUTH_CLIENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    # Gradio read OAUTH_CLIENT_ID at import: with it (or on a Space) it would run the real OAuth flow
+    assert gradio.oauth.OAUTH_CLIENT_ID is None and gradio.oauth.get_space() is None
+    # Like the real Hub, the test Hub now rejects Gradio's placeholder token: only the swap for the
+    # local token (hub.resolve_token) makes whoami and the push work.
+    monkeypatch.setattr(hub_server, "oauth_user", None)
+    monkeypatch.setenv("LORA_APP_LOGIN_BUTTON", "1")
+    # the token file lives outside the test's tmp folder (test_hub scans that for leaked tokens)
+    # and is deleted at teardown
+    with tempfile.TemporaryDirectory(prefix="lora_app_hf_token_") as d:
+        token_file = Path(d) / "token"
+        token_file.write_text(ALICE + "\n")
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
+        assert get_token() == ALICE  # read from the file (get_token re-reads it on every call)
+        assert hub.env_token() is None and hub.resolve_token() is None  # no env token: nobody logged in yet
+        yield from _serve_finished_run(tmp_path, hub_model, hub_server)
+
+
+@contextlib.contextmanager
+def _failure_screenshot(page, tmp_path):
     try:
-        _flow(page, url, ctx, run_id, hub_server, shots)
+        yield
     except BaseException:
         page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
         print(f"\nthe page at the failure: {tmp_path / 'failure.png'}")
         raise
 
 
+def test_login_push_and_try_side_by_side(app, page, hub_server, shots, tmp_path):  # noqa: F811
+    url, ctx, run_id = app
+    with _failure_screenshot(page, tmp_path):
+        _flow(page, url, ctx, run_id, hub_server, shots)
+
+
+def test_oauth_sign_in_push_and_try_side_by_side(oauth_app, page, hub_server, shots, tmp_path):  # noqa: F811
+    url, ctx, run_id = oauth_app
+    with _failure_screenshot(page, tmp_path):
+        _oauth_flow(page, url, run_id, hub_server, shots)
+
+
 def _wait_value(page, locator, timeout=120_000):
     page.wait_for_function("el => el.value.trim().length > 0", arg=locator.element_handle(), timeout=timeout)
 
 
-def _flow(page, url, ctx, run_id, hub_server, shots):
+def _login_button(page, label):
+    """Gradio's LoginButton: its accessible name also holds the Hugging Face logo's alt text."""
+    return page.get_by_role("button", name=re.compile(re.escape(label) + r"\s*$"))
+
+
+def _hub_tab_logged_out(page, url):
     page.goto(url)
     _tab(page, "6. Hub")
     who = page.locator("#hub-whoami")
     who.get_by_text("Not logged in.").wait_for()
+    return who
+
+
+def _flow(page, url, ctx, run_id, hub_server, shots):
+    who = _hub_tab_logged_out(page, url)
 
     # log in with a token: the whoami line names the user; the field is emptied (never echoed back)
     token = page.locator("#hub-token input, #hub-token textarea").first
@@ -88,8 +149,36 @@ def _flow(page, url, ctx, run_id, hub_server, shots):
     who.get_by_text(re.compile("Logged in as alice")).wait_for()
     assert token.input_value() == ""
     assert ALICE not in page.content()
+    _push_and_try(page, run_id, hub_server, shots)
 
-    # pick the run: the repo id is pre-filled; push (public)
+
+def _oauth_flow(page, url, run_id, hub_server, shots):
+    who = _hub_tab_logged_out(page, url)  # the token file alone logs nobody in
+    assert "session" not in {c["name"] for c in page.context.cookies()}
+
+    # Gradio's mock: /login/huggingface -> /login/callback (oauth_info into the signed session
+    # cookie) -> back to the app, which loads afresh (on its first tab)
+    with page.expect_navigation(url=url, timeout=60_000):
+        _login_button(page, "Sign in with Hugging Face").click()
+    assert "session" in {c["name"] for c in page.context.cookies()}
+    _tab(page, "6. Hub")
+    _login_button(page, "Logout (alice)").wait_for()
+    who.get_by_text("Logged in as alice (signed in with Hugging Face)").wait_for()
+    assert ALICE not in page.content()
+    page.screenshot(path=str(shots / "hub_oauth_signed_in.png"), full_page=True)
+
+    # the login belongs to that browser's session cookie: another browser is not logged in
+    other = page.context.browser.new_context().new_page()
+    try:
+        _hub_tab_logged_out(other, url)
+        _login_button(other, "Sign in with Hugging Face").wait_for()
+    finally:
+        other.context.close()
+    _push_and_try(page, run_id, hub_server, shots, tag="_oauth")
+
+
+def _push_and_try(page, run_id, hub_server, shots, tag=""):
+    # pick the run: the repo id is pre-filled (from whoami); push (public)
     _button(page, "Refresh list").click()
     page.get_by_label("Run to push").click()
     page.get_by_role("option", name=re.compile(re.escape(run_id))).click()
@@ -102,7 +191,8 @@ def _flow(page, url, ctx, run_id, hub_server, shots):
     assert f"{hub_server.url}/{REPO_ID}" in result.inner_html()
     assert "adapter_model.safetensors" in hub_server.files("model", REPO_ID)
     assert not hub_server.repos[("model", REPO_ID)].private
-    page.screenshot(path=str(shots / "hub.png"), full_page=True)
+    assert ALICE not in page.content()
+    page.screenshot(path=str(shots / f"hub{tag}.png"), full_page=True)
 
     # Try it: the adapter by its repo id, side by side with its base model
     _tab(page, "5. Try it")
@@ -129,5 +219,6 @@ def _flow(page, url, ctx, run_id, hub_server, shots):
     kw = dict(max_new_tokens=12, temperature=1.0, seed=0, token=ALICE)
     *_, (want_base, want_adapter) = Generator().compare(PROMPT, REPO_ID, **kw)
     assert base_out.input_value() == want_base and adapter_out.input_value() == want_adapter
-    page.screenshot(path=str(shots / "try_side_by_side.png"), full_page=True)
+    assert ALICE not in page.content()
+    page.screenshot(path=str(shots / f"try_side_by_side{tag}.png"), full_page=True)
     print(f"\nside by side: base {want_base!r} | adapter {want_adapter!r}")

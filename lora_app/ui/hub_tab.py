@@ -138,9 +138,12 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
         if not token:
             return "Not logged in."
         try:
-            return hub.whoami(token).describe() + "."
+            user = hub.whoami(token)
         except ConfigError as err:
             return problems_md(err.problems)
+        # a typed token wins over a sign-in (request_token), so only without one is it the sign-in
+        signed_in = session_token(request) is None and oauth_token(request) is not None
+        return user.describe(signed_in=signed_in) + "."
 
     def use_token(typed, request: gr.Request = None):
         typed = (typed or "").strip()
