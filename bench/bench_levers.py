@@ -34,6 +34,7 @@ import common  # noqa: E402
 # the classic recipe's batches on the same model: no EOS, DataCollatorForLanguageModeling padding)
 LEVERS = {
     "app default (packing, sdpa, dropout 0.05, fp32)": {},
+    "packing into one long row (no bins)": {"data": "flat"},
     "reference data path (padding, no EOS)": {"data": "reference"},
     "packing off (app padding)": {"data": "pad"},
     "LM head on labelled positions only": {"labels_only": True},
@@ -88,7 +89,10 @@ def main(argv=None) -> int:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=0.0)  # lr 0: identical weights for every lever
     fm = common.flop_model(model)
-    pack, pad = packing_collator(), PaddingCollator(pad_id_of(tok))
+    pack, pad = packing_collator(a.max_length, pad_id_of(tok)), PaddingCollator(pad_id_of(tok))
+    from transformers import DataCollatorWithFlattening
+
+    flat = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
     ref = DataCollatorForLanguageModeling(tok, mlm=False)
     tok.pad_token = tok.eos_token
 
@@ -99,6 +103,8 @@ def main(argv=None) -> int:
             sel = idx[s:s + micro]
             if lv.get("data") == "reference":
                 b = ref([tok(train[i], truncation=True, max_length=a.max_length) for i in sel])
+            elif lv.get("data") == "flat":
+                b = flat([{"input_ids": rows[i]} for i in sel])
             elif lv.get("data") == "pad":
                 b = pad([{"input_ids": rows[i]} for i in sel])
             else:

@@ -7,7 +7,8 @@ Rules (each has a test):
 - a row longer than ``max_length`` is cut to ``max_length - 1`` tokens and then gets its
   EOS, so the EOS survives truncation;
 - padding never counts in the loss (label -100) and is masked out of attention;
-- a tokenizer with no pad token pads with EOS ids; no token is added to the vocabulary.
+- a tokenizer with no pad token pads with EOS ids; no token is added to the vocabulary;
+- packed rows never attend to each other, and no row learns to predict the next row's start.
 """
 
 from __future__ import annotations
@@ -73,17 +74,69 @@ class PaddingCollator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def packing_collator():
-    """transformers' ``DataCollatorWithFlattening``: the batch's rows concatenated into one
-    row of shape ``(1, sum(lengths))`` with ``position_ids`` restarting at 0 for each row.
+def pack_bins(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Row indices grouped into bins of at most ``capacity`` tokens (first-fit decreasing; a
+    row longer than ``capacity`` gets a bin of its own). Bins come out in first-fit order.
 
-    transformers builds a block-diagonal causal mask from those position ids (SDPA, eager,
-    flash-attention), so rows do not attend to each other, and the first label of every row
-    is -100, so no row learns to predict the next row's first token. No padding at all.
+    First-fit decreasing uses at most 11/9 OPT + 6/9 bins (Dosa 2007), so little padding is left.
     """
-    from transformers import DataCollatorWithFlattening
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
+        for b, r in enumerate(room):
+            if lengths[i] <= r:
+                bins[b].append(i)
+                room[b] -= lengths[i]
+                break
+        else:
+            bins.append([i])
+            room.append(capacity - lengths[i])
+    return bins
 
-    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+
+class PackingCollator:
+    """Packs a batch's rows into bins of at most ``capacity`` tokens, each bin flattened by
+    transformers' ``DataCollatorWithFlattening`` (``position_ids`` restart at 0 for every row,
+    the first label of every row is -100), the bins stacked and right-padded.
+
+    Returns ``input_ids``, ``position_ids``, ``labels``: LongTensors of shape
+    ``(bins, longest bin)``. Padding has label -100 and position ids 0, 1, ... of its own, so
+    transformers' packed-sequence mask (built from the position ids, for SDPA, eager and flash
+    attention) keeps every row, and the padding, to itself: no row attends to another.
+
+    Why bins and not one long row: with SDPA on CPU the block-diagonal mask is dense, so one row
+    of N tokens costs O(N^2) time and memory per layer. Measured on SmolLM2-135M, one forward +
+    backward: 4 rows of 256 tokens flattened into 1,024 tokens took 3.5 GB and 17 s; 16 rows
+    (4,096 tokens) took 12.9 GB and 145 s. Bins of ``capacity`` (the run's ``max_length``) bound
+    that cost by what padding to ``max_length`` would cost, while wasting almost no positions.
+    """
+
+    def __init__(self, capacity: int, pad_token_id: int):
+        from transformers import DataCollatorWithFlattening
+
+        self.capacity = capacity
+        self.pad_token_id = pad_token_id
+        self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        bins = pack_bins([len(f["input_ids"]) for f in features], self.capacity)
+        parts = [self.flatten([features[i] for i in b]) for b in bins]
+        longest = max(p["input_ids"].shape[1] for p in parts)
+        n = len(parts)
+        out = {"input_ids": torch.full((n, longest), self.pad_token_id, dtype=torch.long),
+               "position_ids": torch.arange(longest, dtype=torch.long).repeat(n, 1),
+               "labels": torch.full((n, longest), IGNORE_INDEX, dtype=torch.long)}
+        for k, p in enumerate(parts):
+            L = p["input_ids"].shape[1]
+            for key in out:
+                out[key][k, :L] = p[key][0]
+            out["position_ids"][k, L:] -= L  # padding: a pseudo-row of its own, starting at 0
+        return out
+
+
+def packing_collator(capacity: int, pad_token_id: int) -> PackingCollator:
+    """The training collator when ``training.packing`` is on (see :class:`PackingCollator`)."""
+    return PackingCollator(capacity, pad_token_id)
 
 
 class TokenizedRows(torch.utils.data.Dataset):

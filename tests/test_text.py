@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lora_app.text import IGNORE_INDEX, PaddingCollator, packing_collator, pad_id_of, tokenize_rows
+from lora_app.text import IGNORE_INDEX, PaddingCollator, pack_bins, packing_collator, pad_id_of, tokenize_rows
 from tiny import build_tokenizer
 
 TEXTS = ["“Be yourself; everyone else is already taken.”", "“So it goes.”", "Hi"]
@@ -63,11 +63,54 @@ def test_padding_does_not_change_the_loss(tiny_model):
             total += out.loss.item() * (len(r) - 1)
             count += len(r) - 1
         padded = model(**PaddingCollator(pad_id_of(tok))([{"input_ids": r} for r in rows])).loss.item()
-        packed_batch = packing_collator()([{"input_ids": r} for r in rows])
+        packed_batch = packing_collator(64, pad_id_of(tok))([{"input_ids": r} for r in rows])
         assert packed_batch["input_ids"].shape == (1, sum(map(len, rows)))
         packed = model(**packed_batch).loss.item()
+        # bins smaller than the rows together: several bins, padded, same loss
+        cap = max(map(len, rows))
+        binned_batch = packing_collator(cap, pad_id_of(tok))([{"input_ids": r} for r in rows])
+        assert binned_batch["input_ids"].shape[0] > 1
+        binned = model(**binned_batch).loss.item()
     assert padded == pytest.approx(total / count, abs=1e-5)
     assert packed == pytest.approx(total / count, abs=1e-5)
+    assert binned == pytest.approx(total / count, abs=1e-5)
+
+
+def test_packed_rows_do_not_see_each_other_or_the_padding(tiny_model):
+    """Each row's logits inside a packed, padded bin equal its logits alone: no attention
+    across rows or into the padding pseudo-row, positions restart per row."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    model.config.use_cache = False
+    rows = [[5, 9, 11, 3, 2], [7, 8, 2], [4, 4, 4, 4, 4, 4, 2], [6, 2]]
+    batch = packing_collator(8, 0)([{"input_ids": r} for r in rows])
+    assert batch["input_ids"].shape == (3, 8)  # first-fit decreasing: bins [7], [5 + 3], [2] + padding
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        for r in rows:
+            alone = model(input_ids=torch.tensor([r])).logits[0]
+            hits = [(b, s) for b in range(3) for s in range(8 - len(r) + 1)
+                    if batch["input_ids"][b, s:s + len(r)].tolist() == r and batch["position_ids"][b, s] == 0]
+            assert hits, r
+            b, s = hits[0]
+            assert (logits[b, s:s + len(r)] - alone).abs().max().item() < 1e-5
+    lab = batch["labels"]
+    assert int((lab != IGNORE_INDEX).sum()) == sum(len(r) - 1 for r in rows)  # each row's first token unlabelled
+
+
+@pytest.mark.parametrize("cap", [1, 5, 8, 64])
+def test_pack_bins_uses_every_row_once_within_capacity(cap):
+    import random
+
+    rng = random.Random(cap)
+    lengths = [rng.randint(1, 8) for _ in range(40)]
+    bins = pack_bins(lengths, cap)
+    assert sorted(i for b in bins for i in b) == list(range(40))
+    assert all(len(b) == 1 or sum(lengths[i] for i in b) <= cap for b in bins)
+    # first-fit decreasing: no two bins could be merged
+    loads = sorted(sum(lengths[i] for i in b) for b in bins)
+    assert len(loads) < 2 or loads[0] + loads[1] > cap
 
 
 def test_prompt_trailing_space_is_left_to_the_model():
