@@ -172,7 +172,7 @@ def _apply_app_patches(lv: dict) -> None:
 
     if lv.get("labels_only_head"):
         orig_pack, orig_pad = text.packing_collator, text.PaddingCollator
-        text.packing_collator = lambda: common.labels_only_head(orig_pack())
+        text.packing_collator = lambda *a, **k: common.labels_only_head(orig_pack(*a, **k))
         text.PaddingCollator = lambda *a, **k: common.labels_only_head(orig_pad(*a, **k))
     if lv.get("attn"):
         orig_load = models.load_base_model
@@ -491,6 +491,10 @@ def main(argv=None) -> int:
     base = {"threads": a.threads, "device": a.device, "model": model, "quant": a.quant, "steps": steps, "warmup": warmup,
             "max_length": a.max_length, "train_file": str(train_file), "heldout": held}
 
+    if a.threads:  # the peak (and the header) with the workers' thread count
+        import torch
+
+        torch.set_num_threads(a.threads)
     # MFU is taken against the dtype the run computes in: float32 on CPU, bf16 on CUDA.
     peak = (common.matmul_gflops("cpu", n=2048, reps=10) if a.device == "cpu" else
             common.matmul_gflops("cuda", n=8192, reps=20, dtype="bfloat16"))

@@ -68,6 +68,7 @@ Trained on {data_src}, text column `{cfg.data.text_column or 'text'}`{rows}.
 | warmup_steps | {t.warmup_steps} |
 | max_length | {t.max_length} |
 | packing | {t.packing} |
+| merge_accumulation (CPU) | {t.merge_accumulation} |
 | final training loss | {loss} |
 
 ## How to use

@@ -118,6 +118,8 @@ class TrainingSettings(_Section):
     save_steps: int = Field(50, ge=1)
     gradient_checkpointing: bool = False
     packing: bool = Field(True, description="pack rows into full-length sequences, no cross-attention between rows")
+    merge_accumulation: bool = Field(True, description="on CPU, run a step's accumulation micro-batches as one "
+                                     "forward when memory allows (same rows and gradient, faster)")
     lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
 
 

@@ -134,7 +134,12 @@ def enable_gradient_checkpointing(model) -> None:
     whose inputs do not require grad (frozen embeddings feed it) silently yields no gradient
     for the LoRA weights inside it (torch.utils.checkpoint docs, "use_reentrant").
     """
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.2x; the old name goes in v6
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.enable_input_require_grads()
 
 
@@ -147,7 +152,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments, set_seed
 
-    from . import card, models
+    from . import batching, card, models
     from .data import load_text
     from .text import PaddingCollator, TokenizedRows, packing_collator, pad_id_of, tokenize_rows
 
@@ -186,12 +191,19 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         enable_gradient_checkpointing(model)
 
     t = cfg.training
-    counter = _TokenCounter(packing_collator() if t.packing else PaddingCollator(pad_id_of(tok)))
+    plan = batching.plan_step([len(r) for r in rows], t.per_device_train_batch_size, t.gradient_accumulation_steps,
+                              device=device, merge=t.merge_accumulation,
+                              bytes_per_token=batching.activation_bytes_per_token(model.config),
+                              free_bytes=batching.free_memory_bytes())
+    ev.emit("info", message=f"batching: {plan.message}", per_device_train_batch_size=plan.per_device_train_batch_size,
+            gradient_accumulation_steps=plan.gradient_accumulation_steps, merged=plan.merged)
+    counter = _TokenCounter(packing_collator(t.max_length, pad_id_of(tok)) if t.packing
+                           else PaddingCollator(pad_id_of(tok)))
     dtype = models.compute_dtype(device)
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"), max_steps=t.max_steps, learning_rate=t.learning_rate,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps, warmup_steps=t.warmup_steps,
+        per_device_train_batch_size=plan.per_device_train_batch_size,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps, warmup_steps=t.warmup_steps,
         lr_scheduler_type=t.lr_scheduler_type, logging_steps=t.logging_steps, save_steps=t.save_steps,
         save_strategy="steps", save_total_limit=1, save_only_model=False, seed=t.seed, report_to=[],
         disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,

@@ -70,6 +70,8 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
         w["training.max_length"] = gr.Number(t.max_length, label="max_length (tokens per row)")
     with gr.Row():
         w["training.packing"] = gr.Checkbox(t.packing, label="packing (no padding; rows never attend to each other)")
+        w["training.merge_accumulation"] = gr.Checkbox(
+            t.merge_accumulation, label="merge_accumulation (CPU: one forward per step when memory allows)")
         w["training.gradient_checkpointing"] = gr.Checkbox(t.gradient_checkpointing,
                                                            label="gradient_checkpointing (less memory, ~30% slower)")
         w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps")

@@ -1,0 +1,64 @@
+"""When a step's accumulation micro-batches are merged into one forward, and that the merge
+leaves the training result unchanged."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lora_app.batching import activation_bytes_per_token, plan_step
+from lora_app.events import read_events
+
+GIB = 2**30
+SMOLLM2 = SimpleNamespace(hidden_size=576, num_hidden_layers=30, intermediate_size=1536, vocab_size=49152)
+
+
+def test_activation_estimate_for_smollm2():
+    # 4 x (30 x (10 x 576 + 6 x 1536) + 3 x 49152) bytes; measured growth was ~2.4 MB per token
+    assert activation_bytes_per_token(SMOLLM2) == 4 * (30 * (5760 + 9216) + 147456) == 2_386_944
+
+
+def test_merges_on_cpu_when_the_worst_batch_fits():
+    lengths = [30] * 100 + [128] * 3
+    plan = plan_step(lengths, 4, 4, device="cpu", merge=True, bytes_per_token=2_386_944, free_bytes=20 * GIB)
+    assert (plan.per_device_train_batch_size, plan.gradient_accumulation_steps, plan.merged) == (16, 1, True)
+    # worst case = the 16 longest rows: 3 x 128 + 13 x 30 = 774 tokens = 1.7 GiB
+    assert "1.7 GiB" in plan.message
+
+
+@pytest.mark.parametrize("kw, why", [
+    (dict(device="cuda", merge=True, free_bytes=20 * GIB), "GPU"),
+    (dict(device="cpu", merge=False, free_bytes=20 * GIB), "4 micro-batches of 4 rows"),
+    (dict(device="cpu", merge=True, free_bytes=4 * GIB), "over a third of the 4.0 GiB free"),
+])
+def test_keeps_the_split_on_gpu_when_off_or_when_memory_is_short(kw, why):
+    lengths = [256] * 64  # 16 x 256 tokens x 2.4 MB = 9.1 GiB
+    plan = plan_step(lengths, 4, 4, bytes_per_token=2_386_944, **kw)
+    assert (plan.per_device_train_batch_size, plan.gradient_accumulation_steps, plan.merged) == (4, 4, False)
+    assert why in plan.message
+
+
+def test_merged_accumulation_trains_the_same_adapter(tmp_path, tiny_model):
+    """batch 4 x accumulation 2, merged (one forward of 8 rows) and not: the same rows per step
+    and the same gradient, so the same LoRA weights after 3 steps (dropout 0)."""
+    from test_train import make_run
+
+    from lora_app.train import train
+
+    weights, plans = {}, {}
+    for merge in (True, False):
+        (tmp_path / str(merge)).mkdir()
+        rd = make_run(tmp_path / str(merge), tiny_model, max_steps=3, save_steps=3, per_device_train_batch_size=4,
+                      gradient_accumulation_steps=2, merge_accumulation=merge)
+        keep = {}
+        assert train(rd, keep=keep) == 0
+        weights[merge] = {n: p.detach().clone() for n, p in keep["model"].named_parameters() if p.requires_grad}
+        events, _ = read_events(rd)
+        plans[merge] = next(e for e in events if e.get("message", "").startswith("batching:"))
+    assert plans[True]["merged"] and plans[True]["per_device_train_batch_size"] == 8
+    assert not plans[False]["merged"] and plans[False]["gradient_accumulation_steps"] == 2
+    assert weights[True].keys() == weights[False].keys() and len(weights[True]) > 0
+    moved = max((weights[True][n] - weights[False][n]).abs().max().item() for n in weights[True])
+    assert moved < 1e-5
+    start = {n: p for n, p in weights[True].items() if "lora_B" in n}
+    assert max(p.abs().max().item() for p in start.values()) > 1e-3  # lora_B left zero: training happened
