@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import count
 from .config import ConfigError, DataConfig
 
 SUPPORTED = (".jsonl", ".json", ".csv", ".parquet", ".txt")
@@ -49,9 +50,9 @@ class TextData:
     frame: pd.DataFrame | None = field(default=None, repr=False)
 
     def summary(self) -> str:
-        s = f"{len(self.texts):,} rows from {self.source}, text column '{self.text_column}'"
+        s = f"{count(len(self.texts), 'row')} from {self.source}, text column '{self.text_column}'"
         if self.skipped_empty:
-            s += f"; {self.skipped_empty:,} empty rows skipped"
+            s += f"; {count(self.skipped_empty, 'empty row')} skipped"
         return s
 
 

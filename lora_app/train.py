@@ -152,7 +152,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments, set_seed
 
-    from . import batching, card, models
+    from . import batching, card, count, models
     from .data import load_text
     from .text import PaddingCollator, TokenizedRows, packing_collator, pad_id_of, tokenize_rows
 
@@ -181,7 +181,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     model.peft_config["default"].base_model_name_or_path = rm.hub_id
     trainable, total = model.get_nb_trainable_parameters()
     line = models.trainable_line(trainable, total)
-    ev.emit("info", message=f"{td.summary()}; {len(rows):,} rows tokenized (max_length {cfg.training.max_length})",
+    ev.emit("info", message=f"{td.summary()}; {count(len(rows), 'row')} tokenized (max_length {cfg.training.max_length})",
             rows=len(rows), skipped_empty=td.skipped_empty, text_column=td.text_column)
     ev.emit("info", message=f"{line} | device {device}, quantization "
             f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}, "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import models
+from . import count, models
 from .config import ConfigError, DataConfig, LoraSettings, ModelConfig, RunConfig, TrainingSettings
 from .data import TextData, load_text
 
@@ -87,12 +87,12 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
             problems += err.problems
         else:
             if td.skipped_empty:
-                notes.append(f"{td.skipped_empty:,} empty rows are skipped.")
+                notes.append(f"{count(td.skipped_empty, 'empty row')} {'is' if td.skipped_empty == 1 else 'are'} skipped.")
             if training is not None:
                 longest = max(len(t) for t in td.texts)
                 if longest > training.max_length * _CHARS_PER_TOKEN:
                     n = sum(len(t) > training.max_length * _CHARS_PER_TOKEN for t in td.texts)
-                    notes.append(f"{n:,} row(s) are longer than max_length ({training.max_length} tokens; the longest "
+                    notes.append(f"{count(n, 'row')} {'is' if n == 1 else 'are'} longer than max_length ({training.max_length} tokens; the longest "
                                  f"has {longest:,} characters): each is cut to its first {training.max_length} tokens.")
 
     device = models.device_kind()

@@ -118,3 +118,15 @@ def test_real_quotes_file():
 
     td = frame_to_text(read_table(EXAMPLE_QUOTES), None, "quotes")
     assert td.text_column == "quote" and len(td.texts) == 1000 and td.skipped_empty == 0
+
+
+def test_counts_read_right_for_one_and_many(tmp_path):
+    from lora_app import count
+    from lora_app.config import DataConfig
+    from lora_app.data import load_text
+
+    assert (count(1, "row"), count(2467, "row"), count(0, "row")) == ("1 row", "2,467 rows", "0 rows")
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"quote": "So it goes."}\n{"quote": ""}\n', encoding="utf-8")
+    assert load_text(DataConfig(path=str(one))).summary() == (
+        f"1 row from {one.name}, text column 'quote'; 1 empty row skipped")

@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from .. import count
 from ..config import ConfigError
 from ..data import SUPPORTED, frame_to_text, preview, read_table
 from .common import EXAMPLE_DATA, problems_md
@@ -14,9 +15,9 @@ from .common import EXAMPLE_DATA, problems_md
 
 def _describe(df: pd.DataFrame, column: str | None, source: str):
     td = frame_to_text(df, column, source)
-    summary = f"**{len(td.texts):,} rows** from `{source}` · text column **{td.text_column}**"
+    summary = f"**{count(len(td.texts), 'row')}** from `{source}` · text column **{td.text_column}**"
     if td.skipped_empty:
-        summary += f" · {td.skipped_empty:,} empty rows skipped"
+        summary += f" · {count(td.skipped_empty, 'empty row')} skipped"
     choices = td.string_columns or [td.text_column]
     return td, summary, gr.update(choices=choices, value=td.text_column), preview(df)
 
