@@ -5,7 +5,7 @@ Locally: ``python app.py`` (or ``python -m lora_app serve``); ``GRADIO_SHARE=1``
 
 import os
 
-from lora_app.hub import load_dotenv
+from lora_app.hub_client import load_dotenv
 
 # ./.env: HF_TOKEN and settings not already in the environment (a Space uses its secrets instead).
 # Read before gradio / huggingface_hub are imported: they read HF_* variables at import time.

@@ -52,7 +52,7 @@ def _load_raw(path: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .hub import load_dotenv
+    from .hub_client import load_dotenv
 
     load_dotenv()  # ./.env (or LORA_APP_ENV_FILE): HF_TOKEN and settings not already in the environment
     ap = argparse.ArgumentParser(prog="python -m lora_app", description=__doc__,
@@ -116,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _push(a) -> int:
-    from . import hub
+    from . import hub, hub_client
     from .config import ConfigError
 
-    token = hub.env_token()
+    token = hub_client.env_token()
     try:
-        repo = a.repo or hub.default_repo_id(hub.whoami(token).name, a.run_dir)
+        repo = a.repo or hub.default_repo_id(hub_client.whoami(token).name, a.run_dir)
         res = hub.push_adapter(a.run_dir, repo, private=a.private, token=token, base_model_id=a.base_model)
     except ConfigError as err:
         print("The push did not happen (the local adapter is unchanged):\n" +

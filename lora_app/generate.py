@@ -191,7 +191,8 @@ def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> s
     if Path(adapter).expanduser().is_dir():
         return (f"adapter: the folder '{adapter}' holds no adapter_config.json. Fix: pick a finished run's "
                 "adapter folder.")
-    from .hub import explain, is_hub_id, is_network_error
+    from .hub import is_hub_id
+    from .hub_client import explain, is_network_error
 
     if not is_hub_id(adapter):
         return (f"adapter: '{adapter}' is neither an adapter folder nor a Hub repo id. Fix: pick a finished run, "

@@ -25,7 +25,7 @@ def load_hub_frame(dataset_id: str, config: str | None = None, split: str = "tra
     import datasets
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    from .hub import endpoint_reachable, explain
+    from .hub_client import endpoint_reachable, explain
 
     from huggingface_hub import constants
 

@@ -308,7 +308,6 @@ def load_tokenizer(load_path: str, trust_remote_code: bool = False, token: str |
 def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training: bool = True,
                     gradient_checkpointing: bool = False, token: str | None = None):
     """Load the base model's weights (safetensors only) on ``device``, quantized as configured."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     quant = effective_quantization(cfg, device) if for_training else "none"

@@ -79,14 +79,14 @@ def oauth_app(tmp_path, hub_model, hub_server, monkeypatch):
     import gradio.oauth
     from huggingface_hub import constants, get_token
 
-    from lora_app import hub
+    from lora_app import hub_client
 
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "SPACE_ID", "SYSTEM", "OAUTH_CLIENT_ID"):
         monkeypatch.delenv(var, raising=False)
     # Gradio read OAUTH_CLIENT_ID at import: with it (or on a Space) it would run the real OAuth flow
     assert gradio.oauth.OAUTH_CLIENT_ID is None and gradio.oauth.get_space() is None
     # Like the real Hub, the test Hub now rejects Gradio's placeholder token: only the swap for the
-    # local token (hub.resolve_token) makes whoami and the push work.
+    # local token (hub_client.resolve_token) makes whoami and the push work.
     monkeypatch.setattr(hub_server, "oauth_user", None)
     monkeypatch.setenv("LORA_APP_LOGIN_BUTTON", "1")
     # the token file lives outside the test's tmp folder (test_hub scans that for leaked tokens)
@@ -96,7 +96,7 @@ def oauth_app(tmp_path, hub_model, hub_server, monkeypatch):
         token_file.write_text(ALICE + "\n")
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
         assert get_token() == ALICE  # read from the file (get_token re-reads it on every call)
-        assert hub.env_token() is None and hub.resolve_token() is None  # no env token: nobody logged in yet
+        assert hub_client.env_token() is None and hub_client.resolve_token() is None  # no env token: nobody logged in yet
         yield from _serve_finished_run(tmp_path, hub_model, hub_server)
 
 

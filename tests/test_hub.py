@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from lora_app import hub
+from lora_app import hub, hub_client
 from lora_app.config import ConfigError, DataConfig, RunConfig
 from lora_app.models import HUB_ID_FILE
 
@@ -163,7 +163,7 @@ def test_push_failures_say_what_to_fix_and_leave_the_adapter_alone(hub_server, r
     elif case == "bad-repo-id":
         repo_id, expect = "alice/tiny lora", "not a valid repo id"
     elif case == "server-down":
-        hub.forget_cached(ALICE)
+        hub_client.forget_cached(ALICE)
         hub_server.stop()
         expect = "could not reach the Hub"
     t = time.time()
@@ -258,7 +258,7 @@ def test_card_problems_are_reported(tmp_path, run_dir, hub_server):
     (ad / "README.md").write_text("---\nbase_model: [oops\n---\n# card\n")
     with pytest.raises(hub.HubError, match="YAML metadata does not parse"):
         hub.push_adapter(ad, "alice/x", token=ALICE)
-    (ad / "README.md").write_text(f"---\nbase_model: someone/else\nlibrary_name: transformers\n---\n# card\n")
+    (ad / "README.md").write_text("---\nbase_model: someone/else\nlibrary_name: transformers\n---\n# card\n")
     with pytest.raises(hub.HubError) as e:
         hub.push_adapter(ad, "alice/x", token=ALICE)
     assert f"set base_model: {BASE_ID}" in str(e.value) and "library_name: peft" in str(e.value)
@@ -440,8 +440,8 @@ def test_token_resolution(monkeypatch, tmp_path):
     env = tmp_path / ".env"
     env.write_text("# settings\nexport HF_TOKEN='hf_from_dotenv'\nLORA_APP_MAX_UPLOAD_MB=50 # comment\n\nADMIN_USERS=\n")
     monkeypatch.setenv("LORA_APP_ENV_FILE", str(env))
-    assert hub.load_dotenv() == {"HF_TOKEN": "hf_from_dotenv", "LORA_APP_MAX_UPLOAD_MB": "50"}
-    assert hub.env_token() == "hf_from_dotenv" and os.environ["LORA_APP_MAX_UPLOAD_MB"] == "50"
+    assert hub_client.load_dotenv() == {"HF_TOKEN": "hf_from_dotenv", "LORA_APP_MAX_UPLOAD_MB": "50"}
+    assert hub_client.env_token() == "hf_from_dotenv" and os.environ["LORA_APP_MAX_UPLOAD_MB"] == "50"
 
     req = gr.Request(session_hash="s1")
     assert hub_tab.request_token(req) == "hf_from_dotenv"
@@ -458,13 +458,13 @@ def test_token_resolution(monkeypatch, tmp_path):
     assert hub_tab.request_token(signed_in) == "hf_oauth_abc"
     FakeHttp.scope["session"]["oauth_info"]["expires_at"] = time.time() - 1
     assert hub_tab.request_token(signed_in) == "hf_from_dotenv"  # expired login: logged out
-    FakeHttp.scope["session"]["oauth_info"].update(access_token=hub.MOCK_OAUTH_TOKEN, expires_at=time.time() + 60)
+    FakeHttp.scope["session"]["oauth_info"].update(access_token=hub_client.MOCK_OAUTH_TOKEN, expires_at=time.time() + 60)
     assert hub_tab.request_token(signed_in) == "hf_from_dotenv"  # local mock login = the local token
 
     monkeypatch.setenv("SPACE_ID", "owner/space")  # on a Space the owner's HF_TOKEN never pushes for visitors
     assert hub_tab.request_token(req) == "hf_from_dotenv"
     assert hub_tab.request_token(req, write=True) is None
-    assert hub.resolve_token(oauth="hf_visitor", write=True) == "hf_visitor"
+    assert hub_client.resolve_token(oauth="hf_visitor", write=True) == "hf_visitor"
 
 
 def test_whoami_line_and_hub_tab_builds(hub_server, monkeypatch, tmp_path):
@@ -473,10 +473,10 @@ def test_whoami_line_and_hub_tab_builds(hub_server, monkeypatch, tmp_path):
     from lora_app.ui import build_app
     from lora_app.ui.common import AppContext
 
-    assert hub.whoami(ALICE).describe().startswith("Logged in as **alice**")
+    assert hub_client.whoami(ALICE).describe().startswith("Logged in as **alice**")
     assert "read-only" in hub.whoami(ALICE_READ).describe()
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    assert not hub.oauth_login_available()  # no local token: no LoginButton (Gradio's mock would fail)
+    assert not hub_client.oauth_login_available()  # no local token: no LoginButton (Gradio's mock would fail)
     monkeypatch.setenv("LORA_APP_LOGIN_BUTTON", "1")
     monkeypatch.setenv("HF_TOKEN", ALICE)
     demo = build_app(AppContext(JobManager(tmp_path / "runs"), Generator(), frozenset()))

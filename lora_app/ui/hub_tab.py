@@ -15,7 +15,7 @@ import time
 
 import gradio as gr
 
-from .. import hub
+from .. import hub, hub_client
 from ..config import ConfigError
 from .common import AppContext, owner_of, problems_md
 
@@ -42,7 +42,7 @@ def forget_token(request) -> None:
         with _LOCK:
             old = _SESSION_TOKENS.pop(sh, None)
         if old:
-            hub.forget_cached(old[1])
+            hub_client.forget_cached(old[1])
 
 
 def session_token(request) -> str | None:
@@ -80,7 +80,7 @@ def oauth_token(request) -> str | None:
 def request_token(request=None, write: bool = False) -> str | None:
     """This browser session's Hub token: typed in the Hub tab, else the OAuth login, else
     ``HF_TOKEN`` (environment / .env; never for writes on a Space, where it is the owner's)."""
-    return hub.resolve_token(session_token(request), oauth_token(request), write=write)
+    return hub_client.resolve_token(session_token(request), oauth_token(request), write=write)
 
 
 # -- the tab --------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
                 "([create one](https://huggingface.co/settings/tokens)); locally `HF_TOKEN` in the environment or "
                 "`.env` works too. The token stays in this browser session's memory: it is never stored or shown.")
     with gr.Row():
-        if hub.oauth_login_available():
+        if hub_client.oauth_login_available():
             gr.LoginButton(scale=1)
         token_box = gr.Textbox(label="Hugging Face token", type="password", placeholder="hf_…", scale=3,
                                elem_id="hub-token")
@@ -138,7 +138,7 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
         if not token:
             return "Not logged in."
         try:
-            user = hub.whoami(token)
+            user = hub_client.whoami(token)
         except ConfigError as err:
             return problems_md(err.problems)
         # a typed token wins over a sign-in (request_token), so only without one is it the sign-in
@@ -150,7 +150,7 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
         if not typed:
             return "", "Paste a token first (it starts with hf_)."
         try:
-            user = hub.whoami(typed, use_cache=False)
+            user = hub_client.whoami(typed, use_cache=False)
         except ConfigError as err:
             return "", problems_md(err.problems)
         remember_token(request, typed)
@@ -171,7 +171,7 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
         user = None
         if token:
             try:
-                user = hub.whoami(token).name
+                user = hub_client.whoami(token).name
             except ConfigError:
                 pass
         note = ""
