@@ -49,7 +49,8 @@ LEVERS: dict[str, dict] = {
     "packing off (padding)": {"packing": False},
     "LM head on labelled positions only": {"labels_only_head": True},
     "padding + LM head on labelled only": {"packing": False, "labels_only_head": True},
-    "one packed micro-batch per step (16x1)": {"batch": BATCH * ACCUM, "accum": 1},
+    "accumulation kept (4 micro-batches of 4)": {"merge_accumulation": False},
+    "merged in two (2 micro-batches of 8)": {"batch": BATCH * 2, "accum": ACCUM // 2},
     "bf16 autocast": {"bf16": True},
     "eager attention": {"attn": "eager"},
     "lora_dropout=0": {"lora_dropout": 0.0},
@@ -129,12 +130,18 @@ def _batch_counts(inputs) -> dict:
     am = inputs.get("attention_mask")
     if am is not None:  # padded batch: one row per example
         lens = am.sum(1).tolist()
-    elif "position_ids" in inputs:  # packed: rows restart at position 0
-        pos = inputs["position_ids"].view(-1).tolist()
+        ends = None
+    elif "position_ids" in inputs:  # packed bins: rows restart at position 0; padding is a pseudo-row
+        pos = inputs["position_ids"].reshape(-1).tolist()
+        lab = inputs["labels"].reshape(-1).tolist()
         starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
-        lens = [b - a for a, b in zip(starts, starts[1:])]
+        # a real row has a target after its first token; the padding pseudo-row has none
+        segs = [(a, b) for a, b in zip(starts, starts[1:]) if any(x != -100 for x in lab[a + 1:b])]
+        lens = [b - a for a, b in segs]
+        ends = [b - 1 for _, b in segs]
     else:
         lens = [ids.shape[1]] * ids.shape[0]
+        ends = None
     if "shift_labels" in inputs:
         targets = int((inputs["shift_labels"] != -100).sum())
     else:
@@ -142,22 +149,18 @@ def _batch_counts(inputs) -> dict:
     return {"tokens": int(sum(lens)), "positions": int(ids.numel()), "targets": targets, "rows": len(lens),
             "attn_pairs": int(sum(n * (n + 1) // 2 for n in lens)),
             # tokens minus a trailing EOS per row: equal in both variants <=> same examples seen
-            "text_tokens": int(sum(lens)) - _eos_count(inputs, lens)}
+            "text_tokens": int(sum(lens)) - _eos_count(inputs, lens, ends)}
 
 
 _EOS_ID: list[int] = []
 
 
-def _eos_count(inputs, lens) -> int:
+def _eos_count(inputs, lens, ends) -> int:
     if not _EOS_ID:
         return 0
-    ids = inputs["input_ids"].view(-1).tolist() if "attention_mask" not in inputs else None
-    if ids is not None:  # packed: the last token of each row
-        ends, n, acc = [], 0, 0
-        for L in lens:
-            acc += L
-            ends.append(acc - 1)
-        return sum(ids[e] == _EOS_ID[0] for e in ends)
+    if ends is not None:  # packed: the last token of each real row
+        flat = inputs["input_ids"].reshape(-1).tolist()
+        return sum(flat[e] == _EOS_ID[0] for e in ends)
     out = 0
     for row, L in zip(inputs["input_ids"].tolist(), lens):
         out += int(L > 0 and row[L - 1] == _EOS_ID[0])
@@ -203,7 +206,7 @@ def run_app(spec: dict, ins: Instrument) -> tuple:
     t = {"max_steps": spec["steps"], "warmup_steps": spec["warmup"], "max_length": spec["max_length"],
          "logging_steps": 1, "save_steps": 10 ** 6}
     for k_cfg, k_lv in (("packing", "packing"), ("gradient_checkpointing", "gradient_checkpointing"),
-                        ("per_device_train_batch_size", "batch"), ("gradient_accumulation_steps", "accum")):
+                        ("per_device_train_batch_size", "batch"), ("gradient_accumulation_steps", "accum"), ("merge_accumulation", "merge_accumulation")):
         if k_lv in lv:
             t[k_cfg] = lv[k_lv]
     lora = {"lora_dropout": lv["lora_dropout"]} if "lora_dropout" in lv else {}

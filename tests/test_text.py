@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lora_app.text import IGNORE_INDEX, PaddingCollator, pack_bins, packing_collator, pad_id_of, tokenize_rows
+from lora_app.text import (IGNORE_INDEX, PaddingCollator, balanced_bins, pack_bins, packing_collator, pad_id_of,
+                           tokenize_rows)
 from tiny import build_tokenizer
 
 TEXTS = ["“Be yourself; everyone else is already taken.”", "“So it goes.”", "Hi"]
@@ -85,12 +86,13 @@ def test_packed_rows_do_not_see_each_other_or_the_padding(tiny_model):
     model.config.use_cache = False
     rows = [[5, 9, 11, 3, 2], [7, 8, 2], [4, 4, 4, 4, 4, 4, 2], [6, 2]]
     batch = packing_collator(8, 0)([{"input_ids": r} for r in rows])
-    assert batch["input_ids"].shape == (3, 8)  # first-fit decreasing: bins [7], [5 + 3], [2] + padding
+    # first-fit decreasing in bins of 8 needs 3 bins; balanced to 7 tokens: [7], [5 + 2], [3] + padding
+    assert batch["input_ids"].shape == (3, 7)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
         for r in rows:
             alone = model(input_ids=torch.tensor([r])).logits[0]
-            hits = [(b, s) for b in range(3) for s in range(8 - len(r) + 1)
+            hits = [(b, s) for b in range(3) for s in range(7 - len(r) + 1)
                     if batch["input_ids"][b, s:s + len(r)].tolist() == r and batch["position_ids"][b, s] == 0]
             assert hits, r
             b, s = hits[0]
@@ -118,3 +120,12 @@ def test_prompt_trailing_space_is_left_to_the_model():
 
     assert model_prompt("Two things are infinite: ") == "Two things are infinite:"
     assert model_prompt("a\n") == "a\n" and model_prompt("x") == "x"
+
+
+def test_balanced_bins_pad_less_with_as_many_bins():
+    lengths = [60, 60, 60, 50, 40, 30, 20, 10]  # 330 tokens, capacity 128
+    ffd, even = pack_bins(lengths, 128), balanced_bins(lengths, 128)
+    assert len(ffd) == len(even) == 3
+    assert sorted(i for b in even for i in b) == list(range(len(lengths)))
+    loads = [sum(lengths[i] for i in b) for b in even]
+    assert max(loads) == 110 and max(sum(lengths[i] for i in b) for b in ffd) == 120  # 30 fewer padded positions
