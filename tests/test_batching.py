@@ -4,7 +4,6 @@ leaves the training result unchanged."""
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from lora_app.batching import activation_bytes_per_token, plan_step
 from lora_app.events import read_events
