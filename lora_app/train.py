@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 
 from .config import ConfigError, RunConfig
-from .events import EventWriter
+from .events import EventWriter, read_events
 
 ADAPTER_DIR = "adapter"
 
@@ -191,10 +191,16 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         enable_gradient_checkpointing(model)
 
     t = cfg.training
-    plan = batching.plan_step([len(r) for r in rows], t.per_device_train_batch_size, t.gradient_accumulation_steps,
-                              device=device, merge=t.merge_accumulation,
-                              bytes_per_token=batching.activation_bytes_per_token(model.config),
-                              free_bytes=batching.free_memory_bytes())
+    earlier = [e for e in read_events(run_dir)[0] if e.get("type") == "info" and "merged" in e] if resume else []
+    if earlier:  # the Trainer skips the micro-batches already seen by count: the split must not change
+        e = earlier[-1]
+        plan = batching.StepPlan(e["per_device_train_batch_size"], e["gradient_accumulation_steps"], e["merged"],
+                                 e["message"].removeprefix("batching: ") + " (as before the resume)")
+    else:
+        plan = batching.plan_step([len(r) for r in rows], t.per_device_train_batch_size,
+                                  t.gradient_accumulation_steps, device=device, merge=t.merge_accumulation,
+                                  bytes_per_token=batching.activation_bytes_per_token(model.config),
+                                  free_bytes=batching.free_memory_bytes())
     ev.emit("info", message=f"batching: {plan.message}", per_device_train_batch_size=plan.per_device_train_batch_size,
             gradient_accumulation_steps=plan.gradient_accumulation_steps, merged=plan.merged)
     counter = _TokenCounter(packing_collator(t.max_length, pad_id_of(tok)) if t.packing

@@ -61,3 +61,25 @@ def test_merged_accumulation_trains_the_same_adapter(tmp_path, tiny_model):
     assert moved < 1e-5
     start = {n: p for n, p in weights[True].items() if "lora_B" in n}
     assert max(p.abs().max().item() for p in start.values()) > 1e-3  # lora_B left zero: training happened
+
+
+def test_a_resumed_run_keeps_its_micro_batch_split(tmp_path, tiny_model):
+    """The Trainer skips the micro-batches already seen by count, so a resume must not switch
+    between merged and split even if free memory changed: the earlier plan is reused."""
+    import json
+
+    from test_train import make_run
+
+    from lora_app.train import train
+
+    rd = make_run(tmp_path, tiny_model, max_steps=2, save_steps=2, per_device_train_batch_size=4,
+                  gradient_accumulation_steps=2, merge_accumulation=True)
+    earlier = {"type": "info", "time": 0.0, "message": "batching: 2 micro-batches of 4 rows per step (kept: ...)",
+               "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "merged": False}
+    (rd / "events.jsonl").write_text(json.dumps(earlier) + "\n", encoding="utf-8")
+    assert train(rd, resume=True) == 0
+    events, _ = read_events(rd)
+    plans = [e for e in events if e.get("message", "").startswith("batching:")]
+    assert len(plans) == 2 and plans[-1]["merged"] is False
+    assert (plans[-1]["per_device_train_batch_size"], plans[-1]["gradient_accumulation_steps"]) == (4, 2)
+    assert plans[-1]["message"].endswith("(as before the resume)")
