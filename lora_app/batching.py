@@ -50,12 +50,14 @@ class StepPlan:
 
 
 def plan_step(lengths: list[int], batch: int, accumulation: int, *, device: str, merge: bool,
-              bytes_per_token: int, free_bytes: int) -> StepPlan:
+              bytes_per_token: int, free_bytes: int, packed: bool = True) -> StepPlan:
     """Choose the micro-batch for ``batch x accumulation`` rows per optimizer step.
 
     ``lengths``: tokens per training row. Merges (one forward of ``batch x accumulation`` rows)
     only on CPU, only when ``merge``, and only when the worst case, the longest
     ``batch x accumulation`` rows together, needs at most ``RAM_SHARE`` of ``free_bytes``.
+    ``packed``: whether rows are packed; when not, every row of a forward is padded to the
+    longest, so the worst case is ``batch x accumulation`` times the longest row.
     """
     keep = StepPlan(batch, accumulation, False, f"{accumulation} micro-batches of {batch} rows per step")
     if accumulation == 1 or not merge:
@@ -63,7 +65,8 @@ def plan_step(lengths: list[int], batch: int, accumulation: int, *, device: str,
     if device != "cpu":
         return StepPlan(batch, accumulation, False, keep.message + " (kept: on a GPU accumulation saves memory)")
     rows = batch * accumulation
-    worst = sum(sorted(lengths, reverse=True)[:rows]) * bytes_per_token
+    longest = sorted(lengths, reverse=True)[:rows]
+    worst = (sum(longest) if packed else rows * max(longest, default=0)) * bytes_per_token
     budget = free_bytes * RAM_SHARE
     if worst > budget:
         return StepPlan(batch, accumulation, False, keep.message + f" (kept: one forward of {rows} rows could need "

@@ -154,7 +154,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
 
     from . import batching, card, count, models
     from .data import load_text
-    from .text import PaddingCollator, TokenizedRows, packing_collator, pad_id_of, tokenize_rows
+    from .text import (PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of,
+                       tokenize_rows)
 
     token = os.environ.get("HF_TOKEN") or None
     set_seed(cfg.training.seed)
@@ -191,6 +192,10 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         enable_gradient_checkpointing(model)
 
     t = cfg.training
+    if t.packing and not packing_keeps_rows_apart(model):
+        t.packing = False  # the model card says what really ran
+        ev.emit("info", message=f"packing off: {model.config.model_type} ignores the packed rows' position ids "
+                "(its rows would attend to each other); rows are padded instead", packing=False)
     earlier = [e for e in read_events(run_dir)[0] if e.get("type") == "info" and "merged" in e] if resume else []
     if earlier:  # the Trainer skips the micro-batches already seen by count: the split must not change
         e = earlier[-1]
@@ -200,7 +205,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         plan = batching.plan_step([len(r) for r in rows], t.per_device_train_batch_size,
                                   t.gradient_accumulation_steps, device=device, merge=t.merge_accumulation,
                                   bytes_per_token=batching.activation_bytes_per_token(model.config),
-                                  free_bytes=batching.free_memory_bytes())
+                                  free_bytes=batching.free_memory_bytes(), packed=t.packing)
     ev.emit("info", message=f"batching: {plan.message}", per_device_train_batch_size=plan.per_device_train_batch_size,
             gradient_accumulation_steps=plan.gradient_accumulation_steps, merged=plan.merged)
     counter = _TokenCounter(packing_collator(t.max_length, pad_id_of(tok)) if t.packing
