@@ -31,6 +31,8 @@ def activation_bytes_per_token(model_config) -> int:
     estimate is 2.39 MB/token; measured peak RSS grew by 2.4 MB per packed token (4,096 tokens:
     10.5 GB). Raises AttributeError if the config lacks ``hidden_size``/``num_hidden_layers``.
     """
+    if hasattr(model_config, "get_text_config"):  # multimodal configs (gemma3, llama4) keep these in text_config
+        model_config = model_config.get_text_config()
     h = model_config.hidden_size
     layers = model_config.num_hidden_layers
     inter = getattr(model_config, "intermediate_size", None) or 4 * h
