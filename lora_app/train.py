@@ -197,7 +197,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         ev.emit("info", message=f"packing off: {model.config.model_type} ignores the packed rows' position ids "
                 "(its rows would attend to each other); rows are padded instead", packing=False)
     earlier = [e for e in read_events(run_dir)[0] if e.get("type") == "info" and "merged" in e] if resume else []
-    if earlier:  # the Trainer skips the micro-batches already seen by count: the split must not change
+    if earlier:  # keep the split the run started with: its speed and memory stay what the first part showed
         e = earlier[-1]
         plan = batching.StepPlan(e["per_device_train_batch_size"], e["gradient_accumulation_steps"], e["merged"],
                                  e["message"].removeprefix("batching: ") + " (as before the resume)")
