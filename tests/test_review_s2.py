@@ -87,3 +87,35 @@ def test_activation_estimate_reads_the_text_config_of_a_multimodal_config():
     text = cfg.text_config
     assert activation_bytes_per_token(cfg) == activation_bytes_per_token(text) == 4 * (
         text.num_hidden_layers * (10 * text.hidden_size + 6 * text.intermediate_size) + 3 * text.vocab_size)
+
+
+def test_a_follower_stops_when_its_page_moved_on_to_another_run(tmp_path, tiny_model):
+    """Start in a tab that follows an earlier run: the old follower must stop by itself, even if
+    Gradio's cancel loses the race (CI once showed the other run's status in the second tab)."""
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app.config import RunConfig
+    from lora_app.jobs import JobManager
+    from lora_app.ui.common import AppContext
+    import threading
+
+    from lora_app.ui.train_tab import follow
+
+    jm = JobManager(tmp_path / "runs", max_running=0, poll_s=0.1)  # nothing starts: the run stays queued
+    try:
+        cfg = RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(tiny_model)}})
+        run_id = jm.submit(cfg, owner="me")
+        ctx = AppContext(jm, None, frozenset())
+        showing = {"page": run_id}
+        gen = follow(ctx, run_id, lambda: showing["page"] == run_id)
+        first = next(gen)
+        assert run_id in first[0] and jm.get(run_id).status == "queued"
+        showing["page"] = "another-run"  # this page pressed Start
+        rest: list = []
+        t = threading.Thread(target=lambda: rest.extend(gen), daemon=True)
+        t.start()
+        t.join(timeout=5)  # without the check a follower of a queued run never ends
+        assert not t.is_alive() and rest == []  # it ended, while its run is still queued, with no update
+        assert jm.get(run_id).status == "queued"
+    finally:
+        jm.close()

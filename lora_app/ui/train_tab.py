@@ -34,8 +34,9 @@ FOLLOW_LOG_JS = """() => {
 }"""
 
 
-def follow(ctx: AppContext, run_id: str | None):
-    """Yield ``(status_md, progress_html, loss_df, log_text)`` until the run ends."""
+def follow(ctx: AppContext, run_id: str | None, wanted=None):
+    """Yield ``(status_md, progress_html, loss_df, log_text)`` until the run ends, or until
+    ``wanted()`` turns false (this page has moved on to another run)."""
     if not run_id:
         yield "No run yet: press **Start training**.", progress_html(0, 0, 0, None, "idle"), loss_frame([]), ""
         return
@@ -64,6 +65,8 @@ def follow(ctx: AppContext, run_id: str | None):
         log_text = "\n".join(view.lines[-LOG_LINES:])
         # Compare plain values: a tuple holding a DataFrame cannot be compared with != (ValueError).
         key = (head, prog, tuple(view.losses), log_text)
+        if wanted is not None and not wanted():
+            return
         if key != last:
             yield head, prog, loss_frame(view.losses), log_text
             last = key
@@ -75,6 +78,18 @@ def follow(ctx: AppContext, run_id: str | None):
 def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     keys = list(widgets)
     run_state = gr.State(None)
+    # The run each page (Gradio session) shows. Start also cancels the page's earlier follower
+    # through Gradio, but that cancel can lose a race with a follower's next update (seen in CI:
+    # a second tab went back to the other run's status); a follower that is no longer its
+    # page's run stops by itself at its next poll.
+    showing: dict[str, str] = {}
+
+    def wanted_fn(request, run_id):
+        key = getattr(request, "session_hash", None)
+        if key is None:
+            return None
+        showing[key] = run_id
+        return lambda: showing.get(key) == run_id
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
@@ -95,8 +110,9 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             yield None, problems_md(err.problems), gr.update(), gr.update(), gr.update()
             return
         notes = "".join(f"\n\n{n}" for n in pre.notes)
+        wanted = wanted_fn(request, run_id)
         yield run_id, f"Run `{run_id}` submitted. {pre.trainable_line}{notes}", gr.update(), gr.update(), gr.update()
-        for st, pr, lf, lg in follow(ctx, run_id):
+        for st, pr, lf, lg in follow(ctx, run_id, wanted):
             yield run_id, st, pr, lf, lg
 
     def on_stop(run_id, owner, request: gr.Request = None):
@@ -114,7 +130,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             return
         # The person's running (or queued) run, else their last one.
         run_id = next((r.id for r in runs if r.status in ACTIVE), runs[0].id)
-        for out in follow(ctx, run_id):
+        for out in follow(ctx, run_id, wanted_fn(request, run_id)):
             yield run_id, *out
 
     start.click(on_start, [data_state, owner_state, *widgets.values()], [run_state, status, progress, plot, log],
