@@ -115,7 +115,37 @@ def test_a_follower_stops_when_its_page_moved_on_to_another_run(tmp_path, tiny_m
         t = threading.Thread(target=lambda: rest.extend(gen), daemon=True)
         t.start()
         t.join(timeout=5)  # without the check a follower of a queued run never ends
-        assert not t.is_alive() and rest == []  # it ended, while its run is still queued, with no update
+        # it ended, while its run is still queued, with no update of its own (None: "no-op")
+        assert not t.is_alive() and rest == [None]
         assert jm.get(run_id).status == "queued"
+    finally:
+        jm.close()
+
+
+def test_every_handler_that_asks_for_the_request_gets_it(tmp_path):
+    """Gradio injects ``request: gr.Request`` only where it can place it: after ``*vals`` it was
+    silently None, so Start ran without the signed-in user's token or Hub identity."""
+    import inspect
+
+    from gradio.helpers import special_args
+
+    from lora_app.jobs import JobManager
+    from lora_app.ui import build_app
+    from lora_app.ui.common import AppContext
+
+    jm = JobManager(tmp_path / "runs")
+    try:
+        demo = build_app(AppContext(jm, None, frozenset()))
+        checked = []
+        for bf in demo.fns.values():
+            fn = bf.fn
+            if fn is None or "request" not in inspect.signature(fn).parameters:
+                continue
+            sentinel = object()
+            n = len(bf.inputs) if isinstance(bf.inputs, list) else 1
+            args, *_ = special_args(fn, [None] * n, request=sentinel)  # what Gradio calls fn with
+            assert any(a is sentinel for a in args), fn.__qualname__
+            checked.append(fn.__name__)
+        assert {"on_start", "on_check", "reattach"} <= set(checked), checked
     finally:
         jm.close()

@@ -53,7 +53,8 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             with gr.Tab("6. Hub", id="hub") as hub_tab_obj:
                 hub_parts = hub_tab.build(ctx, owner_state, None if token_fn is env_token else token_fn)
 
-        def on_check(data, *vals, request: gr.Request = None):
+        def on_check(values: dict, request: gr.Request = None):  # a dict: see train_tab.on_start
+            data, vals = values[data_state], [values[w] for w in widgets.values()]
             try:
                 # The same preflight as Start (every problem at once); the data only once chosen.
                 _, pre = preflight(form.to_raw(dict(zip(widgets, vals)), data), token=token_fn(request),
@@ -64,7 +65,7 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                     f"(this model has: {', '.join(pre.available_modules)}) · device **{pre.device}** · "
                     f"quantization **{pre.quantization}**")
 
-        check.click(on_check, [data_state, *widgets.values()], [check_out])
+        check.click(on_check, {data_state, *widgets.values()}, [check_out])
         runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"])
         hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]]).then(
             hub_parts["on_load"], None, [hub_parts["who"]])
@@ -75,14 +76,14 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             return owner or new_owner_id()
 
         # First give this browser an owner id (kept in localStorage), then re-attach to its runs.
-        following = demo.load(on_load, [owner_state], [owner_state]).then(
+        demo.load(on_load, [owner_state], [owner_state]).then(
             runs_parts["refresh"], [owner_state], runs_parts["refresh_outputs"]
         ).then(try_parts["refresh"], [owner_state], [try_parts["run_pick"]]).then(
             # It follows the run until it ends: with Gradio's default concurrency limit (1 per
             # event) a second open tab or browser waited here, showing "No run yet", until then.
             reattach, [owner_state], train_outs, concurrency_limit=None)
-        # Start in a tab that is still following an earlier run: stop that follower, or both
-        # streams write to the same boxes and the tab shows (and Stop targets) the old run.
-        start_btn.click(None, None, None, cancels=[following])
+        # Start in a tab that is still following an earlier run: that follower stops by itself
+        # (train_tab.follow's ``wanted``), ending on no-op updates. Not with ``cancels=``: Gradio
+        # re-sends a cancelled generator's last output, which put the old run back on the page.
     demo.lora_ctx = ctx
     return demo

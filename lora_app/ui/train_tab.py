@@ -36,7 +36,9 @@ FOLLOW_LOG_JS = """() => {
 
 def follow(ctx: AppContext, run_id: str | None, wanted=None):
     """Yield ``(status_md, progress_html, loss_df, log_text)`` until the run ends, or until
-    ``wanted()`` turns false (this page has moved on to another run)."""
+    ``wanted()`` turns false (this page has moved on to another run): then it yields ``None``
+    once and stops. The caller turns that into no-op updates, because Gradio re-sends a
+    generator's last output when it completes, which would put this run back on the page."""
     if not run_id:
         yield "No run yet: press **Start training**.", progress_html(0, 0, 0, None, "idle"), loss_frame([]), ""
         return
@@ -66,6 +68,7 @@ def follow(ctx: AppContext, run_id: str | None, wanted=None):
         # Compare plain values: a tuple holding a DataFrame cannot be compared with != (ValueError).
         key = (head, prog, tuple(view.losses), log_text)
         if wanted is not None and not wanted():
+            yield None
             return
         if key != last:
             yield head, prog, loss_frame(view.losses), log_text
@@ -78,10 +81,9 @@ def follow(ctx: AppContext, run_id: str | None, wanted=None):
 def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     keys = list(widgets)
     run_state = gr.State(None)
-    # The run each page (Gradio session) shows. Start also cancels the page's earlier follower
-    # through Gradio, but that cancel can lose a race with a follower's next update (seen in CI:
-    # a second tab went back to the other run's status); a follower that is no longer its
-    # page's run stops by itself at its next poll.
+    # The run each page (Gradio session) shows. A follower that is no longer its page's run
+    # stops by itself at its next poll (<= POLL_S), so a Start in a tab that followed another
+    # run does not end up showing (or stopping) that run.
     showing: dict[str, str] = {}
 
     def wanted_fn(request, run_id):
@@ -99,7 +101,13 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=260, elem_id="loss-plot")
     log = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, interactive=False, elem_id="train-log")
 
-    def on_start(data, owner, *vals, request: gr.Request = None):
+    # Inputs as a set: the handler gets one {component: value} dict. With ``*vals`` in the
+    # signature Gradio did not inject the keyword-only ``request`` (it was always None: no
+    # OAuth/typed token for the run, no Hub user as owner, no page identity).
+    inputs = {data_state, owner_state, *widgets.values()}
+
+    def on_start(values: dict, request: gr.Request = None):
+        data, owner, vals = values[data_state], values[owner_state], [values[w] for w in widgets.values()]
         try:
             token = token_fn(request) if token_fn else None
             # The one preflight (as the CLI's): every problem together; no run folder unless all pass.
@@ -112,8 +120,8 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
         notes = "".join(f"\n\n{n}" for n in pre.notes)
         wanted = wanted_fn(request, run_id)
         yield run_id, f"Run `{run_id}` submitted. {pre.trainable_line}{notes}", gr.update(), gr.update(), gr.update()
-        for st, pr, lf, lg in follow(ctx, run_id, wanted):
-            yield run_id, st, pr, lf, lg
+        for out in follow(ctx, run_id, wanted):
+            yield (gr.update(),) * 5 if out is None else (run_id, *out)
 
     def on_stop(run_id, owner, request: gr.Request = None):
         if not run_id:
@@ -131,9 +139,9 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
         # The person's running (or queued) run, else their last one.
         run_id = next((r.id for r in runs if r.status in ACTIVE), runs[0].id)
         for out in follow(ctx, run_id, wanted_fn(request, run_id)):
-            yield run_id, *out
+            yield (gr.update(),) * 5 if out is None else (run_id, *out)
 
-    start.click(on_start, [data_state, owner_state, *widgets.values()], [run_state, status, progress, plot, log],
+    start.click(on_start, inputs, [run_state, status, progress, plot, log],
                 concurrency_limit=None)
     stop.click(on_stop, [run_state, owner_state], [stop_msg], concurrency_limit=None)
     # Gradio 6.31's Textbox autoscroll scrolls only once (its effect does not re-run on new
