@@ -170,9 +170,10 @@ def main(argv=None) -> int:
     yields: list[tuple[float, int]] = []
     orig_follow = train_tab.follow
 
-    def traced_follow(ctx, run_id):  # on_start looks `follow` up in the module at call time
-        for out in orig_follow(ctx, run_id):
-            yields.append((time.time(), max(map(int, STEP_RE.findall(out[3] or "")), default=-1)))
+    def traced_follow(ctx, run_id, wanted=None):  # on_start looks `follow` up in the module at call time
+        for out in orig_follow(ctx, run_id, wanted):
+            if out is not None:  # None: the page moved on to another run
+                yields.append((time.time(), max(map(int, STEP_RE.findall(out[3] or "")), default=-1)))
             yield out
 
     train_tab.follow = traced_follow
