@@ -119,7 +119,7 @@ class TrainingSettings(_Section):
     gradient_checkpointing: bool = False
     packing: bool = Field(True, description="pack rows into bins of max_length tokens; rows never attend "
                           "to each other (models that ignore packed position ids, e.g. OPT, are padded)")
-    merge_accumulation: bool = Field(True, description="on CPU, run a step's accumulation micro-batches as one "
+    merge_accumulation: bool = Field(True, description="run a step's accumulation micro-batches as one "
                                      "forward when memory allows (same rows and gradient, faster)")
     lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
 
