@@ -16,7 +16,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-DATA = Path("/work/shared/data/quotes.jsonl")
+# The example quotes shipped with the repo; LORA_APP_BENCH_DATA names another .jsonl (e.g. the full
+# 2,467-quote set bench/RESULTS.md was measured on).
+DATA = Path(os.environ.get("LORA_APP_BENCH_DATA", REPO / "examples" / "quotes.jsonl"))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
