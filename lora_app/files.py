@@ -38,6 +38,8 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (code
 _MAGIC = ((b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"), (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook"),
           (b"PAR1", "a Parquet file"), (b"\x1f\x8b", "a gzip archive"), (b"%PDF", "a PDF document"))
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # str.splitlines also splits on \x0c, \x1c, U+2028 ...: not line ends
+#: Characters clevercsv looks at: its cost grows fast with the sample (64 KB: ~0.9 s here).
+_SAMPLE = 16384
 _SAVE_UTF8 = "Fix: save the file again as UTF-8 text (in a spreadsheet: CSV UTF-8)."
 
 
@@ -125,8 +127,8 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
     import clevercsv
 
     first = next((ln for ln in split_lines(text) if ln.strip()), "")
-    sample = text[:65536]
-    if len(text) > 65536 and "\n" in sample:
+    sample = text[:_SAMPLE]
+    if len(text) > _SAMPLE and "\n" in sample:
         sample = sample[: sample.rindex("\n") + 1]
     dialect = clevercsv.Detector().detect(sample, delimiters=list(DELIMITERS))
     quote = (dialect.quotechar if dialect else "") or ""
