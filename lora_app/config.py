@@ -37,7 +37,7 @@ _FIXES: dict[str, str] = {
     "base_model_name_or_path": "give a Hub id such as owner/name or a local model folder",
     "quantization": "choose auto, none, 8bit or 4bit",
     "text_column": "pick one of the file's text columns",
-    "path": "upload a .jsonl, .json, .csv, .parquet or .txt file",
+    "path": "upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file",
     "dataset_id": "give a Hub dataset id as owner/name",
 }
 

@@ -225,8 +225,9 @@ def detect_text_column(df: pd.DataFrame) -> str:
 
 
 def _refuse_chat(kinds: dict, chosen: str | None) -> None:
+    """Refuse rows of chat conversations unless ``chosen`` is "" (a prose column picked by hand)."""
     chat = [c for c, k in kinds.items() if k == "chat"]
-    if chat and (chosen is None or chosen in chat):
+    if chat and chosen != "":
         raise ConfigError([f"data: the rows are chat conversations (column '{chat[0]}' holds lists of chat turns, "
                            "role/content or from/value): training on conversations is not supported yet, and the other columns are not the "
                            "text of the conversations. Fix: upload plain text rows (one 'text' per row), e.g. each "
@@ -243,8 +244,9 @@ def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str) -> Tex
     if text_column is not None and text_column not in df.columns:
         raise ConfigError([f"data.text_column: no column '{text_column}'. "
                            f"Fix: choose one of: {', '.join(map(str, df.columns))}."])
-    if text_column is not None:
-        _refuse_chat({c: column_kind(df[c]) for c in df.columns if c == text_column}, text_column)
+    if text_column is not None:  # a chosen id or label column of a chat file: still not its text
+        kinds = {c: column_kind(df[c]) for c in df.columns}
+        _refuse_chat(kinds, text_column if kinds[text_column] != "prose" else "")
     col = text_column or detect_text_column(df)
     lines = df.attrs.get("lines")
     lines = lines if lines is not None and len(lines) == len(df) else np.arange(1, len(df) + 1)

@@ -164,7 +164,7 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise _refuse(name, f"names the column{'s' if len(dupes) > 1 else ''} {', '.join(repr(d) for d in dupes)} more "
-                            "than once in its header (line 1)", "Fix: give every column its own name in the first line.")
+                            f"than once in its header (line {where[0]})", "Fix: give every column its own name in the first line.")
     n, over, under, body, lines = len(header), [], [], [], []
     for rec, ln in zip(rows[1:], where[1:]):
         if len(rec) > n and not any(c.strip() for c in rec[n:]):

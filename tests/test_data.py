@@ -196,10 +196,13 @@ def test_id_like_columns_never_win_over_prose():
 def test_chat_conversations_are_refused_naming_the_layout(tmp_path):
     turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]
     p = write(tmp_path, "chat.jsonl", "".join(json.dumps({"id": f"c{i}", "messages": turns}) + "\n" for i in range(3)))
-    for column in (None, "messages"):
+    for column in (None, "messages", "id"):
         with pytest.raises(ConfigError, match=r"^data: the rows are chat conversations \(column 'messages' holds "
                                               r"lists of chat turns.*not supported yet.*Fix: upload plain text rows"):
             load_text(DataConfig(path=str(p), text_column=column))
+    # A prose column chosen by hand next to the conversations is that column's text.
+    p = write(tmp_path, "chat2.jsonl", json.dumps({"summary": "A short greeting.", "messages": turns}) + "\n")
+    assert load_text(DataConfig(path=str(p), text_column="summary")).texts == ["A short greeting."]
 
 
 def test_skipped_and_changed_rows_are_named_by_line(tmp_path):
