@@ -373,6 +373,19 @@ def test_adapter_naming_another_machines_base_folder(tmp_path, capsys):
     assert main(["generate", "--adapter", str(ad), "--max-new-tokens", "1"]) == 2
     err = capsys.readouterr().err
     assert err == f"Cannot generate:\n  - {want}\n" and "Traceback" not in err
+    # The Try tab's Generate handler shows that one line (no generic error, no traceback).
+    import html
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from lora_app.ui import try_tab
+
+    with gr.Blocks() as demo:
+        try_tab.build(SimpleNamespace(generator=Generator()), gr.State(None), None)
+    handler = next(f.fn for f in demo.fns.values() if f.name == "generate")
+    where, output = list(handler(str(ad), "Two things are infinite: ", 4, 0.0))[-1]
+    assert html.unescape(where) == f"**Please fix:**\n- {want}" and output == ""
     # A base given explicitly that is not here either: said as such.
     with pytest.raises(ConfigError, match=r"^base model: the folder '/nowhere/model' does not exist here\. Fix"):
         Generator().load(str(ad), base="/nowhere/model")
