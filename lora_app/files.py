@@ -11,6 +11,8 @@ clevercsv proposes the CSV delimiter and quote character (Van den Burg et al., "
 CSV files by detecting row and type patterns", 2019) and the header line has the last word (a
 delimiter that is not in the header is not a delimiter: a one-column file keeps whole lines);
 the stdlib csv module parses (it knows the line of each row); pyarrow reads Parquet.
+The ``datasets`` json/csv builders are not used for uploads: they write an Arrow cache per file,
+infer one type per column (a JSON "text" mixing 42 and "words" fails), and keep no line numbers.
 """
 
 from __future__ import annotations
