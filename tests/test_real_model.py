@@ -58,6 +58,12 @@ def test_real_run_lowers_held_out_perplexity(tmp_path, jobs, bundled_model):
           f"first loss {logs[0]['loss']:.3f} -> last {logs[-1]['loss']:.3f}; "
           f"held-out perplexity ({HELD_OUT} quotes) before {before:.2f} -> after {after:.2f}")
     assert after < 0.85 * before
+    # The run's own held-out evaluation (5% of the rows, the Trainer's evaluation): base, then lower.
+    evals = [e for e in events if e["type"] == "eval"]
+    assert evals[0]["base"] and evals[0]["step"] == 0 and evals[-1]["step"] == 40, evals
+    assert evals[-1]["perplexity"] < 0.9 * evals[0]["perplexity"], evals
+    assert "held-out perplexity" in info.message, info.message
+    print(f"RUN'S OWN EVAL: {[(e['step'], round(e['perplexity'], 2)) for e in evals]}")
 
     gen = Generator()
     text = list(gen.stream("Two things are infinite: ", adapter=str(ad), max_new_tokens=24))[-1]
