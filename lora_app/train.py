@@ -212,7 +212,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     ev.emit("info", message=f"{line} | device {device}, quantization "
             f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}, "
             f"loaded in {time.time() - t_start:.1f} s", trainable_params=trainable, all_params=total,
-            device=device, hub_id=rm.hub_id, bundled=rm.bundled)
+            device=device, quantization=models.effective_quantization(cfg.model, device), hub_id=rm.hub_id, bundled=rm.bundled)
     if cfg.training.gradient_checkpointing:
         enable_gradient_checkpointing(model)
 

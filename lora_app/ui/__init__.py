@@ -47,7 +47,10 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             with gr.Tab("3. Train", id="train"):
                 _, reattach, train_outs, start_btn = train_tab.build(ctx, widgets, data_state, owner_state, token_fn)
             with gr.Tab("4. Runs", id="runs") as runs_tab_obj:
-                runs_parts = runs_tab.build(ctx, widgets, data_state, owner_state, reattach, train_outs)
+                # A merged model is pushed with a write token, found as the Hub tab's push finds it.
+                runs_parts = runs_tab.build(ctx, widgets, data_state, owner_state, reattach, train_outs,
+                                            token_fn=(lambda request=None: hub_tab.request_token(request, write=True))
+                                            if token_fn is env_token else token_fn)
             with gr.Tab("5. Try it", id="try"):
                 try_parts = try_tab.build(ctx, owner_state, token_fn)
             with gr.Tab("6. Hub", id="hub") as hub_tab_obj:

@@ -19,7 +19,7 @@ import pandas as pd
 from ..config import ConfigError, RunConfig
 from ..events import RunView
 from ..jobs import ACTIVE, NotYourRun, run_summary
-from . import form
+from . import form, merge_panel
 from .common import AppContext, loss_frame, problems_md, request_owner
 
 COLUMNS = ["run", "status", "started", "duration", "base model", "data", "r", "alpha", "targets", "steps",
@@ -116,7 +116,8 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
     return out, data, msg
 
 
-def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, follow_outputs=None) -> dict:
+def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, follow_outputs=None,
+          token_fn=None) -> dict:
     """Build the tab. ``follow``/``follow_outputs``: the Train tab's re-attach, run after a
     resume so the Train tab follows the resumed run. Returns the parts ``build_app`` wires."""
     keys = list(widgets)
@@ -136,6 +137,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
     plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", title="Loss: training and held-out",
                        height=240, elem_id="runs-plot")
     log = gr.Textbox(label="Run log", lines=12, max_lines=12, interactive=False, elem_id="runs-log")
+    merge_parts = merge_panel.build(ctx, pick, owner_state, who, token_fn)
     with gr.Accordion("Load settings from a YAML file into the form", open=False):
         yaml_up = gr.File(label="config.yaml", file_types=[".yaml", ".yml", ".json"], type="filepath",
                           elem_id="runs-yaml-upload")
@@ -212,7 +214,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
     yaml_up.upload(lambda p, d: _flat(load_yaml(p, keys, d)), [yaml_up, data_state],
                    [*widgets.values(), data_state, yaml_msg])
     return {"table": table, "pick": pick, "refresh": do_refresh, "refresh_outputs": refresh_outs,
-            "details": details, "log": log, "action": action}
+            "details": details, "log": log, "action": action, **merge_parts}
 
 
 def _eval_cells(ctx: AppContext, run_id: str) -> dict:
