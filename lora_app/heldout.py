@@ -39,6 +39,9 @@ def split(texts: list[str], data: DataConfig, training: TrainingSettings, text_c
     and the fix when the held-out set cannot be had (too many rows asked, unreadable second file,
     unknown split)."""
     cap = training.eval_max_rows
+    if data.eval_split and not data.dataset_id:
+        raise ConfigError([f"data.eval_split: '{data.eval_split}' names a split of a Hub dataset, but the data is a "
+                           "file. Fix: give the held-out rows as a second file (data.eval_path), or leave it empty."])
     if data.eval_path or data.eval_split:
         from .data import load_text
 
@@ -52,7 +55,9 @@ def split(texts: list[str], data: DataConfig, training: TrainingSettings, text_c
         try:
             td = load_text(sub, token=token)
         except ConfigError as err:
-            raise ConfigError([f"{field}: {p}" for p in err.problems]) from None
+            # The reader names its own field (data.path, data.split): name the held-out one instead.
+            raise ConfigError([f"{field}: {p.split(': ', 1)[1] if p.startswith('data.') else p}"
+                               for p in err.problems]) from None
         rows = td.texts[:cap]
         src = (f"the file '{data.eval_source_name or data.eval_path.replace(chr(92), '/').split('/')[-1]}'"
                if data.eval_path else f"the split '{data.eval_split}'")

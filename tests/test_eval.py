@@ -62,6 +62,12 @@ def test_second_file_as_the_held_out_set(tmp_path, tiny_model):
     with pytest.raises(ConfigError) as err:
         preflight(raw)
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith("data.eval_path: ")
+    assert "data.path" not in err.value.problems[0] and "Fix:" in err.value.problems[0]
+    raw["data"] = {"path": str(EXAMPLE_QUOTES), "eval_split": "validation"}
+    with pytest.raises(ConfigError) as err:
+        preflight(raw)
+    assert err.value.problems == ["data.eval_split: 'validation' names a split of a Hub dataset, but the data is a "
+                                  "file. Fix: give the held-out rows as a second file (data.eval_path), or leave it empty."]
 
 
 @pytest.mark.parametrize("packing", [True, False], ids=["packed", "padded"])
@@ -121,3 +127,26 @@ def test_loss_frame_and_runs_cells(tmp_path):
     df = loss_frame([(1, 3.0), (2, 2.5)], [(0, 3.2), (2, 2.7)])
     assert list(df["series"]) == ["training", "training", "held-out", "held-out"]
     assert list(df["loss"]) == [3.0, 2.5, 3.2, 2.7]
+
+
+def test_hub_split_as_the_held_out_set(hub_server):
+    """data/train.jsonl + data/validation.jsonl on the (fake) Hub: the validation split is the
+    held-out set; an unknown split is a problem named data.eval_split."""
+    import datasets  # noqa: F401  (conftest turns off the parquet-export lookup once imported)
+
+    from conftest import EXAMPLE_QUOTES
+    from lora_app.data import load_text
+
+    lines = EXAMPLE_QUOTES.read_text().splitlines()
+    hub_server.add_file("dataset", "alice/q", "data/train.jsonl", "\n".join(lines[:30]) + "\n")
+    hub_server.add_file("dataset", "alice/q", "data/validation.jsonl", "\n".join(lines[30:42]) + "\n")
+    data = DataConfig(dataset_id="alice/q", eval_split="validation")
+    td = load_text(data)
+    ho = split(td.texts, data, TrainingSettings(), td.text_column)
+    assert ho.train == td.texts and len(td.texts) == 30
+    assert ho.eval == [json.loads(x)["quote"] for x in lines[30:42]]
+    assert ho.note == "Held-out evaluation on 12 rows of the split 'validation'."
+    with pytest.raises(ConfigError) as err:
+        split(td.texts, DataConfig(dataset_id="alice/q", eval_split="test"), TrainingSettings(), td.text_column)
+    assert err.value.problems[0].startswith("data.eval_split: ") and "data.split" not in err.value.problems[0]
+    assert "Fix:" in err.value.problems[0]
