@@ -30,7 +30,8 @@ def test_real_run_lowers_held_out_perplexity(tmp_path, jobs, bundled_model):
     cfg = RunConfig.build({
         "data": {"path": str(data)},  # default model: HuggingFaceTB/SmolLM2-135M-Instruct (bundled)
         "training": {"max_steps": 40, "warmup_steps": 4, "learning_rate": 1e-3, "max_length": 96,
-                     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "save_steps": 20}})
+                     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "save_steps": 20,
+                     "eval_max_rows": 40}})  # the run's own held-out set: 40 rows keep its two evaluations short
     t0 = time.time()
     run_id = jobs.submit(cfg, owner="test")
     while jobs.get(run_id).status in ("queued", "running"):
