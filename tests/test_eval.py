@@ -70,8 +70,9 @@ def test_second_file_as_the_held_out_set(tmp_path, tiny_model):
                                   "file. Fix: give the held-out rows as a second file (data.eval_path), or leave it empty."]
 
 
-@pytest.mark.parametrize("packing", [True, False], ids=["packed", "padded"])
-def test_run_reports_held_out_loss_perplexity_before_during_after(tmp_path, tiny_model, packing):
+@pytest.mark.parametrize("packing,accumulation", [(True, 1), (False, 1), (True, 2)],
+                         ids=["packed", "padded", "packed-merged-microbatches"])
+def test_run_reports_held_out_loss_perplexity_before_during_after(tmp_path, tiny_model, packing, accumulation):
     """Base perplexity at step 0, then every eval_steps and at the end; the number is exp of the
     token-weighted held-out loss, equal to a plain no-grad loop over the same rows, packed or not."""
     data = tmp_path / "q.jsonl"
@@ -83,8 +84,8 @@ def test_run_reports_held_out_loss_perplexity_before_during_after(tmp_path, tiny
                               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                  "down_proj"]},
                      "training": {"max_steps": 12, "warmup_steps": 0, "learning_rate": 3e-2, "max_length": 48,
-                                  "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
-                                  "save_steps": 12, "eval_fraction": 0.1, "eval_steps": 5, "packing": packing}}
+                                  "per_device_train_batch_size": 8 // accumulation,
+                                  "gradient_accumulation_steps": accumulation, "save_steps": 12, "eval_fraction": 0.1, "eval_steps": 5, "packing": packing}}
                     ).save(rd / "config.yaml")
     keep = {}
     assert train(rd, keep=keep) == 0
@@ -96,6 +97,8 @@ def test_run_reports_held_out_loss_perplexity_before_during_after(tmp_path, tiny
     for e in evals:
         assert e["perplexity"] == pytest.approx(math.exp(e["eval_loss"]), rel=1e-9)
 
+    plan = next(e for e in events if e["type"] == "info" and "merged" in e)
+    assert plan["merged"] == (accumulation > 1)  # on CPU the 2 micro-batches run as one forward of 8 rows
     info = next(e for e in events if e["type"] == "info" and "eval_rows" in e)
     assert info["eval_rows"] == 10 and "10 rows (10% of 100 rows)" in info["message"]
     ho = split(sample_texts(100), DataConfig(path=str(data)), TrainingSettings(eval_fraction=0.1), "quote")

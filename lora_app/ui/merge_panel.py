@@ -82,4 +82,4 @@ def build(ctx: AppContext, pick, owner_state, who, token_fn=None) -> dict:
 def _noise(line: str) -> bool:
     """Library progress bars and deprecation chatter from the child, not merge progress."""
     return line.startswith(("Loading weights", "Writing model shards", "Loading checkpoint")) or \
-        "Warning" in line.split(":")[0] or line.lstrip().startswith("warnings.warn")
+        "Warning: " in line or line.lstrip().startswith("warnings.warn")
