@@ -75,6 +75,10 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
         w["training.gradient_checkpointing"] = gr.Checkbox(t.gradient_checkpointing,
                                                            label="gradient_checkpointing (less memory, ~30% slower)")
         w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps")
+    with gr.Row():  # held-out evaluation (lora_app/heldout.py); Check says what it will be for the data
+        w["training.eval_fraction"] = gr.Number(t.eval_fraction, label="eval_fraction (held out; 0 = off)", step=0.01)
+        w["training.eval_max_rows"] = gr.Number(t.eval_max_rows, label="eval_max_rows")
+        w["training.eval_steps"] = gr.Number(t.eval_steps, label="eval_steps")
     return w
 
 
