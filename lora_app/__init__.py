@@ -1,5 +1,9 @@
 """lora_app: a web app (and its command-line twin) for LoRA fine-tuning of causal language models."""
 
+from .quiet import quiet_bitsandbytes
+
+quiet_bitsandbytes()
+
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``count(1, "row") == "1 row"``, ``count(2467, "row") == "2,467 rows"``."""

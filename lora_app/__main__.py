@@ -5,6 +5,7 @@
     python -m lora_app train --config run.yaml [--runs DIR] [--set training.max_steps=20 ...]
     python -m lora_app generate --adapter RUN_DIR/adapter --prompt "Two things are infinite: "
     python -m lora_app push RUN_DIR [--repo owner/name] [--private]   # token: HF_TOKEN or .env
+    python -m lora_app merge RUN_DIR [--dtype bfloat16|float16|float32] [--push owner/name] [--private]
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo", default=None, help="owner/name (default: <you>/<base-name>-lora-<data-name>)")
     p.add_argument("--private", action="store_true")
     p.add_argument("--base-model", default=None, help="the base model's Hub id, if the run used a local folder")
+    m = sub.add_parser("merge", help="merge a run's adapter into its base model (RUN_DIR/merged), verified")
+    m.add_argument("run_dir")
+    m.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: float32 on CPU, "
+                   "bfloat16 on a GPU)")
+    m.add_argument("--push", default=None, metavar="OWNER/NAME", help="then push the verified merge to this repo")
+    m.add_argument("--private", action="store_true")
     a = ap.parse_args(argv)
 
     if a.cmd == "serve":
@@ -112,7 +119,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.cmd == "push":
         return _push(a)
+    if a.cmd == "merge":
+        return _merge(a)
     return 2
+
+
+def _merge(a) -> int:
+    from . import hub_client
+    from .config import ConfigError
+    from .merge import merge_run, push_merged
+
+    token = hub_client.env_token()
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    try:
+        res = merge_run(a.run_dir, dtype=a.dtype, progress=say, token=token)
+    except ConfigError as err:
+        print("The merge did not happen:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+        return 1
+    print(res.markdown().replace("**", "").replace("`", ""))
+    if not res.ok:
+        return 1
+    if a.push:
+        try:
+            out = push_merged(a.run_dir, a.push, private=a.private, token=token, progress=say)
+        except ConfigError as err:
+            print("The push did not happen (the merged folder is unchanged):\n" +
+                  "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+            return 1
+        print(f"pushed to {out.url}")
+    return 0
 
 
 def _push(a) -> int:

@@ -12,10 +12,46 @@ import yaml
 from .config import RunConfig
 
 
+def eval_summary(events: list[dict]) -> dict | None:
+    """The held-out numbers of a run from its events, or None if it was not evaluated:
+    ``eval_loss``, ``perplexity`` (the last evaluation), ``base_perplexity`` (before training,
+    may be None), ``step``, ``source`` (where the rows came from) and ``line``, e.g.
+    "held-out perplexity 100.3 -> 61.2"."""
+    evals = [e for e in events if e.get("type") == "eval"]
+    base = next((e for e in evals if e.get("base")), None)
+    after = [e for e in evals if not e.get("base")]
+    if not after and base is None:
+        return None
+    last = after[-1] if after else None
+    source = next((e.get("eval_source") for e in events if e.get("type") == "info" and e.get("eval_source")), "")
+    bp = base["perplexity"] if base else None
+    if last is None:
+        line = f"held-out perplexity {bp:.1f} (base model; no step evaluated yet)"
+    else:
+        line = f"held-out perplexity {bp:.1f} -> {last['perplexity']:.1f}" if bp is not None else \
+            f"held-out perplexity {last['perplexity']:.1f}"
+    return {"eval_loss": last["eval_loss"] if last else None, "perplexity": last["perplexity"] if last else None,
+            "base_perplexity": bp, "step": last["step"] if last else 0, "source": source, "line": line}
+
+
+def _model_index(name: str, data_name: str, ev: dict) -> list:
+    """The Hub's ``model-index`` eval results (huggingface_hub ``ModelCardData``/``EvalResult``)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    common = dict(task_type="text-generation", dataset_type=data_name, dataset_name=f"{data_name} (held-out rows)")
+    results = [EvalResult(metric_type="perplexity", metric_value=round(ev["perplexity"], 4),
+                          metric_name="held-out perplexity", **common),
+               EvalResult(metric_type="loss", metric_value=round(ev["eval_loss"], 6),
+                          metric_name="held-out loss (nats per token)", **common)]
+    return ModelCardData(model_name=name, eval_results=results).to_dict()["model-index"]
+
+
 def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_loss: float | None,
-                steps_done: int, trainable_line: str = "", repo_id: str | None = None) -> str:
+                steps_done: int, trainable_line: str = "", repo_id: str | None = None,
+                evals: dict | None = None) -> str:
     """The README.md text of an adapter folder. ``repo_id``: where it is pushed (the load
-    snippet names it); None while the adapter only exists locally."""
+    snippet names it); None while the adapter only exists locally. ``evals``: what
+    :func:`eval_summary` returns (metadata ``model-index`` and an Evaluation section)."""
     meta = {
         "base_model": base_model_id,
         "library_name": "peft",
@@ -24,6 +60,17 @@ def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_lo
     }
     if cfg.data.dataset_id:
         meta["datasets"] = [cfg.data.dataset_id]
+    data_name = cfg.data.dataset_id or cfg.data.source_name or \
+        (cfg.data.path or "data").replace(chr(92), "/").split("/")[-1]
+    eval_md = ""
+    if evals and evals.get("perplexity") is not None:
+        meta["model-index"] = _model_index((repo_id or f"{base_model_id}-lora").split("/")[-1], data_name, evals)
+        base_row = (f"| base model (before training) | {evals['base_perplexity']:.2f} |\n"
+                    if evals.get("base_perplexity") is not None else "")
+        eval_md = (f"\n## Evaluation\nHeld-out rows: {evals.get('source') or 'held out from the data'}; loss in nats per "
+                   f"token, perplexity = exp(loss), over the held-out tokens.\n\n| model | held-out perplexity |\n"
+                   f"|---|---|\n{base_row}| with this adapter (step {evals['step']}) | {evals['perplexity']:.2f} |\n\n"
+                   f"Held-out loss after training: {evals['eval_loss']:.4f}.\n")
     cfg_part = f", config `{cfg.data.dataset_config}`" if cfg.data.dataset_config else ""
     data_src = (f"the Hub dataset [`{cfg.data.dataset_id}`](https://huggingface.co/datasets/{cfg.data.dataset_id})"
                 f" (split `{cfg.data.split}`{cfg_part})" if cfg.data.dataset_id else
@@ -70,7 +117,7 @@ Trained on {data_src}, text column `{cfg.data.text_column or 'text'}`{rows}.
 | packing | {t.packing} |
 | merge_accumulation (CPU) | {t.merge_accumulation} |
 | final training loss | {loss} |
-
+{eval_md}
 ## How to use
 ```python
 from peft import PeftModel

@@ -39,6 +39,10 @@ _FIXES: dict[str, str] = {
     "text_column": "pick one of the file's text columns",
     "path": "upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file",
     "dataset_id": "give a Hub dataset id as owner/name",
+    "eval_fraction": "set eval_fraction in [0, 1), e.g. 0.05 (0 turns held-out evaluation off)",
+    "eval_max_rows": "set eval_max_rows to a whole number >= 1, e.g. 200",
+    "eval_rows": "set eval_rows to a whole number >= 1, or leave it empty to use eval_fraction",
+    "eval_steps": "set eval_steps to a whole number >= 1, e.g. 50",
 }
 
 
@@ -68,6 +72,9 @@ class DataConfig(_Section):
     text_column: str | None = Field(None, description="None: detect it")
     max_rows: int | None = Field(None, ge=1)
     source_name: str | None = Field(None, description="display name of an uploaded file")
+    eval_path: str | None = Field(None, description="a second file whose rows are the held-out set")
+    eval_source_name: str | None = Field(None, description="display name of the uploaded eval file")
+    eval_split: str | None = Field(None, description="a split of the Hub dataset used as the held-out set")
 
 
 class ModelConfig(_Section):
@@ -122,6 +129,12 @@ class TrainingSettings(_Section):
     merge_accumulation: bool = Field(True, description="run a step's accumulation micro-batches as one "
                                      "forward when memory allows (same rows and gradient, faster)")
     lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    eval_fraction: float = Field(0.05, ge=0, lt=1, description="share of the rows held out for evaluation "
+                                 "(when no second file or split is given)")
+    eval_max_rows: int = Field(200, ge=1, strict=True, description="at most this many held-out rows")
+    eval_rows: int | None = Field(None, ge=1, strict=True, description="exactly this many held-out rows "
+                                  "(instead of eval_fraction)")
+    eval_steps: int = Field(50, ge=1, strict=True, description="evaluate every eval_steps steps, and at the end")
     cap_warmup: bool = Field(False, description="when warmup_steps >= max_steps, warm up for a tenth of the run "
                              "instead (else the learning rate only rises; the preflight warns)")
 

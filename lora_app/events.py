@@ -3,11 +3,13 @@
 The training process appends; the UI follows. One JSON object per line, always with
 ``type`` and ``time`` (Unix seconds, float). Types written by the trainer:
 
-- ``status``: ``{"status": "loading"|"training"|"saving"|"finished"|"stopped"|"failed", "message"}``
+- ``status``: ``{"status": "loading"|"evaluating"|"training"|"saving"|"finished"|"stopped"|"failed", "message"}``
 - ``info``: ``{"message"}`` plus free fields (e.g. trainable parameter counts)
 - ``log``: ``{"step", "max_steps", "loss", "learning_rate", "grad_norm", "tokens"}``
 - ``progress``: ``{"step", "max_steps", "elapsed_s", "remaining_s"}``
 - ``saved``: ``{"step", "path"}``
+- ``eval``: ``{"step", "eval_loss", "perplexity", "tokens", "base"}``: held-out evaluation; ``base``
+  is the base model's, measured once before the first step
 
 The file is the only channel between the two processes, so after a page reload (or an
 app restart) the UI rebuilds everything by re-reading it from offset 0.
@@ -82,7 +84,8 @@ def read_events(run_dir: str | Path, offset: int = 0) -> tuple[list[dict], int]:
 class RunView:
     """What the UI shows of a run, folded from its events (pure data, no I/O).
 
-    ``losses`` is a list of ``(step, loss)``; ``lines`` the human-readable log.
+    ``losses`` is a list of ``(step, loss)``; ``evals`` of ``(step, held-out loss)`` (step 0:
+    the base model); ``lines`` the human-readable log.
     """
 
     status: str = "queued"
@@ -92,6 +95,9 @@ class RunView:
     elapsed_s: float = 0.0
     remaining_s: float | None = None
     losses: list[tuple[int, float]] = field(default_factory=list)
+    evals: list[tuple[int, float]] = field(default_factory=list)
+    perplexity: float | None = None
+    base_perplexity: float | None = None
     lines: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
     offset: int = 0
@@ -122,6 +128,16 @@ class RunView:
         elif t == "info":
             self.info.update({k: v for k, v in ev.items() if k not in ("type", "time", "message")})
             self.lines.append(f"[{stamp}] {ev.get('message', '')}")
+        elif t == "eval":
+            self.evals.append((int(ev.get("step", 0)), float(ev["eval_loss"])))
+            ppl = float(ev["perplexity"])
+            if ev.get("base"):
+                self.base_perplexity = ppl
+                what = "base model, before training"
+            else:
+                self.perplexity = ppl
+                what = f"step {ev.get('step')}/{ev.get('max_steps')}"
+            self.lines.append(f"[{stamp}] held-out ({what}): eval_loss {ev['eval_loss']:.4f}  perplexity {ppl:.2f}")
         elif t == "saved":
             self.lines.append(f"[{stamp}] adapter saved at step {ev.get('step')} -> {ev.get('path')}")
 

@@ -193,7 +193,8 @@ def _card_from_run(run_dir: Path, adapter_dir: Path, base_model: str, repo_id: s
     data_col = next((e.get("text_column") for e in events if e.get("type") == "info" and e.get("text_column")), None)
     if data_col and not cfg.data.text_column:
         cfg.data.text_column = data_col
-    return card.render_card(cfg, base_model, targets, final_loss, steps, line, repo_id=repo_id)
+    return card.render_card(cfg, base_model, targets, final_loss, steps, line, repo_id=repo_id,
+                            evals=card.eval_summary(events))
 
 
 def _card_problems(text: str, base_model: str) -> list[str]:
@@ -266,7 +267,20 @@ def preflight(run_dir: str | Path, repo_id: str, token: str | None, base_model_i
         raise HubError(problems)
     ac = {**ac, "base_model_name_or_path": base}
 
-    # The Hub: token works? may write there? what is there already? card valid?
+    plan = PushPlan(repo_id, ad, None, base, ac, card_text)
+    plan.user, plan.exists, plan.existing_private, plan.head_sha = check_destination(
+        repo_id, token, card_text, own_files={".gitattributes", "README.md", *ADAPTER_FILES},
+        marker="adapter_config.json", what="a LoRA adapter", validate_yaml=validate_yaml)
+    return plan
+
+
+def check_destination(repo_id: str, token: str | None, card_text: str, own_files: set[str], marker: str,
+                      what: str, validate_yaml: bool = True) -> tuple[User, bool, bool | None, str | None]:
+    """The Hub side of a push preflight (adapter or merged model): the token works, is not
+    read-only and may write under the repo's owner; an existing repo of that name holds
+    ``what`` (it has ``marker``, or only ``own_files``), not something else; the card's YAML
+    passes the Hub's validation. Returns ``(user, exists, existing_private, head_sha)``;
+    raises HubError with the fix."""
     user = whoami(token, use_cache=False)  # a push checks the token afresh (it may have been revoked)
     namespace = repo_id.split("/")[0]
     if user.read_only:
@@ -284,18 +298,17 @@ def preflight(run_dir: str | Path, repo_id: str, token: str | None, base_model_i
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    plan = PushPlan(repo_id, ad, user, base, ac, card_text)
-    api = HfApi()
+    exists, private, sha = False, None, None
     try:
-        info = api.model_info(repo_id, token=token)
-        plan.exists, plan.existing_private = True, bool(getattr(info, "private", False))
-        plan.head_sha = getattr(info, "sha", None)
+        info = HfApi().model_info(repo_id, token=token)
+        exists, private = True, bool(getattr(info, "private", False))
+        sha = getattr(info, "sha", None)
         files = {s.rfilename for s in (info.siblings or [])}
-        foreign = sorted(f for f in files - {".gitattributes", "README.md", *ADAPTER_FILES}
+        foreign = sorted(f for f in files - own_files
                          if not f.startswith(("checkpoint", "runs/", "training_args")))
-        if files and "adapter_config.json" not in files and foreign:
+        if files and marker not in files and foreign:
             raise HubError([f"hub.repo_id: '{repo_id}' already exists and holds other files "
-                            f"({', '.join(foreign[:5])}{'…' if len(foreign) > 5 else ''}), not a LoRA adapter. "
+                            f"({', '.join(foreign[:5])}{'…' if len(foreign) > 5 else ''}), not {what}. "
                             "Fix: pick a new repo name."])
     except RepositoryNotFoundError:
         pass
@@ -313,7 +326,7 @@ def preflight(run_dir: str | Path, repo_id: str, token: str | None, base_model_i
                             "Fix: correct the block between the '---' lines of README.md."]) from None
         except Exception as err:
             raise HubError([explain(err, "validate the model card")]) from None
-    return plan
+    return user, exists, private, sha
 
 
 def push_adapter(run_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None,

@@ -6,7 +6,8 @@
   target module names, trainable parameter count) run on a meta-device skeleton: no
   weights are read, so bad settings are reported in well under a second.
 - Loading for training: float32 on CPU; on CUDA bf16 (fp16 where bf16 is unsupported) and,
-  by default, an 8-bit base through bitsandbytes, as in the reference recipe.
+  by default, an 8-bit base through bitsandbytes, as in the reference recipe. 8bit/4bit chosen
+  explicitly also run on CPU (bitsandbytes' CPU backend); ``auto`` stays full precision there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .config import DEFAULT_BASE_MODEL, ConfigError, LoraSettings, ModelConfig
+from .quiet import quiet_bitsandbytes
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_ID_FILE = "lora_app_hub_id.txt"  # beside a converted folder: the Hub id its weights came from
@@ -280,11 +282,14 @@ def effective_quantization(cfg: ModelConfig, device: str) -> str:
 
 
 def quantization_problem(cfg: ModelConfig, device: str) -> str | None:
-    """Why the chosen quantization cannot run here, or None."""
+    """Why the chosen quantization cannot run here, or None.
+
+    bitsandbytes >= 0.49 has a CPU backend (int8 and nf4/fp4 matmuls in its CPU library), so
+    8bit/4bit chosen explicitly run on CPU too; MPS has no 8-bit kernels in bitsandbytes 0.50."""
     if cfg.quantization in ("8bit", "4bit"):
-        if device != "cuda":
-            return (f"model.quantization: {cfg.quantization} loading needs a CUDA GPU (bitsandbytes); this machine "
-                    f"has {device} only. Fix: choose none (full precision) or auto.")
+        if device not in ("cuda", "cpu"):
+            return (f"model.quantization: {cfg.quantization} loading needs a CUDA GPU or the CPU (bitsandbytes); "
+                    f"this machine has {device}. Fix: choose none (full precision) or auto.")
         if importlib.util.find_spec("bitsandbytes") is None:
             return "model.quantization: bitsandbytes is not installed. Fix: pip install bitsandbytes, or choose none."
     return None
@@ -316,15 +321,20 @@ def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training:
     if quant in ("8bit", "4bit"):
         from transformers import BitsAndBytesConfig
 
+        quiet_bitsandbytes()
+
         kwargs["quantization_config"] = (
             BitsAndBytesConfig(load_in_8bit=True) if quant == "8bit" else
             BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=compute_dtype(device)))
-        kwargs["device_map"] = {"": 0}
+        # The whole model on one device: GPU 0, or the CPU (bitsandbytes' CPU backend).
+        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
     t0 = time.time()
     model = AutoModelForCausalLM.from_pretrained(load_path, **kwargs)
     if quant == "none" and device != "cpu":
         model.to(device)
+    if quant == "4bit" and device == "cpu" and for_training:
+        _keep_4bit_trainable_on_cpu(model)
     if quant in ("8bit", "4bit") and for_training:
         from peft import prepare_model_for_kbit_training
 
@@ -334,3 +344,17 @@ def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training:
     model.config.use_cache = not for_training
     model._lora_app_load_s = time.time() - t0
     return model
+
+
+def _keep_4bit_trainable_on_cpu(model) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a Linear4bit weight for a fused kernel
+    (``gemv_4bit``) the first time the layer runs in eval mode without grad, and keeps it so; that
+    kernel has no backward, so after the packing probe or a held-out evaluation no gradient
+    reached the LoRA weights below it (tests/test_kbit_cpu.py). Training keeps the trainable
+    layout; the cost is the slower unfused 4-bit forward during evaluation."""
+    import bitsandbytes as bnb
+
+    for mod in model.modules():
+        if isinstance(mod, bnb.nn.Linear4bit):
+            mod.support_avx512bf16_for_cpu = False
+

@@ -30,16 +30,29 @@ ADAPTER_DIR = "adapter"
 
 
 class _TokenCounter:
-    """Wraps a collator and counts the label-carrying (non-padding) tokens it hands out."""
+    """Wraps a collator and counts the label-carrying (non-padding) training tokens it hands out;
+    held-out rows (marked ``held_out`` by :class:`_HeldOutRows`) are collated but not counted."""
 
     def __init__(self, collator):
         self.collator = collator
         self.tokens = 0
 
     def __call__(self, features):
-        batch = self.collator(features)
-        self.tokens += int((batch["labels"] != -100).sum())
+        held_out = bool(features) and "held_out" in features[0]
+        batch = self.collator([{"input_ids": f["input_ids"]} for f in features] if held_out else features)
+        if not held_out:
+            self.tokens += int((batch["labels"] != -100).sum())
         return batch
+
+
+def _held_out_rows(rows):
+    from .text import TokenizedRows
+
+    class _HeldOutRows(TokenizedRows):
+        def __getitem__(self, i: int) -> dict:
+            return {"input_ids": self.rows[i], "held_out": True}
+
+    return _HeldOutRows(rows)
 
 
 def save_adapter(model, run_dir: Path, card: str) -> Path:
@@ -81,6 +94,15 @@ def _make_callback(ev: EventWriter, stop: threading.Event, counter: _TokenCounte
             if stop.is_set():
                 control.should_training_stop = True
                 control.should_save = True  # a Trainer checkpoint at this step: resume goes on from here
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            m = metrics or {}
+            if "eval_perplexity" in m:
+                ev.emit("eval", step=state.global_step, max_steps=state.max_steps, eval_loss=m["eval_loss"],
+                        perplexity=m["eval_perplexity"], tokens=m.get("eval_tokens"), base=state.global_step == 0,
+                        runtime_s=m.get("eval_runtime"))
+            if hasattr(self, "t_last"):
+                self.t_last = time.time()  # evaluation time is not training time (tokens_per_s)
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
@@ -150,9 +172,9 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
 
     import torch
     from peft import get_peft_model
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
-    from . import batching, card, count, models
+    from . import batching, card, count, heldout, models
     from .data import load_text
     from .text import (PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of,
                        tokenize_rows)
@@ -167,8 +189,10 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     problem = models.quantization_problem(cfg.model, device)
     if problem:
         raise ConfigError([problem])
+    ho = heldout.split(td.texts, cfg.data, cfg.training, td.text_column, token)
     tok = models.load_tokenizer(rm.load_path, cfg.model.trust_remote_code, token)
-    rows = tokenize_rows(td.texts, tok, cfg.training.max_length)
+    rows = tokenize_rows(ho.train, tok, cfg.training.max_length)
+    eval_rows = tokenize_rows(ho.eval, tok, cfg.training.max_length) if ho.eval else []
     model = models.load_base_model(cfg.model, rm.load_path, device,
                                    gradient_checkpointing=cfg.training.gradient_checkpointing, token=token)
     available = models.linear_module_names(model)
@@ -184,10 +208,11 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     line = models.trainable_line(trainable, total)
     ev.emit("info", message=f"{td.summary()}; {count(len(rows), 'row')} tokenized (max_length {cfg.training.max_length})",
             rows=len(rows), skipped_empty=td.skipped_empty, text_column=td.text_column)
+    ev.emit("info", message=ho.note, eval_rows=len(eval_rows), eval_source=ho.source)
     ev.emit("info", message=f"{line} | device {device}, quantization "
             f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}, "
             f"loaded in {time.time() - t_start:.1f} s", trainable_params=trainable, all_params=total,
-            device=device, hub_id=rm.hub_id, bundled=rm.bundled)
+            device=device, quantization=models.effective_quantization(cfg.model, device), hub_id=rm.hub_id, bundled=rm.bundled)
     if cfg.training.gradient_checkpointing:
         enable_gradient_checkpointing(model)
 
@@ -221,28 +246,44 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
         bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
         use_cpu=device == "cpu",
+        eval_strategy="steps" if eval_rows else "no", eval_steps=t.eval_steps, prediction_loss_only=True,
+        per_device_eval_batch_size=plan.per_device_train_batch_size,
     )
 
     def on_save(state):
         last_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
         path = save_adapter(model, run_dir, card.render_card(cfg, rm.hub_id, targets, last_loss,
-                                                              state.global_step, line))
+                                                              state.global_step, line,
+                                                              evals=card.eval_summary(read_events(run_dir)[0])))
         ev.emit("saved", step=state.global_step, path=str(path))
 
-    trainer = Trainer(model=model, args=args, train_dataset=TokenizedRows(rows), data_collator=counter,
-                      callbacks=[_make_callback(ev, stop, counter, on_save)])
+    trainer = heldout.eval_trainer_class()(
+        model=model, args=args, train_dataset=TokenizedRows(rows), data_collator=counter,
+        eval_dataset=_held_out_rows(eval_rows) if eval_rows else None,
+        callbacks=[_make_callback(ev, stop, counter, on_save)])
     resume_from = _last_checkpoint(run_dir) if resume else None
+    base_eval, _ = heldout.eval_points(read_events(run_dir)[0])
+    if eval_rows and base_eval is None and not stop.is_set():
+        # Before any step the LoRA B matrices are zero: this is the base model's held-out perplexity.
+        ev.emit("status", status="evaluating", message=f"held-out perplexity of the base model on {count(len(eval_rows), 'row')}")
+        trainer.evaluate()
     trainer.train(resume_from_checkpoint=resume_from)
     if keep is not None:  # for tests: the trained model itself, to compare with the reloaded adapter
         keep.update(model=model, tokenizer=tok)
     state = trainer.state
+    # The Trainer itself evaluates the last step too (DefaultFlowCallback, eval_strategy "steps").
+    stopped = stop.is_set() and state.global_step < state.max_steps
     ev.emit("status", status="saving", message=f"saving adapter at step {state.global_step}")
     on_save(state)
     losses = [h["loss"] for h in state.log_history if "loss" in h]
-    final = "stopped" if stop.is_set() and state.global_step < state.max_steps else "finished"
+    final = "stopped" if stopped else "finished"
+    summary = card.eval_summary(read_events(run_dir)[0])
+    ppl = f", {summary['line']}" if summary else ""
     ev.emit("status", status=final, message=f"step {state.global_step}/{state.max_steps}, final loss "
-            f"{losses[-1] if losses else float('nan'):.4f}, {time.time() - t_start:.1f} s",
-            step=state.global_step, final_loss=losses[-1] if losses else None)
+            f"{losses[-1] if losses else float('nan'):.4f}{ppl}, {time.time() - t_start:.1f} s",
+            step=state.global_step, final_loss=losses[-1] if losses else None,
+            eval_loss=summary["eval_loss"] if summary else None,
+            perplexity=summary["perplexity"] if summary else None)
     return 0
 
 

@@ -97,6 +97,13 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
                     n = sum(len(t) > training.max_length * _CHARS_PER_TOKEN for t in td.texts)
                     notes.append(f"{count(n, 'row')} {'is' if n == 1 else 'are'} longer than max_length ({training.max_length} tokens; the longest "
                                  f"has {longest:,} characters): each is cut to its first {training.max_length} tokens.")
+            if training is not None:
+                from .heldout import split as heldout_split
+
+                try:  # the held-out set: said on the page before Start (or why there is none)
+                    notes.append(heldout_split(td.texts, data, training, td.text_column, token).note)
+                except ConfigError as err:
+                    problems += err.problems
 
     if training is not None:
         w = warmup_note(training)

@@ -30,7 +30,8 @@ def test_real_run_lowers_held_out_perplexity(tmp_path, jobs, bundled_model):
     cfg = RunConfig.build({
         "data": {"path": str(data)},  # default model: HuggingFaceTB/SmolLM2-135M-Instruct (bundled)
         "training": {"max_steps": 40, "warmup_steps": 4, "learning_rate": 1e-3, "max_length": 96,
-                     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "save_steps": 20}})
+                     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "save_steps": 20,
+                     "eval_max_rows": 40}})  # the run's own held-out set: 40 rows keep its two evaluations short
     t0 = time.time()
     run_id = jobs.submit(cfg, owner="test")
     while jobs.get(run_id).status in ("queued", "running"):
@@ -58,6 +59,12 @@ def test_real_run_lowers_held_out_perplexity(tmp_path, jobs, bundled_model):
           f"first loss {logs[0]['loss']:.3f} -> last {logs[-1]['loss']:.3f}; "
           f"held-out perplexity ({HELD_OUT} quotes) before {before:.2f} -> after {after:.2f}")
     assert after < 0.85 * before
+    # The run's own held-out evaluation (5% of the rows, the Trainer's evaluation): base, then lower.
+    evals = [e for e in events if e["type"] == "eval"]
+    assert evals[0]["base"] and evals[0]["step"] == 0 and evals[-1]["step"] == 40, evals
+    assert evals[-1]["perplexity"] < 0.9 * evals[0]["perplexity"], evals
+    assert "held-out perplexity" in info.message, info.message
+    print(f"RUN'S OWN EVAL: {[(e['step'], round(e['perplexity'], 2)) for e in evals]}")
 
     gen = Generator()
     text = list(gen.stream("Two things are infinite: ", adapter=str(ad), max_new_tokens=24))[-1]

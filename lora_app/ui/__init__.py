@@ -6,11 +6,13 @@ child processes, never here) and one :class:`~lora_app.generate.Generator`.
 
 from __future__ import annotations
 
+import html
 import os
 
 import gradio as gr
 import pandas as pd
 
+from .. import estimate
 from ..config import ConfigError
 from ..generate import Generator
 from ..jobs import JobManager
@@ -44,10 +46,16 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
                 check = gr.Button("Check settings and count trainable parameters")
                 check_out = gr.Markdown()
+                estimate_df = gr.Dataframe(label="Memory and time estimate per hardware (from the config alone)",
+                                           interactive=False, wrap=True, visible=False, elem_id="estimate-table")
+                estimate_md = gr.Markdown(elem_id="estimate-basis")
             with gr.Tab("3. Train", id="train"):
                 _, reattach, train_outs, start_btn = train_tab.build(ctx, widgets, data_state, owner_state, token_fn)
             with gr.Tab("4. Runs", id="runs") as runs_tab_obj:
-                runs_parts = runs_tab.build(ctx, widgets, data_state, owner_state, reattach, train_outs)
+                # A merged model is pushed with a write token, found as the Hub tab's push finds it.
+                runs_parts = runs_tab.build(ctx, widgets, data_state, owner_state, reattach, train_outs,
+                                            token_fn=(lambda request=None: hub_tab.request_token(request, write=True))
+                                            if token_fn is env_token else token_fn)
             with gr.Tab("5. Try it", id="try"):
                 try_parts = try_tab.build(ctx, owner_state, token_fn)
             with gr.Tab("6. Hub", id="hub") as hub_tab_obj:
@@ -55,17 +63,24 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
 
         def on_check(values: dict, request: gr.Request = None):  # a dict: see train_tab.on_start
             data, vals = values[data_state], [values[w] for w in widgets.values()]
+            hidden = gr.update(visible=False)
+            token = token_fn(request)
             try:
                 # The same preflight as Start (every problem at once); the data only once chosen.
-                _, pre = preflight(form.to_raw(dict(zip(widgets, vals)), data), token=token_fn(request),
-                                   check_data=bool(data))
+                cfg, pre = preflight(form.to_raw(dict(zip(widgets, vals)), data), token=token,
+                                     check_data=bool(data))
             except ConfigError as err:
-                return problems_md(err.problems)
-            return (f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
-                    f"(this model has: {', '.join(pre.available_modules)}) · device **{pre.device}** · "
-                    f"quantization **{pre.quantization}**" + "".join(f"\n\n{n}" for n in pre.notes))
+                return problems_md(err.problems), hidden, ""
+            md = (f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
+                  f"(this model has: {', '.join(pre.available_modules)}) · device **{pre.device}** · "
+                  f"quantization **{pre.quantization}**" + "".join(f"\n\n{n}" for n in pre.notes))
+            try:
+                est = estimate.for_preflight(cfg, pre, token)
+            except Exception as err:  # an estimate must never hide the check's result
+                return md, hidden, f"No estimate for this model ({type(err).__name__}: {html.escape(str(err))[:200]})."
+            return md, gr.update(value=est.frame(), visible=True), "\n".join(f"- {b}" for b in est.basis)
 
-        check.click(on_check, {data_state, *widgets.values()}, [check_out])
+        check.click(on_check, {data_state, *widgets.values()}, [check_out, estimate_df, estimate_md])
         runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"])
         hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]]).then(
             hub_parts["on_load"], None, [hub_parts["who"]])

@@ -96,8 +96,11 @@ def progress_html(step: int, max_steps: int, elapsed: float, remaining: float | 
             f'elapsed {fmt_duration(elapsed)} · remaining {fmt_duration(remaining)}</div></div>')
 
 
-def loss_frame(losses: list[tuple[int, float]]) -> pd.DataFrame:
-    return pd.DataFrame({"step": [s for s, _ in losses], "loss": [v for _, v in losses]})
+def loss_frame(losses: list[tuple[int, float]], evals: list[tuple[int, float]] = ()) -> pd.DataFrame:
+    """Training loss and held-out loss (step 0: the base model) as one long frame for one plot:
+    columns ``step``, ``loss``, ``series`` ("training" / "held-out")."""
+    pts = [(s, v, "training") for s, v in losses] + [(s, v, "held-out") for s, v in evals]
+    return pd.DataFrame({"step": [p[0] for p in pts], "loss": [p[1] for p in pts], "series": [p[2] for p in pts]})
 
 
 def problems_md(problems: list[str]) -> str:

@@ -22,8 +22,8 @@ def device_note() -> str:
 
         return (f"**GPU:** {torch.cuda.get_device_name(0)}. 8-bit (default, as in the reference recipe) and 4-bit "
                 "loading of the base model through bitsandbytes are available.")
-    return (f"**No CUDA GPU here ({dev}):** 8-bit and 4-bit loading need bitsandbytes on a CUDA GPU, so they are "
-            "unavailable; the base model trains in full precision (float32).")
+    return (f"**No CUDA GPU here ({dev}):** the base model trains in full precision (float32) unless you choose "
+            "8bit or 4bit: bitsandbytes' CPU backend runs them (less memory, slower steps than float32).")
 
 
 def build_model_widgets() -> dict[str, gr.components.Component]:
@@ -33,8 +33,8 @@ def build_model_widgets() -> dict[str, gr.components.Component]:
         info="Default: SmolLM2-135M-Instruct, bundled for offline use.")
     gpu = device_kind() == "cuda"
     w["model.quantization"] = gr.Radio(
-        ["auto", "none", "8bit", "4bit"] if gpu else ["auto", "none"], value="auto", label="Quantization of the base",
-        info="auto = 8bit on a CUDA GPU, none elsewhere" + ("" if gpu else " (8bit/4bit: no CUDA GPU here)"))
+        ["auto", "none", "8bit", "4bit"], value="auto", label="Quantization of the base",
+        info="auto = 8bit on a CUDA GPU, none elsewhere" + ("" if gpu else " (8bit/4bit run on the CPU too, slower)"))
     w["model.trust_remote_code"] = gr.Checkbox(False, label="trust_remote_code (runs the model repo's own code)")
     return w
 
@@ -75,6 +75,10 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
         w["training.gradient_checkpointing"] = gr.Checkbox(t.gradient_checkpointing,
                                                            label="gradient_checkpointing (less memory, ~30% slower)")
         w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps")
+    with gr.Row():  # held-out evaluation (lora_app/heldout.py); Check says what it will be for the data
+        w["training.eval_fraction"] = gr.Number(t.eval_fraction, label="eval_fraction (held out; 0 = off)", step=0.01)
+        w["training.eval_max_rows"] = gr.Number(t.eval_max_rows, label="eval_max_rows")
+        w["training.eval_steps"] = gr.Number(t.eval_steps, label="eval_steps")
     return w
 
 

@@ -19,11 +19,11 @@ import pandas as pd
 from ..config import ConfigError, RunConfig
 from ..events import RunView
 from ..jobs import ACTIVE, NotYourRun, run_summary
-from . import form
+from . import form, merge_panel
 from .common import AppContext, loss_frame, problems_md, request_owner
 
 COLUMNS = ["run", "status", "started", "duration", "base model", "data", "r", "alpha", "targets", "steps",
-           "final loss", "adapter", "message"]
+           "final loss", "eval loss", "perplexity", "adapter", "message"]
 LOG_LINES = 400
 YAML_DIR = Path(tempfile.gettempdir()) / "lora_app_configs"  # Gradio serves files from the temp dir
 
@@ -36,7 +36,7 @@ def who(ctx: AppContext, browser_owner: str | None, request=None) -> tuple[str, 
 
 def runs_frame(ctx: AppContext, owner: str, admin: bool = False) -> pd.DataFrame:
     """The table: one row per run the person may see, newest first."""
-    rows = [run_summary(ctx.jobs, r) for r in ctx.jobs.visible(owner, admin)]
+    rows = [{**run_summary(ctx.jobs, r), **_eval_cells(ctx, r.id)} for r in ctx.jobs.visible(owner, admin)]
     if admin:
         for row, r in zip(rows, ctx.jobs.visible(owner, admin)):
             row["message"] = f"[{r.owner}] " + row["message"]
@@ -66,7 +66,9 @@ def run_detail(ctx: AppContext, run_id: str | None, owner: str, admin: bool = Fa
     if info.message:
         md += f"\n\n{html.escape(info.message)}"
     md += f"\n\nfolder `{ctx.jobs.run_dir(run_id)}`" + (f" · adapter `{row['adapter']}`" if row["adapter"] else "")
-    return md, loss_frame(view.losses), "\n".join(view.lines[-LOG_LINES:])
+    if view.perplexity is not None or view.base_perplexity is not None:
+        md += "\n\n" + _ppl_line(view)
+    return md, loss_frame(view.losses, view.evals), "\n".join(view.lines[-LOG_LINES:])
 
 
 def export_yaml(ctx: AppContext, run_id: str) -> Path:
@@ -114,7 +116,8 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
     return out, data, msg
 
 
-def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, follow_outputs=None) -> dict:
+def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, follow_outputs=None,
+          token_fn=None) -> dict:
     """Build the tab. ``follow``/``follow_outputs``: the Train tab's re-attach, run after a
     resume so the Train tab follows the resumed run. Returns the parts ``build_app`` wires."""
     keys = list(widgets)
@@ -131,8 +134,10 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
         delete_b = gr.Button("Delete run", variant="stop", elem_id="runs-delete")
         yaml_b = gr.DownloadButton("Download settings (YAML)", value=None, interactive=False, elem_id="runs-yaml")
     action = gr.Markdown(elem_id="runs-action")
-    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=240, elem_id="runs-plot")
+    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", title="Loss: training and held-out",
+                       height=240, elem_id="runs-plot")
     log = gr.Textbox(label="Run log", lines=12, max_lines=12, interactive=False, elem_id="runs-log")
+    merge_parts = merge_panel.build(ctx, pick, owner_state, who, token_fn)
     with gr.Accordion("Load settings from a YAML file into the form", open=False):
         yaml_up = gr.File(label="config.yaml", file_types=[".yaml", ".yml", ".json"], type="filepath",
                           elem_id="runs-yaml-upload")
@@ -209,7 +214,23 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
     yaml_up.upload(lambda p, d: _flat(load_yaml(p, keys, d)), [yaml_up, data_state],
                    [*widgets.values(), data_state, yaml_msg])
     return {"table": table, "pick": pick, "refresh": do_refresh, "refresh_outputs": refresh_outs,
-            "details": details, "log": log, "action": action}
+            "details": details, "log": log, "action": action, **merge_parts}
+
+
+def _eval_cells(ctx: AppContext, run_id: str) -> dict:
+    """The run's last held-out loss and perplexity (base -> now), for the table."""
+    rd = ctx.jobs.run_dir(run_id)
+    v = ctx.jobs.view(run_id) if rd.is_dir() else RunView()
+    last = v.evals[-1][1] if v.evals and v.perplexity is not None else None
+    return {"eval loss": None if last is None else round(last, 4),
+            "perplexity": _ppl_line(v).removeprefix("held-out perplexity ") if v.perplexity is not None else None}
+
+
+def _ppl_line(v: RunView) -> str:
+    if v.perplexity is None:
+        return f"held-out perplexity {v.base_perplexity:.1f} (base model)"
+    return (f"held-out perplexity {v.base_perplexity:.1f} -> {v.perplexity:.1f}" if v.base_perplexity is not None
+            else f"held-out perplexity {v.perplexity:.1f}")
 
 
 def _g(x) -> str:

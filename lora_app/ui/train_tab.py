@@ -66,12 +66,12 @@ def follow(ctx: AppContext, run_id: str | None, wanted=None):
         prog = progress_html(view.step, view.max_steps, view.elapsed_s, view.remaining_s, status)
         log_text = "\n".join(view.lines[-LOG_LINES:])
         # Compare plain values: a tuple holding a DataFrame cannot be compared with != (ValueError).
-        key = (head, prog, tuple(view.losses), log_text)
+        key = (head, prog, tuple(view.losses), tuple(view.evals), log_text)
         if wanted is not None and not wanted():
             yield None
             return
         if key != last:
-            yield head, prog, loss_frame(view.losses), log_text
+            yield head, prog, loss_frame(view.losses, view.evals), log_text
             last = key
         if ended:
             return
@@ -98,7 +98,8 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     stop_msg = gr.Markdown(elem_id="train-stop")
     status = gr.Markdown("No run yet: press **Start training**.", elem_id="train-status")
     progress = gr.HTML(progress_html(0, 0, 0, None, "idle"), elem_id="train-progress")
-    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=260, elem_id="loss-plot")
+    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", title="Loss: training and held-out",
+                       height=260, elem_id="loss-plot")
     log = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, interactive=False, elem_id="train-log")
 
     # Inputs as a set: the handler gets one {component: value} dict. With ``*vals`` in the

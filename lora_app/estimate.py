@@ -1,0 +1,253 @@
+"""Memory and time before Start, from the model's config alone (the meta-device skeleton the
+Check button builds: no weights) and the form's settings, for the usual hardware.
+
+What each number is based on (also returned as ``Estimate.basis`` for the page):
+
+- **weights**: parameters of the skeleton (tied weights once; accelerate's
+  ``calculate_maximum_sizes`` gives the float32 size) at the precision each tier loads them:
+  float32 on CPU, bf16 on a GPU (fp16 on the T4, which has no bf16); with 8bit the decoder's
+  Linear weights take 1 byte (+ one float32 scale per row), with 4bit nf4 + double quantization
+  0.5 byte + 0.127 bit of constants per weight (Dettmers et al. 2023, QLoRA, sec. 3); the
+  rest (embeddings, norms, the LM head) stays at the load precision.
+- **LoRA**: trainable parameters counted by PEFT (``get_nb_trainable_parameters``), kept in
+  float32; their gradients and AdamW's two moments from accelerate's ``estimate_training_usage``
+  (float32: 4 + 8 bytes per parameter; bf16 mixed precision: 6 + 8).
+- **activations**: per token, :func:`lora_app.batching.activation_bytes_per_token` (calibrated on
+  SmolLM2-135M on CPU: 2.4 MB/token, float32), halved for a bf16 layer stack (the logits stay
+  float32); with gradient checkpointing only each layer's input is kept, plus one layer and the
+  logits. Tokens per forward: ``per_device_train_batch_size`` rows (x ``gradient_accumulation_steps``
+  on CPU when merge_accumulation is on) x the data's mean tokens per row with packing (characters
+  / 4 when the data is known, else ``max_length``), x ``max_length`` without packing (padding).
+- **runtime**: 0.5 GB for Python + torch + transformers on CPU (measured: peak RSS after the
+  imports), 1 GB of CUDA context and allocator slack on a GPU.
+- **time**: training FLOPs per token ~ 4 x parameters (forward 2N, backward through the frozen
+  weights 2N: no weight gradients for the base; Kaplan et al. 2020 count 6N for full training)
+  + 2N more with gradient checkpointing (the recomputed forward), divided by the tier's
+  published dense bf16 tensor throughput (fp16 on the T4) at :data:`UTILISATION`; CPU: a float32
+  matrix product timed on this machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+GB = 1e9
+#: Share of the published peak a LoRA fine-tune reaches (small batches, short rows, kernels
+#: other than matrix products): a stated assumption, not a measurement.
+UTILISATION = 0.35
+CPU_UTILISATION = 0.5
+RUNTIME_CPU = 0.5 * GB
+RUNTIME_GPU = 1.0 * GB
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A hardware tier: ``memory`` bytes, published dense ``tflops`` (None: measured here),
+    the precision it trains in and the datasheet the number comes from."""
+
+    name: str
+    memory: float
+    tflops: float | None
+    dtype: str
+    source: str
+
+
+GPU_TIERS = (
+    Tier("T4 16 GB", 16 * GB, 65, "float16", "NVIDIA T4 datasheet: 65 TFLOPS FP16 tensor (no BF16 on Turing)"),
+    Tier("L4 / A10G 24 GB", 24 * GB, 121, "bfloat16",
+         "NVIDIA L4 datasheet: 242 TFLOPS BF16 with sparsity = 121 dense (A10: 125 dense)"),
+    Tier("A100 40 GB", 40 * GB, 312, "bfloat16", "NVIDIA A100 datasheet: 312 TFLOPS BF16 tensor, dense"),
+    Tier("A100 80 GB", 80 * GB, 312, "bfloat16", "NVIDIA A100 datasheet: 312 TFLOPS BF16 tensor, dense"),
+    Tier("H100 80 GB", 80 * GB, 989, "bfloat16", "NVIDIA H100 SXM datasheet: 1,979 TFLOPS BF16 with sparsity = 989 dense"),
+    Tier("H200 141 GB", 141 * GB, 989, "bfloat16", "NVIDIA H200 datasheet: 1,979 TFLOPS BF16 with sparsity = 989 dense"),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_gflops() -> float:
+    """float32 GEMM speed of this machine in GFLOPS (2 x 512^3 FLOPs per product, best of 5)."""
+    import torch
+
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * 512 ** 3 / best / 1e9
+
+
+def cpu_tier() -> Tier:
+    import psutil
+
+    return Tier("CPU (this machine)", float(psutil.virtual_memory().total), None, "float32",
+                f"float32 matrix product timed here: {cpu_gflops():.0f} GFLOPS")
+
+
+@dataclass
+class Parts:
+    """Bytes of one tier's run: ``weights``, ``lora`` (parameters + gradients + optimizer),
+    ``activations`` / ``activations_ckpt`` (without / with gradient checkpointing), ``runtime``."""
+
+    weights: float
+    lora: float
+    activations: float
+    activations_ckpt: float
+    runtime: float
+
+    def total(self, checkpointing: bool) -> float:
+        return self.weights + self.lora + (self.activations_ckpt if checkpointing else self.activations) + self.runtime
+
+
+@dataclass
+class Estimate:
+    """``rows``: one dict per tier (the table); ``basis``: what the numbers rest on."""
+
+    rows: list[dict]
+    basis: list[str] = field(default_factory=list)
+    trainable: int = 0
+    total_params: int = 0
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+def parameter_split(model_config) -> tuple[int, int, int]:
+    """``(linear, other, float32_bytes)``: parameters in the decoder's Linear layers (what 8bit/4bit
+    quantize; bitsandbytes leaves the LM head alone), all the others, and accelerate's float32
+    size of the whole skeleton. Tied weights count once."""
+    import torch
+    from accelerate.utils import calculate_maximum_sizes
+
+    from .models import skeleton
+
+    sk = skeleton(model_config)
+    head = sk.get_output_embeddings()
+    seen, linear, other = set(), 0, 0
+    for mod in sk.modules():
+        for p in mod.parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if isinstance(mod, torch.nn.Linear) and mod is not head:
+                linear += p.numel()
+            else:
+                other += p.numel()
+    total_bytes, _ = calculate_maximum_sizes(sk)
+    return linear, other, int(total_bytes)
+
+
+def weight_bytes(linear: int, other: int, quant: str, dtype: str) -> float:
+    """Bytes of the base weights (see the module docstring for the per-format figures)."""
+    b = 4 if dtype == "float32" else 2
+    if quant == "8bit":
+        return linear * 1.0 + other * b
+    if quant == "4bit":
+        return linear * (0.5 + 0.127 / 8) + other * b
+    return (linear + other) * b
+
+
+def lora_bytes(trainable: int, dtype: str) -> float:
+    """LoRA parameters (float32) + their gradients + AdamW states, per accelerate's
+    ``estimate_training_usage`` for the tier's precision."""
+    from accelerate.commands.estimate import estimate_training_usage
+
+    u = estimate_training_usage(trainable * 4, "float32" if dtype == "float32" else "bfloat16")
+    return trainable * 4 + u["gradients"] + u["optimizer"]
+
+
+def activation_bytes(model_config, tokens: int, dtype: str) -> tuple[float, float]:
+    """``(without, with)`` gradient checkpointing for ``tokens`` tokens in one forward."""
+    from .batching import activation_bytes_per_token
+
+    mc = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    per_token = activation_bytes_per_token(mc)
+    vocab = 3 * 4 * (getattr(mc, "vocab_size", 0) or 0)  # logits, softmax, gradient: float32
+    layers = per_token - vocab
+    scale = 1.0 if dtype == "float32" else 0.5
+    plain = tokens * (layers * scale + vocab)
+    one_layer = layers / mc.num_hidden_layers
+    ckpt = tokens * ((mc.num_hidden_layers * mc.hidden_size * 4 + one_layer) * scale + vocab)
+    return plain, ckpt
+
+
+def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: float | None = None) -> Estimate:
+    """The table for ``cfg`` (a RunConfig) on every tier. ``trainable``/``total_params``: PEFT's
+    counts (``models.count_parameters``); ``mean_tokens``: average tokens per training row if the
+    data is known (else ``max_length``, an upper bound)."""
+    from .models import effective_quantization
+
+    t = cfg.training
+    linear, other, f32_bytes = parameter_split(model_config)
+    base_params = linear + other
+    row_tokens = min(mean_tokens or t.max_length, t.max_length)
+    # Packed rows fill a forward with their real tokens; padded ones with up to max_length each.
+    forward_row_tokens = row_tokens if t.packing else t.max_length
+    run_tokens = t.max_steps * t.per_device_train_batch_size * t.gradient_accumulation_steps * row_tokens
+    flops_per_token = (6 if t.gradient_checkpointing else 4) * base_params
+    rows = []
+    for tier in (cpu_tier(), *GPU_TIERS):
+        device = "cpu" if tier.tflops is None else "cuda"
+        quant = effective_quantization(cfg.model, device)
+        merge = device == "cpu" and t.merge_accumulation
+        forward_rows = t.per_device_train_batch_size * (t.gradient_accumulation_steps if merge else 1)
+        act, act_ckpt = activation_bytes(model_config, forward_rows * forward_row_tokens, tier.dtype)
+        parts = Parts(weight_bytes(linear, other, quant, tier.dtype), lora_bytes(trainable, tier.dtype), act, act_ckpt,
+                      RUNTIME_CPU if device == "cpu" else RUNTIME_GPU)
+        total = parts.total(t.gradient_checkpointing)
+        if total <= tier.memory:
+            fits = "yes"
+        elif not t.gradient_checkpointing and parts.total(True) <= tier.memory:
+            fits = "only with gradient_checkpointing"
+        else:
+            fits = "no"
+        rate = (cpu_gflops() * 1e9 * CPU_UTILISATION) if tier.tflops is None else tier.tflops * 1e12 * UTILISATION
+        seconds = run_tokens * flops_per_token / rate
+        rows.append({"hardware": tier.name, "memory GB": round(tier.memory / GB, 1),
+                     "quantization": quant, "weights GB": round(parts.weights / GB, 2),
+                     "LoRA + grads + optimizer GB": round(parts.lora / GB, 3),
+                     "activations GB (no ckpt / ckpt)": f"{act / GB:.2f} / {act_ckpt / GB:.2f}",
+                     "total GB": round(total / GB, 2), "fits": fits, "time": _duration(seconds)})
+    basis = [
+        f"Parameters: {base_params:,} in the base ({linear:,} in Linear layers; accelerate: {f32_bytes / GB:.2f} GB "
+        f"in float32), {trainable:,} trainable LoRA parameters (PEFT).",
+        f"Run: {t.max_steps} steps x {t.per_device_train_batch_size} x {t.gradient_accumulation_steps} rows x "
+        f"{row_tokens:.0f} tokens ({'the data' if mean_tokens else 'max_length, an upper bound'}) = "
+        f"{run_tokens:,.0f} tokens; {flops_per_token / 1e9:.2f} GFLOP per token "
+        f"({'6' if t.gradient_checkpointing else '4'} x parameters).",
+        f"Time at {UTILISATION:.0%} of each GPU's published dense throughput ({'; '.join(x.source for x in GPU_TIERS[:3])}; "
+        f"H100/H200 989) and {CPU_UTILISATION:.0%} of the CPU's measured {cpu_gflops():.0f} GFLOPS. Rough: within 2x; "
+        "8-bit/4-bit bitsandbytes matmuls run slower than plain bf16 ones (they dequantize), so expect more there.",
+        "Memory: weights at the tier's precision and quantization (auto = 8bit on a GPU, none on CPU), LoRA "
+        "parameters + gradients + AdamW states (accelerate's estimate_training_usage), activations for one forward "
+        f"(calibrated on SmolLM2 on CPU; {forward_row_tokens:.0f} tokens per row "
+        f"{'packed' if t.packing else 'padded to max_length'}), runtime 0.5 GB (CPU) / 1 GB (GPU). Total uses the form's "
+        f"gradient_checkpointing ({'on' if t.gradient_checkpointing else 'off'}).",
+    ]
+    return Estimate(rows, basis, trainable, total_params)
+
+
+def _duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def for_preflight(cfg, pre, token: str | None = None) -> Estimate:
+    """The estimate for what :func:`lora_app.validate.preflight` found (config only: no weights).
+    Tokens per row from the data when it was read (characters / 4, a common English average)."""
+    from .models import load_model_config
+
+    mc = load_model_config(cfg.model, token=token)
+    mean = None
+    if pre.data is not None and pre.data.texts:
+        mean = sum(len(x) for x in pre.data.texts) / len(pre.data.texts) / 4 + 1  # + EOS
+    return estimate(mc, cfg, pre.trainable, pre.total, mean)
+

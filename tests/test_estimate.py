@@ -1,0 +1,94 @@
+"""The memory and time estimate before Start: PEFT's counts from a config alone, the per-tier
+table, and (slow) the CPU estimate against the measured peak memory of a real run."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lora_app import estimate, models
+from lora_app.config import LoraSettings, RunConfig
+
+
+def opt_6_7b_config():
+    """facebook/opt-6.7b's config.json, written by hand (no download)."""
+    from transformers import OPTConfig
+
+    return OPTConfig(hidden_size=4096, num_hidden_layers=32, ffn_dim=16384, vocab_size=50272,
+                     max_position_embeddings=2048, word_embed_proj_dim=4096, num_attention_heads=32,
+                     do_layer_norm_before=True, enable_bias=True)
+
+
+def test_opt_6_7b_trainable_line_from_the_config_alone():
+    trainable, total = models.count_parameters(opt_6_7b_config(), LoraSettings(r=16), ["q_proj", "v_proj"])
+    # The reference post (PEFT int8 example, print_trainable_parameters) prints exactly this.
+    assert f"trainable params: {trainable} || all params: {total}" == \
+        "trainable params: 8388608 || all params: 6666862592"
+
+
+def test_opt_6_7b_table_per_tier():
+    mc = opt_6_7b_config()
+    cfg = RunConfig.build({"model": {"base_model_name_or_path": "facebook/opt-6.7b"}})  # the recipe: auto = 8bit on GPU
+    est = estimate.estimate(mc, cfg, 8388608, 6666862592)
+    rows = {r["hardware"]: r for r in est.rows}
+    assert list(rows) == ["CPU (this machine)", "T4 16 GB", "L4 / A10G 24 GB", "A100 40 GB", "A100 80 GB",
+                          "H100 80 GB", "H200 141 GB"]
+    linear, other, f32 = estimate.parameter_split(mc)
+    assert linear + other == 6666862592 - 8388608 and f32 == 4 * (linear + other)  # accelerate agrees
+    # 8-bit base on a GPU: Linear weights 1 byte, the rest (embeddings, norms) bf16.
+    assert rows["T4 16 GB"]["quantization"] == "8bit"
+    assert rows["T4 16 GB"]["weights GB"] == round((linear + 2 * other) / 1e9, 2)
+    assert rows["CPU (this machine)"]["quantization"] == "none"
+    assert rows["CPU (this machine)"]["weights GB"] == round(4 * (linear + other) / 1e9, 2)
+    # LoRA params fp32 + bf16-mixed grads (6 B) + AdamW (8 B) = 18 bytes per trainable parameter on a GPU.
+    assert rows["A100 40 GB"]["LoRA + grads + optimizer GB"] == round(18 * 8388608 / 1e9, 3)
+    # The recipe ran on a 16 GB T4 with gradient checkpointing (prepare_model_for_kbit_training's default).
+    assert rows["T4 16 GB"]["fits"] == "only with gradient_checkpointing"
+    assert rows["A100 40 GB"]["fits"] == rows["H200 141 GB"]["fits"] == "yes"
+    # Time scales with the published throughput: H100 989 vs A100 312 TFLOPS.
+    assert any("NVIDIA A100 datasheet: 312 TFLOPS" in b for b in est.basis)
+    cfg4 = RunConfig.build({"model": {"quantization": "4bit"}})
+    four = {r["hardware"]: r for r in estimate.estimate(mc, cfg4, 8388608, 6666862592).rows}
+    assert four["T4 16 GB"]["weights GB"] == round((linear * (0.5 + 0.127 / 8) + 2 * other) / 1e9, 2)
+
+
+def test_checkpointing_shrinks_activations_and_time_grows():
+    mc = opt_6_7b_config()
+    a, b = estimate.activation_bytes(mc, 1024, "bfloat16")
+    assert b < a / 5
+    on = RunConfig.build({"training": {"gradient_checkpointing": True}})
+    off = RunConfig.build({})
+    t_on = estimate.estimate(mc, on, 8388608, 6666862592).rows[1]
+    t_off = estimate.estimate(mc, off, 8388608, 6666862592).rows[1]
+    assert t_on["fits"] == "yes" and t_on["total GB"] < t_off["total GB"]
+
+
+@pytest.mark.slow
+def test_cpu_estimate_within_25_percent_of_a_real_runs_peak_memory(tmp_path, bundled_model):
+    """The bundled model on CPU, a real 3-step run in its own process: its peak RSS (the
+    training process alone, measured by a wrapper through RUSAGE_CHILDREN) against the estimate."""
+    from conftest import EXAMPLE_QUOTES
+    from lora_app.validate import preflight
+
+    raw = {"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"quantization": "none"},
+           "training": {"max_steps": 3, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
+                        "max_length": 128, "warmup_steps": 0, "eval_fraction": 0, "save_steps": 100}}
+    cfg, pre = preflight(raw)
+    est = estimate.for_preflight(cfg, pre)
+    cpu = est.rows[0]
+    rd = tmp_path / "run"
+    rd.mkdir()
+    cfg.save(rd / "config.yaml")
+    wrapper = ("import resource, subprocess, sys; "
+               "rc = subprocess.run([sys.executable, '-m', 'lora_app', 'train', sys.argv[1]]).returncode; "
+               "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", wrapper, str(rd)], capture_output=True, text=True, timeout=900)
+    rc, kb = out.stdout.split()[-2:]
+    assert rc == "0", out.stderr[-2000:]
+    peak = int(kb) * 1024 / 1e9
+    status = [json.loads(x) for x in (rd / "events.jsonl").read_text().splitlines()][-1]
+    assert status["status"] == "finished"
+    print(f"\nESTIMATE CPU: {cpu['total GB']} GB (weights {cpu['weights GB']}, activations "
+          f"{cpu['activations GB (no ckpt / ckpt)']}); measured peak RSS {peak:.2f} GB")
+    assert abs(cpu["total GB"] - peak) <= 0.25 * peak, (cpu, peak)
