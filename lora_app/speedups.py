@@ -23,16 +23,21 @@ import importlib.util
 LIGER_CHOICES = ("auto", "on", "off")
 
 
-def liger_available() -> bool:
-    """Whether ``liger_kernel`` can be imported here (found on the path, and its import works: it needs
-    Triton, which CPU-only torch installs lack)."""
+def liger_import_problem() -> str | None:
+    """None when ``liger_kernel.transformers`` imports here; else why not ("not installed", or the
+    import's error: it needs Triton, which CPU-only torch installs lack, and transformers >= 5)."""
     if importlib.util.find_spec("liger_kernel") is None:
-        return False
+        return "not installed"
     try:
         import liger_kernel.transformers  # noqa: F401
-    except Exception:  # ImportError (no Triton), or a version clash raised at import
-        return False
-    return True
+    except Exception as err:  # ImportError (no Triton), or a version clash raised at import
+        return f"does not import ({type(err).__name__}: {str(err)[:200]})"
+    return None
+
+
+def liger_available() -> bool:
+    """Whether ``liger_kernel`` can be imported here (see :func:`liger_import_problem`)."""
+    return liger_import_problem() is None
 
 
 def resolve_liger(setting: str, device: str) -> tuple[bool, str]:
@@ -50,12 +55,13 @@ def resolve_liger(setting: str, device: str) -> tuple[bool, str]:
             raise ValueError(f"training.use_liger_kernel: on needs a CUDA GPU (this run is on {device}). "
                              "Fix: set it to auto or off")
         return False, f"Liger kernels off: they need a CUDA GPU (device {device})"
-    if not liger_available():
+    problem = liger_import_problem()
+    if problem:
         if setting == "on":
-            raise ValueError("training.use_liger_kernel: on, but liger_kernel cannot be imported. "
+            raise ValueError(f"training.use_liger_kernel: on, but liger_kernel {problem}. "
                              "Fix: pip install liger-kernel, or set it to auto or off")
-        return False, ("Liger kernels off: liger_kernel is not installed or does not import "
-                       "(pip install liger-kernel to use them); training goes on without them")
+        return False, (f"Liger kernels off: liger_kernel {problem} (pip install liger-kernel to use them); "
+                       "training goes on without them")
     return True, "Liger kernels on (fused RMSNorm, SwiGLU, RoPE and linear cross-entropy)"
 
 
