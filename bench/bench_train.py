@@ -205,15 +205,22 @@ def run_app(spec: dict, ins: Instrument) -> tuple:
     lv = spec["levers"]
     t = {"max_steps": spec["steps"], "warmup_steps": spec["warmup"], "max_length": spec["max_length"],
          "logging_steps": 1, "save_steps": 10 ** 6, "per_device_train_batch_size": spec["batch"],
-         "gradient_accumulation_steps": spec["accum"]}
+         "gradient_accumulation_steps": spec["accum"],
+         # The bench holds out its own rows (the same for both recipes): the app's own split would
+         # train it on 5% fewer rows and add evaluation time.
+         "eval_fraction": 0.0}
     for k_cfg, k_lv in (("packing", "packing"), ("gradient_checkpointing", "gradient_checkpointing"),
                         ("per_device_train_batch_size", "batch"), ("gradient_accumulation_steps", "accum"), ("merge_accumulation", "merge_accumulation")):
         if k_lv in lv:
             t[k_cfg] = lv[k_lv]
     lora = {"lora_dropout": lv["lora_dropout"]} if "lora_dropout" in lv else {}
-    cfg = RunConfig.build({"data": {"path": spec["train_file"]},
-                           "model": {"base_model_name_or_path": spec["model"], "quantization": spec["quant"]},
-                           "lora": lora, "training": t})
+    raw = {"data": {"path": spec["train_file"]},
+           "model": {"base_model_name_or_path": spec["model"], "quantization": spec["quant"]},
+           "lora": lora, "training": t}
+    for key, value in (spec.get("set") or {}).items():  # --set section.field=value: any RunConfig field
+        section, field = key.split(".", 1)
+        raw.setdefault(section, {})[field] = value
+    cfg = RunConfig.build(raw)
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
@@ -318,10 +325,24 @@ def worker(spec_path: str) -> int:
         "loadavg_before": load_before, "loadavg_after": common.loadavg(),
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "gradient_checkpointing": _checkpointing(model),
-        "param_dtypes": _param_dtypes(model), **extra,
+        "param_dtypes": _param_dtypes(model), "dynamo": _dynamo_stats(), **extra,
     }
     Path(spec["out"]).write_text(json.dumps(res, default=str))
     return 0
+
+
+def _dynamo_stats() -> dict | None:
+    """torch.compile's own counters (graphs compiled, recompiles), when anything was compiled."""
+    import sys as _sys
+
+    if "torch._dynamo" not in _sys.modules:
+        return None
+    try:
+        from torch._dynamo.utils import counters
+
+        return {k: dict(v) for k, v in counters.items() if k in ("stats", "frames", "recompiles", "graph_break")}
+    except Exception as err:  # private API: its absence must not lose the run's numbers
+        return {"error": repr(err)}
 
 
 def _checkpointing(model) -> bool:
@@ -372,7 +393,11 @@ def summarize(res: dict, peak_gflops: float, nominal_gflops: float | None = None
     fl = [common.train_flops(fm, s["tokens"], s["targets"], s["attn_pairs"]) / s["s"] for s in body]
     hw = [common.train_flops(fm, s["positions"], s["positions"], s["attn_pairs"]) / s["s"] for s in body]
     tot = {k: sum(s[k] for s in st) for k in ("tokens", "positions", "targets", "rows", "text_tokens")}
+    med = statistics.median(s["s"] for s in body)
+    head = st[:WARMUP_SKIP] if body is not st else []
     return {
+        # the first steps' time beyond the steady state: torch.compile, Triton JIT, allocator growth
+        "warmup_extra_s": sum(s["s"] for s in head) - med * len(head) if head else None,
         "tokens_per_s": statistics.median(tps),
         "best_step_tokens_per_s": max(tps),
         "tokens_per_cpu_s": statistics.median(s["tokens"] / s["cpu_s"] for s in body),
@@ -472,7 +497,7 @@ METRICS = [("tokens_per_s", "non-pad tok/s", "{:.0f}"), ("examples_per_s", "exam
            ("heldout_loss", "held-out loss", "{:.4f}"), ("heldout_loss_text_only", "held-out (no EOS)", "{:.4f}"),
            ("mfu_useful", "MFU useful", "{:.1%}"), ("mfu_hardware", "MFU hw", "{:.1%}"),
            ("mfu_useful_nominal", "MFU useful vs nominal", "{:.1%}"), ("useful_tflops", "useful TFLOP/s", "{:.1f}"),
-           ("padding_share", "padding", "{:.1%}")]
+           ("padding_share", "padding", "{:.1%}"), ("warmup_extra_s", "first-steps extra s", "{:.1f}")]
 
 
 def cell(a: dict, fmt: str) -> str:
@@ -502,6 +527,10 @@ def main(argv=None) -> int:
                     help="CUDA only: the GPU's dense bf16 peak for a second MFU figure (989: H100/H200 SXM)")
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of the steps)")
     ap.add_argument("--variants", default="reference,app")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="app variant: a RunConfig field (YAML value), e.g. training.use_liger_kernel=off; repeatable")
+    ap.add_argument("--repeat-data", type=int, default=1, metavar="N",
+                    help="repeat the training rows N times (a big batch needs more rows than the file has)")
     ap.add_argument("--levers", action="store_true", help="run the app path once per lever instead (LEVERS)")
     ap.add_argument("--only-levers", default=None, help="comma-separated lever names (with --levers)")
     ap.add_argument("--no-startup", action="store_true", help="skip the submit -> first event measurement")
@@ -522,6 +551,15 @@ def main(argv=None) -> int:
     steps = max(1, math.ceil(a.examples / rows_per_step))
     warmup = a.warmup if a.warmup is not None else max(1, steps // 10)
     train, held = common.split_quotes(a.data, holdout=a.holdout)
+    train = train * a.repeat_data
+    import yaml
+
+    overrides = {}
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            ap.error(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. training.torch_compile=true")
+        overrides[key.strip()] = yaml.safe_load(value)
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
     if a.keep_tmp:
         print(f"# run folders in {tmp}")
@@ -532,7 +570,7 @@ def main(argv=None) -> int:
         _QUIET = a.wait_quiet
     base = {"threads": a.threads, "device": a.device, "model": model, "quant": a.quant, "steps": steps, "warmup": warmup,
             "max_length": a.max_length, "train_file": str(train_file), "heldout": held, "batch": a.batch,
-            "accum": a.accum}
+            "accum": a.accum, "set": overrides}
 
     if a.threads:  # the peak (and the header) with the workers' thread count
         import torch

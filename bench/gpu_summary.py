@@ -1,6 +1,10 @@
 """One table of a bench/run_gpu.sh run: every train-*.json and generate-*.json written since it began.
 
-    python bench/gpu_summary.py RESULTS_DIR [--since UNIX_TIME]
+    python bench/gpu_summary.py RESULTS_DIR [--since UNIX_TIME] [--mfu]
+
+--mfu (bench/run_gpu.sh --mfu): one table with the lora_app variants side by side (files tagged mfu-*):
+tokens/s, s per step, MFU against the measured and the nominal peak, GPU peak, held-out loss, the first
+steps' extra seconds (torch.compile, Triton JIT), and what the app's log said about Liger and compile.
 
 Per training variant: non-padding tokens/s, s per optimizer step, MFU (useful FLOPs against the
 matmul peak measured in the run, and against the nominal peak when the JSON has it), peak GPU memory
@@ -68,12 +72,75 @@ def summarize(folder: Path, since: float = 0.0) -> str:
     return "\n".join(lines) if lines else f"no results in {folder}"
 
 
+MFU_ROWS = [("tokens_per_s", "tok/s", "{:.0f}"), ("s_per_step", "s/step", "{:.3f}"),
+            ("mfu_useful", "MFU (measured peak)", "{:.1%}"), ("mfu_useful_nominal", "MFU (nominal 989)", "{:.1%}"),
+            ("useful_tflops", "useful TFLOP/s", "{:.1f}"), ("gpu_peak_mib", "GPU peak MiB", "{:.0f}"),
+            ("heldout_loss", "held-out loss", "{:.4f}"), ("warmup_extra_s", "compile/warm-up s", "{:.1f}"),
+            ("padding_share", "padding", "{:.1%}")]
+
+
+def summarize_mfu(folder: Path, since: float = 0.0) -> str:
+    """The MFU variants of one run side by side, in the order they ran; a variant that left only a
+    partial JSON or none is named as such. Raises nothing for a missing or unreadable file."""
+    cols: list[tuple[str, dict | None, str]] = []  # (variant, summary, note)
+    notes: list[str] = []
+    for p in sorted(folder.glob("train-*-mfu-*.json"), key=lambda q: q.stat().st_mtime):
+        if p.stat().st_mtime < since:
+            continue
+        name = p.stem.split("-mfu-", 1)[1]
+        try:
+            d = json.loads(p.read_text())
+        except ValueError as err:
+            cols.append((name, None, f"unreadable ({err})"))
+            continue
+        if d.get("kind") != "train":
+            cols.append((name, None, "PARTIAL (stopped before the end)"))
+            continue
+        s = d["summaries"]["app"][0]
+        run = d["runs"][0]
+        a = d["args"]
+        rows_step = a["batch"] * a["accum"]
+        s = {**s, "shape": f"{a['batch']}x{a['accum']} rows @{a['max_length']}",
+             "tokens_step": s["total_tokens"] / max(1, len(run["steps"])),
+             "forwards": run["steps"][-1]["micro_batches"] if run["steps"] else None}
+        cols.append((name, s, ""))
+        said = [m for m in run.get("app_info", []) if m.startswith(("Liger", "torch.compile", "batching"))]
+        notes.append(f"{name}: {rows_step} rows/step; " + " | ".join(said))
+        if run.get("dynamo"):
+            notes.append(f"{name}: dynamo {json.dumps(run['dynamo'])[:400]}")
+    if not cols:
+        return f"no mfu-* results in {folder}"
+    ok = [(n, s) for n, s, _ in cols if s]
+    rows = [["rows per step", *[s["shape"] if s else "-" for _, s, _ in cols]],
+            ["tokens/step", *[f"{s['tokens_step']:.0f}" if s else "-" for _, s, _ in cols]],
+            ["forwards/step", *[str(s["forwards"]) if s else "-" for _, s, _ in cols]]]
+    rows += [[t, *[_fmt(s.get(m), f) if s else "-" for _, s, _ in cols]] for m, t, f in MFU_ROWS]
+    base = dict(ok).get("base")
+    if base:
+        rows.append(["tok/s vs base", *[f"{s['tokens_per_s'] / base['tokens_per_s']:.2f}x" if s else "-"
+                                          for _, s, _ in cols]])
+    lines = ["lora_app MFU variants (bf16, one process each; medians over steps after the first 2)",
+             common.fmt_table(["metric"] + [n for n, _, _ in cols], rows)]
+    lines += [f"{n}: {note}" for n, s, note in cols if note]
+    lines += notes
+    if ok:
+        best = max(ok, key=lambda x: x[1].get("mfu_useful_nominal") or x[1]["mfu_useful"])
+        m = best[1].get("mfu_useful_nominal")
+        if m is not None:
+            lines.append(f"best: {best[0]} at {m:.1%} of the nominal peak (target >= 35%: "
+                         f"{'met' if m >= 0.35 else 'NOT met'})")
+        else:
+            lines.append(f"best: {best[0]} at {best[1]['mfu_useful']:.1%} of the measured peak (CPU: no nominal peak)")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("folder", type=Path)
     ap.add_argument("--since", type=float, default=0.0)
+    ap.add_argument("--mfu", action="store_true", help="the MFU variants' table (bench/run_gpu.sh --mfu)")
     a = ap.parse_args(argv)
-    print(summarize(a.folder, a.since))
+    print(summarize_mfu(a.folder, a.since) if a.mfu else summarize(a.folder, a.since))
     return 0
 
 

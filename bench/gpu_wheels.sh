@@ -13,8 +13,11 @@ PY="${PYTHON:-python3}"
 # Pins: the versions requirements.txt tests together (pydantic_core, annotated_types,
 # typing_inspection and typing_extensions: the versions installed with pydantic 2.14.3 here;
 # typing_extensions travels because pydantic_core may need a newer one than torch brought).
+# liger-kernel 0.8.5 (pure Python + Triton, 0.9 MB; needs torch >= 2.1.2, triton >= 2.3.1 and
+# transformers >= 5.0, all on the GPU machine: torch 2.11, Triton 3.6, transformers 5.17): the optional
+# training.use_liger_kernel kernels (lora_app/speedups.py); never needed on CPU.
 PKGS=(bitsandbytes==0.50.0 peft==0.21.2 pydantic==2.14.3 pydantic_core==2.50.4 annotated_types==0.8.0
-      typing_inspection==0.4.5 typing_extensions==4.16.0)
+      typing_inspection==0.4.5 typing_extensions==4.16.0 liger-kernel==0.8.5)
 mkdir -p "$DEST"
 for p in "${PKGS[@]}"; do
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -137,6 +137,18 @@ class TrainingSettings(_Section):
     eval_steps: int = Field(50, ge=1, strict=True, description="evaluate every eval_steps steps, and at the end")
     cap_warmup: bool = Field(False, description="when warmup_steps >= max_steps, warm up for a tenth of the run "
                              "instead (else the learning rate only rises; the preflight warns)")
+    use_liger_kernel: Literal["auto", "on", "off"] = Field(
+        "auto", description="Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, and a linear cross-entropy "
+        "that never builds the full logits): auto = on when training on a CUDA GPU and liger-kernel is "
+        "installed, else off (the log says which); on = required (an error names the fix); off = never")
+    torch_compile: bool = Field(False, description="torch.compile each decoder layer (CUDA only; the first "
+                                "step pays a compile of some seconds, later steps run faster)")
+
+    @field_validator("use_liger_kernel", mode="before")
+    @classmethod
+    def _liger_yaml_bool(cls, v: Any) -> Any:
+        # YAML 1.1 (yaml.safe_load) reads a bare on/off as True/False
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="before")
     @classmethod

@@ -174,7 +174,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from peft import get_peft_model
     from transformers import TrainingArguments, set_seed
 
-    from . import batching, card, count, heldout, models
+    from . import batching, card, count, heldout, models, speedups
     from .data import load_text
     from .text import (PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of,
                        tokenize_rows)
@@ -190,6 +190,10 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     if problem:
         raise ConfigError([problem])
     ho = heldout.split(td.texts, cfg.data, cfg.training, td.text_column, token)
+    try:  # before the model loads: "on" without liger_kernel or a GPU is a config problem
+        use_liger, liger_why = speedups.resolve_liger(cfg.training.use_liger_kernel, device)
+    except ValueError as err:
+        raise ConfigError([str(err)]) from None
     tok = models.load_tokenizer(rm.load_path, cfg.model.trust_remote_code, token)
     rows = tokenize_rows(ho.train, tok, cfg.training.max_length)
     eval_rows = tokenize_rows(ho.eval, tok, cfg.training.max_length) if ho.eval else []
@@ -215,6 +219,12 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
             device=device, quantization=models.effective_quantization(cfg.model, device), hub_id=rm.hub_id, bundled=rm.bundled)
     if cfg.training.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    ev.emit("info", message=liger_why, use_liger_kernel=use_liger)
+    if cfg.training.torch_compile:  # after the LoRA wrap, so the compiled layers contain the adapters
+        n = speedups.compile_decoder_layers(model) if device == "cuda" else 0
+        ev.emit("info", message=f"torch.compile: {n} decoder layers (compiled at the first step)" if n else
+                f"torch.compile off: {'no decoder layer stack found' if device == 'cuda' else 'CUDA only'}",
+                compiled_layers=n)
 
     t = cfg.training
     if t.packing and not packing_keeps_rows_apart(model):
@@ -245,7 +255,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         save_strategy="steps", save_total_limit=1, save_only_model=False, seed=t.seed, report_to=[],
         disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
         bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
-        use_cpu=device == "cpu",
+        use_cpu=device == "cpu", use_liger_kernel=use_liger,
         eval_strategy="steps" if eval_rows else "no", eval_steps=t.eval_steps, prediction_loss_only=True,
         per_device_eval_batch_size=plan.per_device_train_batch_size,
     )

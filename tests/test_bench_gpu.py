@@ -109,3 +109,45 @@ def test_make_model_shape_is_smollm2_1_7b():
     n = sum(p.numel() for p in m.parameters())
     # 24 x (4 x 2048^2 + 3 x 2048 x 8192 + 2 x 2048) + 49152 x 2048 + 2048 (tied head)
     assert n == 24 * (4 * 2048 ** 2 + 3 * 2048 * 8192 + 2 * 2048) + 49152 * 2048 + 2048 == 1_711_376_384
+
+
+@pytest.mark.slow
+def test_run_gpu_mfu_dry_run(tmp_path):
+    """bench/run_gpu.sh --mfu --dry-run: the model made once, then one process per lora_app variant (the
+    CUDA-only ones SKIPPED, said so), and the side-by-side summary; at most 8 files come back."""
+    from lora_app import models
+
+    py = gpu_like_python(tmp_path)
+    tok = tmp_path / "tokenizer"
+    tok.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(models.bundled_model_dir() / name, tok / name)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": py, "OUT": str(out), "GPU_TOKENIZER": str(tok), "PYTHONPATH": "",
+           "TMPDIR": str(tmp_path)}
+    p = subprocess.run(["bash", "bench/run_gpu.sh", "--mfu", "--dry-run"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=900)
+    log = next(out.glob("gpu-*-mfu-dry.log")).read_text()
+    assert p.returncode == 0, log[-6000:] + p.stderr[-3000:]
+    for step in ("make-model", "base", "big", "big-all", "dropout0", "summary"):
+        assert f"== [{step}] ok in" in log
+    assert "-- [liger] SKIPPED: needs a CUDA GPU and liger-kernel (dry run on CPU)" in log
+    assert "-- [compile] SKIPPED: torch.compile of the decoder layers runs on CUDA only (dry run on CPU)" in log
+    assert len(list(out.iterdir())) <= 8
+    assert not list(tmp_path.glob("lora_gpu_bench.*"))
+
+    runs = {}
+    for f in out.glob("train-cpu-none-*-mfu-*.json"):
+        d = json.loads(f.read_text())
+        runs[f.stem.split("-mfu-", 1)[1]] = (d, d["runs"][0])
+    assert set(runs) == {"base", "big", "big-all", "dropout0"}
+    for name, (d, r) in runs.items():
+        assert r["config"]["training"]["use_liger_kernel"] == "off" and r["config"]["training"]["torch_compile"] is False
+        assert "Liger kernels off (training.use_liger_kernel: off)" in r["app_info"]
+        assert r["config"]["lora"]["lora_dropout"] == (0.0 if name in ("big-all", "dropout0") else 0.05)
+        assert d["aggregate"]["app"]["tokens_per_s"]["median"] > 0
+    assert [s["rows"] for s in runs["base"][1]["steps"]] == [16, 16, 16]
+    assert [s["rows"] for s in runs["big"][1]["steps"]] == [32, 32, 32]
+    # the summary's one table: the variants side by side, in the order they ran
+    assert "| metric              | base" in log and "| big            | big-all" in log
+    assert "tok/s vs base" in log and "compile/warm-up s" in log and "best: " in log
