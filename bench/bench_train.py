@@ -52,6 +52,8 @@ LEVERS: dict[str, dict] = {
     "accumulation kept (4 micro-batches of 4)": {"merge_accumulation": False},
     "merged in two (2 micro-batches of 8)": {"batch": BATCH * 2, "accum": ACCUM // 2},
     "bf16 autocast": {"bf16": True},
+    "precision float32": {"precision": "float32"},
+    "precision bfloat16": {"precision": "bfloat16"},
     "eager attention": {"attn": "eager"},
     "lora_dropout=0": {"lora_dropout": 0.0},
     "1 torch thread": {"threads": 1},
@@ -212,7 +214,8 @@ def run_app(spec: dict, ins: Instrument) -> tuple:
             t[k_cfg] = lv[k_lv]
     lora = {"lora_dropout": lv["lora_dropout"]} if "lora_dropout" in lv else {}
     cfg = RunConfig.build({"data": {"path": spec["train_file"]},
-                           "model": {"base_model_name_or_path": spec["model"], "quantization": spec["quant"]},
+                           "model": {"base_model_name_or_path": spec["model"], "quantization": spec["quant"],
+                                     **({"precision": lv["precision"]} if "precision" in lv else {})},
                            "lora": lora, "training": t})
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
