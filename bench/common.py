@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 # BENCH_RESULTS: where JSON results go (bench/run_gpu.sh points it at the folder that comes back).
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or REPO / "bench" / "results")
 # The example quotes shipped with the repo (1,000 rows): a fresh clone, or the GPU machine, has
-# nothing beside the repo. (CPU results in RESULTS.md before 2026-12-01 used a 2,508-row copy.)
-DATA = REPO / "examples" / "quotes.jsonl"
+# nothing beside the repo. LORA_APP_BENCH_DATA names another .jsonl (CPU results in RESULTS.md
+# before 2026-12-01 used a 2,508-row copy).
+DATA = Path(os.environ.get("LORA_APP_BENCH_DATA") or REPO / "examples" / "quotes.jsonl")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
