@@ -124,21 +124,26 @@ class Instrument:
         step before, stopped at the end of the last one."""
         n = len(self.steps)
         start = WARMUP_SKIP + 1
-        if self.profile_steps and n == start and self.prof is None:
-            import torch
+        # A profiler problem (only CUDA's side cannot be tried on CPU) must not cost the run: it is recorded.
+        try:
+            if self.profile_steps and n == start and self.prof is None:
+                import torch
 
-            acts = [torch.profiler.ProfilerActivity.CPU]
-            if self.device == "cuda":
-                acts.append(torch.profiler.ProfilerActivity.CUDA)
-            self.prof = torch.profiler.profile(activities=acts)
-            self.prof.start()
-            self.prof_t0 = time.perf_counter()
-        elif self.prof is not None and n == start + self.profile_steps:
-            self.prof.stop()
-            wall = time.perf_counter() - self.prof_t0
-            self.profiled = set(range(start + 1, n + 1))
-            self.profile = profile_summary(self.prof, wall, self.profile_steps)
-            self.prof = None
+                acts = [torch.profiler.ProfilerActivity.CPU]
+                if self.device == "cuda":
+                    acts.append(torch.profiler.ProfilerActivity.CUDA)
+                self.prof = torch.profiler.profile(activities=acts)
+                self.prof.start()
+                self.prof_t0 = time.perf_counter()
+            elif self.prof is not None and n == start + self.profile_steps:
+                self.prof.stop()
+                wall = time.perf_counter() - self.prof_t0
+                self.profiled = set(range(start + 1, n + 1))
+                self.profile = profile_summary(self.prof, wall, self.profile_steps)
+                self.prof = None
+        except Exception as err:  # noqa: BLE001
+            self.profile = {"error": f"{type(err).__name__}: {err}"[:500]}
+            self.prof, self.profile_steps = None, 0
 
     def per_step(self) -> list[dict]:
         out, prev = [], self.begin

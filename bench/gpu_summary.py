@@ -30,6 +30,8 @@ def _fmt(v, f):
 
 
 def _profile_lines(label: str, pr: dict) -> str:
+    if "error" in pr:
+        return f"profile {label}: failed ({pr['error']})"
     busy = pr.get("device_busy")
     out = [f"profile {label} ({pr['steps']} steps): wall {pr['wall_s_per_step']:.3f} s/step, GPU kernels "
            f"{pr['device_s_per_step']:.3f} s/step (busy {'-' if busy is None else f'{busy:.0%}'}), "
