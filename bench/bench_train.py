@@ -52,6 +52,8 @@ LEVERS: dict[str, dict] = {
     "accumulation kept (4 micro-batches of 4)": {"merge_accumulation": False},
     "merged in two (2 micro-batches of 8)": {"batch": BATCH * 2, "accum": ACCUM // 2},
     "bf16 autocast": {"bf16": True},
+    "precision float32": {"precision": "float32"},
+    "precision bfloat16": {"precision": "bfloat16"},
     "eager attention": {"attn": "eager"},
     "lora_dropout=0": {"lora_dropout": 0.0},
     "1 torch thread": {"threads": 1},
@@ -65,8 +67,13 @@ LEVERS: dict[str, dict] = {
 class Instrument:
     """Per micro-batch (training_step) and per optimizer step (on_step_end) timings and counts."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, profile_steps: int = 0):
         self.device = device
+        self.profile_steps = profile_steps  # optimizer steps to profile (torch.profiler), after the warm-up ones
+        self.prof = None
+        self.prof_t0 = 0.0
+        self.profiled: set[int] = set()  # 1-based step numbers run under the profiler (left out of the medians)
+        self.profile: dict | None = None
         self.micro: list[dict] = []
         self.steps: list[tuple[float, float]] = []  # (perf_counter, process_time) at each on_step_end
         self.begin: tuple[float, float] | None = None
@@ -106,10 +113,37 @@ class Instrument:
         def on_step_end(self, *a, **k):
             ins._sync()
             ins.steps.append((time.perf_counter(), time.process_time()))
+            ins._profile_tick()
             return orig_end(self, *a, **k)
 
         Trainer.__init__, Trainer.training_step = __init__, training_step
         CallbackHandler.on_train_begin, CallbackHandler.on_step_end = on_train_begin, on_step_end
+
+    def _profile_tick(self) -> None:
+        """Profile optimizer steps WARMUP_SKIP + 2 ... (+ profile_steps - 1): started at the end of the
+        step before, stopped at the end of the last one."""
+        n = len(self.steps)
+        start = WARMUP_SKIP + 1
+        # A profiler problem (only CUDA's side cannot be tried on CPU) must not cost the run: it is recorded.
+        try:
+            if self.profile_steps and n == start and self.prof is None:
+                import torch
+
+                acts = [torch.profiler.ProfilerActivity.CPU]
+                if self.device == "cuda":
+                    acts.append(torch.profiler.ProfilerActivity.CUDA)
+                self.prof = torch.profiler.profile(activities=acts)
+                self.prof.start()
+                self.prof_t0 = time.perf_counter()
+            elif self.prof is not None and n == start + self.profile_steps:
+                self.prof.stop()
+                wall = time.perf_counter() - self.prof_t0
+                self.profiled = set(range(start + 1, n + 1))
+                self.profile = profile_summary(self.prof, wall, self.profile_steps)
+                self.prof = None
+        except Exception as err:  # noqa: BLE001
+            self.profile = {"error": f"{type(err).__name__}: {err}"[:500]}
+            self.prof, self.profile_steps = None, 0
 
     def per_step(self) -> list[dict]:
         out, prev = [], self.begin
@@ -119,9 +153,42 @@ class Instrument:
             for key in ("tokens", "positions", "targets", "rows", "attn_pairs", "text_tokens"):
                 row[key] = sum(m[key] for m in mbs)
             row["micro_batches"] = len(mbs)
+            row["profiled"] = k + 1 in self.profiled
             out.append(row)
             prev = (t, c)
         return out
+
+
+def profile_summary(prof, wall_s: float, steps: int, top: int = 20) -> dict:
+    """What a torch.profiler run of ``steps`` optimizer steps says about where the time goes.
+
+    ``device_busy``: GPU kernel time / wall time (kernel time summed as torch's own profiler table
+    does: over the events whose device is the GPU): well under 1 means the GPU waited for the CPU
+    (Python, launches, host<->device syncs). ``syncs``: calls that can make the CPU wait for the GPU
+    (item/.cpu()/synchronize, allocations), with their CPU time. ``top_device``: the kernels with the
+    most GPU time; ``top_cpu``: the ops with the most self CPU time (microseconds, all steps together).
+    """
+    from torch.autograd import DeviceType
+
+    rows = []
+    for e in prof.key_averages():
+        on_device = getattr(e, "device_type", DeviceType.CPU) != DeviceType.CPU
+        dev = getattr(e, "self_device_time_total", None)
+        if dev is None:
+            dev = getattr(e, "self_cuda_time_total", 0)
+        rows.append({"op": e.key, "count": e.count, "self_cpu_us": round(e.self_cpu_time_total),
+                     "self_device_us": round(dev or 0) if on_device else 0, "on_device": on_device})
+    dev_total = sum(r["self_device_us"] for r in rows)
+    cpu_total = sum(r["self_cpu_us"] for r in rows if not r["on_device"])
+    sync_ops = ("aten::item", "aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize",
+                "cudaMemcpyAsync", "cudaHostAlloc", "cudaMalloc", "cudaFree")
+    return {"steps": steps, "wall_s": round(wall_s, 4), "wall_s_per_step": round(wall_s / steps, 4),
+            "device_s_per_step": round(dev_total / 1e6 / steps, 4),
+            "device_busy": round(dev_total / 1e6 / wall_s, 3) if wall_s > 0 and dev_total else None,  # None: CPU run
+            "self_cpu_s_per_step": round(cpu_total / 1e6 / steps, 4),
+            "syncs": [r for r in rows if r["op"] in sync_ops],
+            "top_device": sorted(rows, key=lambda r: -r["self_device_us"])[:top],
+            "top_cpu": sorted(rows, key=lambda r: -r["self_cpu_us"])[:top]}
 
 
 def _batch_counts(inputs) -> dict:
@@ -215,7 +282,8 @@ def run_app(spec: dict, ins: Instrument) -> tuple:
             t[k_cfg] = lv[k_lv]
     lora = {"lora_dropout": lv["lora_dropout"]} if "lora_dropout" in lv else {}
     raw = {"data": {"path": spec["train_file"]},
-           "model": {"base_model_name_or_path": spec["model"], "quantization": spec["quant"]},
+           "model": {"base_model_name_or_path": spec["model"], "quantization": spec["quant"],
+                     **({"precision": lv["precision"]} if "precision" in lv else {})},
            "lora": lora, "training": t}
     for key, value in (spec.get("set") or {}).items():  # --set section.field=value: any RunConfig field
         section, field = key.split(".", 1)
@@ -297,7 +365,7 @@ def worker(spec_path: str) -> int:
         torch.set_num_threads(threads)
     from lora_app import models
 
-    ins = Instrument(spec["device"])
+    ins = Instrument(spec["device"], spec.get("profile_steps", 0))
     ins.install()
     mm_before = common.matmul_gflops(spec["device"], n=1024, reps=5)
     load_before = common.loadavg()
@@ -325,7 +393,7 @@ def worker(spec_path: str) -> int:
         "loadavg_before": load_before, "loadavg_after": common.loadavg(),
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "gradient_checkpointing": _checkpointing(model),
-        "param_dtypes": _param_dtypes(model), "dynamo": _dynamo_stats(), **extra,
+        "param_dtypes": _param_dtypes(model), "dynamo": _dynamo_stats(), "profile": ins.profile, **extra,
     }
     Path(spec["out"]).write_text(json.dumps(res, default=str))
     return 0
@@ -388,6 +456,7 @@ def summarize(res: dict, peak_gflops: float, nominal_gflops: float | None = None
     against ``nominal_gflops`` (a GPU's data-sheet dense peak) as ``mfu_useful_nominal``."""
     st = res["steps"]
     body = st[WARMUP_SKIP:] if len(st) > WARMUP_SKIP + 2 else st
+    body = [s for s in body if not s.get("profiled")] or body  # the profiler slows the steps it watches
     fm = res["flop_model"]
     tps = [s["tokens"] / s["s"] for s in body]
     fl = [common.train_flops(fm, s["tokens"], s["targets"], s["attn_pairs"]) / s["s"] for s in body]
@@ -523,6 +592,9 @@ def main(argv=None) -> int:
     ap.add_argument("--accum", type=int, default=ACCUM, help="gradient_accumulation_steps of both variants")
     ap.add_argument("--keep-adapter", type=Path, default=common.RESULTS / "runs" / "last_app_adapter",
                     help="where the last app run's adapter is copied (for bench_generate.py)")
+    ap.add_argument("--profile-steps", type=int, default=0,
+                    help="run this many optimizer steps (after the first 3) under torch.profiler; they are left "
+                         "out of the medians and summarized in each run's 'profile'")
     ap.add_argument("--nominal-peak-tflops", type=float, default=989.0,
                     help="CUDA only: the GPU's dense bf16 peak for a second MFU figure (989: H100/H200 SXM)")
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of the steps)")
@@ -570,7 +642,7 @@ def main(argv=None) -> int:
         _QUIET = a.wait_quiet
     base = {"threads": a.threads, "device": a.device, "model": model, "quant": a.quant, "steps": steps, "warmup": warmup,
             "max_length": a.max_length, "train_file": str(train_file), "heldout": held, "batch": a.batch,
-            "accum": a.accum, "set": overrides}
+            "accum": a.accum, "set": overrides, "profile_steps": a.profile_steps}
 
     if a.threads:  # the peak (and the header) with the workers' thread count
         import torch

@@ -33,6 +33,22 @@ def _fmt(v, f):
     return "-" if v is None else f.format(v)
 
 
+def _profile_lines(label: str, pr: dict) -> str:
+    if "error" in pr:
+        return f"profile {label}: failed ({pr['error']})"
+    busy = pr.get("device_busy")
+    out = [f"profile {label} ({pr['steps']} steps): wall {pr['wall_s_per_step']:.3f} s/step, GPU kernels "
+           f"{pr['device_s_per_step']:.3f} s/step (busy {'-' if busy is None else f'{busy:.0%}'}), "
+           f"self CPU {pr['self_cpu_s_per_step']:.3f} s/step"]
+    if pr.get("syncs"):
+        out.append("  waits/allocs: " + ", ".join(f"{r['op']} x{r['count']} {r['self_cpu_us'] / 1e3:.0f} ms"
+                                                  for r in pr["syncs"]))
+    out.append("  top GPU: " + "; ".join(f"{r['op'][:60]} {r['self_device_us'] / 1e3:.1f} ms"
+                                         for r in pr["top_device"][:6] if r["self_device_us"]))
+    out.append("  top CPU: " + "; ".join(f"{r['op'][:40]} {r['self_cpu_us'] / 1e3:.1f} ms" for r in pr["top_cpu"][:6]))
+    return "\n".join(out)
+
+
 def summarize(folder: Path, since: float = 0.0) -> str:
     """The summary text; raises nothing for a missing or partial JSON (it is listed as such)."""
     lines: list[str] = []
@@ -60,6 +76,10 @@ def summarize(folder: Path, since: float = 0.0) -> str:
             if "reference" in agg and "app" in agg:
                 r = agg["app"]["tokens_per_s"]["median"] / agg["reference"]["tokens_per_s"]["median"]
                 lines.append(f"app / reference tokens/s: {r:.2f}x (target >= 2x: {'met' if r >= 2 else 'NOT met'})")
+            for run in d.get("runs", []):
+                pr = run.get("profile")
+                if pr:
+                    lines.append(_profile_lines(run["label"], pr))
             for lab in labs:
                 m = agg[lab].get("mfu_useful_nominal", {}).get("median")
                 if m is not None and a["quant"] == "none":

@@ -2,7 +2,8 @@
 # The training and generation benchmarks on one CUDA GPU, offline, on a 1.7 B model with random
 # weights in SmolLM2-1.7B's shape (bench/make_model.py; speed does not depend on the weights):
 #   1. bf16: reference recipe vs lora_app, batch 4 x accumulation 4 (the recipe's), 48 steps each;
-#   2. bf16-large: lora_app alone at 64 x 4 rows per step (the MFU a big batch reaches);
+#      steps 4-6 of each run under torch.profiler (GPU busy share, syncs, top kernels; not in the medians);
+#   2. bf16-large: lora_app alone at 128 x 4 rows per step (the MFU a big batch reaches);
 #   3. generation: base / adapter unmerged / adapter merged, greedy 64 new tokens;
 #   4. 8bit and 5. 4bit bases (bitsandbytes): reference vs lora_app, 10 steps each.
 # Each step has its own time limit (all together at most 90+130+90+80+90+90+20 s = 9.8 min); a
@@ -135,15 +136,17 @@ fi
 
 if [ $DRY = 1 ]; then
   DEV=cpu SHAPE=tiny
-  TRAIN=(--examples 64 --holdout 40)          # 4 steps of 4 x 4
+  TRAIN=(--examples 80 --holdout 40 --profile-steps 1)          # 5 steps of 4 x 4, the 4th profiled
   LARGE=(--batch 8 --accum 2 --examples 48 --holdout 40)
   GEN=(--repeats 1 --new-tokens 8)
   KBIT=(--examples 32 --holdout 40)
   L_MODEL=120 L_TRAIN=150 L_GEN=90  # a shared 2-core CPU is slow to import
 else
   DEV=cuda SHAPE=smollm2-1.7b
-  TRAIN=(--examples 768 --holdout 200)        # 48 optimizer steps of 4 x 4 rows (the recipe's)
-  LARGE=(--batch 64 --accum 4 --examples 3072 --holdout 232)  # 12 steps of 256 rows (768 rows: 3 steps an epoch)
+  TRAIN=(--examples 768 --holdout 200 --profile-steps 3)  # 48 optimizer steps of 4 x 4 rows (the recipe's), 3 profiled
+  # 16 steps of 512 rows (~13.4k tokens; the 512 training rows are one step an epoch), 3 of them profiled.
+  # (First run, 256 rows a step: 17.6% of the nominal peak, steps 0.17 or ~0.27 s: see RESULTS.md.)
+  LARGE=(--batch 128 --accum 4 --examples 8192 --holdout 488 --profile-steps 3)
   GEN=(--repeats 2 --new-tokens 64)
   KBIT=(--examples 160 --holdout 200)         # 10 steps of 4 x 4 (bitsandbytes steps are slow; the reference checkpoints)
   L_MODEL=90 L_TRAIN=130 L_GEN=80

@@ -36,6 +36,7 @@ _FIXES: dict[str, str] = {
     "max_length": "set max_length to a whole number >= 8 (tokens per training row)",
     "base_model_name_or_path": "give a Hub id such as owner/name or a local model folder",
     "quantization": "choose auto, none, 8bit or 4bit",
+    "precision": "choose auto, float32 or bfloat16",
     "text_column": "pick one of the file's text columns",
     "path": "upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file",
     "dataset_id": "give a Hub dataset id as owner/name",
@@ -82,6 +83,11 @@ class ModelConfig(_Section):
 
     base_model_name_or_path: str = DEFAULT_BASE_MODEL
     quantization: Literal["auto", "none", "8bit", "4bit"] = "auto"
+    # Here, not in training: it sets the dtype the base weights are loaded in (as quantization does),
+    # and generation, which builds a ModelConfig too, then makes the same choice (lora_app.precision).
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU with bf16 or a CPU with avx512_bf16/amx_bf16 where a measured "
+        "check says it is faster, else float32; LoRA weights stay float32")
     trust_remote_code: bool = False
 
     @field_validator("base_model_name_or_path")

@@ -5,9 +5,10 @@
 - Checks that need only the model's *config* (existence, causal LM, trust_remote_code,
   target module names, trainable parameter count) run on a meta-device skeleton: no
   weights are read, so bad settings are reported in well under a second.
-- Loading for training: float32 on CPU; on CUDA bf16 (fp16 where bf16 is unsupported) and,
-  by default, an 8-bit base through bitsandbytes, as in the reference recipe. 8bit/4bit chosen
-  explicitly also run on CPU (bitsandbytes' CPU backend); ``auto`` stays full precision there.
+- Loading: in the dtype ``model.precision`` picks (:mod:`lora_app.precision`: bf16 on a bf16 GPU or a
+  CPU with fast bf16, else float32; fp16 on a GPU without bf16); on CUDA, by default, an 8-bit base
+  through bitsandbytes, as in the reference recipe. 8bit/4bit chosen explicitly also run on CPU
+  (bitsandbytes' CPU backend); ``auto`` stays unquantized there.
 """
 
 from __future__ import annotations
@@ -295,13 +296,13 @@ def quantization_problem(cfg: ModelConfig, device: str) -> str | None:
     return None
 
 
-def compute_dtype(device: str):
-    """float32 on CPU/MPS; bf16 on CUDA where supported (Ampere+), else fp16 (the recipe's)."""
-    import torch
+def compute_dtype(device: str, precision: str = "auto"):
+    """The torch dtype ``precision`` (auto | float32 | bfloat16) gives on ``device``: see
+    :func:`lora_app.precision.choose` (auto: bf16 on a bf16 GPU or a CPU with fast bf16, fp16 on a
+    GPU without bf16, else float32)."""
+    from .precision import choose
 
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return choose(precision, device).torch_dtype
 
 
 def load_tokenizer(load_path: str, trust_remote_code: bool = False, token: str | None = None):
@@ -316,7 +317,8 @@ def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training:
     from transformers import AutoModelForCausalLM
 
     quant = effective_quantization(cfg, device) if for_training else "none"
-    kwargs: dict = dict(dtype=compute_dtype(device), trust_remote_code=cfg.trust_remote_code,
+    dtype = compute_dtype(device, cfg.precision)
+    kwargs: dict = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code,
                         use_safetensors=True, token=token)
     if quant in ("8bit", "4bit"):
         from transformers import BitsAndBytesConfig
@@ -326,7 +328,7 @@ def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training:
         kwargs["quantization_config"] = (
             BitsAndBytesConfig(load_in_8bit=True) if quant == "8bit" else
             BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=compute_dtype(device)))
+                               bnb_4bit_compute_dtype=dtype))
         # The whole model on one device: GPU 0, or the CPU (bitsandbytes' CPU backend).
         kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
     t0 = time.time()

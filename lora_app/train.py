@@ -174,7 +174,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from peft import get_peft_model
     from transformers import TrainingArguments, set_seed
 
-    from . import batching, card, count, heldout, models, speedups
+    from . import batching, card, count, heldout, models, precision, speedups
     from .data import load_text
     from .text import (PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of,
                        tokenize_rows)
@@ -217,6 +217,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
             f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}, "
             f"loaded in {time.time() - t_start:.1f} s", trainable_params=trainable, all_params=total,
             device=device, quantization=models.effective_quantization(cfg.model, device), hub_id=rm.hub_id, bundled=rm.bundled)
+    choice = precision.choose(cfg.model.precision, device)
+    ev.emit("info", message=choice.reason, precision=choice.dtype, precision_setting=cfg.model.precision)
     if cfg.training.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     ev.emit("info", message=liger_why, use_liger_kernel=use_liger)
@@ -240,13 +242,13 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         plan = batching.plan_step([len(r) for r in rows], t.per_device_train_batch_size,
                                   t.gradient_accumulation_steps, device=device, merge=t.merge_accumulation,
                                   bytes_per_token=batching.activation_bytes_per_token(
-                                      model.config, torch.finfo(models.compute_dtype(device)).bits // 8),
+                                      model.config, torch.finfo(choice.torch_dtype).bits // 8),
                                   free_bytes=batching.free_memory_bytes(device), packed=t.packing)
     ev.emit("info", message=f"batching: {plan.message}", per_device_train_batch_size=plan.per_device_train_batch_size,
             gradient_accumulation_steps=plan.gradient_accumulation_steps, merged=plan.merged)
     counter = _TokenCounter(packing_collator(t.max_length, pad_id_of(tok)) if t.packing
                            else PaddingCollator(pad_id_of(tok)))
-    dtype = models.compute_dtype(device)
+    dtype = choice.torch_dtype  # bf16/fp16: autocast for the matmuls; the LoRA weights stay float32
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"), max_steps=t.max_steps, learning_rate=t.learning_rate,
         per_device_train_batch_size=plan.per_device_train_batch_size,
@@ -254,7 +256,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         lr_scheduler_type=t.lr_scheduler_type, logging_steps=t.logging_steps, save_steps=t.save_steps,
         save_strategy="steps", save_total_limit=1, save_only_model=False, seed=t.seed, report_to=[],
         disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
-        bf16=device == "cuda" and dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
+        bf16=dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
         use_cpu=device == "cpu", use_liger_kernel=use_liger,
         eval_strategy="steps" if eval_rows else "no", eval_steps=t.eval_steps, prediction_loss_only=True,
         per_device_eval_batch_size=plan.per_device_train_batch_size,

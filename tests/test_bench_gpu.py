@@ -75,13 +75,18 @@ def test_run_gpu_dry_run_without_gradio_datasets_gguf(tmp_path):
 
     train = json.loads(next(out.glob("train-cpu-none-*-bf16.json")).read_text())
     ref, app = train["aggregate"]["reference"], train["aggregate"]["app"]
-    assert train["steps"] == 4 and train["examples"] == 64
+    assert train["steps"] == 5 and train["examples"] == 80
     assert ref["tokens_per_s"]["median"] > 0 and app["tokens_per_s"]["median"] > 0
     # both variants trained on the same examples (text tokens without the EOS the app appends)
     assert ref["total_text_tokens"]["median"] == app["total_text_tokens"]["median"] > 500
     for a in (ref, app):  # a random model's loss: about ln(vocabulary)
         assert abs(a["heldout_loss"]["median"] - math.log(49152)) < 0.5
     run_app = next(r for r in train["runs"] if r["label"] == "app")
+    # step 4 ran under torch.profiler: summarized, and left out of the medians
+    assert [s["step"] for s in run_app["steps"] if s["profiled"]] == [4]
+    prof = run_app["profile"]
+    assert prof["steps"] == 1 and prof["device_busy"] is None and prof["top_cpu"][0]["self_cpu_us"] > 0
+    assert "profile app (1 steps)" in log
     assert run_app["param_dtypes"]["trainable float32"] > 0
     assert run_app["attn_implementation"] == "sdpa"
     assert train["machine"]["transformers"] and train["machine"]["bitsandbytes"] is None

@@ -22,8 +22,9 @@ def device_note() -> str:
 
         return (f"**GPU:** {torch.cuda.get_device_name(0)}. 8-bit (default, as in the reference recipe) and 4-bit "
                 "loading of the base model through bitsandbytes are available.")
-    return (f"**No CUDA GPU here ({dev}):** the base model trains in full precision (float32) unless you choose "
-            "8bit or 4bit: bitsandbytes' CPU backend runs them (less memory, slower steps than float32).")
+    return (f"**No CUDA GPU here ({dev}):** the base model is not quantized unless you choose 8bit or 4bit: "
+            "bitsandbytes' CPU backend runs them (less memory, slower steps). precision below: auto = "
+            "bfloat16 where this CPU has fast bf16, else float32.")
 
 
 def build_model_widgets() -> dict[str, gr.components.Component]:
@@ -35,6 +36,10 @@ def build_model_widgets() -> dict[str, gr.components.Component]:
     w["model.quantization"] = gr.Radio(
         ["auto", "none", "8bit", "4bit"], value="auto", label="Quantization of the base",
         info="auto = 8bit on a CUDA GPU, none elsewhere" + ("" if gpu else " (8bit/4bit run on the CPU too, slower)"))
+    w["model.precision"] = gr.Dropdown(
+        ["auto", "float32", "bfloat16"], value=D.model.precision, label="precision",
+        info="auto = bfloat16 on a GPU with bf16 or a CPU with AVX512-BF16/AMX where it measures faster, else "
+             "float32; LoRA weights stay float32")
     w["model.trust_remote_code"] = gr.Checkbox(False, label="trust_remote_code (runs the model repo's own code)")
     return w
 
@@ -71,7 +76,7 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     with gr.Row():
         w["training.packing"] = gr.Checkbox(t.packing, label="packing (no padding; rows never attend to each other)")
         w["training.merge_accumulation"] = gr.Checkbox(
-            t.merge_accumulation, label="merge_accumulation (CPU: one forward per step when memory allows)")
+            t.merge_accumulation, label="merge_accumulation (one forward per step when memory allows)")
         w["training.gradient_checkpointing"] = gr.Checkbox(t.gradient_checkpointing,
                                                            label="gradient_checkpointing (less memory, ~30% slower)")
         w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps")
