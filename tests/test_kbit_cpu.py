@@ -22,6 +22,9 @@ def test_quantized_base_trains_saves_and_reloads_on_cpu(tmp_path, tiny_model, qu
     rd = make_run(tmp_path, tiny_model, max_steps=8, save_steps=8)
     cfg = yaml.safe_load((rd / "config.yaml").read_text())
     cfg["model"]["quantization"] = quant
+    # float32 compute: the exact reload check below needs it on every CPU (auto is bf16 on a CPU
+    # with AVX512-BF16, float32 on an AVX2 one); test_precision.py covers bf16 runs.
+    cfg["model"]["precision"] = "float32"
     (rd / "config.yaml").write_text(yaml.safe_dump(cfg))
     keep = {}
     assert train(rd, keep=keep) == 0
@@ -46,7 +49,8 @@ def test_quantized_base_trains_saves_and_reloads_on_cpu(tmp_path, tiny_model, qu
     trained.eval()
     with torch.no_grad():
         want = trained(input_ids=ids).logits
-        base = load_base_model(ModelConfig(base_model_name_or_path=str(tiny_model), quantization=quant),
+        base = load_base_model(ModelConfig(base_model_name_or_path=str(tiny_model), quantization=quant,
+                                           precision="float32"),
                                str(tiny_model), "cpu", for_training=True)
         base.eval()
         base_logits = base(input_ids=ids).logits
