@@ -30,7 +30,8 @@ def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, t
                                "(owner/name) to compare with its base model."]), "", ""
             return
         try:
-            loaded = ctx.generator.load(ctx.adapter_ref(ident, adapter), None, token=token)
+            ref = ctx.adapter_ref(ident, adapter)  # before any model is loaded
+            loaded = ctx.generator.load(ref, None, token=token)
             s, n, t = int(seed or 0), int(max_new_tokens), float(temperature)
             head = (f"{ctx.redact(ident, loaded.description)} · same prompt, seed {s}, max_new_tokens {n}, "
                     f"temperature {t:g}{' (greedy)' if t == 0 else ''}")
