@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from conftest import EXAMPLE_QUOTES
 
