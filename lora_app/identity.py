@@ -61,12 +61,12 @@ class Identity:
         return self.admin or self.local or (self.owner is not None and run_owner == self.owner)
 
     def redact(self, text: str, *roots: str | Path) -> str:
-        """``text`` with the server folders ``roots`` replaced by ``<runs>`` for visitors
-        (paths inside a run folder stay readable as ``<runs>/<run id>/...``)."""
+        """``text`` with the server folders ``roots`` replaced by ``[runs]`` for visitors
+        (paths inside a run folder stay readable as ``[runs]/<run id>/...``)."""
         if self.sees_paths or not text:
             return text
         for root in roots:
-            text = text.replace(str(root), "<runs>")
+            text = text.replace(str(root), "[runs]")
         return text
 
 

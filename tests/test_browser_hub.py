@@ -23,7 +23,7 @@ pytestmark = [
 ]
 REPO_ID = "alice/tiny-llama-lora-quotes"
 PROMPT = "Be yourself;"
-ADAPTER_LABEL = "Adapter: one of your runs, a Hub repo id (owner/name) or a local folder"
+ADAPTER_LABEL = "Adapter: one of your runs, a Hub adapter (owner/name) or a local folder"
 
 
 class _Everyone(frozenset):
@@ -170,11 +170,15 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
     with _failure_screenshot(page, tmp_path):
         # alice signs in (Gradio's mock), trains a tiny run in the browser
         _hub_tab_logged_out(page, url)
+        page.screenshot(path=str(shots / "space_sign_in.png"))
         with page.expect_navigation(url=url, timeout=60_000):
             _login_button(page, "Sign in with Hugging Face").click()
         _tab(page, "6. Hub")
         _login_button(page, "Logout (alice)").wait_for()
+        page.locator("#hub-whoami").get_by_text("Logged in as alice (signed in with Hugging Face)").wait_for()
+        page.screenshot(path=str(shots / "space_signed_in.png"))
         run_id = _train_tiny(page, ctx, hub_model)
+        page.screenshot(path=str(shots / "space_train_signed_in.png"), full_page=True)
         assert ctx.jobs.get(run_id).owner == "hf:alice"
         root = str(ctx.jobs.root)
 
@@ -182,8 +186,15 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
         _tab(page, "4. Runs")
         _button(page, "Refresh").click()
         table = page.get_by_role("grid", name="Your runs")
-        table.get_by_text(run_id).wait_for()
+        from playwright.sync_api import expect
+
+        expect(table).to_contain_text(run_id)
+        page.get_by_label("Run", exact=True).click()
+        page.get_by_role("option", name=re.compile(re.escape(run_id))).click()
+        page.locator("#run-details").get_by_text("adapter saved").wait_for()
+        page.wait_for_timeout(500)  # let the loss plot render
         assert root not in page.content()
+        page.screenshot(path=str(shots / "space_runs_signed_in.png"), full_page=True)
 
         # Try it: the run is in the list; its adapter answers
         _tab(page, "5. Try it")
@@ -194,9 +205,9 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
         page.wait_for_function("([el, v]) => el.value === v", arg=[adapter_box.element_handle(), run_id])
         page.get_by_label("Prompt", exact=True).fill(PROMPT)
         _button(page, "Generate").click()
-        page.get_by_text(f"+ adapter <runs>/{run_id}/adapter").wait_for(timeout=120_000)
+        page.get_by_text(f"+ adapter [runs]/{run_id}/adapter").wait_for(timeout=120_000)
         _wait_value(page, page.get_by_label("Completion", exact=True))
-        page.screenshot(path=str(shots / "try_signed_in.png"), full_page=True)
+        page.screenshot(path=str(shots / "space_try_signed_in.png"), full_page=True)
 
         # Hub: the run is in the list; push it (public) as alice
         _tab(page, "6. Hub")
@@ -211,7 +222,7 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
         page.locator("#hub-result").get_by_text(re.compile("Pushed to")).wait_for(timeout=120_000)
         assert "adapter_model.safetensors" in hub_server.files("model", repo_id)
         assert root not in page.content() and ALICE not in page.content()
-        page.screenshot(path=str(shots / "hub_signed_in_push.png"), full_page=True)
+        page.screenshot(path=str(shots / "space_hub_push.png"), full_page=True)
 
         # bob, signed in from another browser, sees none of it anywhere
         other = page.context.browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
@@ -233,6 +244,7 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
             other.wait_for_timeout(500)
             assert other.get_by_role("option", name=re.compile(re.escape(run_id))).count() == 0
             other.keyboard.press("Escape")
+            assert run_id not in other.content()  # the Train, Runs and Try tabs hold nothing of it
             other.get_by_label(ADAPTER_LABEL).fill(run_id)  # naming it does not help either
             _button(other, "Generate").click()
             other.get_by_text(re.compile(r"No run .* of yours")).first.wait_for()
@@ -241,10 +253,15 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
             other.get_by_label("Run to push").click()
             other.wait_for_timeout(500)
             assert other.get_by_role("option", name=re.compile(re.escape(run_id))).count() == 0
-            assert run_id not in other.content()
-            other.screenshot(path=str(tmp_path / "bob.png"), full_page=True)
+            other.keyboard.press("Escape")
+            other.screenshot(path=str(shots / "space_other_user.png"), full_page=True)
         finally:
             other.context.close()
+        # the API page ("Use via API"): the named actions only
+        page.goto(url + "?view=api")
+        page.get_by_text("/train").first.wait_for()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(shots / "space_api.png"))
 
 
 def _train_tiny(page, ctx, hub_model) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 
-
 from conftest import EXAMPLE_QUOTES
 
 PUBLIC_API = {"/check", "/train", "/stop", "/resume", "/runs", "/run", "/generate", "/compare", "/push",
@@ -178,7 +177,7 @@ def test_forged_owners_and_other_peoples_runs_get_nothing(tmp_path, tiny_model, 
         assert [row[0] for row in table["data"]] == [busy] and root not in str(table)
         md, _, log, yaml_file, _ = owner_page.predict(busy, api_name="/run")
         assert yaml_file["interactive"] and yaml_file["value"]["path"].endswith(f"lora_app-{busy}.yaml")
-        assert busy in md and "running" in md and root not in md + log and "<runs>" not in md
+        assert busy in md and "running" in md and root not in md + log and "[runs]" not in md
         assert "stopped" in owner_page.predict(busy, api_name="/stop")
         assert root not in owner_page.predict(busy, api_name="/stop")
     finally:
@@ -229,4 +228,29 @@ def test_a_reload_while_start_prepares_reattaches_to_the_run(tmp_path, tiny_mode
         assert f"Run `{run.id}`: **finished**" in final[0]
     finally:
         gate.set()
+        _stop(demo, ctx)
+
+
+def test_a_script_trains_lists_and_tries_its_own_run(tmp_path, tiny_model):
+    """The README's gradio_client example (on the tiny model): a script is a visitor whose
+    identity the server issues on its first Start and keeps for its session."""
+    from gradio_client import Client
+
+    demo, ctx, url = _serve(tmp_path)
+    try:
+        app = Client(url, verbose=False)
+        app.predict(api_name="/use_example")
+        assert "trainable params" in app.predict(base_model_name_or_path=str(tiny_model), **TINY, api_name="/check")
+        status, *_ = app.predict(base_model_name_or_path=str(tiny_model), **TINY, api_name="/train")
+        (run,) = ctx.jobs.list()
+        assert run.status == "finished" and f"Run `{run.id}`: **finished**" in status
+        assert run.owner.startswith("browser-")
+        table, _ = app.predict(None, api_name="/runs")
+        assert [row[0] for row in table["data"]] == [run.id]
+        where, text = app.predict(run.id, "Hello", 4, 0.0, api_name="/generate")
+        assert f"adapter [runs]/{run.id}/adapter" in where and text
+        other = Client(url, verbose=False)  # another script: nothing of the first one's
+        assert other.predict(None, api_name="/runs")[0]["data"] == []
+        assert "of yours" in other.predict(run.id, "Hello", 4, 0.0, api_name="/generate")[0]
+    finally:
         _stop(demo, ctx)

@@ -14,7 +14,7 @@ from ..generate import Generator
 from ..jobs import JobManager
 from ..validate import preflight
 from . import data_tab, form, hub_tab, runs_tab, train_tab, try_tab
-from .common import CSS, AppContext, problems_md, runs_root  # noqa: F401  (CSS: app.py and the tests import it here)
+from .common import CSS, READ_ONLY, AppContext, problems_md, runs_root  # noqa: F401  (CSS: app.py and the tests import it here)
 
 # The public API ("Use via API", gradio_client): these endpoints and no others. Every other
 # event of the app is made private (api_visibility="private", not listed, not callable by the
@@ -74,8 +74,9 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                     f"quantization **{pre.quantization}**")
 
         check.click(on_check, [data_state], [check_out], inputs_kwargs=form.by_name(widgets), api_name="check")
-        runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"])
-        hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]]).then(
+        runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"],
+                            **READ_ONLY)
+        hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]], **READ_ONLY).then(
             hub_parts["on_load"], None, [hub_parts["who"]])
         demo.load(hub_parts["on_load"], None, [hub_parts["who"]])
         demo.unload(hub_parts["forget"])  # drop a typed token when the page goes away
@@ -89,9 +90,9 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             return token, owner
 
         # First the page's owner, then re-attach to its runs (or to its Start still preparing).
-        demo.load(on_load, [browser_id], [browser_id, owner_state]).then(
-            runs_parts["refresh"], [owner_state], runs_parts["refresh_outputs"]
-        ).then(try_parts["refresh"], [owner_state], [try_parts["run_pick"]]).then(
+        demo.load(on_load, [browser_id], [browser_id, owner_state], concurrency_limit=None).then(
+            runs_parts["refresh"], [owner_state], runs_parts["refresh_outputs"], **READ_ONLY
+        ).then(try_parts["refresh"], [owner_state], [try_parts["run_pick"]], **READ_ONLY).then(
             # It follows the run until it ends: with Gradio's default concurrency limit (1 per
             # event) a second open tab or browser waited here, showing "No run yet", until then.
             reattach, [owner_state], train_outs, concurrency_limit=None)

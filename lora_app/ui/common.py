@@ -17,6 +17,9 @@ from ..jobs import JobManager, NotYourRun, RunInfo
 from ..models import app_home
 
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "quotes.jsonl"
+# Read-only handlers (lists, details, the Hub tab's run picker) share one group of 8 workers:
+# with Gradio's default (1 per event) 20 pages refreshing the Runs tab waited in one line.
+READ_ONLY = {"concurrency_limit": 8, "concurrency_id": "read-only"}
 
 
 def runs_root() -> Path:

@@ -19,7 +19,7 @@ from .. import hub, hub_client
 from ..config import ConfigError
 from ..identity import Identity
 from ..jobs import NotYourRun
-from .common import AppContext, problems_md
+from .common import READ_ONLY, AppContext, problems_md
 
 SESSION_TTL_S = 8 * 3600
 _SESSION_TOKENS: dict[str, tuple[float, str]] = {}
@@ -209,7 +209,7 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
     use_btn.click(use_token, [token_box], [token_box, who])
     token_box.submit(use_token, [token_box], [token_box, who])
     forget_btn.click(drop_token, None, [who])
-    refresh_btn.click(refresh, [owner_state], [run_pick])
+    refresh_btn.click(refresh, [owner_state], [run_pick], **READ_ONLY)
     run_pick.change(pick, [run_pick, owner_state], [repo, result])
     push_btn.click(push, [run_pick, repo, private, base_box, owner_state], [result], api_name="push")
     return {"who": who, "on_load": who_line, "run_pick": run_pick, "refresh": refresh, "repo": repo,

@@ -21,7 +21,7 @@ from ..events import RunView
 from ..identity import Identity
 from ..jobs import ACTIVE, NotYourRun, run_summary
 from . import form
-from .common import AppContext, loss_frame, problems_md
+from .common import READ_ONLY, AppContext, loss_frame, problems_md
 
 COLUMNS = ["run", "status", "started", "duration", "base model", "data", "r", "alpha", "targets", "steps",
            "final loss", "adapter", "message"]
@@ -72,7 +72,7 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
 
 def export_yaml(ctx: AppContext, run_id: str, ident: Identity | None = None) -> Path:
     """The run's settings as a YAML file in the temp dir (``python -m lora_app train --config`` runs it).
-    For a visitor (``ident`` not seeing paths) the server's folders in it read ``<runs>``."""
+    For a visitor (``ident`` not seeing paths) the server's folders in it read ``[runs]``."""
     cfg = RunConfig.load(ctx.jobs.run_dir(run_id) / "config.yaml")
     YAML_DIR.mkdir(parents=True, exist_ok=True)
     out = YAML_DIR / f"lora_app-{run_id}.yaml"
@@ -206,11 +206,11 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
 
     refresh_outs = [table, pick]
     select_outs = [details, plot, log, yaml_b, armed, action]
-    refresh.click(do_refresh, [owner_state, pick], refresh_outs, api_name="runs").then(
-        show, [pick, owner_state], select_outs[:4])
+    refresh.click(do_refresh, [owner_state, pick], refresh_outs, api_name="runs", **READ_ONLY).then(
+        show, [pick, owner_state], select_outs[:4], **READ_ONLY)
     # .input, not .change: a refresh that sets the value must not wipe the last action's message.
-    table.select(from_table, [table], [pick]).then(do_select, [pick, owner_state], select_outs)
-    pick.input(do_select, [pick, owner_state], select_outs, api_name="run")
+    table.select(from_table, [table], [pick]).then(do_select, [pick, owner_state], select_outs, **READ_ONLY)
+    pick.input(do_select, [pick, owner_state], select_outs, api_name="run", **READ_ONLY)
     stop_b.click(stop_run, [pick, owner_state], [action], concurrency_limit=None, api_name="stop").then(
         do_refresh, [owner_state, pick], refresh_outs).then(show, [pick, owner_state], select_outs[:4])
     ev = resume_b.click(resume_run, [pick, owner_state], [action], api_name="resume").then(

@@ -8,7 +8,7 @@ from ..config import ConfigError
 from ..identity import Identity
 from ..jobs import NotYourRun
 from . import compare
-from .common import AppContext, problems_md
+from .common import READ_ONLY, AppContext, problems_md
 
 DEFAULT_PROMPT = "Two things are infinite: "
 
@@ -26,7 +26,7 @@ def build(ctx: AppContext, owner_state, token_fn):
     with gr.Row():
         run_pick = gr.Dropdown(label="Finished run", choices=[], interactive=True, scale=3)
         refresh = gr.Button("Refresh runs", scale=1)
-    adapter = gr.Textbox(label="Adapter: one of your runs, a Hub repo id (owner/name) or a local folder",
+    adapter = gr.Textbox(label="Adapter: one of your runs, a Hub adapter (owner/name) or a local folder",
                          placeholder="filled in when you pick a run")
     prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2)
     with gr.Row():
@@ -61,7 +61,7 @@ def build(ctx: AppContext, owner_state, token_fn):
         except ConfigError as err:
             yield problems_md([ctx.redact(ident, p) for p in err.problems]), ""
 
-    refresh.click(do_refresh, [owner_state], [run_pick])
+    refresh.click(do_refresh, [owner_state], [run_pick], **READ_ONLY)
     run_pick.change(lambda v: v or gr.update(), [run_pick], [adapter])
     go.click(generate, [adapter, prompt, max_new, temp, owner_state], [where, output], api_name="generate")
     return {"run_pick": run_pick, "refresh": do_refresh, "adapter": adapter, "output": output, **side}
