@@ -258,9 +258,17 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
         finally:
             other.context.close()
         # the API page ("Use via API"): the named actions only
-        page.goto(url + "?view=api")
-        page.get_by_text("/train").first.wait_for()
+        page.goto(url)
+        page.get_by_text("Use via API").first.click()
+        page.wait_for_function("() => document.body.innerText.includes('/use_example')")
         page.wait_for_timeout(1000)
+        assert "/on_load" not in page.inner_text("body") and "/reattach" not in page.inner_text("body")
+        from gradio_client import Client
+
+        from test_identity import PUBLIC_API
+
+        api = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+        assert set(api["named_endpoints"]) == PUBLIC_API  # the LoginButton's own events are private too
         page.screenshot(path=str(shots / "space_api.png"))
 
 
