@@ -99,8 +99,9 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
         # Start in a tab that is still following an earlier run: that follower stops by itself
         # (train_tab.follow's ``wanted``), ending on no-op updates. Not with ``cancels=``: Gradio
         # re-sends a cancelled generator's last output, which put the old run back on the page.
-        _name_data_endpoints(demo, data_parts)
-        _public_api_only(demo)
+    # After the block closes: Gradio adds components' own load events (the LoginButton's) on exit.
+    _name_data_endpoints(demo, data_parts)
+    _public_api_only(demo)
     demo.lora_ctx = ctx
     return demo
 
