@@ -72,11 +72,14 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
 
 def export_yaml(ctx: AppContext, run_id: str, ident: Identity | None = None) -> Path:
     """The run's settings as a YAML file in the temp dir (``python -m lora_app train --config`` runs it).
-    For a visitor (``ident`` not seeing paths) the server's folders in it read ``[runs]``."""
+    For a visitor (``ident`` not seeing paths) the data path is the file's name only."""
     cfg = RunConfig.load(ctx.jobs.run_dir(run_id) / "config.yaml")
     YAML_DIR.mkdir(parents=True, exist_ok=True)
     out = YAML_DIR / f"lora_app-{run_id}.yaml"
-    text = cfg.to_yaml() if ident is None else ctx.redact(ident, cfg.to_yaml())
+    if ident is not None and not ident.sees_paths and cfg.data.path:
+        # the run's private copy of the data is a server path: a visitor gets its file name only
+        cfg.data.path = Path(cfg.data.path).name
+    text = cfg.to_yaml()
     out.write_text(f"# lora_app run {run_id}; run it again with: python -m lora_app train --config {out.name}\n"
                    + text, encoding="utf-8")
     return out
