@@ -1,14 +1,13 @@
 """Many visitors at once: N gradio_client sessions refresh the Runs tab (``/runs``) together,
 with and without a run training; prints p50 / p95 / max of one refresh.
 
-    .venv/bin/python bench/bench_many_visitors.py [--sessions 20] [--calls 5] [--runs 30]
+    .venv/bin/python bench/bench_many_visitors.py [--sessions 20] [--calls 5] [--limit 8]
 
 Loopback only (the app is launched in this process on 127.0.0.1), bounded (sessions x calls
 requests). Each session first loads the page's identity (the private ``on_load`` endpoint, as a
-browser does) and owns ``--runs / sessions`` queued runs of its own, so every refresh reads real
-rows. "training" starts one run of the tiny local Llama (tests/tiny.py) that trains while the
-sessions refresh. Read-only handlers share a group of 8 workers (lora_app.ui.common.READ_ONLY);
-with Gradio's default of 1 per event they waited in one line.
+browser does). "a run training" starts one run of the tiny local Llama (tests/tiny.py) that
+trains while the sessions refresh. ``--limit``: the workers of the read-only group
+(lora_app.ui.common.READ_ONLY, 8 in the app; 1 is Gradio's default of one call per event).
 """
 
 from __future__ import annotations
@@ -83,7 +82,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--limit", type=int, default=None, help="read-only workers (default: the app's)")
     args = ap.parse_args()
+    from lora_app.ui import common as ui_common
+
+    if args.limit is not None:
+        ui_common.READ_ONLY["concurrency_limit"] = args.limit
+    print(f"read-only workers: {ui_common.READ_ONLY['concurrency_limit']}")
     from tiny import build_tiny_model
 
     from lora_app.config import RunConfig
