@@ -169,14 +169,14 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     plot = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=260, elem_id="loss-plot")
     log = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, interactive=False, elem_id="train-log")
 
-    # The settings as keyword inputs (named as the config's fields: the API's parameter names):
-    # Gradio injects ``request``/``profile`` only into positional parameters before *args/**kw.
     keep = (gr.update(),) * 4
 
     def following(run_id, request, ident):
         for out in follow(ctx, run_id, wanted_fn(request, run_id)):
             yield keep + (gr.update(),) if out is None else (run_id, *_redacted(ctx, ident, out))
 
+    # The settings come as keyword inputs (named as the config's fields: the API's parameter
+    # names); Gradio injects ``request``/``profile`` only into positional parameters before **kw.
     def on_start(data, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None, **settings):
         """Check the settings (every problem at once) and queue a training run on the chosen data
         (first call use_example, load_file or load_hub_dataset in the same session); then stream
@@ -216,7 +216,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
         run, else their last one."""
         ident = ctx.who(owner, profile)
         prep = preparing(ident.owner)
-        if prep is not None:
+        if prep is not None and not prep.done.is_set():  # a finished one is shown by its run, if any
             for line in wait_preparation(prep):
                 yield None, line, gr.update(), gr.update(), gr.update()
             if prep.problems:
