@@ -159,7 +159,7 @@ def main(argv=None) -> int:
            "calls": {n: [{k: v for k, v in c.items() if k != "ids"} for c in cs] for n, cs in calls.items()}}
     name = f"generate-{a.device}-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-{a.tag}" if a.tag else "")
     path = common.write_json(out, name + ".json")
-    print(f"wrote {path.relative_to(common.REPO)}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -204,7 +204,8 @@ def run_app(spec: dict, ins: Instrument) -> tuple:
 
     lv = spec["levers"]
     t = {"max_steps": spec["steps"], "warmup_steps": spec["warmup"], "max_length": spec["max_length"],
-         "logging_steps": 1, "save_steps": 10 ** 6}
+         "logging_steps": 1, "save_steps": 10 ** 6, "per_device_train_batch_size": spec["batch"],
+         "gradient_accumulation_steps": spec["accum"]}
     for k_cfg, k_lv in (("packing", "packing"), ("gradient_checkpointing", "gradient_checkpointing"),
                         ("per_device_train_batch_size", "batch"), ("gradient_accumulation_steps", "accum"), ("merge_accumulation", "merge_accumulation")):
         if k_lv in lv:
@@ -228,12 +229,12 @@ def run_app(spec: dict, ins: Instrument) -> tuple:
 
     tok = models.load_tokenizer(models.resolve_model(spec["model"]).load_path)
     losses = [e["loss"] for e in events if e["type"] == "log"]
-    return tr.model, tok, losses, {"run_dir": str(run_dir), "config": cfg.model_dump(mode="json")}
+    infos = [e["message"] for e in events if e["type"] == "info"]
+    return tr.model, tok, losses, {"run_dir": str(run_dir), "config": cfg.model_dump(mode="json"), "app_info": infos}
 
 
 def run_reference(spec: dict, ins: Instrument) -> tuple:
     import torch
-    from datasets import Dataset
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
                               TrainingArguments)
@@ -245,9 +246,11 @@ def run_reference(spec: dict, ins: Instrument) -> tuple:
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.pad_token = tokenizer.eos_token
     texts = [json.loads(ln)["quote"] for ln in open(spec["train_file"], encoding="utf-8")]
-    data = Dataset.from_dict({"quote": texts})
-    data = data.map(lambda s: tokenizer(s["quote"], truncation=True, max_length=spec["max_length"]), batched=True,
-                    remove_columns=["quote"])
+    # What the recipe's `Dataset.from_dict(...).map(tokenizer(..., truncation=True), batched=True)` yields,
+    # as a plain list of rows (Trainer takes any map-style dataset): the same rows, and the GPU machine
+    # has no `datasets`.
+    enc = tokenizer(texts, truncation=True, max_length=spec["max_length"])
+    data = [{"input_ids": ids, "attention_mask": am} for ids, am in zip(enc["input_ids"], enc["attention_mask"])]
     kw: dict = {"dtype": torch.bfloat16 if cuda else torch.float32}
     if spec["quant"] in ("8bit", "4bit"):
         from transformers import BitsAndBytesConfig
@@ -264,8 +267,8 @@ def run_reference(spec: dict, ins: Instrument) -> tuple:
         model.to("cuda")
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
                                              lora_dropout=0.05, bias="none", task_type="CAUSAL_LM"))
-    args = TrainingArguments(output_dir=spec["run_dir"], per_device_train_batch_size=BATCH,
-                             gradient_accumulation_steps=ACCUM, warmup_steps=spec["warmup"],
+    args = TrainingArguments(output_dir=spec["run_dir"], per_device_train_batch_size=spec["batch"],
+                             gradient_accumulation_steps=spec["accum"], warmup_steps=spec["warmup"],
                              max_steps=spec["steps"], learning_rate=LR, logging_steps=1, save_strategy="no",
                              report_to=[], seed=42, bf16=cuda, use_cpu=not cuda, disable_tqdm=True)
     trainer = Trainer(model=model, train_dataset=data, args=args,
@@ -312,10 +315,30 @@ def worker(spec_path: str) -> int:
         "load_s": ins.begin_wall - T_PROCESS_START, "end_to_end_s": t_done - T_PROCESS_START,
         "peak_rss_mib": round(peak_rss, 1), "gpu_peak_mib": gpu_peak,
         "train_losses": losses, "heldout": ev, "matmul_1024_before": mm_before, "matmul_1024_after": mm_after,
-        "loadavg_before": load_before, "loadavg_after": common.loadavg(), **extra,
+        "loadavg_before": load_before, "loadavg_after": common.loadavg(),
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
+        "gradient_checkpointing": _checkpointing(model),
+        "param_dtypes": _param_dtypes(model), **extra,
     }
     Path(spec["out"]).write_text(json.dumps(res, default=str))
     return 0
+
+
+def _checkpointing(model) -> bool:
+    base = getattr(model, "get_base_model", lambda: model)()
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # the new name first (5.2x)
+        if hasattr(type(base), name):
+            return bool(getattr(base, name))
+    return False
+
+
+def _param_dtypes(model) -> dict:
+    """Parameter count per (trainable?, dtype): e.g. frozen bfloat16 base, trainable float32 LoRA."""
+    out: dict = {}
+    for p in model.parameters():
+        k = f"{'trainable' if p.requires_grad else 'frozen'} {str(p.dtype).removeprefix('torch.')}"
+        out[k] = out.get(k, 0) + p.numel()
+    return out
 
 
 def worker_base_eval(spec_path: str) -> int:
@@ -337,8 +360,11 @@ def worker_base_eval(spec_path: str) -> int:
 # =============================================================================================
 # parent side
 # =============================================================================================
-def summarize(res: dict, peak_gflops: float) -> dict:
-    """One run's numbers: medians over optimizer steps after WARMUP_SKIP, and run totals."""
+def summarize(res: dict, peak_gflops: float, nominal_gflops: float | None = None) -> dict:
+    """One run's numbers: medians over optimizer steps after WARMUP_SKIP, and run totals.
+
+    MFU is against ``peak_gflops`` (the matmul peak measured in the same run) and, when given,
+    against ``nominal_gflops`` (a GPU's data-sheet dense peak) as ``mfu_useful_nominal``."""
     st = res["steps"]
     body = st[WARMUP_SKIP:] if len(st) > WARMUP_SKIP + 2 else st
     fm = res["flop_model"]
@@ -359,6 +385,8 @@ def summarize(res: dict, peak_gflops: float) -> dict:
         "last_train_loss": res["train_losses"][-1] if res["train_losses"] else None,
         "mfu_useful": statistics.median(fl) / (peak_gflops * 1e9),
         "mfu_hardware": statistics.median(hw) / (peak_gflops * 1e9),
+        "mfu_useful_nominal": statistics.median(fl) / (nominal_gflops * 1e9) if nominal_gflops else None,
+        "useful_tflops": statistics.median(fl) / 1e12,
         "padding_share": 1 - tot["tokens"] / tot["positions"], **{f"total_{k}": v for k, v in tot.items()},
         "matmul_1024_median_gflops": res["matmul_1024_before"]["median_gflops"],
         "loadavg": res["loadavg_before"],
@@ -380,7 +408,9 @@ def spawn(spec: dict, tmp: Path, name: str, mode: str = "--_worker", timeout: in
     spec = dict(spec, out=str(tmp / f"{name}.out.json"), run_dir=str(tmp / name))
     sp = tmp / f"{name}.spec.json"
     sp.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": str(common.REPO), "TOKENIZERS_PARALLELISM": "false",
+    # the repo first, then what the caller had (run_gpu.sh puts its wheels' folder there)
+    pp = os.pathsep.join([str(common.REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env = {**os.environ, "PYTHONPATH": pp, "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     t0 = time.time()
     p = subprocess.run([sys.executable, __file__, mode, str(sp)], cwd=common.REPO, env=env, timeout=timeout,
@@ -441,6 +471,7 @@ METRICS = [("tokens_per_s", "non-pad tok/s", "{:.0f}"), ("examples_per_s", "exam
            ("peak_rss_mib", "peak RSS MiB", "{:.0f}"), ("gpu_peak_mib", "GPU peak MiB", "{:.0f}"),
            ("heldout_loss", "held-out loss", "{:.4f}"), ("heldout_loss_text_only", "held-out (no EOS)", "{:.4f}"),
            ("mfu_useful", "MFU useful", "{:.1%}"), ("mfu_hardware", "MFU hw", "{:.1%}"),
+           ("mfu_useful_nominal", "MFU useful vs nominal", "{:.1%}"), ("useful_tflops", "useful TFLOP/s", "{:.1f}"),
            ("padding_share", "padding", "{:.1%}")]
 
 
@@ -462,6 +493,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quant", choices=["none", "8bit", "4bit"], default="none")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--holdout", type=int, default=200)
+    ap.add_argument("--data", type=Path, default=common.DATA, help="JSONL of quotes (default: examples/quotes.jsonl)")
+    ap.add_argument("--batch", type=int, default=BATCH, help="per_device_train_batch_size of both variants")
+    ap.add_argument("--accum", type=int, default=ACCUM, help="gradient_accumulation_steps of both variants")
+    ap.add_argument("--keep-adapter", type=Path, default=common.RESULTS / "runs" / "last_app_adapter",
+                    help="where the last app run's adapter is copied (for bench_generate.py)")
+    ap.add_argument("--nominal-peak-tflops", type=float, default=989.0,
+                    help="CUDA only: the GPU's dense bf16 peak for a second MFU figure (989: H100/H200 SXM)")
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of the steps)")
     ap.add_argument("--variants", default="reference,app")
     ap.add_argument("--levers", action="store_true", help="run the app path once per lever instead (LEVERS)")
@@ -480,9 +518,10 @@ def main(argv=None) -> int:
     from lora_app import models
 
     model = a.model or str(models.bundled_model_dir())
-    steps = max(1, math.ceil(a.examples / (BATCH * ACCUM)))
+    rows_per_step = a.batch * a.accum
+    steps = max(1, math.ceil(a.examples / rows_per_step))
     warmup = a.warmup if a.warmup is not None else max(1, steps // 10)
-    train, held = common.split_quotes(holdout=a.holdout)
+    train, held = common.split_quotes(a.data, holdout=a.holdout)
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
     if a.keep_tmp:
         print(f"# run folders in {tmp}")
@@ -492,7 +531,8 @@ def main(argv=None) -> int:
         global _QUIET
         _QUIET = a.wait_quiet
     base = {"threads": a.threads, "device": a.device, "model": model, "quant": a.quant, "steps": steps, "warmup": warmup,
-            "max_length": a.max_length, "train_file": str(train_file), "heldout": held}
+            "max_length": a.max_length, "train_file": str(train_file), "heldout": held, "batch": a.batch,
+            "accum": a.accum}
 
     if a.threads:  # the peak (and the header) with the workers' thread count
         import torch
@@ -502,10 +542,18 @@ def main(argv=None) -> int:
     peak = (common.matmul_gflops("cpu", n=2048, reps=10) if a.device == "cpu" else
             common.matmul_gflops("cuda", n=8192, reps=20, dtype="bfloat16"))
     info = common.machine_info(a.device)
+    nominal = a.nominal_peak_tflops * 1e3 if a.device == "cuda" else None
+    stem = (f"train-{'levers-' if a.levers else ''}{a.device}-{a.quant}-{time.strftime('%Y%m%d-%H%M%S')}"
+            + (f"-{a.tag}" if a.tag else "") + ".json")
+
+    def write_partial():  # after every run: a step killed by its time limit still leaves what it measured
+        common.write_json({"kind": "partial", "args": vars(a), "model": model, "machine": info, "matmul_peak": peak,
+                           "summaries": {x["label"] + f"#{i}": summarize(x, peak["best_gflops"], nominal)
+                                         for i, x in enumerate(runs)}}, stem)
     print(f"# {info.get('cpu', '')} {info.get('gpu', '')} | torch {info['torch']} | threads {info['torch_threads']} | "
           f"matmul peak {peak['best_gflops']} GFLOP/s ({peak['dtype']} {peak['n']}^2; median {peak['median_gflops']})")
-    print(f"# {len(train)} training rows, {len(held)} held out; {steps} optimizer steps x {BATCH} x {ACCUM} = "
-          f"{steps * BATCH * ACCUM} examples per variant; warmup {warmup}; max_length {a.max_length}", flush=True)
+    print(f"# {len(train)} training rows, {len(held)} held out; {steps} optimizer steps x {a.batch} x {a.accum} = "
+          f"{steps * rows_per_step} examples per variant; warmup {warmup}; max_length {a.max_length}", flush=True)
 
     runs: list[dict] = []
     if a.levers:
@@ -515,7 +563,8 @@ def main(argv=None) -> int:
             res = spawn({**base, "variant": "app", "levers": LEVERS[n], "repeat": r}, tmp, f"lever{r}_{len(runs)}")
             res["label"] = n
             runs.append(res)
-            s = summarize(res, peak["best_gflops"])
+            write_partial()
+            s = summarize(res, peak["best_gflops"], nominal)
             print(f"  [{r}] {n}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
                   f"loss {s['heldout_loss']:.4f}, RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}", flush=True)
         labels = names
@@ -526,7 +575,8 @@ def main(argv=None) -> int:
                 res = spawn({**base, "variant": v, "levers": {}, "repeat": r}, tmp, f"{v}{r}")
                 res["label"] = v
                 runs.append(res)
-                s = summarize(res, peak["best_gflops"])
+                write_partial()
+                s = summarize(res, peak["best_gflops"], nominal)
                 print(f"  [{r}] {v}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
                       f"train {s['train_loop_s']:.1f} s, loss {s['heldout_loss']:.4f}, "
                       f"RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}", flush=True)
@@ -534,7 +584,7 @@ def main(argv=None) -> int:
         if "app" in variants:  # keep the last app adapter for bench_generate.py (ignored by git: runs/)
             import shutil
 
-            keep = common.RESULTS / "runs" / "last_app_adapter"
+            keep = a.keep_adapter
             shutil.rmtree(keep, ignore_errors=True)
             last = [x for x in runs if x["label"] == "app"][-1]
             shutil.copytree(Path(last["run_dir"]) / "adapter", keep)
@@ -546,7 +596,7 @@ def main(argv=None) -> int:
     if not a.no_startup and not a.levers:
         startup = startup_latency(model, str(train_file), tmp)
 
-    summaries = {lab: [summarize(x, peak["best_gflops"]) for x in runs if x["label"] == lab] for lab in labels}
+    summaries = {lab: [summarize(x, peak["best_gflops"], nominal) for x in runs if x["label"] == lab] for lab in labels}
     agg = {lab: {m: _agg([s[m] for s in ss]) for m, _, _ in METRICS + [("load_s", "", ""),
                                                                        ("total_text_tokens", "", "")]}
            for lab, ss in summaries.items()}
@@ -576,13 +626,12 @@ def main(argv=None) -> int:
         print("submit -> first events (s): " + "; ".join(
             ", ".join(f"{k[10:-2]} {v}" for k, v in s.items() if k.startswith("submit_to_")) for s in startup))
     out = {"kind": "levers" if a.levers else "train", "args": vars(a), "model": model, "steps": steps,
-           "examples": steps * BATCH * ACCUM, "warmup": warmup, "machine": info, "matmul_peak": peak,
+           "examples": steps * rows_per_step, "warmup": warmup, "machine": info, "matmul_peak": peak,
            "flops_counting": common.train_flops.__doc__, "aggregate": agg, "summaries": summaries,
            "base_model_heldout": base_eval, "startup": startup,
            "runs": [{k: v for k, v in x.items() if k != "heldout_texts"} for x in runs]}
-    name = f"train-{'levers-' if a.levers else ''}{a.device}-{a.quant}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path = common.write_json(out, name + (f"-{a.tag}" if a.tag else "") + ".json")
-    print(f"\nwrote {path.relative_to(common.REPO)}")
+    path = common.write_json(out, stem)
+    print(f"\nwrote {path}")
     if not a.keep_tmp:
         import shutil
 

@@ -15,8 +15,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
-DATA = Path("/work/shared/data/quotes.jsonl")
+# BENCH_RESULTS: where JSON results go (bench/run_gpu.sh points it at the folder that comes back).
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or REPO / "bench" / "results")
+# The example quotes shipped with the repo (1,000 rows): a fresh clone, or the GPU machine, has
+# nothing beside the repo. LORA_APP_BENCH_DATA names another .jsonl (CPU results in RESULTS.md
+# before 2026-12-01 used a 2,508-row copy).
+DATA = Path(os.environ.get("LORA_APP_BENCH_DATA") or REPO / "examples" / "quotes.jsonl")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -76,13 +80,17 @@ def loadavg() -> float | None:
 
 
 def machine_info(device: str) -> dict:
-    import torch
-    import transformers
-    import peft
+    from importlib.metadata import PackageNotFoundError, version
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "loadavg_1m": loadavg()}
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "platform": platform.platform(), "loadavg_1m": loadavg()}
+    for pkg in ("transformers", "peft", "accelerate", "huggingface_hub", "bitsandbytes"):  # not imported: ~3 s saved
+        try:
+            info[pkg] = version(pkg)
+        except PackageNotFoundError:  # bitsandbytes missing: the 8-bit and 4-bit runs fail, and say why
+            info[pkg] = None
     try:
         flags = Path("/proc/cpuinfo").read_text()
         model = next((ln.split(":", 1)[1].strip() for ln in flags.splitlines() if ln.startswith("model name")), "")
@@ -93,6 +101,8 @@ def machine_info(device: str) -> dict:
         pass
     if device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1)
     return info
 
 

@@ -9,7 +9,11 @@ gives the same rows per step and the same gradient (up to float summation order)
 matrix products: measured 1.15-1.30x on the 2-core CPU (bench/RESULTS.md). The data order is
 unchanged too: the Trainer's sampler draws one permutation and batches consecutive indices.
 
-On CUDA we leave the user's split alone: there, accumulation is usually what makes the run fit.
+On a CUDA GPU the same holds, and merging matters more: a LoRA step on a small micro-batch is
+bound by kernel launches and Python, not by the GPU's arithmetic, so one forward of 16 rows costs
+little more than one of 4. We merge there only when the worst case fits in half of the GPU's free
+memory (measured after the model is loaded); otherwise accumulation is what makes the run fit,
+and the user's split is kept.
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ FLOAT_BYTES = 4
 # Share of the free RAM the merged forward's activations may take (the rest: weights, the
 # optimizer, the tokenized data, the web app and the OS).
 RAM_SHARE = 1 / 3
+# Share of the GPU's free memory (after the weights are loaded) the merged forward may take: the
+# GPU holds nothing else but the allocator's caching and fragmentation.
+GPU_SHARE = 1 / 2
 
 
-def activation_bytes_per_token(model_config) -> int:
-    """Bytes one training token keeps alive between forward and backward (float32), estimated
-    from the model's shape: per layer ~10 x hidden + 6 x intermediate values saved for backward,
-    plus ~3 x vocabulary for the logits, their softmax and its gradient.
+def activation_bytes_per_token(model_config, value_bytes: int = FLOAT_BYTES) -> int:
+    """Bytes one training token keeps alive between forward and backward, estimated from the
+    model's shape: per layer ~10 x hidden + 6 x intermediate values of ``value_bytes`` each (4 for
+    float32, 2 when the matmuls run in bf16/fp16) saved for backward, plus ~3 x vocabulary float32
+    values for the logits, their softmax and its gradient (the loss upcasts the logits).
 
     Calibrated on SmolLM2-135M (30 layers, hidden 576, intermediate 1536, vocab 49,152): the
     estimate is 2.39 MB/token; measured peak RSS grew by 2.4 MB per packed token (4,096 tokens:
@@ -37,7 +45,7 @@ def activation_bytes_per_token(model_config) -> int:
     layers = model_config.num_hidden_layers
     inter = getattr(model_config, "intermediate_size", None) or 4 * h
     vocab = getattr(model_config, "vocab_size", 0) or 0
-    return FLOAT_BYTES * (layers * (10 * h + 6 * inter) + 3 * vocab)
+    return value_bytes * layers * (10 * h + 6 * inter) + FLOAT_BYTES * 3 * vocab
 
 
 @dataclass
@@ -56,30 +64,38 @@ def plan_step(lengths: list[int], batch: int, accumulation: int, *, device: str,
     """Choose the micro-batch for ``batch x accumulation`` rows per optimizer step.
 
     ``lengths``: tokens per training row. Merges (one forward of ``batch x accumulation`` rows)
-    only on CPU, only when ``merge``, and only when the worst case, the longest
-    ``batch x accumulation`` rows together, needs at most ``RAM_SHARE`` of ``free_bytes``.
+    only on CPU or CUDA, only when ``merge``, and only when the worst case, the longest
+    ``batch x accumulation`` rows together, needs at most ``RAM_SHARE`` (CPU: of the free RAM) or
+    ``GPU_SHARE`` (CUDA: of the GPU's free memory) of ``free_bytes``.
     ``packed``: whether rows are packed; when not, every row of a forward is padded to the
     longest, so the worst case is ``batch x accumulation`` times the longest row.
     """
     keep = StepPlan(batch, accumulation, False, f"{accumulation} micro-batches of {batch} rows per step")
     if accumulation == 1 or not merge:
         return keep
-    if device != "cpu":
-        return StepPlan(batch, accumulation, False, keep.message + " (kept: on a GPU accumulation saves memory)")
+    if device not in ("cpu", "cuda"):
+        return StepPlan(batch, accumulation, False, keep.message + f" (kept: no memory estimate on {device})")
     rows = batch * accumulation
     longest = sorted(lengths, reverse=True)[:rows]
     worst = (sum(longest) if packed else rows * max(longest, default=0)) * bytes_per_token
-    budget = free_bytes * RAM_SHARE
-    if worst > budget:
+    share, where = (RAM_SHARE, "a third") if device == "cpu" else (GPU_SHARE, "half")
+    if worst > free_bytes * share:
         return StepPlan(batch, accumulation, False, keep.message + f" (kept: one forward of {rows} rows could need "
-                        f"{worst / 2**30:.1f} GiB, over a third of the {free_bytes / 2**30:.1f} GiB free)")
+                        f"{worst / 2**30:.1f} GiB, over {where} of the {free_bytes / 2**30:.1f} GiB free"
+                        f"{' on the GPU' if device == 'cuda' else ''})")
     return StepPlan(rows, 1, True, f"one forward of {rows} rows per step (the {accumulation} accumulation "
-                    f"micro-batches merged: same rows, same gradient, faster on CPU; at most "
-                    f"{worst / 2**30:.1f} GiB of activations)")
+                    f"micro-batches merged: same rows, same gradient, faster; at most "
+                    f"{worst / 2**30:.1f} GiB of activations{' on the GPU' if device == 'cuda' else ''})")
 
 
-def free_memory_bytes() -> int:
-    """Available RAM now (psutil), the figure the OOM killer cares about."""
+def free_memory_bytes(device: str = "cpu") -> int:
+    """Free memory now where the activations will live: the GPU's free memory
+    (``torch.cuda.mem_get_info``) on CUDA, else the available RAM (psutil), the figure the OOM
+    killer cares about."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
     import psutil
 
     return int(psutil.virtual_memory().available)

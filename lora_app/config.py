@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 #: The bundled offline default; an adapter trained on it names this Hub id.
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -37,7 +37,7 @@ _FIXES: dict[str, str] = {
     "base_model_name_or_path": "give a Hub id such as owner/name or a local model folder",
     "quantization": "choose auto, none, 8bit or 4bit",
     "text_column": "pick one of the file's text columns",
-    "path": "upload a .jsonl, .json, .csv, .parquet or .txt file",
+    "path": "upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file",
     "dataset_id": "give a Hub dataset id as owner/name",
 }
 
@@ -119,9 +119,21 @@ class TrainingSettings(_Section):
     gradient_checkpointing: bool = False
     packing: bool = Field(True, description="pack rows into bins of max_length tokens; rows never attend "
                           "to each other (models that ignore packed position ids, e.g. OPT, are padded)")
-    merge_accumulation: bool = Field(True, description="on CPU, run a step's accumulation micro-batches as one "
+    merge_accumulation: bool = Field(True, description="run a step's accumulation micro-batches as one "
                                      "forward when memory allows (same rows and gradient, faster)")
     lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    cap_warmup: bool = Field(False, description="when warmup_steps >= max_steps, warm up for a tenth of the run "
+                             "instead (else the learning rate only rises; the preflight warns)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cap_warmup(cls, raw: Any) -> Any:
+        # Applied to the raw values, so config.yaml records the warm-up that really runs.
+        if isinstance(raw, dict) and raw.get("cap_warmup") is True:
+            w, m = raw.get("warmup_steps", 100), raw.get("max_steps", 200)
+            if type(w) is int and type(m) is int and m >= 1 and w >= m:
+                raw = {**raw, "warmup_steps": m // 10}
+        return raw
 
 
 class RunConfig(_Section):

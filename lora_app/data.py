@@ -1,31 +1,38 @@
 """Training text in: read a file or a Hub dataset, find the text column, check the rows.
 
 Everything here runs before any model is loaded, so bad input is reported early, as a
-:class:`~lora_app.config.ConfigError` that names the field and the fix.
+:class:`~lora_app.config.ConfigError` that names the field and the fix. What the preview
+shows is what a run trains on: the text column is the one shown, a cell becomes text the same
+way in both, and every row dropped or changed on the way is counted and named by its line.
 
-Reading is done by pandas (CSV/JSON/Parquet) with the choices a person expects from a text
-tool: "NA", "null", "None" are text, not missing values; UTF-8 with or without a byte-order
-mark, else Windows-1252; the CSV delimiter is sniffed (comma, semicolon, tab, pipe).
+Files are read by :mod:`lora_app.files` (encoding, CSV dialect, JSON layout, Parquet types);
+"NA", "null", "None" are text, not missing values.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from . import count
+from . import count, files
 from .config import ConfigError, DataConfig
+from .files import lines_of
 
-SUPPORTED = (".jsonl", ".json", ".csv", ".parquet", ".txt")
+SUPPORTED = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
 #: Column names tried first, in order, when detecting the text column.
 PREFERRED_COLUMNS = ("text", "quote", "content", "body", "sentence", "document", "completion", "output")
-TEXT_COLUMN = "text"
+TEXT_COLUMN = files.TEXT_COLUMN
+#: A token without spaces and outside prose's alphabet: ids, hashes, labels, URLs, numbers.
+_TOKEN = re.compile(r"[A-Za-z0-9_.:/#@+=~-]+")
+_CHAT_KEYS = ({"role", "content"}, {"from", "value"})  # OpenAI-style messages, ShareGPT conversations
 
 
 def max_upload_bytes() -> int:
@@ -38,7 +45,9 @@ class TextData:
     """The training text and what was found on the way.
 
     ``texts``: one string per usable row, in file order. ``skipped_empty``: rows whose text
-    was missing or blank. ``columns``: all column names; ``text_column``: the one used.
+    was missing or blank, ``skipped_lines`` their line (record, row) numbers. ``columns``: all
+    column names; ``text_column``: the one used. ``notes``: what was decided or changed on the
+    way (the encoding, the delimiter, numbers read as text), one sentence each.
     """
 
     texts: list[str]
@@ -48,11 +57,21 @@ class TextData:
     skipped_empty: int = 0
     source: str = ""
     frame: pd.DataFrame | None = field(default=None, repr=False)
+    skipped_lines: list[int] = field(default_factory=list)
+    unit: str = "line"
+    notes: list[str] = field(default_factory=list)
+
+    def skipped_line(self) -> str:
+        """'2 empty rows skipped (lines 4, 7)' or ''."""
+        if not self.skipped_empty:
+            return ""
+        where = f" ({lines_of(self.skipped_lines, self.unit)})" if self.skipped_lines else ""
+        return f"{count(self.skipped_empty, 'empty row')} skipped{where}"
 
     def summary(self) -> str:
         s = f"{count(len(self.texts), 'row')} from {self.source}, text column '{self.text_column}'"
         if self.skipped_empty:
-            s += f"; {count(self.skipped_empty, 'empty row')} skipped"
+            s += f"; {self.skipped_line()}"
         return s
 
 
@@ -60,74 +79,13 @@ def _size(n: float) -> str:
     return f"{n / 2**20:,.1f} MB" if n >= 2**20 else f"{n / 1024:,.1f} KB"
 
 
-def _decode(raw: bytes) -> str:
-    # utf-8-sig strips a byte-order mark, so no invisible "\ufeff" lands in a column name.
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
-
-
-def _read_json(text: str) -> pd.DataFrame:
-    """A JSON array, a JSON-lines file, or an object holding one list of records.
-
-    In JSON lines, a blank line between records is an empty row (skipped and counted later).
-    """
-    stripped = text.strip()
-    if not stripped:
-        raise ValueError("the file is empty")
-    if stripped[0] == "[":
-        return pd.DataFrame.from_records(_records(json.loads(stripped)))
-    rows, bad = [], 0
-    for line in stripped.splitlines():
-        if not line.strip():
-            rows.append(None)
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            bad += 1
-    if bad:
-        # Maybe one pretty-printed object such as {"data": [...]}.
-        try:
-            obj = json.loads(stripped)
-        except ValueError:
-            raise ValueError(f"{bad} lines are not valid JSON") from None
-        lists = [v for v in obj.values() if isinstance(v, list)] if isinstance(obj, dict) else []
-        if len(lists) != 1:
-            raise ValueError("a JSON object must hold exactly one list of records")
-        return pd.DataFrame.from_records(_records(lists[0]))
-    return pd.DataFrame.from_records(_records(rows))
-
-
-def _records(rows: list) -> list[dict]:
-    """JSON values to records: objects as they are, a list of strings as a 'text' column;
-    ``None`` (a blank line, a JSON null) is an empty row."""
-    given = [r for r in rows if r is not None]
-    if given and all(isinstance(r, str) for r in given):
-        return [{TEXT_COLUMN: r} for r in rows]
-    if not all(isinstance(r, dict) for r in given):
-        raise ValueError("each JSON record must be an object such as {\"text\": \"...\"}")
-    return [r if r is not None else {} for r in rows]
-
-
-def _read_csv(text: str) -> pd.DataFrame:
-    try:
-        sep = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|").delimiter
-    except csv.Error:
-        sep = ","
-    # keep_default_na=False: "NA", "null", "None" are words in a text corpus.
-    # skip_blank_lines=False: a blank line is an empty row, counted and reported as skipped.
-    # Blank lines at the very end are the file's end, not rows.
-    return pd.read_csv(io.StringIO(text.rstrip("\r\n") + "\n"), sep=sep, dtype=str, keep_default_na=False,
-                       na_values=[], skip_blank_lines=False)
-
-
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a .jsonl/.json/.csv/.parquet/.txt file into a DataFrame.
+    """Read a .jsonl/.json/.csv/.tsv/.parquet/.txt file into a DataFrame of Python values.
 
+    ``frame.attrs``: ``lines`` (numpy int array, where each row came from), ``unit`` ("line",
+    "record" or "row"), ``encoding`` (None for Parquet), ``notes`` (list of sentences).
     Raises ConfigError (field ``data.path``) for a missing, empty, too large, unreadable or
-    unsupported file.
+    unsupported file, naming the cause (encoding, delimiter, layout, line) and the fix.
     """
     p = Path(path)
     ext = p.suffix.lower()
@@ -142,92 +100,189 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if size > max_upload_bytes():
         raise ConfigError([f"data.path: '{p.name}' is {_size(size)}, over the {_size(max_upload_bytes())} limit. "
                            "Fix: upload a smaller file (or fewer rows), or raise LORA_APP_MAX_UPLOAD_MB."])
+    enc, notes, unit = None, [], "line"
     try:
         if ext == ".parquet":
-            df = pd.read_parquet(p)
+            import pyarrow.parquet as pq
+
+            try:
+                table = pq.read_table(p)
+            except Exception as err:  # pyarrow raises ArrowInvalid, OSError ...: all mean "not Parquet"
+                raise ConfigError([f"data.path: could not read '{p.name}' as Parquet ({str(err).splitlines()[0][:200]}). "
+                                   "Fix: check the file's format matches its extension."]) from None
+            df, unit = files.arrow_frame(table, p.name), "row"
+            lines = files.row_numbers(len(df))
         else:
-            text = _decode(p.read_bytes())
+            text, enc = files.decode(p.read_bytes(), p.name)
             if not text.strip():
                 raise ConfigError([f"data.path: '{p.name}' is empty (only blank lines). "
                                    "Fix: upload a file with at least one row."])
-            if ext == ".txt":
-                # One row per line; blank lines inside are empty rows (skipped and counted later).
-                df = pd.DataFrame({TEXT_COLUMN: text.strip("\r\n").splitlines()})
-            elif ext == ".csv":
-                df = _read_csv(text)
+            if ext == ".txt":  # one row per line; a blank line inside is an empty row (skipped, named)
+                rows = files.split_lines(text)
+                df, lines = pd.DataFrame({TEXT_COLUMN: pd.Series(rows, dtype=object)}), range(1, len(rows) + 1)
+            elif ext in (".csv", ".tsv"):
+                df, lines, notes = files.read_csv(text, p.name)
             else:
-                df = _read_json(text)
+                rows, lines, unit = files.read_json(text, p.name, jsonl=ext == ".jsonl")
+                df = files.records_frame(rows, lines, unit, p.name)
     except ConfigError:
         raise
-    except Exception as err:  # pandas/pyarrow/json raise many types; all mean "unreadable"
-        raise ConfigError([f"data.path: could not read '{p.name}' as {ext}: {err}. "
-                           "Fix: check the file's format matches its extension."]) from None
+    except Exception as err:  # a reader's own failure: still name the file and the fix
+        raise ConfigError([f"data.path: could not read '{p.name}' as {ext}: {type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200]}. Fix: check the file's format matches its extension."]) from None
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
-        raise ConfigError([f"data.path: '{p.name}' has no rows. Fix: upload a file with at least one row."])
+        raise ConfigError([f"data.path: '{p.name}' has no rows (a header alone is not a row). "
+                           "Fix: upload a file with at least one row."])
+    if enc and enc not in ("utf-8", "utf-8-sig", "ascii"):
+        notes.insert(0, f"Read as {files.encoding_name(enc)} text.")
+    df.attrs.update(lines=np.asarray(list(lines), dtype=np.int64), unit=unit, encoding=enc, notes=notes)
     return df
 
 
+# -- columns -------------------------------------------------------------------------------------
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def as_text(v) -> str | None:
+    """A cell as the text trained on (and previewed): strings as they are, numbers as written,
+    lists/objects as JSON; None for a missing cell."""
+    if _missing(v):
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, dict, tuple)):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    return str(v)
+
+
+def _is_chat(v) -> bool:
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    return (isinstance(v, list) and bool(v) and all(isinstance(t, dict) for t in v)
+            and any(keys <= set(v[0]) for keys in _CHAT_KEYS))
+
+
+def column_kind(values) -> str:
+    """'chat' (lists of role/content turns), 'list' (other lists/objects), 'number', 'token'
+    (ids, labels, hashes: no spaces, ASCII symbols only), 'prose' (everything else that is text),
+    or 'empty'. Looks at the first 1,000 non-missing values."""
+    vals = [v for v in itertools.islice(values, 5000) if not _missing(v)][:1000]
+    if not vals:
+        return "empty"
+    strs = [v.strip() for v in vals if isinstance(v, str) and v.strip()]
+    containers = [v for v in vals if isinstance(v, (list, dict, tuple, np.ndarray))]
+    if containers and not strs:  # text mixed with a few lists stays text (the lists as JSON)
+        return "chat" if all(_is_chat(v) for v in containers) else "list"
+    if not strs or all(_number(s) for s in strs):
+        return "number" if strs or any(isinstance(v, (int, float)) for v in vals) else "empty"
+    if all(_TOKEN.fullmatch(s) for s in strs):
+        return "token"
+    return "prose"
+
+
+def _number(s: str) -> bool:
+    try:
+        float(s.replace(",", ""))
+        return True
+    except ValueError:
+        return False
+
+
 def string_columns(df: pd.DataFrame) -> list[str]:
-    """Columns holding any strings (a JSON text column may mix in numbers; they are read as text)."""
-    out = []
-    for c in df.columns:
-        vals = df[c].dropna()
-        vals = vals[:1000]
-        if any(isinstance(v, str) for v in vals):
-            out.append(c)
-    return out
+    """Columns a person may pick as text: prose first, then tokens and numbers written as text
+    (not lists, conversations, or columns of numbers)."""
+    kinds = {c: column_kind(df[c]) for c in df.columns}
+    order = {"prose": 0, "token": 1}
+    picked = [c for c in df.columns if kinds[c] in order
+              or (kinds[c] == "number" and any(isinstance(v, str) for v in df[c].head(1000)))]
+    return sorted(picked, key=lambda c: order.get(kinds[c], 2))
 
 
 def detect_text_column(df: pd.DataFrame) -> str:
-    """The column to train on: a preferred name, else the string column with the longest text.
+    """The column to train on: real prose before tokens (an id or label column never wins over
+    prose); within a kind, a preferred name, else the longest mean text.
 
-    Raises ConfigError when no column holds text.
+    Raises ConfigError when no column holds text, or when the rows are chat conversations.
     """
-    cols = string_columns(df)
-    if not cols:
-        raise ConfigError([f"data.text_column: no column holds text (columns: {', '.join(map(str, df.columns))}). "
-                           "Fix: upload a file with a text column such as 'text'."])
-    lower = {c.lower(): c for c in cols}
-    for name in PREFERRED_COLUMNS:
-        if name in lower:
-            return lower[name]
-    return max(cols, key=lambda c: df[c].dropna().astype(str).str.len().mean())
+    kinds = {c: column_kind(df[c]) for c in df.columns}
+    _refuse_chat(kinds, None)
+    for kind in ("prose", "token"):
+        cols = [c for c in df.columns if kinds[c] == kind]
+        if not cols:
+            continue
+        lower = {str(c).lower(): c for c in cols}
+        for name in PREFERRED_COLUMNS:
+            if name in lower:
+                return lower[name]
+        return max(cols, key=lambda c: df[c].dropna().map(lambda v: len(as_text(v) or "")).mean())
+    shown = ", ".join(f"{c} ({kinds[c]})" if kinds[c] != "prose" else str(c) for c in df.columns)
+    raise ConfigError([f"data.text_column: no column holds text (columns: {shown}). "
+                       "Fix: upload a file with a text column such as 'text'."])
+
+
+def _refuse_chat(kinds: dict, chosen: str | None) -> None:
+    """Refuse rows of chat conversations unless ``chosen`` is "" (a prose column picked by hand)."""
+    chat = [c for c, k in kinds.items() if k == "chat"]
+    if chat and chosen != "":
+        raise ConfigError([f"data: the rows are chat conversations (column '{chat[0]}' holds lists of chat turns, "
+                           "role/content or from/value): training on conversations is not supported yet, and the other columns are not the "
+                           "text of the conversations. Fix: upload plain text rows (one 'text' per row), e.g. each "
+                           "conversation written out as one text."])
 
 
 def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str) -> TextData:
-    """Pick the text column (given or detected) and keep its non-empty rows as strings."""
+    """Pick the text column (given or detected) and keep its non-empty rows as text.
+
+    Empty rows are counted and named by line (``df.attrs["lines"]`` when the frame came from
+    :func:`read_table`, else the row number). Raises ConfigError for an unknown column, a
+    column with no text, or chat conversations.
+    """
     if text_column is not None and text_column not in df.columns:
         raise ConfigError([f"data.text_column: no column '{text_column}'. "
                            f"Fix: choose one of: {', '.join(map(str, df.columns))}."])
+    if text_column is not None:  # a chosen id or label column of a chat file: still not its text
+        kinds = {c: column_kind(df[c]) for c in df.columns}
+        _refuse_chat(kinds, text_column if kinds[text_column] != "prose" else "")
     col = text_column or detect_text_column(df)
-    texts, empty = [], 0
-    for v in df[col].tolist():
-        if v is None or (isinstance(v, float) and v != v):
-            empty += 1
+    lines = df.attrs.get("lines")
+    lines = lines if lines is not None and len(lines) == len(df) else np.arange(1, len(df) + 1)
+    unit = df.attrs.get("unit", "row")
+    texts, empty, converted = [], [], []
+    for v, ln in zip(df[col].tolist(), lines.tolist()):
+        s = as_text(v)
+        if s is None or not s.strip():
+            empty.append(ln)
             continue
-        s = v if isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-        if s.strip():
-            texts.append(s)
-        else:
-            empty += 1
+        if not isinstance(v, str):
+            converted.append(ln)
+        texts.append(s)
     if not texts:
         raise ConfigError([f"data.text_column: column '{col}' has no non-empty text. "
                            "Fix: choose another column or check the file."])
-    return TextData(texts, col, list(df.columns), string_columns(df), empty, source, df)
+    notes = list(df.attrs.get("notes") or [])
+    if converted:
+        notes.append(f"{count(len(converted), 'row')} of '{col}' {'holds' if len(converted) == 1 else 'hold'} numbers or "
+                     f"lists, trained on as written in the preview ({lines_of(converted, unit)}).")
+    return TextData(texts, col, list(df.columns), string_columns(df), len(empty), source, df,
+                    skipped_lines=empty, unit=unit, notes=notes)
 
 
 def load_text(cfg: DataConfig, token: str | None = None) -> TextData:
     """Load the rows a run trains on, from ``cfg.path`` or the Hub dataset ``cfg.dataset_id``.
 
-    Raises ConfigError naming the field and the fix.
+    With ``max_rows``, a Hub dataset is streamed and only those rows are read. Raises
+    ConfigError naming the field and the fix.
     """
     if cfg.path:
         td = frame_to_text(read_table(cfg.path), cfg.text_column, cfg.source_name or Path(cfg.path).name)
     elif cfg.dataset_id:
         from .hub_data import load_hub_frame  # imports `datasets` only when needed
 
-        df = load_hub_frame(cfg.dataset_id, cfg.dataset_config, cfg.split, token=token)
+        df = load_hub_frame(cfg.dataset_id, cfg.dataset_config, cfg.split, token=token, max_rows=cfg.max_rows)
         td = frame_to_text(df, cfg.text_column, cfg.dataset_id)
     else:
         raise ConfigError(["data: no data chosen. Fix: upload a file or give a Hub dataset id."])
@@ -237,8 +292,9 @@ def load_text(cfg: DataConfig, token: str | None = None) -> TextData:
 
 
 def preview(df: pd.DataFrame, n: int = 5, width: int = 200) -> pd.DataFrame:
-    """The first ``n`` rows with long cells cut to ``width`` characters, for display."""
+    """The first ``n`` rows with each cell as it is trained on (:func:`as_text`), long cells cut
+    to ``width`` characters, for display."""
     head = df.head(n).copy()
     for c in head.columns:
-        head[c] = head[c].map(lambda v: (s[: width - 1] + "…") if len(s := str(v)) > width else s)
+        head[c] = head[c].map(lambda v: (s[: width - 1] + "…") if len(s := as_text(v) or "") > width else s)
     return head

@@ -49,6 +49,11 @@ class Generator:
                 except Exception as err:
                     raise ConfigError([_adapter_not_found(adapter, err, token)]) from None
                 key_base = base or pc.base_model_name_or_path
+            from .validate import adapter_base_problem
+
+            bad_base = adapter_base_problem(key_base, from_adapter=adapter is not None and not base)
+            if key_base and bad_base:  # else a traceback from the tokenizer loader
+                raise ConfigError([bad_base])
             if not key_base:
                 raise ConfigError(["base model: none given. Fix: give a base model or an adapter."])
             cur = self._loaded

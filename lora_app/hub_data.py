@@ -1,4 +1,9 @@
-"""Hub datasets: ``datasets.load_dataset("owner/name")`` with plain-language errors."""
+"""Hub datasets: ``datasets.load_dataset("owner/name")`` with plain-language errors.
+
+With ``max_rows`` the split is streamed (``streaming=True``) and only the first rows are read:
+keeping 10 rows of a dataset must not download and build all of it. (A split slice such as
+``"train[:10]"`` would not help: ``datasets`` downloads and prepares the whole split first.)
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ FIELD = "data.dataset_id"
 
 def load_hub_frame(dataset_id: str, config: str | None = None, split: str = "train",
                    token: str | None = None, max_rows: int | None = None) -> pd.DataFrame:
-    """Load one split of a Hub dataset as a DataFrame.
+    """Load one split of a Hub dataset as a DataFrame of Python values (a list column gives
+    lists, as a local file's would); with ``max_rows``, only its first ``max_rows`` rows.
 
     Raises ConfigError (field ``data.dataset_id``) for a malformed id, a dataset that does
     not exist or cannot be read with the given token, a gated one, or an unknown split.
@@ -36,6 +42,14 @@ def load_hub_frame(dataset_id: str, config: str | None = None, split: str = "tra
              f"{constants.ENDPOINT}/datasets/{dataset_id}, accept its conditions, then log in here with a token "
              "of that account.")
     try:
+        if max_rows:
+            import itertools
+
+            stream = datasets.load_dataset(dataset_id, config or None, split=split or "train", token=token,
+                                           streaming=True)
+            rows = list(itertools.islice(stream, max_rows))  # a network read: errors surface here
+            columns = list(stream.features) if stream.features else None
+            return pd.DataFrame.from_records(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
         ds = datasets.load_dataset(dataset_id, config or None, split=split or "train", token=token)
     except GatedRepoError:
         raise ConfigError([gated]) from None
@@ -53,6 +67,6 @@ def load_hub_frame(dataset_id: str, config: str | None = None, split: str = "tra
     except Exception as err:  # network errors and the like; the message says which
         raise ConfigError([f"{FIELD}: could not load '{dataset_id}': {type(err).__name__}: "
                            f"{str(err).splitlines()[0][:300]}. Fix: check the id and your connection."]) from None
-    if max_rows:
-        ds = ds.select(range(min(max_rows, len(ds))))
-    return ds.to_pandas()
+    from .files import arrow_frame
+
+    return arrow_frame(ds.with_format("arrow")[:], dataset_id)

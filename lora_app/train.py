@@ -210,8 +210,9 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     else:
         plan = batching.plan_step([len(r) for r in rows], t.per_device_train_batch_size,
                                   t.gradient_accumulation_steps, device=device, merge=t.merge_accumulation,
-                                  bytes_per_token=batching.activation_bytes_per_token(model.config),
-                                  free_bytes=batching.free_memory_bytes(), packed=t.packing)
+                                  bytes_per_token=batching.activation_bytes_per_token(
+                                      model.config, torch.finfo(models.compute_dtype(device)).bits // 8),
+                                  free_bytes=batching.free_memory_bytes(device), packed=t.packing)
     ev.emit("info", message=f"batching: {plan.message}", per_device_train_batch_size=plan.per_device_train_batch_size,
             gradient_accumulation_steps=plan.gradient_accumulation_steps, merged=plan.merged)
     counter = _TokenCounter(packing_collator(t.max_length, pad_id_of(tok)) if t.packing

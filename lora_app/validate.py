@@ -86,8 +86,11 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
         except ConfigError as err:
             problems += err.problems
         else:
+            notes += td.notes  # the encoding, the delimiter, rows read differently: said at Check and Start
             if td.skipped_empty:
-                notes.append(f"{count(td.skipped_empty, 'empty row')} {'is' if td.skipped_empty == 1 else 'are'} skipped.")
+                where = td.skipped_line().split(" skipped", 1)[1]
+                notes.append(f"{count(td.skipped_empty, 'empty row')} {'is' if td.skipped_empty == 1 else 'are'} "
+                             f"skipped{where}.")
             if training is not None:
                 longest = max(len(t) for t in td.texts)
                 if longest > training.max_length * _CHARS_PER_TOKEN:
@@ -95,6 +98,10 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
                     notes.append(f"{count(n, 'row')} {'is' if n == 1 else 'are'} longer than max_length ({training.max_length} tokens; the longest "
                                  f"has {longest:,} characters): each is cut to its first {training.max_length} tokens.")
 
+    if training is not None:
+        w = warmup_note(training)
+        if w:
+            notes.insert(0, w)
     device = models.device_kind()
     targets, available, trainable, total = [], [], 0, 0
     if model is not None:
@@ -104,6 +111,9 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
         try:
             mc = models.load_model_config(model, token=token)
             _check_causal(mc, model)
+            problems += tokenizer_problems(model.base_model_name_or_path)
+            if training is not None:
+                problems += position_problems(mc, training.max_length, model.base_model_name_or_path)
             available = models.linear_module_names(models.skeleton(mc, model.trust_remote_code))
             if lora is not None:
                 targets = models.expand_target_modules(
@@ -136,6 +146,77 @@ def _check_causal(mc, model: ModelConfig) -> None:
         what = ", ".join(archs) if archs else f"'{mc.model_type}' encoder"
         raise ConfigError([f"{models.FIELD}: '{model.base_model_name_or_path}' is a {what} model, not a causal "
                            "language model. Fix: pick a text-generation model (e.g. Llama, OPT, SmolLM2)."])
+
+
+def warmup_note(t: TrainingSettings) -> str | None:
+    """A warning when the warm-up is not shorter than the run: the schedule that really runs.
+
+    transformers' warm-up (linear, cosine and constant_with_warmup alike) scales the learning
+    rate by ``step / warmup_steps`` at optimizer step ``step`` = 0, 1, ..., so a run of
+    ``max_steps`` ends at ``(max_steps - 1) / warmup_steps`` of ``learning_rate`` and never decays
+    (source: transformers.optimization, ``_get_linear_schedule_with_warmup_lr_lambda``).
+    """
+    if not t.warmup_steps or t.warmup_steps < t.max_steps:
+        return None
+    peak = (t.max_steps - 1) / t.warmup_steps
+    return (f"Warning: training.warmup_steps ({t.warmup_steps}) is not shorter than the run (max_steps {t.max_steps}): "
+            f"the learning rate only rises, from 0 to {peak:.0%} of learning_rate ({t.learning_rate * peak:.2g} instead "
+            f"of {t.learning_rate:g}) at the last step, and never decays. Fix: set warmup_steps below max_steps "
+            f"(e.g. {t.max_steps // 10}, a tenth of the run), or set training.cap_warmup: true to cap it there.")
+
+
+def position_problems(mc, max_length: int, name: str) -> list[str]:
+    """``max_length`` above the model's position limit (``max_position_embeddings`` of its text
+    config, via ``get_text_config()``: multimodal configs nest it): the run would die with
+    "index out of range" at its first long batch."""
+    tc = mc.get_text_config() if hasattr(mc, "get_text_config") else mc
+    limit = getattr(tc, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0 or max_length <= limit:
+        return []
+    return [f"training.max_length: {max_length} tokens is above the position limit of '{name}' ({limit} positions, "
+            f"max_position_embeddings in its config). Fix: set max_length to at most {limit}."]
+
+
+#: Files any one of which lets AutoTokenizer load a tokenizer (fast tokenizer.json; the
+#: sentencepiece/tiktoken/Mistral models; BERT's vocab.txt); vocab.json needs merges.txt.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "tekken.json",
+                    "vocab.txt")
+
+
+def tokenizer_problems(name_or_path: str) -> list[str]:
+    """A local model folder with no tokenizer files: refused before queuing (else the run fails
+    later, in the training process, with a message about sentencepiece). Hub ids are not checked."""
+    from pathlib import Path
+
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return []
+    names = {p.name for p in folder.iterdir()}
+    if names & set(_TOKENIZER_FILES) or any(n.endswith(".tiktoken") for n in names) or {"vocab.json", "merges.txt"} <= names:
+        return []
+    missing = "merges.txt (vocab.json is there)" if "vocab.json" in names else "tokenizer.json (or tokenizer.model, or vocab.json + merges.txt)"
+    return [f"{models.FIELD}: the folder '{folder.name}' has the model's config and weights but no tokenizer: "
+            f"missing {missing}. Fix: copy the tokenizer files of the model it was made from into the folder "
+            "(AutoTokenizer.from_pretrained(that model).save_pretrained(folder))."]
+
+
+def adapter_base_problem(base: str, from_adapter: bool = True) -> str | None:
+    """A base model named by a path that does not exist here, e.g. an adapter trained on another
+    machine whose ``adapter_config.json`` names that machine's folder: one line saying what to
+    give instead. None when ``base`` is a Hub id or an existing folder."""
+    import re
+    from pathlib import Path
+
+    b = (base or "").strip()
+    looks_local = b.startswith(("/", "~", "./", "../", "\\")) or "\\" in b or bool(re.match(r"^[A-Za-z]:[\\/]", b)) \
+        or b.count("/") > 1
+    if not looks_local or Path(b).expanduser().is_dir():
+        return None
+    if from_adapter:
+        return (f"adapter: its adapter_config.json names the base model '{b}', a folder that is not on this machine "
+                "(the adapter was trained elsewhere). Fix: give the base model's Hub id (owner/name) or a local folder "
+                "holding it (CLI: --base; or set base_model_name_or_path in adapter_config.json).")
+    return f"base model: the folder '{b}' does not exist here. Fix: give the base model's Hub id (owner/name) or a local folder."
 
 
 def validate(cfg: RunConfig, token: str | None = None, check_data: bool = True) -> Preflight:

@@ -1,6 +1,6 @@
 """Shared pytest setup."""
 
-# ===== BEGIN local Hub server (tests/hub_server.py, see /work/shared/notes/hub-api.md) =====
+# ===== BEGIN local Hub server (tests/hub_server.py: the Hub's HTTP API, in process) =====
 # huggingface_hub / datasets / transformers read HF_ENDPOINT, HF_HOME, HF_HUB_DISABLE_XET ... at
 # import time, so the fake Hub is started here, at conftest import, before any test module
 # imports them. Tests pass tokens explicitly: HF_TOKEN is removed from the environment.
@@ -77,8 +77,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # test run; each test gets its own runs folder.
 os.environ.setdefault("LORA_APP_HOME", str(REPO / ".lora_app"))
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-QUOTES = Path(os.environ.get("LORA_APP_QUOTES", REPO.parent / "shared" / "data" / "quotes.jsonl"))
+# Test data lives in the repository: a clone with nothing beside it passes. The 1,000 example
+# quotes (examples/README.md: source and licence) are the real data of every test that needs some.
 EXAMPLE_QUOTES = REPO / "examples" / "quotes.jsonl"
+QUOTES = EXAMPLE_QUOTES
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """In-process fake of the Hugging Face Hub HTTP API, for tests.
 
 No network, no self-hostable Hub: tests point ``HF_ENDPOINT`` here and run the *unmodified*
-huggingface_hub / datasets / transformers / peft code over real HTTP. It answers the calls listed in
-``/work/shared/notes/hub-api.md`` (whoami-v2, repos/create, validate-yaml, preupload, LFS batch /
+huggingface_hub / datasets / transformers / peft code over real HTTP. It answers the calls those
+libraries make (whoami-v2, repos/create, validate-yaml, preupload, LFS batch /
 upload / verify, ndjson commit, repo info, tree, paths-info, HEAD/GET resolve with Range), with the
 status codes and X-Error-Code / X-Error-Message headers that ``hf_raise_for_status`` maps to
 huggingface_hub's exception classes. Uploads must take the LFS path (``HF_HUB_DISABLE_XET=1``).

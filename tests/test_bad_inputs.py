@@ -99,13 +99,15 @@ def write(tmp_path, name, content) -> Path:
     ("empty.jsonl", b"", None, r"^data\.path: 'empty\.jsonl' is empty\. Fix: upload a file with at least one row"),
     ("blank.csv", b"\n\n  \n", None, r"^data\.path: 'blank\.csv' is empty \(only blank lines\)\. Fix"),
     ("notes.docx", b"PK\x03\x04", None, r"^data\.path: 'notes\.docx' has an unsupported extension '\.docx'\. "
-                                        r"Fix: upload one of \.jsonl, \.json, \.csv, \.parquet, \.txt"),
+                                        r"Fix: upload one of \.jsonl, \.json, \.csv, \.tsv, \.parquet, \.txt"),
     ("noext", b"hello", None, r"unsupported extension '\(none\)'"),
     ("numbers.jsonl", b'{"a": 1, "b": 2.5}\n{"a": 3, "b": 4}\n', None,
-     r"^data\.text_column: no column holds text \(columns: a, b\)\. Fix: upload a file with a text column"),
+     r"^data\.text_column: no column holds text \(columns: a \(number\), b \(number\)\)\. Fix: upload a file with "
+     r"a text column"),
     ("quotes.jsonl", "\n".join(json.dumps(r) for r in ROWS), "text",
      r"^data\.text_column: no column 'text'\. Fix: choose one of: quote, author\."),
-    ("broken.jsonl", b'{"text": "a"}\n{"text": \n', None, r"^data\.path: could not read 'broken\.jsonl' as \.jsonl"),
+    ("broken.jsonl", b'{"text": "a"}\n{"text": \n', None, r"^data\.path: 'broken\.jsonl' has 1 line that is not "
+                                                          r"valid JSON \(line 2; line 2: Expecting value"),
 ], ids=["empty", "only-blank-lines", "wrong-extension", "no-extension", "no-string-column", "missing-column",
         "broken-json"])
 def test_bad_data_file(app, tmp_path, tiny_model, name, content, column, pattern):
@@ -236,8 +238,8 @@ def test_odd_but_fine_files(tmp_path, tiny_model, name, content, texts, empty):
     assert pre.data.texts == texts and pre.data.skipped_empty == empty
     assert "\ufeff" not in "".join(pre.data.columns)
     if empty:
-        want = {1: "1 empty row is skipped.", 2: "2 empty rows are skipped.", 3: "3 empty rows are skipped."}[empty]
-        assert want in pre.notes
+        want = {1: "1 empty row is skipped", 2: "2 empty rows are skipped", 3: "3 empty rows are skipped"}[empty]
+        assert any(n.startswith(want + " (line") for n in pre.notes), pre.notes
 
 
 def test_a_one_megabyte_row_is_cut_not_fatal_and_trains(app, tmp_path, tiny_model, monkeypatch):
@@ -265,3 +267,125 @@ def test_check_settings_before_data_is_chosen_reports_the_settings(tiny_model):
     assert [p.split(":")[0] for p in e.value.problems] == ["lora.r", "lora.target_modules"]
     _, pre = preflight(form.to_raw(values(tiny_model), {}), check_data=False)
     assert pre.targets == ["q_proj", "v_proj"] and pre.trainable > 0
+
+
+# -- issue 9, section 2: what used to fail later is caught by the preflight ----------------------
+def test_warmup_longer_than_the_run_warns_with_the_schedule_that_runs(app, tiny_model):
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    # The schedule itself: warm-up 100 in a 5-step run peaks at 4% of the learning rate.
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=100, num_training_steps=5)
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(lrs) == pytest.approx(0.04 * 2e-4)
+
+    vals = values(tiny_model, training__warmup_steps=100.0, training__max_steps=5.0, training__learning_rate=2e-4)
+    want = ("Warning: training.warmup_steps (100) is not shorter than the run (max_steps 5): the learning rate only "
+            "rises, from 0 to 4% of learning_rate (8e-06 instead of 0.0002) at the last step, and never decays. Fix: "
+            "set warmup_steps below max_steps (e.g. 0, a tenth of the run), or set training.cap_warmup: true to cap it there.")
+    _, pre = preflight(form.to_raw(vals, {}), check_data=False)  # Check, before data is chosen
+    assert pre.notes == [want]
+    jm, _ = app
+    _, pre = check_and_submit(jm, form.to_raw(vals, data_of(EXAMPLE_QUOTES)), owner="alice")  # Start
+    assert pre.notes[0] == want
+    # The option to cap it: a tenth of the run, recorded in the config the run uses; no warning then.
+    raw = form.to_raw(vals, data_of(EXAMPLE_QUOTES))
+    raw["training"]["cap_warmup"] = True
+    cfg, pre = preflight(raw)
+    assert cfg.training.warmup_steps == 0 and not [n for n in pre.notes if n.startswith("Warning")]
+    raw["training"].update(max_steps=50, warmup_steps=60)
+    assert preflight(raw)[0].training.warmup_steps == 5
+    raw["training"].update(max_steps=50, warmup_steps=10)  # shorter than the run: left as given
+    assert preflight(raw)[0].training.warmup_steps == 10
+
+
+def test_max_length_above_the_models_position_limit_is_refused(app, tiny_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "short-llama"
+    shutil.copytree(tiny_model, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["max_position_embeddings"] = 32
+    (folder / "config.json").write_text(json.dumps(cfg))
+    problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(folder), training__max_length=64.0),
+                       data_of(EXAMPLE_QUOTES))
+    assert problems == [f"training.max_length: 64 tokens is above the position limit of '{folder}' (32 positions, "
+                        "max_position_embeddings in its config). Fix: set max_length to at most 32."]
+    _, pre = preflight(form.to_raw(values(tiny_model, model__base_model_name_or_path=str(folder),
+                                          training__max_length=32.0), {}), check_data=False)  # the limit itself is fine
+
+
+def test_position_limit_is_read_from_the_text_config():
+    from transformers import Gemma3Config
+
+    from lora_app.validate import position_problems
+
+    mc = Gemma3Config(text_config={"max_position_embeddings": 128, "hidden_size": 64, "num_hidden_layers": 1,
+                                   "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64,
+                                   "head_dim": 32})
+    assert not hasattr(mc, "max_position_embeddings") or mc.max_position_embeddings != 128
+    assert position_problems(mc, 256, "g")[0].startswith("training.max_length: 256 tokens is above the position "
+                                                         "limit of 'g' (128 positions")
+    assert position_problems(mc, 128, "g") == []
+
+
+@pytest.mark.parametrize("keep,missing", [
+    ((), "tokenizer.json (or tokenizer.model, or vocab.json + merges.txt)"),
+    (("vocab.json",), "merges.txt (vocab.json is there)"),
+], ids=["no-tokenizer-files", "vocab-without-merges"])
+def test_model_folder_without_tokenizer_files_is_refused(app, tiny_model, tmp_path, keep, missing):
+    import shutil
+
+    folder = tmp_path / "weights-only"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        if (Path(tiny_model) / name).exists():
+            shutil.copy(Path(tiny_model) / name, folder / name)
+    for name in keep:
+        (folder / name).write_text("{}")
+    problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(folder)), data_of(EXAMPLE_QUOTES))
+    assert problems == [f"model.base_model_name_or_path: the folder 'weights-only' has the model's config and weights "
+                        f"but no tokenizer: missing {missing}. Fix: copy the tokenizer files of the model it was made "
+                        "from into the folder (AutoTokenizer.from_pretrained(that model).save_pretrained(folder))."]
+
+
+def test_adapter_naming_another_machines_base_folder(tmp_path, capsys):
+    from peft import LoraConfig
+
+    from lora_app.__main__ import main
+    from lora_app.generate import Generator
+
+    ad = tmp_path / "adapter"
+    LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM",
+               base_model_name_or_path="/home/someone/models/tiny-llama").save_pretrained(ad)
+    want = ("adapter: its adapter_config.json names the base model '/home/someone/models/tiny-llama', a folder that is "
+            "not on this machine (the adapter was trained elsewhere). Fix: give the base model's Hub id (owner/name) or "
+            "a local folder holding it (CLI: --base; or set base_model_name_or_path in adapter_config.json).")
+    with pytest.raises(ConfigError) as e:  # what the Try tab catches and shows
+        Generator().load(str(ad))
+    assert e.value.problems == [want]
+    capsys.readouterr()
+    assert main(["generate", "--adapter", str(ad), "--max-new-tokens", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"Cannot generate:\n  - {want}\n" and "Traceback" not in err
+    # The Try tab's Generate handler shows that one line (no generic error, no traceback).
+    import html
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from lora_app.ui import try_tab
+
+    with gr.Blocks() as demo:
+        try_tab.build(SimpleNamespace(generator=Generator()), gr.State(None), None)
+    handler = next(f.fn for f in demo.fns.values() if f.name == "generate")
+    where, output = list(handler(str(ad), "Two things are infinite: ", 4, 0.0))[-1]
+    assert html.unescape(where) == f"**Please fix:**\n- {want}" and output == ""
+    # A base given explicitly that is not here either: said as such.
+    with pytest.raises(ConfigError, match=r"^base model: the folder '/nowhere/model' does not exist here\. Fix"):
+        Generator().load(str(ad), base="/nowhere/model")

@@ -26,7 +26,7 @@ def test_merges_on_cpu_when_the_worst_batch_fits():
 
 
 @pytest.mark.parametrize("kw, why", [
-    (dict(device="cuda", merge=True, free_bytes=20 * GIB), "GPU"),
+    (dict(device="cuda", merge=True, free_bytes=16 * GIB), "over half of the 16.0 GiB free on the GPU"),
     (dict(device="cpu", merge=False, free_bytes=20 * GIB), "4 micro-batches of 4 rows"),
     (dict(device="cpu", merge=True, free_bytes=4 * GIB), "over a third of the 4.0 GiB free"),
 ])
@@ -35,6 +35,21 @@ def test_keeps_the_split_on_gpu_when_off_or_when_memory_is_short(kw, why):
     plan = plan_step(lengths, 4, 4, bytes_per_token=2_386_944, **kw)
     assert (plan.per_device_train_batch_size, plan.gradient_accumulation_steps, plan.merged) == (4, 4, False)
     assert why in plan.message
+
+
+def test_merges_on_gpu_when_half_the_free_gpu_memory_holds_it():
+    # 16 x 256 tokens x 2.4 MB = 9.1 GiB: within half of 20 GiB of free GPU memory (not of a third)
+    lengths = [256] * 64
+    plan = plan_step(lengths, 4, 4, device="cuda", merge=True, bytes_per_token=2_386_944, free_bytes=20 * GIB)
+    assert (plan.per_device_train_batch_size, plan.gradient_accumulation_steps, plan.merged) == (16, 1, True)
+    assert "9.1 GiB of activations on the GPU" in plan.message
+    mps = plan_step(lengths, 4, 4, device="mps", merge=True, bytes_per_token=2_386_944, free_bytes=20 * GIB)
+    assert not mps.merged and "no memory estimate on mps" in mps.message
+
+
+def test_activation_estimate_with_16_bit_matmuls():
+    # bf16 activations: half the per-layer bytes; the float32 logits part stays
+    assert activation_bytes_per_token(SMOLLM2, value_bytes=2) == 2 * 30 * (5760 + 9216) + 4 * 147456
 
 
 def test_merged_accumulation_trains_the_same_adapter(tmp_path, tiny_model):

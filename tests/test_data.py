@@ -45,12 +45,13 @@ def test_detection_prefers_known_names_then_longest_string_column():
 
 
 def test_no_string_column_names_the_columns(tmp_path):
-    p = write(tmp_path, "n.csv", "a,b\n1,2\n3,4\n")
-    # CSV cells are read as text, so give a parquet of numbers
-    p = tmp_path / "n.parquet"
-    pd.DataFrame({"a": [1, 2], "b": [3.0, 4.0]}).to_parquet(p)
-    with pytest.raises(ConfigError, match=r"data\.text_column: no column holds text \(columns: a, b\)"):
-        load_text(DataConfig(path=str(p)))
+    # Numbers are no text, whether typed (Parquet) or written as text (CSV).
+    pd.DataFrame({"a": [1, 2], "b": [3.0, 4.0]}).to_parquet(tmp_path / "n.parquet")
+    write(tmp_path, "n.csv", "a,b\n1,2\n3,4.5\n")
+    for name in ("n.parquet", "n.csv"):
+        with pytest.raises(ConfigError, match=r"data\.text_column: no column holds text \(columns: a \(number\), "
+                                              r"b \(number\)\)"):
+            load_text(DataConfig(path=str(tmp_path / name)))
 
 
 def test_chosen_column_missing_lists_the_real_ones(tmp_path):
@@ -91,7 +92,7 @@ def test_numbers_in_text_column_become_text(tmp_path):
 @pytest.mark.parametrize("name,content,msg", [
     ("e.jsonl", "", r"data\.path: 'e\.jsonl' is empty"),
     ("x.docx", "hello", r"unsupported extension '\.docx'"),
-    ("bad.jsonl", "{not json}\n{\"a\": 1}\n", r"could not read 'bad\.jsonl'"),
+    ("bad.jsonl", "{not json}\n{\"a\": 1}\n", r"'bad\.jsonl' is not valid JSON \(line 1, column 2"),
 ])
 def test_bad_files_name_the_field_and_fix(tmp_path, name, content, msg):
     p = write(tmp_path, name, content)
@@ -129,4 +130,84 @@ def test_counts_read_right_for_one_and_many(tmp_path):
     one = tmp_path / "one.jsonl"
     one.write_text('{"quote": "So it goes."}\n{"quote": ""}\n', encoding="utf-8")
     assert load_text(DataConfig(path=str(one))).summary() == (
-        f"1 row from {one.name}, text column 'quote'; 1 empty row skipped")
+        f"1 row from {one.name}, text column 'quote'; 1 empty row skipped (line 2)")
+
+
+# -- issue 9, section 1: files that used to train on the wrong text ------------------------------
+def test_one_column_csv_with_unquoted_commas_keeps_whole_lines(tmp_path):
+    # Was: the part before the comma became an index and the run trained on " world", " everyone".
+    p = write(tmp_path, "plain.csv", "text\nHello, world\nGood morning, everyone\n")
+    td = load_text(DataConfig(path=str(p)))
+    assert td.texts == ["Hello, world", "Good morning, everyone"] and td.columns == ["text"]
+    assert preview(td.frame)["text"].tolist() == td.texts  # the preview shows what is trained on
+
+
+def test_semicolon_file_with_list_like_cells_has_three_columns(tmp_path):
+    p = write(tmp_path, "tags.csv", "id;text;tags\n1;The sea was calm that morning;['sea', 'calm']\n"
+                                    "2;Rain fell all night, softly;['rain']\n")
+    td = load_text(DataConfig(path=str(p)))
+    assert td.columns == ["id", "text", "tags"] and td.text_column == "text"
+    assert td.texts == ["The sea was calm that morning", "Rain fell all night, softly"]
+    assert td.frame["tags"].tolist() == ["['sea', 'calm']", "['rain']"]
+    assert "Read as semicolon-separated with 3 columns." in td.notes
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_utf16_with_bom_reads_like_utf8(tmp_path, ext):
+    # Was: the CSV became rows of NUL-laden garbage, the JSONL was refused as "not valid JSON".
+    content = ("quote,author\n\"“Be yourself.”\",Oscar Wilde\n“So it goes.”,Kurt Vonnegut\n" if ext == "csv" else
+               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS))
+    utf8 = load_text(DataConfig(path=str(write(tmp_path, f"u8.{ext}", content.encode("utf-8"), mode="wb"))))
+    for enc in ("utf-16", "utf-16-be"):  # Python's utf-16 writes a little-endian BOM; the BE one by hand
+        raw = content.encode(enc) if enc == "utf-16" else b"\xfe\xff" + content.encode(enc)
+        td = load_text(DataConfig(path=str(write(tmp_path, f"u16.{ext}", raw, mode="wb"))))
+        assert td.texts == utf8.texts == ["“Be yourself.”", "“So it goes.”"]
+        assert td.columns == utf8.columns and td.text_column == "quote"
+        assert "Read as UTF-16 text." in td.notes
+
+
+def test_parquet_list_column_reads_like_the_same_jsonl(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": f"{i:04x}9f3c2e7a4b1d8c6e5f0a", "sentence": s, "tags": t}
+            for i, (s, t) in enumerate([("A calm sea.", ["sea", "calm"]), ("Rain fell.", ["rain"]), ("Sun.", [])])]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    write(tmp_path, "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    got = {ext: load_text(DataConfig(path=str(tmp_path / f"d.{ext}"))) for ext in ("parquet", "jsonl")}
+    for td in got.values():
+        # The id (longer on average than the prose here) never wins over real prose.
+        assert td.text_column == "sentence" and td.texts == ["A calm sea.", "Rain fell.", "Sun."]
+    pv = {ext: preview(td.frame).to_dict("records") for ext, td in got.items()}
+    assert pv["parquet"] == pv["jsonl"] and pv["parquet"][0]["tags"] == '["sea", "calm"]'  # not "['sea' 'calm']"
+    tags = {ext: load_text(DataConfig(path=str(tmp_path / f"d.{ext}"), text_column="tags")).texts for ext in got}
+    assert tags["parquet"] == tags["jsonl"] == ['["sea", "calm"]', '["rain"]', "[]"]
+
+
+def test_id_like_columns_never_win_over_prose():
+    ids = [f"9f3c2e7a-4b1d-8c6e-5f0a-{i:012d}" for i in range(3)]
+    df = pd.DataFrame({"id": ids, "label": ["pos", "neg", "pos"], "review": ["Good.", "Bad idea.", "Fine, ok."]})
+    assert detect_text_column(df) == "review"
+    # Prose without spaces (Chinese) is still prose.
+    df = pd.DataFrame({"uid": ids, "content_zh": ["今天天气很好。", "我们去公园散步吧。", "你好世界。"]})
+    assert detect_text_column(df) == "content_zh"
+
+
+def test_chat_conversations_are_refused_naming_the_layout(tmp_path):
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+    p = write(tmp_path, "chat.jsonl", "".join(json.dumps({"id": f"c{i}", "messages": turns}) + "\n" for i in range(3)))
+    for column in (None, "messages", "id"):
+        with pytest.raises(ConfigError, match=r"^data: the rows are chat conversations \(column 'messages' holds "
+                                              r"lists of chat turns.*not supported yet.*Fix: upload plain text rows"):
+            load_text(DataConfig(path=str(p), text_column=column))
+    # A prose column chosen by hand next to the conversations is that column's text.
+    p = write(tmp_path, "chat2.jsonl", json.dumps({"summary": "A short greeting.", "messages": turns}) + "\n")
+    assert load_text(DataConfig(path=str(p), text_column="summary")).texts == ["A short greeting."]
+
+
+def test_skipped_and_changed_rows_are_named_by_line(tmp_path):
+    p = write(tmp_path, "m.jsonl", '{"text": "words"}\n\n{"text": 42}\n{"text": null}\n{"text": ["a", "b"]}\n')
+    td = load_text(DataConfig(path=str(p)))
+    assert td.texts == ["words", "42", '["a", "b"]'] and td.skipped_lines == [2, 4]
+    assert td.summary() == "3 rows from m.jsonl, text column 'text'; 2 empty rows skipped (lines 2, 4)"
+    assert any("2 rows of 'text' hold numbers or lists" in n and "(lines 3, 5)" in n for n in td.notes), td.notes

@@ -71,7 +71,7 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 return problems_md(err.problems)
             return (f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
                     f"(this model has: {', '.join(pre.available_modules)}) · device **{pre.device}** · "
-                    f"quantization **{pre.quantization}**")
+                    f"quantization **{pre.quantization}**" + "".join(f"\n\n{n}" for n in pre.notes))
 
         check.click(on_check, [data_state], [check_out], inputs_kwargs=form.by_name(widgets), api_name="check")
         runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"],

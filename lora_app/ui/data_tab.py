@@ -17,7 +17,8 @@ def _describe(df: pd.DataFrame, column: str | None, source: str):
     td = frame_to_text(df, column, source)
     summary = f"**{count(len(td.texts), 'row')}** from `{source}` · text column **{td.text_column}**"
     if td.skipped_empty:
-        summary += f" · {count(td.skipped_empty, 'empty row')} skipped"
+        summary += f" · {td.skipped_line()}"
+    summary += "".join(f"\n\n{n}" for n in td.notes)  # encoding, delimiter, rows changed: said, not hidden
     choices = td.string_columns or [td.text_column]
     return td, summary, gr.update(choices=choices, value=td.text_column), preview(df)
 
@@ -26,7 +27,7 @@ def build(token_fn=None):
     """Build the tab; returns ``(data_state, components)``. ``data_state`` holds the DataConfig
     fields of the chosen source (path/source_name or dataset_id/config/split, text_column)."""
     data_state = gr.State({})
-    gr.Markdown("Upload a **.jsonl, .json, .csv, .parquet or .txt** file, use the example quotes, "
+    gr.Markdown("Upload a **.jsonl, .json, .csv, .tsv, .parquet or .txt** file, use the example quotes, "
                 "or load a dataset from the Hugging Face Hub.")
     with gr.Row():
         with gr.Column():
