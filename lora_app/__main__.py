@@ -188,7 +188,9 @@ def _train_config(a) -> int:
         print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
         return 2
     jm = JobManager(a.runs or app_home() / "runs")
-    run_id = jm.submit(cfg, owner="cli")
+    from .identity import LOCAL  # the CLI on this machine: a trusted local caller
+
+    run_id = jm.submit(cfg, owner=LOCAL.owner)
     for note in pre.notes:
         print(f"note: {note}")
     print(f"run {run_id}: {jm.run_dir(run_id)}")

@@ -12,7 +12,7 @@ until it exits), and one whose process died while the app was down gets its end 
 event log.
 
 Who may do what: every run has an ``owner`` string (``hf:<user>`` with a Hub login, else the
-browser's random id). :meth:`JobManager.cancel`, :meth:`delete` and :meth:`resume` take the
+browser's server-signed id; see :mod:`lora_app.identity`, which decides who is asking). :meth:`JobManager.cancel`, :meth:`delete` and :meth:`resume` take the
 caller's ``owner`` and raise :class:`NotYourRun` for someone else's run; ``owner=None`` is a
 trusted local caller (CLI, tests), and the admins (``ADMIN_USERS``) may act on every run.
 """
@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .events import EventWriter, RunView, read_events
+from .identity import admin_owners  # noqa: F401  (re-exported: who is admin is decided there)
 
 STOP_GRACE_S = 30.0  # time for the trainer to finish its step and save before SIGKILL
 START_TIMEOUT_S = 60.0  # a run claimed by a manager that never got a pid within this is failed
@@ -45,13 +46,6 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
 
 class NotYourRun(PermissionError):
     """Raised when someone acts on a run that another person started."""
-
-
-def admin_owners(value: str | None = None) -> frozenset[str]:
-    """Owners allowed to see and stop every run: ``ADMIN_USERS`` (comma-separated Hub names)
-    as ``hf:<name>``."""
-    value = os.environ.get("ADMIN_USERS", "") if value is None else value
-    return frozenset(f"hf:{u.strip().removeprefix('hf:')}" for u in value.split(",") if u.strip())
 
 
 @dataclass

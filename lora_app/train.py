@@ -181,6 +181,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
 
     token = os.environ.get("HF_TOKEN") or None
     set_seed(cfg.training.seed)
+    if cfg.data.dataset_id:
+        ev.emit("status", status="loading", message=f"reading Hub dataset {cfg.data.dataset_id}")
     td = load_text(cfg.data, token=token)
     if not cfg.data.text_column:  # the model card names the column that was really used
         cfg.data.text_column = td.text_column
@@ -195,8 +197,12 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     except ValueError as err:
         raise ConfigError([str(err)]) from None
     tok = models.load_tokenizer(rm.load_path, cfg.model.trust_remote_code, token)
+    # Each long step says what it is doing: the Train tab shows the last status message.
+    ev.emit("status", status="loading", message=f"tokenizing {count(len(ho.train) + len(ho.eval), 'row')} "
+            f"(max_length {cfg.training.max_length})")
     rows = tokenize_rows(ho.train, tok, cfg.training.max_length)
     eval_rows = tokenize_rows(ho.eval, tok, cfg.training.max_length) if ho.eval else []
+    ev.emit("status", status="loading", message=f"loading the weights of {cfg.model.base_model_name_or_path}")
     model = models.load_base_model(cfg.model, rm.load_path, device,
                                    gradient_checkpointing=cfg.training.gradient_checkpointing, token=token)
     available = models.linear_module_names(model)

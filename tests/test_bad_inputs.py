@@ -375,16 +375,24 @@ def test_adapter_naming_another_machines_base_folder(tmp_path, capsys):
     assert err == f"Cannot generate:\n  - {want}\n" and "Traceback" not in err
     # The Try tab's Generate handler shows that one line (no generic error, no traceback).
     import html
-    from types import SimpleNamespace
 
     import gradio as gr
 
     from lora_app.ui import try_tab
 
-    with gr.Blocks() as demo:
-        try_tab.build(SimpleNamespace(generator=Generator()), gr.State(None), None)
-    handler = next(f.fn for f in demo.fns.values() if f.name == "generate")
-    where, output = list(handler(str(ad), "Two things are infinite: ", 4, 0.0))[-1]
+    from lora_app import identity
+    from lora_app.jobs import JobManager
+    from lora_app.ui.common import AppContext
+
+    jobs = JobManager(tmp_path / "runs")
+    try:
+        with gr.Blocks() as demo:
+            try_tab.build(AppContext(jobs, Generator(), frozenset()), gr.State(None), None)
+        handler = next(f.fn for f in demo.fns.values() if f.name == "generate")
+        owner, _ = identity.issue(identity.signing_key(jobs.root))  # a visitor of a local install
+        where, output = list(handler(str(ad), "Two things are infinite: ", 4, 0.0, owner))[-1]
+    finally:
+        jobs.close()
     assert html.unescape(where) == f"**Please fix:**\n- {want}" and output == ""
     # A base given explicitly that is not here either: said as such.
     with pytest.raises(ConfigError, match=r"^base model: the folder '/nowhere/model' does not exist here\. Fix"):

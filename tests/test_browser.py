@@ -222,12 +222,14 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     assert prompt.input_value().strip() == "Two things are infinite:"
     page.get_by_label("Finished run").click()
     page.get_by_role("option", name=re.compile(re.escape(run.id))).click()
-    adapter_box = page.get_by_label("Adapter: folder or Hub repo id (owner/name)")
-    page.wait_for_function("([el, v]) => el.value === v", arg=[adapter_box.element_handle(), str(adapter)])
+    adapter_box = page.get_by_label("Adapter: one of your runs, a Hub adapter (owner/name) or a local folder")
+    page.wait_for_function("([el, v]) => el.value === v", arg=[adapter_box.element_handle(), run.id])
     _button(page, "Generate").click()
     completion = page.get_by_label("Completion", exact=True)
     page.wait_for_function("el => el.value.trim().length > 0", arg=completion.element_handle(), timeout=180_000)
-    page.get_by_text(f"+ adapter {adapter}").wait_for()  # says which model answered
+    # says which model answered (a visitor is not shown the server's folders)
+    page.get_by_text(f"+ adapter [runs]/{run.id}/adapter").wait_for()
+    assert str(adapter) not in page.content()
     # generation streams: wait until it is done (the block's progress tracker hides again)
     block = completion.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' block ')][1]")
     page.wait_for_function(

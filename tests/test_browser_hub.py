@@ -23,6 +23,7 @@ pytestmark = [
 ]
 REPO_ID = "alice/tiny-llama-lora-quotes"
 PROMPT = "Be yourself;"
+ADAPTER_LABEL = "Adapter: one of your runs, a Hub adapter (owner/name) or a local folder"
 
 
 class _Everyone(frozenset):
@@ -98,6 +99,204 @@ def oauth_app(tmp_path, hub_model, hub_server, monkeypatch):
         assert get_token() == ALICE  # read from the file (get_token re-reads it on every call)
         assert hub_client.env_token() is None and hub_client.resolve_token() is None  # no env token: nobody logged in yet
         yield from _serve_finished_run(tmp_path, hub_model, hub_server)
+
+
+def _sign_in_as_route(app, users: dict[str, str]) -> None:
+    """``GET /test-login/<user>``: sign this browser in as another Hub user, as the real OAuth
+    callback on a Space does (Gradio's signed session cookie gets ``oauth_info`` with the user's
+    profile and access token). Gradio's local mock signs in only the one user of the machine's
+    token (alice here), so the second visitor comes in through this route."""
+    import time as _time
+
+    from fastapi.responses import RedirectResponse
+    from starlette.routing import Route
+
+    async def login_as(request):
+        user = request.path_params["user"]
+        token = next(t for t, u in users.items() if u == user)
+        request.session["oauth_info"] = {
+            "access_token": token, "token_type": "bearer", "scope": "openid profile write-repos",
+            "expires_at": int(_time.time()) + 3600,
+            "userinfo": {"sub": user, "name": user.title(), "preferred_username": user,
+                         "profile": f"https://huggingface.co/{user}", "picture": ""}}
+        return RedirectResponse("/")
+
+    app.router.routes.insert(0, Route("/test-login/{user}", login_as))
+
+
+@pytest.fixture
+def visitors_app(tmp_path, hub_model, hub_server, monkeypatch):
+    """The app as on a Space with OAuth and an admin who is neither visitor (ADMIN_USERS=carol),
+    no runs yet; alice signs in through Gradio's local OAuth mock, bob through /test-login/bob."""
+    import gradio.oauth
+    from huggingface_hub import constants
+
+    from conftest import HUB_USERS
+    from lora_app.generate import Generator
+    from lora_app.jobs import JobManager
+    from lora_app.ui import CSS, build_app
+    from lora_app.ui.common import AppContext
+
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "SPACE_ID", "SYSTEM", "OAUTH_CLIENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert gradio.oauth.OAUTH_CLIENT_ID is None and gradio.oauth.get_space() is None
+    monkeypatch.setattr(hub_server, "oauth_user", None)
+    monkeypatch.setenv("LORA_APP_LOGIN_BUTTON", "1")
+    upload_base(hub_server, hub_model)  # "Try it" loads the base model the adapter names
+    with tempfile.TemporaryDirectory(prefix="lora_app_hf_token_") as d:
+        token_file = Path(d) / "token"
+        token_file.write_text(ALICE + "\n")
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
+        ctx = AppContext(JobManager(tmp_path / "runs", poll_s=0.1), Generator(), frozenset({"hf:carol"}))
+        demo = build_app(ctx)
+        port = _free_port()
+        demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, css=CSS, quiet=True)
+        _sign_in_as_route(demo.server_app, HUB_USERS)
+        try:
+            yield f"http://127.0.0.1:{port}/", ctx
+        finally:
+            for r in ctx.jobs.list():
+                if r.status in ("running", "queued"):
+                    ctx.jobs.cancel(r.id, grace_s=5)
+            ctx.jobs.close()
+            demo.close()
+
+
+def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visitors_app, page, hub_server, shots,
+                                                                         hub_model, tmp_path):  # noqa: F811
+    """Before: a signed-in visitor who is not an admin found their run in Runs but neither in
+    "Try it" nor in "Hub" (both looked runs up by the browser id; the run belongs to hf:alice)."""
+    url, ctx = visitors_app
+    with _failure_screenshot(page, tmp_path):
+        # alice signs in (Gradio's mock), trains a tiny run in the browser
+        _hub_tab_logged_out(page, url)
+        page.screenshot(path=str(shots / "space_sign_in.png"))
+        with page.expect_navigation(url=url, timeout=60_000):
+            _login_button(page, "Sign in with Hugging Face").click()
+        _tab(page, "6. Hub")
+        _login_button(page, "Logout (alice)").wait_for()
+        page.locator("#hub-whoami").get_by_text("Logged in as alice (signed in with Hugging Face)").wait_for()
+        page.screenshot(path=str(shots / "space_signed_in.png"))
+        run_id = _train_tiny(page, ctx, hub_model)
+        page.screenshot(path=str(shots / "space_train_signed_in.png"), full_page=True)
+        assert ctx.jobs.get(run_id).owner == "hf:alice"
+        root = str(ctx.jobs.root)
+
+        # Runs: listed, without the server's folders
+        _tab(page, "4. Runs")
+        _button(page, "Refresh").click()
+        table = page.get_by_role("grid", name="Your runs")
+        from playwright.sync_api import expect
+
+        expect(table).to_contain_text(run_id)
+        page.get_by_label("Run", exact=True).click()
+        page.get_by_role("option", name=re.compile(re.escape(run_id))).click()
+        page.locator("#run-details").get_by_text("adapter saved").wait_for()
+        page.wait_for_timeout(500)  # let the loss plot render
+        assert root not in page.content()
+        page.screenshot(path=str(shots / "space_runs_signed_in.png"), full_page=True)
+
+        # Try it: the run is in the list; its adapter answers
+        _tab(page, "5. Try it")
+        _button(page, "Refresh runs").click()
+        page.get_by_label("Finished run").click()
+        page.get_by_role("option", name=re.compile(re.escape(run_id))).click()
+        adapter_box = page.get_by_label(ADAPTER_LABEL)
+        page.wait_for_function("([el, v]) => el.value === v", arg=[adapter_box.element_handle(), run_id])
+        page.get_by_label("Prompt", exact=True).fill(PROMPT)
+        _button(page, "Generate").click()
+        page.get_by_text(f"+ adapter [runs]/{run_id}/adapter").wait_for(timeout=120_000)
+        _wait_value(page, page.get_by_label("Completion", exact=True))
+        page.screenshot(path=str(shots / "space_try_signed_in.png"), full_page=True)
+
+        # Hub: the run is in the list; push it (public) as alice
+        _tab(page, "6. Hub")
+        _button(page, "Refresh list").click()
+        page.get_by_label("Run to push").click()
+        page.get_by_role("option", name=re.compile(re.escape(run_id))).click()
+        repo = page.get_by_label("Repo id (owner/name)")
+        page.wait_for_function("el => el.value.startsWith('alice/')", arg=repo.element_handle())
+        repo_id = repo.input_value()
+        page.get_by_label("Private repo").uncheck()
+        _button(page, "Push to the Hub").click()
+        page.locator("#hub-result").get_by_text(re.compile("Pushed to")).wait_for(timeout=120_000)
+        assert "adapter_model.safetensors" in hub_server.files("model", repo_id)
+        assert root not in page.content() and ALICE not in page.content()
+        page.screenshot(path=str(shots / "space_hub_push.png"), full_page=True)
+
+        # bob, signed in from another browser, sees none of it anywhere
+        other = page.context.browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        other.set_default_timeout(60_000)
+        try:
+            other.goto(url + "test-login/bob")  # redirected back to the app, signed in
+            assert other.url == url
+            _tab(other, "6. Hub")
+            _login_button(other, "Logout (bob)").wait_for()
+            other.locator("#hub-whoami").get_by_text(re.compile("Logged in as bob")).wait_for()
+            _tab(other, "3. Train")
+            other.locator("#train-status").get_by_text("No run yet").wait_for()
+            _tab(other, "4. Runs")
+            _button(other, "Refresh").click()
+            other.wait_for_timeout(1000)
+            _tab(other, "5. Try it")
+            _button(other, "Refresh runs").click()
+            other.get_by_label("Finished run").click()
+            other.wait_for_timeout(500)
+            assert other.get_by_role("option", name=re.compile(re.escape(run_id))).count() == 0
+            other.keyboard.press("Escape")
+            assert run_id not in other.content()  # the Train, Runs and Try tabs hold nothing of it
+            other.get_by_label(ADAPTER_LABEL).fill(run_id)  # naming it does not help either
+            _button(other, "Generate").click()
+            other.get_by_text(re.compile(r"No run .* of yours")).first.wait_for()
+            _tab(other, "6. Hub")
+            _button(other, "Refresh list").click()
+            other.get_by_label("Run to push").click()
+            other.wait_for_timeout(500)
+            assert other.get_by_role("option", name=re.compile(re.escape(run_id))).count() == 0
+            other.keyboard.press("Escape")
+            other.screenshot(path=str(shots / "space_other_user.png"), full_page=True)
+        finally:
+            other.context.close()
+        # the API page ("Use via API"): the named actions only
+        page.goto(url)
+        page.get_by_text("Use via API").first.click()
+        page.wait_for_function("() => document.body.innerText.includes('/use_example')")
+        page.wait_for_timeout(1000)
+        assert "/on_load" not in page.inner_text("body") and "/reattach" not in page.inner_text("body")
+        from gradio_client import Client
+
+        from test_identity import PUBLIC_API
+
+        api = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+        assert set(api["named_endpoints"]) == PUBLIC_API  # the LoginButton's own events are private too
+        page.screenshot(path=str(shots / "space_api.png"))
+
+
+def _train_tiny(page, ctx, hub_model) -> str:
+    """Use the example quotes, the tiny base, 3 steps; Start; wait for "finished". Returns the run id."""
+    _tab(page, "1. Data")
+    _button(page, "Use the example quotes (1,000 rows)").click()
+    page.get_by_text(re.compile(r"rows from")).wait_for()
+    _tab(page, "2. LoRA")
+    base = page.get_by_label("Base model (Hub id or local folder)")
+    base.fill(str(hub_model))
+    base.press("Tab")
+    for label, value in [("max_steps", 3), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
+                         ("per_device_train_batch_size", 8), ("gradient_accumulation_steps", 1), ("save_steps", 3),
+                         ("learning_rate", 0.03), ("r", 4), ("lora_alpha", 8)]:
+        field = page.get_by_label(label, exact=True)
+        field.fill(str(value))
+        field.press("Tab")  # blur: Gradio commits the number
+    _tab(page, "3. Train")
+    _button(page, "Start training").click()
+    status = page.locator("#train-status")
+    deadline = time.time() + 300
+    while not re.search(r"Run \S+: finished", status.inner_text()) and time.time() < deadline:
+        time.sleep(0.25)
+    assert re.search(r"Run \S+: finished", status.inner_text()), status.inner_text()
+    (run,) = ctx.jobs.list()
+    assert run.status == "finished", run
+    return run.id
 
 
 @contextlib.contextmanager
@@ -196,7 +395,7 @@ def _push_and_try(page, run_id, hub_server, shots, tag=""):
 
     # Try it: the adapter by its repo id, side by side with its base model
     _tab(page, "5. Try it")
-    page.get_by_label("Adapter: folder or Hub repo id (owner/name)").fill(REPO_ID)
+    page.get_by_label(ADAPTER_LABEL).fill(REPO_ID)
     page.get_by_label("Prompt", exact=True).fill(PROMPT)
     for name, value in (("max_new_tokens", "12"), ("temperature (0 = greedy)", "1")):
         box = page.get_by_role("spinbutton", name=f"number input for {name}")

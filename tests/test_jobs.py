@@ -302,6 +302,7 @@ def test_yaml_download_loads_into_the_form_and_runs_from_the_cli(tmp_path, tiny_
     import gradio as gr
 
     from lora_app.ui import form
+    from lora_app.identity import Identity
     from lora_app.ui.common import AppContext
     from lora_app.ui.runs_tab import export_yaml, load_yaml, run_detail, runs_frame
 
@@ -311,12 +312,14 @@ def test_yaml_download_loads_into_the_form_and_runs_from_the_cli(tmp_path, tiny_
         cfg = make_cfg(tiny_model, max_steps=2)
         rid = jm.submit(cfg, owner="alice")
         ctx = AppContext(jm, None, frozenset())
-        df = runs_frame(ctx, "alice")
+        alice, bob = Identity("alice"), Identity("bob")
+        df = runs_frame(ctx, alice)
         assert list(df["run"]) == [rid] and df["status"][0] == "queued" and df["targets"][0] == "q_proj,v_proj"
-        assert runs_frame(ctx, "bob").empty
-        md, _, log = run_detail(ctx, rid, "alice")
-        assert "queued" in md and "queued" in log
-        assert "No run" in run_detail(ctx, rid, "bob")[0]
+        assert runs_frame(ctx, bob).empty and runs_frame(ctx, Identity(None)).empty
+        md, _, log = run_detail(ctx, rid, alice)
+        assert "queued" in md and "queued" in log and str(root) not in md  # no server folders for visitors
+        assert str(root) in run_detail(ctx, rid, Identity("boss", admin=True))[0]
+        assert "No run" in run_detail(ctx, rid, bob)[0]
         y = export_yaml(ctx, rid)
         assert y.is_file() and RunConfig.load(y).lora == cfg.lora
 
@@ -368,19 +371,24 @@ def test_cli_reports_every_problem_and_writes_nothing(tmp_path, tiny_model, caps
     assert not runs.exists()
 
 
-def test_request_owner_is_the_hub_login_else_the_browser_id():
+def test_owner_is_the_hub_login_else_the_signed_browser_id(tmp_path):
+    """Before: ``request_owner(browser_owner, request)`` took the owner from the request body."""
     from types import SimpleNamespace
 
-    from lora_app.ui.common import request_owner
+    from lora_app import identity
+    from lora_app.ui.common import AppContext
 
-    def req(scope):
-        return SimpleNamespace(request=SimpleNamespace(scope=scope))
-
-    signed_in = {"session": {"oauth_info": {"userinfo": {"preferred_username": "alice"},
-                                            "expires_at": time.time() + 60}}}
-    assert request_owner("browser-1", req(signed_in)) == "hf:alice"
-    expired = {"session": {"oauth_info": {"userinfo": {"preferred_username": "alice"}, "expires_at": 1}}}
-    assert request_owner("browser-1", req(expired)) == "browser-1"
-    assert request_owner("browser-1", req({})) == "browser-1"  # OAuth off: no session in the scope
-    assert request_owner("browser-1", None) == "browser-1"
-    assert request_owner(None, None) == "anonymous"
+    jm = JobManager(tmp_path / "runs", max_running=0, admins=frozenset({"hf:boss"}))
+    try:
+        ctx = AppContext(jm, None, frozenset())
+        owner, _ = identity.issue(ctx.key)
+        assert ctx.who(owner, SimpleNamespace(username="alice")).owner == "hf:alice"
+        assert ctx.who(owner).owner == owner and not ctx.who(owner).admin
+        assert ctx.who(None, SimpleNamespace(username="boss")).admin  # JobManager's ADMIN_USERS count too
+        for forged in ("hf:alice", "browser-1", "anonymous", None):
+            assert ctx.who(forged).owner is None and ctx.visible(ctx.who(forged)) == []
+        a = jm.submit(RunConfig(), owner="hf:alice")
+        assert [r.id for r in ctx.visible(ctx.who(owner, SimpleNamespace(username="alice")))] == [a]
+        assert ctx.visible(ctx.who(owner)) == []
+    finally:
+        jm.close()

@@ -155,7 +155,11 @@ def test_runs_tab_merge_button_runs_the_merge_process_for_the_owner_only(tmp_pat
     from test_train import make_run
 
     cfg = RunConfig.load(make_run(tmp_path, tiny_model, max_steps=4, save_steps=4) / "config.yaml")
-    run_id = jobs.submit(cfg, owner="me")
+    from lora_app import identity
+
+    me, _ = identity.issue(identity.signing_key(jobs.root))  # a visitor's server-issued id
+    someone_else, _ = identity.issue(identity.signing_key(jobs.root))
+    run_id = jobs.submit(cfg, owner=me)
     t0 = time.time()
     while jobs.get(run_id).status in ("queued", "running"):
         assert time.time() - t0 < 300
@@ -163,8 +167,9 @@ def test_runs_tab_merge_button_runs_the_merge_process_for_the_owner_only(tmp_pat
     assert jobs.get(run_id).status == "finished"
     demo = build_app(AppContext(jobs, None, frozenset()))
     on_merge = next(bf.fn for bf in demo.fns.values() if bf.fn is not None and bf.fn.__name__ == "on_merge")
-    assert list(on_merge(run_id, "someone-else", "default", "", True)) == [f"No run `{run_id}` of yours."]
-    outs = list(on_merge(run_id, "me", "float32", "", True))
+    (refused,) = on_merge(run_id, someone_else, "default", "", True)
+    assert refused.startswith(f"No run `{run_id}` of yours.")
+    outs = list(on_merge(run_id, me, "float32", "", True))
     text = outs[-1]
     assert text.endswith("**Done.**"), text
     for phase in ("loading the base model", "merging (merge_and_unload)", "saving sharded safetensors",

@@ -45,7 +45,10 @@ def test_loss_goes_down_and_adapter_reloads_exactly(tmp_path, tiny_model, packin
     losses = [e["loss"] for e in events if e["type"] == "log"]
     assert len(losses) == 16
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.05, losses
-    assert [e["status"] for e in events if e["type"] == "status"] == ["loading", "training", "saving", "finished"]
+    statuses = [e["status"] for e in events if e["type"] == "status"]
+    # Several "loading" events (tokenizing, loading the weights) say what a long step is doing.
+    assert [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]] == [
+        "loading", "training", "saving", "finished"]
     assert [e["step"] for e in events if e["type"] == "saved"] == [8, 16]
 
     ad = rd / "adapter"

@@ -7,19 +7,23 @@ child processes, never here) and one :class:`~lora_app.generate.Generator`.
 from __future__ import annotations
 
 import html
-import os
 
 import gradio as gr
-import pandas as pd
 
-from .. import estimate
+from .. import estimate, identity
 from ..config import ConfigError
 from ..generate import Generator
 from ..jobs import JobManager
 from ..validate import preflight
 from . import data_tab, form, hub_tab, runs_tab, train_tab, try_tab
-from .common import (CSS, AppContext, browser_state_secret, fmt_duration, new_owner_id, owner_of, problems_md,
-                     runs_root)
+from .common import CSS, READ_ONLY, AppContext, problems_md, runs_root  # noqa: F401  (CSS: app.py and the tests import it here)
+
+# The public API ("Use via API", gradio_client): these endpoints and no others. Every other
+# event of the app is made private (api_visibility="private", not listed, not callable by the
+# client libraries); the browser still calls them. Whatever an endpoint is, who is asking is
+# decided on the server (lora_app.identity), so hiding one is tidiness, not security.
+PUBLIC_API = ("check", "train", "stop", "resume", "runs", "run", "generate", "compare", "push",
+              "use_example", "load_file", "load_hub_dataset")
 
 
 def env_token(request: gr.Request | None = None) -> str | None:
@@ -32,15 +36,17 @@ def env_token(request: gr.Request | None = None) -> str | None:
 def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
     """Build the UI. ``ctx`` defaults to a JobManager on :func:`~lora_app.ui.common.runs_root`."""
     if ctx is None:
-        admins = frozenset(f"hf:{u.strip()}" for u in os.environ.get("ADMIN_USERS", "").split(",") if u.strip())
-        ctx = AppContext(JobManager(runs_root()), Generator(), admins)
+        ctx = AppContext(JobManager(runs_root()), Generator(), identity.admin_owners())
     with gr.Blocks(title="lora_app: LoRA fine-tuning") as demo:
-        owner_state = gr.BrowserState(None, storage_key="lora_app_owner", secret=browser_state_secret(ctx.jobs.root))
+        # The signed anonymous id, kept in this browser's localStorage (verified on each load),
+        # and the page's owner as the server holds it: handlers read only the latter.
+        browser_id = gr.BrowserState(None, storage_key="lora_app_id", secret=identity.browser_state_key(ctx.key))
+        owner_state = gr.State(None)
         gr.Markdown("# lora_app\nLoRA fine-tuning of causal language models: pick data, set LoRA, train, "
                     "watch it live, try the result.")
         with gr.Tabs():
             with gr.Tab("1. Data", id="data"):
-                data_state, _ = data_tab.build(token_fn)
+                data_state, data_parts = data_tab.build(token_fn)
             with gr.Tab("2. LoRA", id="lora"):
                 gr.Markdown(form.device_note())
                 widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
@@ -61,14 +67,15 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             with gr.Tab("6. Hub", id="hub") as hub_tab_obj:
                 hub_parts = hub_tab.build(ctx, owner_state, None if token_fn is env_token else token_fn)
 
-        def on_check(values: dict, request: gr.Request = None):  # a dict: see train_tab.on_start
-            data, vals = values[data_state], [values[w] for w in widgets.values()]
+        def on_check(data, request: gr.Request = None, **settings):
+            """Check the settings (and the chosen data, if any) without training: every problem at
+            once, else the trainable-parameter count, the LoRA targets, the device. Each setting is
+            a keyword named as in PEFT / transformers (r, lora_alpha, max_steps, ...)."""
             hidden = gr.update(visible=False)
             token = token_fn(request)
             try:
                 # The same preflight as Start (every problem at once); the data only once chosen.
-                cfg, pre = preflight(form.to_raw(dict(zip(widgets, vals)), data), token=token,
-                                     check_data=bool(data))
+                cfg, pre = preflight(form.to_raw(form.by_key(settings), data), token=token, check_data=bool(data))
             except ConfigError as err:
                 return problems_md(err.problems), hidden, ""
             md = (f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
@@ -80,25 +87,55 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 return md, hidden, f"No estimate for this model ({type(err).__name__}: {html.escape(str(err))[:200]})."
             return md, gr.update(value=est.frame(), visible=True), "\n".join(f"- {b}" for b in est.basis)
 
-        check.click(on_check, {data_state, *widgets.values()}, [check_out, estimate_df, estimate_md])
-        runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"])
-        hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]]).then(
+        check.click(on_check, [data_state], [check_out, estimate_df, estimate_md], inputs_kwargs=form.by_name(widgets), api_name="check")
+        runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"],
+                            **READ_ONLY)
+        hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]], **READ_ONLY).then(
             hub_parts["on_load"], None, [hub_parts["who"]])
         demo.load(hub_parts["on_load"], None, [hub_parts["who"]])
         demo.unload(hub_parts["forget"])  # drop a typed token when the page goes away
 
-        def on_load(owner):
-            return owner or new_owner_id()
+        def on_load(token):
+            """The owner of this page: the id this browser holds, when this server signed it,
+            else a new one (stored back into the browser). Never an id the browser made up."""
+            owner = identity.verify(ctx.key, token)
+            if owner is None:
+                owner, token = identity.issue(ctx.key)
+            return token, owner
 
-        # First give this browser an owner id (kept in localStorage), then re-attach to its runs.
-        demo.load(on_load, [owner_state], [owner_state]).then(
-            runs_parts["refresh"], [owner_state], runs_parts["refresh_outputs"]
-        ).then(try_parts["refresh"], [owner_state], [try_parts["run_pick"]]).then(
+        # First the page's owner, then re-attach to its runs (or to its Start still preparing).
+        demo.load(on_load, [browser_id], [browser_id, owner_state], concurrency_limit=None).then(
+            runs_parts["refresh"], [owner_state], runs_parts["refresh_outputs"], **READ_ONLY
+        ).then(try_parts["refresh"], [owner_state], [try_parts["run_pick"]], **READ_ONLY).then(
             # It follows the run until it ends: with Gradio's default concurrency limit (1 per
             # event) a second open tab or browser waited here, showing "No run yet", until then.
             reattach, [owner_state], train_outs, concurrency_limit=None)
         # Start in a tab that is still following an earlier run: that follower stops by itself
         # (train_tab.follow's ``wanted``), ending on no-op updates. Not with ``cancels=``: Gradio
         # re-sends a cancelled generator's last output, which put the old run back on the page.
+    # After the block closes: Gradio adds components' own load events (the LoginButton's) on exit.
+    _name_data_endpoints(demo, data_parts)
+    _public_api_only(demo)
     demo.lora_ctx = ctx
     return demo
+
+
+def _name_data_endpoints(demo: gr.Blocks, parts: dict) -> None:
+    """The Data tab's events by what they do (their functions are named by how they do it)."""
+    names = {(parts["example"]._id, "click"): "use_example", (parts["upload"]._id, "change"): "load_file"}
+    hub_btn = parts.get("hub_button")
+    for fn in demo.fns.values():
+        for block_id, event in fn.targets:
+            name = names.get((block_id, event))
+            if name is None and fn.fn is not None and getattr(fn.fn, "__name__", "") == "from_hub" and \
+                    (hub_btn is None or block_id == hub_btn._id):
+                name = "load_hub_dataset"
+            if name is not None:
+                fn.api_name = name
+
+
+def _public_api_only(demo: gr.Blocks) -> None:
+    """Every endpoint not in :data:`PUBLIC_API` becomes private (see there)."""
+    for fn in demo.fns.values():
+        if fn.api_name not in PUBLIC_API:
+            fn.api_visibility = "private"

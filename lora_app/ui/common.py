@@ -1,21 +1,25 @@
-"""What the tabs share: the job manager, the generator, owners, formatting helpers."""
+"""What the tabs share: the job manager, the generator, who is asking (through
+:mod:`lora_app.identity`), formatting helpers."""
 
 from __future__ import annotations
 
 import html
 import os
-import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from .. import identity
 from ..generate import Generator
-from ..jobs import JobManager
+from ..identity import Identity
+from ..jobs import JobManager, NotYourRun, RunInfo
 from ..models import app_home
 
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "quotes.jsonl"
+# Read-only handlers (lists, details, the Hub tab's run picker) share one group of 8 workers:
+# with Gradio's default (1 per event) 20 pages refreshing the Runs tab waited in one line.
+READ_ONLY = {"concurrency_limit": 8, "concurrency_id": "read-only"}
 
 
 def runs_root() -> Path:
@@ -30,55 +34,67 @@ def runs_root() -> Path:
 
 @dataclass
 class AppContext:
-    """Process-wide objects behind one Blocks app."""
+    """Process-wide objects behind one Blocks app. ``admins``: owners (``hf:<name>``) who see
+    every run; ``key``: the identity signing key (default: :func:`lora_app.identity.signing_key`
+    of the runs folder)."""
 
     jobs: JobManager
     generator: Generator
     admins: frozenset[str]
+    key: bytes = b""
 
+    def __post_init__(self):
+        if not self.key:
+            self.key = identity.signing_key(self.jobs.root)
 
-def new_owner_id() -> str:
-    return "browser-" + secrets.token_hex(8)
+    def who(self, session_owner: str | None, profile=None) -> Identity:
+        """The caller of a request: see :func:`lora_app.identity.resolve`."""
+        ident = identity.resolve(session_owner, profile, self.admins)
+        if ident.owner and not ident.admin and self.jobs.is_admin(ident.owner):
+            ident = Identity(ident.owner, admin=True)
+        return ident
 
+    def visible(self, ident: Identity) -> list[RunInfo]:
+        """The runs ``ident`` may see, newest first (none for an unknown caller)."""
+        if ident.admin or ident.local:
+            return self.jobs.list()
+        return self.jobs.list(owner=ident.owner) if ident.owner else []
 
-def browser_state_secret(root: Path) -> str:
-    """The key gr.BrowserState encrypts the owner id with in localStorage: ``LORA_APP_SECRET``,
-    else one made once and kept in ``root/.browser_state_secret``.
+    def run_of(self, ident: Identity, run_id: str | None) -> RunInfo:
+        """The run ``run_id`` if ``ident`` may see it. Raises NotYourRun with the same words
+        whether the run is someone else's or does not exist (nothing to probe)."""
+        info = self.jobs.get(run_id) if isinstance(run_id, str) and run_id else None
+        if info is None or not ident.may_see(info.owner):
+            raise NotYourRun(f"No run `{html.escape(str(run_id or ''))}` of yours. Fix: pick one of your runs "
+                             "from the list (press Refresh).")
+        return info
 
-    Gradio's default is a new random key per app start, so after a restart a browser could
-    not read its owner id back, got a new one and lost sight of its runs (Train tab re-attach,
-    Runs, Try it)."""
-    if os.environ.get("LORA_APP_SECRET"):
-        return os.environ["LORA_APP_SECRET"]
-    path = Path(root) / ".browser_state_secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(secrets.token_urlsafe(24))
-    return path.read_text(encoding="utf-8").strip()
+    def adapter_ref(self, ident: Identity, ref: str | None) -> str | None:
+        """What the Try tab may load for ``ident``: one of their runs (by run id, or a folder
+        inside one) becomes its adapter folder; a Hub repo id stays as it is; another folder
+        on the server only for an admin, or off a Space (a local install). Raises
+        NotYourRun otherwise. None when ``ref`` is empty."""
+        ref = (ref or "").strip()
+        if not ref:
+            return None
+        if self.jobs.get(ref) is not None:
+            return str(self.jobs.run_dir(self.run_of(ident, ref).id) / "adapter")
+        looks_local = ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists()
+        if not looks_local:
+            return ref  # a Hub repo id: the Hub decides who may read it
+        path = Path(ref).expanduser().resolve()
+        if path.is_relative_to(self.jobs.root):
+            parts = path.relative_to(self.jobs.root).parts
+            self.run_of(ident, parts[0] if parts else None)
+            return str(path)
+        if ident.sees_paths or not os.environ.get("SPACE_ID"):
+            return str(path)
+        raise NotYourRun("adapter: folders on the server are not open to visitors. Fix: pick one of your runs "
+                         "or type an adapter's Hub repo id (owner/name).")
 
-
-def owner_of(browser_owner: str | None, profile=None) -> str:
-    """Hub user name when logged in with OAuth, else the browser's own random id."""
-    name = getattr(profile, "username", None) or getattr(profile, "name", None)
-    return f"hf:{name}" if name else (browser_owner or "anonymous")
-
-
-def request_owner(browser_owner: str | None, request=None) -> str:
-    """:func:`owner_of` for a Gradio request: the Hub user of its OAuth session (Gradio keeps
-    it under ``oauth_info``) when signed in, else the browser id. Works without OAuth set up."""
-    # As gradio.helpers._session_from_request: the session lives in the ASGI scope, and only
-    # when SessionMiddleware is installed (OAuth on); touching .session otherwise raises.
-    underlying = getattr(request, "request", None) or request
-    scope = getattr(underlying, "scope", None)
-    session = scope.get("session") if isinstance(scope, dict) else None
-    info = session.get("oauth_info") if isinstance(session, dict) else None
-    if info and info.get("expires_at") and info["expires_at"] < time.time():
-        info = None
-    name = ((info or {}).get("userinfo") or {}).get("preferred_username")
-    return f"hf:{name}" if name else (browser_owner or "anonymous")
+    def redact(self, ident: Identity, text: str) -> str:
+        """Server folder paths out of ``text`` unless ``ident`` may see them."""
+        return ident.redact(text, self.jobs.root)
 
 
 def fmt_duration(s: float | None) -> str:

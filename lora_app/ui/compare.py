@@ -6,10 +6,11 @@ from __future__ import annotations
 import gradio as gr
 
 from ..config import ConfigError
+from ..jobs import NotYourRun
 from .common import AppContext, problems_md
 
 
-def build(ctx: AppContext, adapter, prompt, max_new, temp, where, token_fn):
+def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, token_fn):
     """Add the Side by side button and its two outputs under the Try tab's widgets."""
     with gr.Row():
         compare_btn = gr.Button("Side by side: base model vs. with the adapter", elem_id="try-compare", scale=3)
@@ -18,24 +19,31 @@ def build(ctx: AppContext, adapter, prompt, max_new, temp, where, token_fn):
         base_out = gr.Textbox(label="Base model alone", lines=6, interactive=False, elem_id="try-base-out")
         adapter_out = gr.Textbox(label="With the adapter", lines=6, interactive=False, elem_id="try-adapter-out")
 
-    def side_by_side(adapter_ref, text, n, t, s, request: gr.Request = None):
+    def side_by_side(adapter, prompt, max_new_tokens, temperature, seed, owner, request: gr.Request = None,
+                     profile: gr.OAuthProfile | None = None):
+        """The base model and base + adapter (a run id of yours or a Hub repo id) complete ``prompt``
+        with the same seed and settings. Streams ``(header, base text, adapter text)``."""
         token = token_fn(request) if token_fn else None
-        if not (adapter_ref or "").strip():
+        ident = ctx.who(owner, profile)
+        if not (adapter or "").strip():
             yield problems_md(["adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
                                "(owner/name) to compare with its base model."]), "", ""
             return
         try:
-            loaded = ctx.generator.load(adapter_ref.strip(), None, token=token)
-            s = int(s or 0)
-            head = (f"{loaded.description} · same prompt, seed {s}, max_new_tokens {int(n)}, "
-                    f"temperature {float(t):g}{' (greedy)' if float(t) == 0 else ''}")
+            ref = ctx.adapter_ref(ident, adapter)  # before any model is loaded
+            loaded = ctx.generator.load(ref, None, token=token)
+            s, n, t = int(seed or 0), int(max_new_tokens), float(temperature)
+            head = (f"{ctx.redact(ident, loaded.description)} · same prompt, seed {s}, max_new_tokens {n}, "
+                    f"temperature {t:g}{' (greedy)' if t == 0 else ''}")
             yield head, "", ""
             for base_text, adapter_text in ctx.generator.compare(
-                    text, loaded.adapter, loaded.base_id, max_new_tokens=int(n), temperature=float(t), seed=s,
-                    token=token):
+                    prompt, loaded.adapter, loaded.base_id, max_new_tokens=n, temperature=t, seed=s, token=token):
                 yield head, base_text, adapter_text
+        except NotYourRun as err:
+            yield problems_md([str(err)]), "", ""
         except ConfigError as err:
-            yield problems_md(err.problems), "", ""
+            yield problems_md([ctx.redact(ident, p) for p in err.problems]), "", ""
 
-    compare_btn.click(side_by_side, [adapter, prompt, max_new, temp, seed], [where, base_out, adapter_out])
+    compare_btn.click(side_by_side, [adapter, prompt, max_new, temp, seed, owner_state], [where, base_out, adapter_out],
+                      api_name="compare")
     return {"compare": compare_btn, "base_out": base_out, "adapter_out": adapter_out, "seed": seed}

@@ -87,12 +87,30 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     return w
 
 
+def by_name(widgets: dict[str, object]) -> dict[str, object]:
+    """``{"section.field": x}`` keyed by the bare field name (``r``, ``max_steps``): the
+    keyword names of the Check and Start API endpoints. Field names are unique across sections."""
+    out = {k.split(".", 1)[1]: w for k, w in widgets.items()}
+    assert len(out) == len(widgets), "two settings share a field name"
+    return out
+
+
+def by_key(values: dict[str, object]) -> dict[str, object]:
+    """The inverse of :func:`by_name` for values: ``{"r": 8}`` -> ``{"lora.r": 8}``."""
+    full = {k.split(".", 1)[1]: k for k in _KEYS}
+    return {full[name]: v for name, v in values.items() if name in full}
+
+
 def _num(v):
     # gr.Number gives floats; a whole float becomes an int so "r: 16.0" validates as 16,
     # while 16.5 stays a float and is reported as "must be a whole number".
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
+
+
+_KEYS = [f"{section}.{name}" for section in ("model", "lora", "training")
+         for name in type(getattr(D, section)).model_fields]
 
 
 def to_raw(values: dict[str, object], data: dict | None) -> dict:

@@ -17,7 +17,9 @@ import gradio as gr
 
 from .. import hub, hub_client
 from ..config import ConfigError
-from .common import AppContext, owner_of, problems_md
+from ..identity import Identity
+from ..jobs import NotYourRun
+from .common import READ_ONLY, AppContext, problems_md
 
 SESSION_TTL_S = 8 * 3600
 _SESSION_TOKENS: dict[str, tuple[float, str]] = {}
@@ -84,22 +86,16 @@ def request_token(request=None, write: bool = False) -> str | None:
 
 
 # -- the tab --------------------------------------------------------------------------------
-def pushable_runs(ctx: AppContext, owner: str | None) -> list[tuple[str, str]]:
-    """(label, run id) of this owner's runs that ended with a saved adapter (all runs for admins)."""
-    admin = owner_of(owner) in ctx.admins
+def pushable_runs(ctx: AppContext, ident: Identity) -> list[tuple[str, str]]:
+    """(label, run id) of the caller's runs that ended with a saved adapter (all runs for admins)."""
     out = []
-    for r in ctx.jobs.list(owner=None if admin else owner_of(owner)):
+    for r in ctx.visible(ident):
         if r.status in ("running", "queued"):
             continue
         if (ctx.jobs.run_dir(r.id) / "adapter" / "adapter_config.json").exists():
             loss = "" if r.final_loss is None else f" · loss {r.final_loss:.3f}"
             out.append((f"{r.id} · {r.status} · {r.base_model.split('/')[-1]} · {r.data}{loss}", r.id))
     return out
-
-
-def _may_use(ctx: AppContext, owner: str | None, run_id: str | None) -> bool:
-    info = ctx.jobs.get(run_id) if run_id else None
-    return info is not None and (info.owner == owner_of(owner) or owner_of(owner) in ctx.admins)
 
 
 def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
@@ -122,7 +118,8 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
         forget_btn = gr.Button("Forget it", scale=1, variant="secondary", elem_id="hub-forget-token")
     who = gr.Markdown("Not logged in.", elem_id="hub-whoami")
     with gr.Row():
-        run_pick = gr.Dropdown(label="Run to push", choices=[], interactive=True, scale=4, elem_id="hub-run")
+        run_pick = gr.Dropdown(label="Run to push", choices=[], interactive=True, allow_custom_value=True, scale=4,
+                               elem_id="hub-run")
         refresh_btn = gr.Button("Refresh list", scale=1, elem_id="hub-refresh")
     repo = gr.Textbox(label="Repo id (owner/name)", placeholder="filled in when you pick a run",
                       elem_id="hub-repo")
@@ -160,11 +157,13 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
         forget_token(request)
         return who_line(request)
 
-    def refresh(owner):
-        return gr.update(choices=pushable_runs(ctx, owner), value=None)
+    def refresh(owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        return gr.update(choices=pushable_runs(ctx, ctx.who(owner, profile)), value=None)
 
-    def pick(run_id, owner, request: gr.Request = None):
-        if not run_id or not _may_use(ctx, owner, run_id):
+    def pick(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        try:
+            ctx.run_of(ctx.who(owner, profile), run_id)
+        except NotYourRun:
             return gr.update(), ""
         rd = ctx.jobs.run_dir(run_id)
         token = write_token_fn(request)
@@ -181,21 +180,28 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
             return last["repo_id"], note
         return hub.default_repo_id(user, rd), note
 
-    def push(run_id, repo_id, is_private, base_id, owner, request: gr.Request = None):
+    def push(run_id, repo_id, private, base_model_id, owner, request: gr.Request = None,
+             profile: gr.OAuthProfile | None = None):
+        """Push a finished run of yours (its adapter and model card) to the Hub repo ``repo_id``
+        (owner/name), as the signed-in user or the token given in the Hub tab. Streams progress."""
         if not run_id:
             yield problems_md(["run: none chosen. Fix: pick a finished run (press Refresh list if the list is empty)."])
             return
-        if not _may_use(ctx, owner, run_id):
+        ident = ctx.who(owner, profile)
+        try:
+            ctx.run_of(ident, run_id)
+        except NotYourRun:
             yield problems_md([f"run: '{run_id}' is not one of your runs. Fix: pick one from the list."])
             return
         yield f"Checking `{html.escape(repo_id or '')}`: repo id, token, permissions, model card…"
         try:
-            res = hub.push_adapter(ctx.jobs.run_dir(run_id), repo_id, private=bool(is_private),
-                                   token=write_token_fn(request), base_model_id=base_id or None)
+            res = hub.push_adapter(ctx.jobs.run_dir(run_id), repo_id, private=bool(private),
+                                   token=write_token_fn(request), base_model_id=base_model_id or None)
         except ConfigError as err:
-            yield problems_md(err.problems) + "\n\nYour local adapter is unchanged; fix this and press Push again."
+            yield ctx.redact(ident, problems_md(err.problems)) + \
+                "\n\nYour local adapter is unchanged; fix this and press Push again."
             return
-        yield res.markdown() + (f"\n\nTry it: type `{res.repo_id}` as the adapter in the Try it tab.")
+        yield ctx.redact(ident, res.markdown()) + (f"\n\nTry it: type `{res.repo_id}` as the adapter in the Try it tab.")
 
     def on_unload(request: gr.Request = None):
         forget_token(request)
@@ -203,8 +209,8 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
     use_btn.click(use_token, [token_box], [token_box, who])
     token_box.submit(use_token, [token_box], [token_box, who])
     forget_btn.click(drop_token, None, [who])
-    refresh_btn.click(refresh, [owner_state], [run_pick])
+    refresh_btn.click(refresh, [owner_state], [run_pick], **READ_ONLY)
     run_pick.change(pick, [run_pick, owner_state], [repo, result])
-    push_btn.click(push, [run_pick, repo, private, base_box, owner_state], [result])
+    push_btn.click(push, [run_pick, repo, private, base_box, owner_state], [result], api_name="push")
     return {"who": who, "on_load": who_line, "run_pick": run_pick, "refresh": refresh, "repo": repo,
             "result": result, "forget": on_unload}

@@ -16,6 +16,7 @@ import sys
 import gradio as gr
 
 from ..merge import DTYPES, QUANTIZED_NOTE
+from ..jobs import NotYourRun
 from .common import AppContext
 
 TAIL = 40  # progress lines kept on the page
@@ -28,8 +29,9 @@ def merge_command(run_dir, dtype: str, push_repo: str | None, private: bool) -> 
     return cmd
 
 
-def build(ctx: AppContext, pick, owner_state, who, token_fn=None) -> dict:
-    """The panel; ``who(ctx, browser_owner, request)`` -> (owner, admin) as in the Runs tab."""
+def build(ctx: AppContext, pick, owner_state, token_fn=None) -> dict:
+    """The panel under the Runs table: dtype, optional push, the button and its streamed log.
+    Who may merge a run is decided as everywhere else (:meth:`AppContext.who` / ``run_of``)."""
     with gr.Accordion("Merge into the base model (a standalone model, no PEFT needed)", open=False):
         gr.Markdown(QUANTIZED_NOTE + " Every merge is checked: the merged model must give base + adapter's greedy "
                     "tokens on a few prompts; a merge that fails is not pushed.")
@@ -42,13 +44,16 @@ def build(ctx: AppContext, pick, owner_state, who, token_fn=None) -> dict:
         merge_b = gr.Button("Merge into the base model", elem_id="merge-button")
         out = gr.Markdown(elem_id="merge-out")
 
-    def on_merge(run_id, browser_owner, dt, push_repo, priv, request: gr.Request = None):
+    def on_merge(run_id, owner, dt, push_repo, priv, request: gr.Request = None,
+                 profile: gr.OAuthProfile | None = None):
         if not run_id:
             yield "Pick a run first."
             return
-        owner, admin = who(ctx, browser_owner, request)
-        if not ctx.jobs.may_manage(run_id, owner, admin):
-            yield f"No run `{html.escape(run_id)}` of yours."
+        ident = ctx.who(owner, profile)
+        try:
+            ctx.run_of(ident, run_id)
+        except NotYourRun as err:
+            yield str(err)
             return
         rd = ctx.jobs.run_dir(run_id)
         env = dict(os.environ)
@@ -69,7 +74,7 @@ def build(ctx: AppContext, pick, owner_state, who, token_fn=None) -> dict:
                 line = line.rstrip()
                 if not line or _noise(line):
                     continue
-                lines.append(html.escape(line))
+                lines.append(html.escape(ctx.redact(ident, line)))
                 yield "\n\n".join(lines[-TAIL:])
             rc = proc.wait()
         verdict = "**Done.**" if rc == 0 else "**The merge or the push did not complete** (see above)."

@@ -2,9 +2,9 @@
 be done with a run: stop, resume, delete (folder too), download its settings as YAML. Also
 loads a saved YAML back into the settings form.
 
-Who is who: the owner is ``hf:<user>`` with a Hub login, else the browser's own random id
-(kept in localStorage); :class:`~lora_app.jobs.JobManager` refuses to act on someone else's
-run, so a crafted request cannot get around the table either.
+Who is who is decided on the server (:mod:`lora_app.identity`): every handler takes the page's
+server-side owner (``gr.State``) and the injected ``gr.OAuthProfile``, never an owner from the
+request body, and acts on a run only after :meth:`AppContext.run_of` said it is the caller's.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import pandas as pd
 
 from ..config import ConfigError, RunConfig
 from ..events import RunView
+from ..identity import Identity
 from ..jobs import ACTIVE, NotYourRun, run_summary
 from . import form, merge_panel
-from .common import AppContext, loss_frame, problems_md, request_owner
+from .common import READ_ONLY, AppContext, loss_frame, problems_md
 
 COLUMNS = ["run", "status", "started", "duration", "base model", "data", "r", "alpha", "targets", "steps",
            "final loss", "eval loss", "perplexity", "adapter", "message"]
@@ -28,32 +29,29 @@ LOG_LINES = 400
 YAML_DIR = Path(tempfile.gettempdir()) / "lora_app_configs"  # Gradio serves files from the temp dir
 
 
-def who(ctx: AppContext, browser_owner: str | None, request=None) -> tuple[str, bool]:
-    """(owner, is_admin) for a request: Hub user when signed in, else the browser id."""
-    owner = request_owner(browser_owner, request)
-    return owner, owner in ctx.admins or ctx.jobs.is_admin(owner)
-
-
-def runs_frame(ctx: AppContext, owner: str, admin: bool = False) -> pd.DataFrame:
-    """The table: one row per run the person may see, newest first."""
-    rows = [{**run_summary(ctx.jobs, r), **_eval_cells(ctx, r.id)} for r in ctx.jobs.visible(owner, admin)]
-    if admin:
-        for row, r in zip(rows, ctx.jobs.visible(owner, admin)):
-            row["message"] = f"[{r.owner}] " + row["message"]
+def runs_frame(ctx: AppContext, ident: Identity) -> pd.DataFrame:
+    """The table: one row per run the caller may see, newest first (an admin's rows name the owner)."""
+    runs = ctx.visible(ident)
+    rows = [{**run_summary(ctx.jobs, r), **_eval_cells(ctx, r.id)} for r in runs]
+    for row, r in zip(rows, runs):
+        if not ident.sees_paths:  # the server's folders are not the visitor's business
+            row["adapter"] = "saved" if row["adapter"] else ""
+        row["message"] = ctx.redact(ident, (f"[{r.owner}] " if ident.admin else "") + row["message"])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def run_choices(ctx: AppContext, owner: str, admin: bool = False) -> list[tuple[str, str]]:
-    return [(f"{r.id} · {r.status} · {r.data}", r.id) for r in ctx.jobs.visible(owner, admin)]
+def run_choices(ctx: AppContext, ident: Identity) -> list[tuple[str, str]]:
+    return [(f"{r.id} · {r.status} · {r.data}", r.id) for r in ctx.visible(ident)]
 
 
-def run_detail(ctx: AppContext, run_id: str | None, owner: str, admin: bool = False):
+def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
     """``(details_md, loss_df, log_text)`` of one run, as it is now."""
     if not run_id:
         return "Pick a run.", loss_frame([]), ""
-    info = ctx.jobs.get(run_id)
-    if info is None or not ctx.jobs.may_manage(run_id, owner, admin):
-        return f"No run `{html.escape(run_id)}` of yours.", loss_frame([]), ""
+    try:
+        info = ctx.run_of(ident, run_id)
+    except NotYourRun as err:
+        return str(err), loss_frame([]), ""
     view = RunView()
     view.update(ctx.jobs.run_dir(run_id))
     row = run_summary(ctx.jobs, info)
@@ -65,19 +63,27 @@ def run_detail(ctx: AppContext, run_id: str | None, owner: str, admin: bool = Fa
         md += "\n\n" + ctx.jobs.queue_note(run_id)
     if info.message:
         md += f"\n\n{html.escape(info.message)}"
-    md += f"\n\nfolder `{ctx.jobs.run_dir(run_id)}`" + (f" · adapter `{row['adapter']}`" if row["adapter"] else "")
+    if ident.sees_paths:
+        md += f"\n\nfolder `{ctx.jobs.run_dir(run_id)}`" + (f" · adapter `{row['adapter']}`" if row["adapter"] else "")
+    elif row["adapter"]:
+        md += f"\n\nadapter saved: try it in **5. Try it** (run `{info.id}`) or push it in **6. Hub**."
     if view.perplexity is not None or view.base_perplexity is not None:
         md += "\n\n" + _ppl_line(view)
-    return md, loss_frame(view.losses, view.evals), "\n".join(view.lines[-LOG_LINES:])
+    return ctx.redact(ident, md), loss_frame(view.losses, view.evals), ctx.redact(ident, "\n".join(view.lines[-LOG_LINES:]))
 
 
-def export_yaml(ctx: AppContext, run_id: str) -> Path:
-    """The run's settings as a YAML file in the temp dir (``python -m lora_app train --config`` runs it)."""
+def export_yaml(ctx: AppContext, run_id: str, ident: Identity | None = None) -> Path:
+    """The run's settings as a YAML file in the temp dir (``python -m lora_app train --config`` runs it).
+    For a visitor (``ident`` not seeing paths) the data path is the file's name only."""
     cfg = RunConfig.load(ctx.jobs.run_dir(run_id) / "config.yaml")
     YAML_DIR.mkdir(parents=True, exist_ok=True)
     out = YAML_DIR / f"lora_app-{run_id}.yaml"
+    if ident is not None and not ident.sees_paths and cfg.data.path:
+        # the run's private copy of the data is a server path: a visitor gets its file name only
+        cfg.data.path = Path(cfg.data.path).name
+    text = cfg.to_yaml()
     out.write_text(f"# lora_app run {run_id}; run it again with: python -m lora_app train --config {out.name}\n"
-                   + cfg.to_yaml(), encoding="utf-8")
+                   + text, encoding="utf-8")
     return out
 
 
@@ -126,7 +132,8 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
     refresh = gr.Button("Refresh", elem_id="runs-refresh")
     table = gr.Dataframe(pd.DataFrame(columns=COLUMNS), label="Your runs", interactive=False, wrap=True,
                          elem_id="runs-table")
-    pick = gr.Dropdown(label="Run", choices=[], interactive=True, elem_id="runs-pick")
+    # allow_custom_value: a script names a run by its id; run_of decides, not the choices the page was sent
+    pick = gr.Dropdown(label="Run", choices=[], interactive=True, allow_custom_value=True, elem_id="runs-pick")
     details = gr.Markdown("Pick a run.", elem_id="run-details")
     with gr.Row():
         stop_b = gr.Button("Stop run", variant="stop")
@@ -137,28 +144,32 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
     plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", title="Loss: training and held-out",
                        height=240, elem_id="runs-plot")
     log = gr.Textbox(label="Run log", lines=12, max_lines=12, interactive=False, elem_id="runs-log")
-    merge_parts = merge_panel.build(ctx, pick, owner_state, who, token_fn)
+    merge_parts = merge_panel.build(ctx, pick, owner_state, token_fn)
     with gr.Accordion("Load settings from a YAML file into the form", open=False):
         yaml_up = gr.File(label="config.yaml", file_types=[".yaml", ".yml", ".json"], type="filepath",
                           elem_id="runs-yaml-upload")
         yaml_msg = gr.Markdown()
     armed = gr.State(None)  # the run a first Delete press asked about
 
-    def do_refresh(browser_owner, selected=None, request: gr.Request = None):
-        owner, admin = who(ctx, browser_owner, request)
-        choices = run_choices(ctx, owner, admin)
+    def do_refresh(owner, selected=None, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        """Your runs: the table and the run picker (keeping ``selected`` when it is still there)."""
+        ident = ctx.who(owner, profile)
+        choices = run_choices(ctx, ident)
         ids = [c[1] for c in choices]
-        return runs_frame(ctx, owner, admin), gr.update(choices=choices, value=selected if selected in ids else None)
+        return runs_frame(ctx, ident), gr.update(choices=choices, value=selected if selected in ids else None)
 
-    def show(run_id, browser_owner, request: gr.Request = None):
-        owner, admin = who(ctx, browser_owner, request)
-        md, lf, lg = run_detail(ctx, run_id, owner, admin)
-        ok = bool(run_id) and ctx.jobs.may_manage(run_id, owner, admin)
-        path = str(export_yaml(ctx, run_id)) if ok else None
-        return md, lf, lg, gr.update(value=path, interactive=ok)
+    def show(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        """One of your runs: details, loss curve, log and its settings as a YAML file."""
+        ident = ctx.who(owner, profile)
+        md, lf, lg = run_detail(ctx, run_id, ident)
+        try:
+            path = str(export_yaml(ctx, ctx.run_of(ident, run_id).id, ident)) if run_id else None
+        except NotYourRun:
+            path = None
+        return md, lf, lg, gr.update(value=path, interactive=path is not None)
 
-    def do_select(run_id, browser_owner, request: gr.Request = None):
-        return *show(run_id, browser_owner, request), None, ""
+    def do_select(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        return *show(run_id, owner, request, profile), None, ""
 
     def from_table(evt: gr.SelectData, df):
         try:
@@ -166,46 +177,51 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
         except (IndexError, KeyError, TypeError):
             return gr.update()
 
-    def guarded(fn):
-        """Run an action for the caller; a refusal becomes the message shown."""
-        def wrapped(run_id, browser_owner, request: gr.Request = None):
-            if not run_id:
-                return "Pick a run first."
-            owner, admin = who(ctx, browser_owner, request)
-            try:
-                return fn(run_id, owner, admin)
-            except NotYourRun as err:
-                return str(err)
-        return wrapped
+    def act(fn, run_id, owner, profile):
+        """Run an action on one of the caller's runs; a refusal becomes the message shown."""
+        if not run_id:
+            return "Pick a run first."
+        ident = ctx.who(owner, profile)
+        try:
+            ctx.run_of(ident, run_id)
+            return ctx.redact(ident, fn(run_id, ident.owner, admin=ident.admin or ident.local))
+        except NotYourRun as err:
+            return str(err)
 
-    def stop_fn(run_id, owner, admin):
-        return ctx.jobs.cancel(run_id, owner, admin=admin)
+    def stop_run(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        """Stop one of your runs (it keeps the adapter saved so far). ``run_id``: as in the Runs table."""
+        return act(ctx.jobs.cancel, run_id, owner, profile)
 
-    def resume_fn(run_id, owner, admin):
-        return ctx.jobs.resume(run_id, owner, admin=admin)
+    def resume_run(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        """Queue a stopped or failed run of yours again, from its last checkpoint."""
+        return act(ctx.jobs.resume, run_id, owner, profile)
 
-    def delete_click(run_id, armed_id, browser_owner, request: gr.Request = None):
+    def delete_click(run_id, armed_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
         if not run_id:
             return "Pick a run first.", None
-        if armed_id != run_id:
-            info = ctx.jobs.get(run_id)
-            live = " It is still going: it will be stopped first." if info and info.status in ACTIVE else ""
-            return f"Press **Delete run** again to delete run `{run_id}` and its folder for good.{live}", run_id
-        owner, admin = who(ctx, browser_owner, request)
+        ident = ctx.who(owner, profile)
         try:
-            return ctx.jobs.delete(run_id, owner, admin=admin), None
+            info = ctx.run_of(ident, run_id)
+        except NotYourRun as err:
+            return str(err), None
+        if armed_id != run_id:
+            live = " It is still going: it will be stopped first." if info.status in ACTIVE else ""
+            return f"Press **Delete run** again to delete run `{run_id}` and its folder for good.{live}", run_id
+        try:
+            return ctx.redact(ident, ctx.jobs.delete(run_id, ident.owner, admin=ident.admin or ident.local)), None
         except NotYourRun as err:
             return str(err), None
 
     refresh_outs = [table, pick]
     select_outs = [details, plot, log, yaml_b, armed, action]
-    refresh.click(do_refresh, [owner_state, pick], refresh_outs).then(show, [pick, owner_state], select_outs[:4])
+    refresh.click(do_refresh, [owner_state, pick], refresh_outs, api_name="runs", **READ_ONLY).then(
+        show, [pick, owner_state], select_outs[:4], **READ_ONLY)
     # .input, not .change: a refresh that sets the value must not wipe the last action's message.
-    table.select(from_table, [table], [pick]).then(do_select, [pick, owner_state], select_outs)
-    pick.input(do_select, [pick, owner_state], select_outs)
-    stop_b.click(guarded(stop_fn), [pick, owner_state], [action], concurrency_limit=None).then(
+    table.select(from_table, [table], [pick]).then(do_select, [pick, owner_state], select_outs, **READ_ONLY)
+    pick.input(do_select, [pick, owner_state], select_outs, api_name="run", **READ_ONLY)
+    stop_b.click(stop_run, [pick, owner_state], [action], concurrency_limit=None, api_name="stop").then(
         do_refresh, [owner_state, pick], refresh_outs).then(show, [pick, owner_state], select_outs[:4])
-    ev = resume_b.click(guarded(resume_fn), [pick, owner_state], [action]).then(
+    ev = resume_b.click(resume_run, [pick, owner_state], [action], api_name="resume").then(
         do_refresh, [owner_state, pick], refresh_outs).then(show, [pick, owner_state], select_outs[:4])
     if follow is not None and follow_outputs is not None:
         ev.then(follow, [owner_state], follow_outputs, concurrency_limit=None)  # lasts the whole run

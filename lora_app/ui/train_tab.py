@@ -7,19 +7,88 @@ the start, so nothing lives only in the browser connection.
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass, field
 
 import gradio as gr
 
-from ..config import ConfigError
+from .. import identity, models
+from ..config import DEFAULT_BASE_MODEL, ConfigError
 from ..events import RunView
 from ..jobs import ACTIVE, NotYourRun
 from ..validate import check_and_submit
 from . import form
-from .common import AppContext, loss_frame, problems_md, progress_html, request_owner
+from .common import AppContext, loss_frame, problems_md, progress_html
 
 POLL_S = 0.5
 LOG_LINES = 400
+PREPARE_TTL_S = 15 * 60  # a preparation older than this is forgotten (its page is long gone)
+
+
+@dataclass
+class Preparation:
+    """What Start is doing for one owner before the run exists (model conversion, Hub
+    download, preflight): a reloaded page finds it here and waits for its run."""
+
+    step: str
+    started: float = field(default_factory=time.time)
+    run_id: str | None = None
+    problems: list[str] | None = None
+    pre: object = None  # the Preflight, once queued
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_PREPARING: dict[str, Preparation] = {}
+_PREP_LOCK = threading.Lock()
+
+
+def preparing(owner: str | None) -> Preparation | None:
+    """The owner's Start still in preparation (or just done), if any."""
+    with _PREP_LOCK:
+        prep = _PREPARING.get(owner) if owner else None
+        if prep is not None and time.time() - prep.started > PREPARE_TTL_S:
+            _PREPARING.pop(owner, None)
+            prep = None
+        return prep
+
+
+def prepare_and_submit(ctx: AppContext, raw: dict, owner: str, token: str | None) -> Preparation:
+    """Start's slow part, in a thread of its own so that a reload cannot lose it: convert the
+    bundled model on first use, read the data (a Hub dataset is downloaded), preflight,
+    queue the run. ``Preparation.step`` says which of these it is doing."""
+    prep = Preparation("checking the settings")
+    with _PREP_LOCK:
+        _PREPARING[owner] = prep
+
+    def work():
+        try:
+            base = (raw.get("model") or {}).get("base_model_name_or_path") or DEFAULT_BASE_MODEL
+            if base == DEFAULT_BASE_MODEL and not models.bundled_model_ready():
+                prep.step = ("preparing the base model SmolLM2-135M-Instruct (first use: converting the "
+                             "bundled copy, about 20-45 s)")
+                models.resolve_model(base)  # converts it when the Hub does not have it
+            ds = (raw.get("data") or {}).get("dataset_id")
+            prep.step = (f"reading Hub dataset `{ds}` (downloading it) and checking the model" if ds else
+                         "reading the data and checking the model")
+            run_id, pre = check_and_submit(ctx.jobs, raw, owner=owner, token=token,
+                                           env={"HF_TOKEN": token} if token else None)
+            prep.pre, prep.run_id = pre, run_id
+        except ConfigError as err:
+            prep.problems = err.problems
+        except Exception as err:  # noqa: BLE001 - the page must hear of it, not hang on "preparing"
+            prep.problems = [f"start: {type(err).__name__}: {err}"]
+        finally:
+            prep.done.set()
+
+    threading.Thread(target=work, name="lora_app-prepare", daemon=True).start()
+    return prep
+
+
+def wait_preparation(prep: Preparation):
+    """Yield a status line every POLL_S while ``prep`` runs."""
+    while not prep.done.wait(POLL_S):
+        yield f"Preparing the run: **{prep.step}** ({time.time() - prep.started:.0f} s)…"
 # Keep #train-log at its last line on each update, unless the person scrolled up to read.
 FOLLOW_LOG_JS = """() => {
   const t = document.querySelector('#train-log textarea');
@@ -79,7 +148,6 @@ def follow(ctx: AppContext, run_id: str | None, wanted=None):
 
 
 def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
-    keys = list(widgets)
     run_state = gr.State(None)
     # The run each page (Gradio session) shows. A follower that is no longer its page's run
     # stops by itself at its next poll (<= POLL_S), so a Start in a tab that followed another
@@ -102,50 +170,76 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
                        height=260, elem_id="loss-plot")
     log = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, interactive=False, elem_id="train-log")
 
-    # Inputs as a set: the handler gets one {component: value} dict. With ``*vals`` in the
-    # signature Gradio did not inject the keyword-only ``request`` (it was always None: no
-    # OAuth/typed token for the run, no Hub user as owner, no page identity).
-    inputs = {data_state, owner_state, *widgets.values()}
+    keep = (gr.update(),) * 4
 
-    def on_start(values: dict, request: gr.Request = None):
-        data, owner, vals = values[data_state], values[owner_state], [values[w] for w in widgets.values()]
-        try:
-            token = token_fn(request) if token_fn else None
-            # The one preflight (as the CLI's): every problem together; no run folder unless all pass.
-            run_id, pre = check_and_submit(ctx.jobs, form.to_raw(dict(zip(keys, vals)), data),
-                                           owner=request_owner(owner, request), token=token,
-                                           env={"HF_TOKEN": token} if token else None)
-        except ConfigError as err:
-            yield None, problems_md(err.problems), gr.update(), gr.update(), gr.update()
+    def following(run_id, request, ident):
+        for out in follow(ctx, run_id, wanted_fn(request, run_id)):
+            yield keep + (gr.update(),) if out is None else (run_id, *_redacted(ctx, ident, out))
+
+    # The settings come as keyword inputs (named as the config's fields: the API's parameter
+    # names); Gradio injects ``request``/``profile`` only into positional parameters before **kw.
+    def on_start(data, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None, **settings):
+        """Check the settings (every problem at once) and queue a training run on the chosen data
+        (first call use_example, load_file or load_hub_dataset in the same session); then stream
+        its status, progress, loss curve and log until it ends. Settings are keywords named as
+        in PEFT / transformers (r, lora_alpha, target_modules, max_steps, learning_rate, ...)."""
+        ident = ctx.who(owner, profile)
+        if ident.owner is None:  # a caller that never loaded the page (a script): issue it an id now
+            owner, _ = identity.issue(ctx.key)
+            ident = ctx.who(owner)
+        token = token_fn(request) if token_fn else None
+        prep = prepare_and_submit(ctx, form.to_raw(form.by_key(settings), data), ident.owner, token)
+        for line in wait_preparation(prep):
+            yield None, line, gr.update(), gr.update(), gr.update(), owner
+        if prep.problems:
+            yield None, problems_md(prep.problems), gr.update(), gr.update(), gr.update(), owner
             return
+        run_id, pre = prep.run_id, prep.pre
         notes = "".join(f"\n\n{n}" for n in pre.notes)
         wanted = wanted_fn(request, run_id)
-        yield run_id, f"Run `{run_id}` submitted. {pre.trainable_line}{notes}", gr.update(), gr.update(), gr.update()
+        yield run_id, f"Run `{run_id}` submitted. {pre.trainable_line}{notes}", gr.update(), gr.update(), gr.update(), \
+            owner
         for out in follow(ctx, run_id, wanted):
-            yield (gr.update(),) * 5 if out is None else (run_id, *out)
+            yield (gr.update(),) * 6 if out is None else (run_id, *_redacted(ctx, ident, out), gr.update())
 
-    def on_stop(run_id, owner, request: gr.Request = None):
+    def on_stop(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
         if not run_id:
             return "Nothing to stop."
+        ident = ctx.who(owner, profile)
         try:  # returns once the run's process group is gone
-            return ctx.jobs.cancel(run_id, request_owner(owner, request))
+            ctx.run_of(ident, run_id)
+            return ctx.redact(ident, ctx.jobs.cancel(run_id, ident.owner, admin=ident.admin))
         except NotYourRun as err:
             return str(err)
 
-    def reattach(owner, request: gr.Request = None):
-        runs = ctx.jobs.list(owner=request_owner(owner, request)) if owner else []
+    def reattach(owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        """After a (re)load: the caller's Start still preparing, else their running (or queued)
+        run, else their last one."""
+        ident = ctx.who(owner, profile)
+        prep = preparing(ident.owner)
+        if prep is not None and not prep.done.is_set():  # a finished one is shown by its run, if any
+            for line in wait_preparation(prep):
+                yield None, line, gr.update(), gr.update(), gr.update()
+            if prep.problems:
+                yield None, problems_md(prep.problems), gr.update(), gr.update(), gr.update()
+                return
+        runs = ctx.visible(ident) if ident.owner else []
+        runs = [r for r in runs if r.owner == ident.owner]  # an admin re-attaches to their own runs only
         if not runs:
             yield None, *next(follow(ctx, None))
             return
-        # The person's running (or queued) run, else their last one.
         run_id = next((r.id for r in runs if r.status in ACTIVE), runs[0].id)
-        for out in follow(ctx, run_id, wanted_fn(request, run_id)):
-            yield (gr.update(),) * 5 if out is None else (run_id, *out)
+        yield from following(run_id, request, ident)
 
-    start.click(on_start, inputs, [run_state, status, progress, plot, log],
-                concurrency_limit=None)
+    start.click(on_start, [data_state, owner_state], [run_state, status, progress, plot, log, owner_state],
+                inputs_kwargs=form.by_name(widgets), concurrency_limit=None, api_name="train")
     stop.click(on_stop, [run_state, owner_state], [stop_msg], concurrency_limit=None)
     # Gradio 6.31's Textbox autoscroll scrolls only once (its effect does not re-run on new
     # values), so a streamed log stayed at its first lines: keep it at the end in the browser.
     log.change(None, None, None, js=FOLLOW_LOG_JS)
     return run_state, reattach, [run_state, status, progress, plot, log], start
+
+
+def _redacted(ctx: AppContext, ident, out):
+    head, prog, losses, log_text = out
+    return ctx.redact(ident, head), prog, losses, ctx.redact(ident, log_text)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import gradio as gr
 
 from ..config import ConfigError
+from ..identity import Identity
+from ..jobs import NotYourRun
 from . import compare
-from .common import AppContext, owner_of, problems_md
+from .common import READ_ONLY, AppContext, problems_md
 
 DEFAULT_PROMPT = "Two things are infinite: "
 
 
-def finished_runs(ctx: AppContext, owner: str | None) -> list[tuple[str, str]]:
+def finished_runs(ctx: AppContext, ident: Identity) -> list[tuple[str, str]]:
+    """(label, run id) of the caller's runs with a saved adapter (every run's for an admin)."""
     out = []
-    for r in ctx.jobs.list(owner=None if owner is None else owner_of(owner)):
-        ad = ctx.jobs.run_dir(r.id) / "adapter"
-        if (ad / "adapter_config.json").exists():
-            out.append((f"{r.id} · {r.status} · {r.data}", str(ad)))
+    for r in ctx.visible(ident):
+        if (ctx.jobs.run_dir(r.id) / "adapter" / "adapter_config.json").exists():
+            out.append((f"{r.id} · {r.status} · {r.data}", r.id))
     return out
 
 
@@ -24,7 +26,7 @@ def build(ctx: AppContext, owner_state, token_fn):
     with gr.Row():
         run_pick = gr.Dropdown(label="Finished run", choices=[], interactive=True, scale=3)
         refresh = gr.Button("Refresh runs", scale=1)
-    adapter = gr.Textbox(label="Adapter: folder or Hub repo id (owner/name)",
+    adapter = gr.Textbox(label="Adapter: one of your runs, a Hub adapter (owner/name) or a local folder",
                          placeholder="filled in when you pick a run")
     prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2)
     with gr.Row():
@@ -33,26 +35,35 @@ def build(ctx: AppContext, owner_state, token_fn):
     go = gr.Button("Generate", variant="primary")
     where = gr.Markdown()
     output = gr.Textbox(label="Completion", lines=6, interactive=False)
-    side = compare.build(ctx, adapter, prompt, max_new, temp, where, token_fn)
+    side = compare.build(ctx, adapter, prompt, max_new, temp, where, owner_state, token_fn)
 
-    def do_refresh(owner):
-        return gr.update(choices=finished_runs(ctx, owner))
+    def do_refresh(owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        return gr.update(choices=finished_runs(ctx, ctx.who(owner, profile)))
 
-    def generate(adapter_ref, text, n, t, request: gr.Request = None):
+    def generate(adapter, prompt, max_new_tokens, temperature, owner, request: gr.Request = None,
+                 profile: gr.OAuthProfile | None = None):
+        """Complete ``prompt`` with the base model plus an adapter (a run id of yours or a Hub repo id;
+        empty: the base model alone). Streams ``(what was loaded, completion so far)``."""
         token = token_fn(request) if token_fn else None
+        ident = ctx.who(owner, profile)
         try:
-            loaded = ctx.generator.load(adapter_ref or None, None if adapter_ref else None, token=token) \
-                if adapter_ref else ctx.generator.load(None, _default_base(), token=token)
-            yield loaded.description, ""
-            for partial in ctx.generator.stream(text, adapter=loaded.adapter, base=loaded.base_id,
-                                                max_new_tokens=int(n), temperature=float(t), token=token):
-                yield loaded.description, partial
+            ref = ctx.adapter_ref(ident, adapter)
+            loaded = ctx.generator.load(ref, None, token=token) if ref else \
+                ctx.generator.load(None, _default_base(), token=token)
+            what = ctx.redact(ident, loaded.description)
+            yield what, ""
+            for partial in ctx.generator.stream(prompt, adapter=loaded.adapter, base=loaded.base_id,
+                                                max_new_tokens=int(max_new_tokens),
+                                                temperature=float(temperature), token=token):
+                yield what, partial
+        except NotYourRun as err:
+            yield problems_md([str(err)]), ""
         except ConfigError as err:
-            yield problems_md(err.problems), ""
+            yield problems_md([ctx.redact(ident, p) for p in err.problems]), ""
 
-    refresh.click(do_refresh, [owner_state], [run_pick])
+    refresh.click(do_refresh, [owner_state], [run_pick], **READ_ONLY)
     run_pick.change(lambda v: v or gr.update(), [run_pick], [adapter])
-    go.click(generate, [adapter, prompt, max_new, temp], [where, output])
+    go.click(generate, [adapter, prompt, max_new, temp, owner_state], [where, output], api_name="generate")
     return {"run_pick": run_pick, "refresh": do_refresh, "adapter": adapter, "output": output, **side}
 
 
