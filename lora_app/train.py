@@ -119,11 +119,16 @@ def _make_callback(ev: EventWriter, stop: threading.Event, counter: _TokenCounte
 
 
 def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -> int:
-    """Run the job in ``run_dir``. Returns the process exit code (0 finished or stopped, 1 failed).
+    """Run the job in ``run_dir``. Returns the process exit code (0 finished or stopped, 1 failed, 2 not a run that can be trained).
 
     ``keep``: if a dict is given, the trained model and tokenizer are put in it (in-process use).
     """
     run_dir = Path(run_dir).resolve()
+    if resume:  # the app queues a resume as "queued"; a finished run's adapter must not be trained on and overwritten
+        last = [e.get("status") for e in read_events(run_dir)[0] if e.get("type") == "status"][-1:]
+        if last and last[0] not in ("stopped", "failed", "queued"):
+            print(f"Run {run_dir.name} is {last[0]}: only a stopped or failed run can be resumed.", file=sys.stderr)
+            return 2
     ev = EventWriter(run_dir)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
