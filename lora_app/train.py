@@ -124,6 +124,10 @@ def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -
     ``keep``: if a dict is given, the trained model and tokenizer are put in it (in-process use).
     """
     run_dir = Path(run_dir).resolve()
+    if not (run_dir / "config.yaml").is_file():  # checked before the EventWriter creates events.jsonl in it
+        what = "does not exist" if not run_dir.exists() else "is not a run folder (it holds no config.yaml)"
+        print(f"{run_dir} {what}: give a run folder, or a config file with --config.", file=sys.stderr)
+        return 2
     if resume:  # the app queues a resume as "queued"; a finished run's adapter must not be trained on and overwritten
         last = [e.get("status") for e in read_events(run_dir)[0] if e.get("type") == "status"][-1:]
         if last and last[0] not in ("stopped", "failed", "queued"):

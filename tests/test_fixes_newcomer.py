@@ -42,3 +42,17 @@ def test_cli_resume_of_a_finished_run_is_refused_and_writes_nothing(finished_run
     assert "only a stopped or failed run can be resumed" in r.stderr
     assert "Traceback" not in r.stderr
     assert _snapshot(finished_run) == before
+
+
+# -- bug 8
+def test_cli_train_on_a_folder_that_is_not_a_run_says_so_and_writes_nothing(tmp_path):
+    missing = tmp_path / "nope"
+    r = _cli("train", str(missing))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "does not exist" in r.stderr and not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = _cli("train", str(empty))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "is not a run folder (it holds no config.yaml)" in r.stderr
+    assert list(empty.iterdir()) == []
