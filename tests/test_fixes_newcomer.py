@@ -56,3 +56,29 @@ def test_cli_train_on_a_folder_that_is_not_a_run_says_so_and_writes_nothing(tmp_
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "is not a run folder (it holds no config.yaml)" in r.stderr
     assert list(empty.iterdir()) == []
+
+
+# -- bug 3
+def test_a_visitor_on_a_space_may_not_name_server_folders_or_others_runs_as_base_model(tmp_path, tiny_model,
+                                                                                     monkeypatch):
+    from gradio_client import Client
+    from test_identity import TINY, _cfg, _serve, _stop
+
+    monkeypatch.setenv("SPACE_ID", "someone/lora_app")
+    demo, ctx, url = _serve(tmp_path, max_running=0)
+    try:
+        theirs = ctx.jobs.submit(_cfg(tiny_model), owner="hf:alice")
+        merged = ctx.jobs.run_dir(theirs) / "merged"
+        merged.mkdir()
+        app = Client(url, verbose=False)
+        app.predict(api_name="/use_example")
+        for base, says in ((str(merged), f"No run `{theirs}` of yours"), (str(ctx.jobs.root), "No run `` of yours"),
+                           ("/etc", "folders on the server are not open to visitors"),
+                           (str(tiny_model), "folders on the server are not open to visitors")):
+            check_md, *_ = app.predict(base_model_name_or_path=base, **TINY, api_name="/check")
+            assert says in check_md and "not a model" not in check_md, (base, check_md)
+            status, *_ = app.predict(base_model_name_or_path=base, **TINY, api_name="/train")
+            assert says in status, (base, status)
+        assert [r.id for r in ctx.jobs.list()] == [theirs]  # nothing queued for the visitor
+    finally:
+        _stop(demo, ctx)

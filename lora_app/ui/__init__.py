@@ -13,7 +13,7 @@ import gradio as gr
 from .. import estimate, identity
 from ..config import ConfigError
 from ..generate import Generator
-from ..jobs import JobManager
+from ..jobs import JobManager, NotYourRun
 from ..validate import preflight
 from . import data_tab, form, hub_tab, runs_tab, train_tab, try_tab
 from .common import CSS, READ_ONLY, AppContext, problems_md, runs_root  # noqa: F401  (CSS: app.py and the tests import it here)
@@ -67,17 +67,20 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             with gr.Tab("6. Hub", id="hub") as hub_tab_obj:
                 hub_parts = hub_tab.build(ctx, owner_state, None if token_fn is env_token else token_fn)
 
-        def on_check(data, request: gr.Request = None, **settings):
+        def on_check(data, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None, **settings):
             """Check the settings (and the chosen data, if any) without training: every problem at
             once, else the trainable-parameter count, the LoRA targets, the device. Each setting is
             a keyword named as in PEFT / transformers (r, lora_alpha, max_steps, ...)."""
             hidden = gr.update(visible=False)
             token = token_fn(request)
             try:
+                ctx.check_base_folder(ctx.who(owner, profile), settings.get("base_model_name_or_path"))
                 # The same preflight as Start (every problem at once); the data only once chosen.
                 cfg, pre = preflight(form.to_raw(form.by_key(settings), data), token=token, check_data=bool(data))
             except ConfigError as err:
                 return problems_md(err.problems), hidden, ""
+            except NotYourRun as err:
+                return problems_md([str(err)]), hidden, ""
             md = (f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
                   f"(this model has: {', '.join(pre.available_modules)}) · device **{pre.device}** · "
                   f"quantization **{pre.quantization}**" + "".join(f"\n\n{n}" for n in pre.notes))
@@ -87,7 +90,7 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 return md, hidden, f"No estimate for this model ({type(err).__name__}: {html.escape(str(err))[:200]})."
             return md, gr.update(value=est.frame(), visible=True), "\n".join(f"- {b}" for b in est.basis)
 
-        check.click(on_check, [data_state], [check_out, estimate_df, estimate_md], inputs_kwargs=form.by_name(widgets), api_name="check")
+        check.click(on_check, [data_state, owner_state], [check_out, estimate_df, estimate_md], inputs_kwargs=form.by_name(widgets), api_name="check")
         runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"],
                             **READ_ONLY)
         hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]], **READ_ONLY).then(

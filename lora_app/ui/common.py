@@ -92,6 +92,21 @@ class AppContext:
         raise NotYourRun("adapter: folders on the server are not open to visitors. Fix: pick one of your runs "
                          "or type an adapter's Hub repo id (owner/name).")
 
+    def check_base_folder(self, ident: Identity, ref: str | None) -> None:
+        """A base_model_name_or_path that names a folder on the server follows the adapter rule
+        (:meth:`adapter_ref`): inside the runs root only the run's owner (or admin/local); other
+        folders only for an admin or off a Space. Raises NotYourRun; a Hub id passes."""
+        ref = (ref or "").strip()
+        if not ref or not (ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists()):
+            return
+        path = Path(ref).expanduser().resolve()
+        if path.is_relative_to(self.jobs.root):
+            parts = path.relative_to(self.jobs.root).parts
+            self.run_of(ident, parts[0] if parts else None)
+        elif not (ident.sees_paths or not os.environ.get("SPACE_ID")):
+            raise NotYourRun("model.base_model_name_or_path: folders on the server are not open to visitors. "
+                             "Fix: type a model's Hub repo id (owner/name).")
+
     def redact(self, ident: Identity, text: str) -> str:
         """Server folder paths out of ``text`` unless ``ident`` may see them."""
         return ident.redact(text, self.jobs.root)

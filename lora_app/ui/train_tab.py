@@ -188,6 +188,11 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             owner, _ = identity.issue(ctx.key)
             ident = ctx.who(owner)
         token = token_fn(request) if token_fn else None
+        try:
+            ctx.check_base_folder(ident, settings.get("base_model_name_or_path"))
+        except NotYourRun as err:
+            yield None, problems_md([str(err)]), gr.update(), gr.update(), gr.update(), owner
+            return
         prep = prepare_and_submit(ctx, form.to_raw(form.by_key(settings), data), ident.owner, token)
         for line in wait_preparation(prep):
             yield None, line, gr.update(), gr.update(), gr.update(), owner
