@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import count, models
+from . import count, models, speedups
 from .config import ConfigError, DataConfig, LoraSettings, ModelConfig, RunConfig, TrainingSettings
 from .data import TextData, load_text
 
@@ -110,6 +110,11 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
         if w:
             notes.insert(0, w)
     device = models.device_kind()
+    if training is not None:  # "on" without a GPU or liger_kernel: said here, not after the run is queued
+        try:
+            speedups.resolve_liger(training.use_liger_kernel, device)
+        except ValueError as err:
+            problems.append(str(err))
     targets, available, trainable, total = [], [], 0, 0
     if model is not None:
         q = models.quantization_problem(model, device)

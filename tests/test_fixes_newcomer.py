@@ -82,3 +82,23 @@ def test_a_visitor_on_a_space_may_not_name_server_folders_or_others_runs_as_base
         assert [r.id for r in ctx.jobs.list()] == [theirs]  # nothing queued for the visitor
     finally:
         _stop(demo, ctx)
+
+
+# -- bug 4
+def test_liger_on_where_it_cannot_run_is_a_preflight_problem_listed_with_the_others(tmp_path, tiny_model):
+    import yaml
+
+    from lora_app.speedups import liger_available
+
+    if liger_available():
+        pytest.skip("liger_kernel imports here: 'on' is valid on a GPU")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
+                                   "model": {"base_model_name_or_path": str(tiny_model)},
+                                   "lora": {"r": 0, "target_modules": ["q_proj"]},
+                                   "training": {"max_steps": 2, "use_liger_kernel": "on"}}))
+    runs = tmp_path / "runs"
+    r = _cli("train", "--config", str(cfg), "--runs", str(runs))
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "training.use_liger_kernel: on" in r.stderr and "lora.r" in r.stderr  # together, in one list
+    assert not runs.exists() or not any(runs.iterdir())
