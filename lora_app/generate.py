@@ -193,6 +193,10 @@ def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> s
     from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
 
     cause = err.__cause__ or err
+    if (Path(adapter).expanduser() / "adapter_config.json").is_file():  # there, but PEFT could not read it
+        return (f"adapter: {Path(adapter) / 'adapter_config.json'} cannot be read ({type(cause).__name__}: "
+                f"{str(cause).splitlines()[0][:200] if str(cause) else 'no detail'}). Fix: train the run again "
+                "or copy the adapter folder anew.")
     if Path(adapter).expanduser().is_dir():
         return (f"adapter: the folder '{adapter}' holds no adapter_config.json. Fix: pick a finished run's "
                 "adapter folder.")
@@ -244,6 +248,11 @@ def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
                            f"another size or architecture ({detail[:240]}).{origin}{fix}"]) from None
     except (ValueError, KeyError) as err:
         raise ConfigError([f"{head} {str(err).splitlines()[0][:300]}.{origin}{fix}"]) from None
+    except Exception as err:  # a truncated or corrupt weights file (safetensors' SafetensorError, OSError)
+        where = Path(adapter) / "adapter_model.safetensors" if Path(adapter).is_dir() else f"the weights of '{adapter}'"
+        raise ConfigError([f"adapter: {where} cannot be read ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}). Fix: train the run "
+                           "again or copy the adapter folder anew."]) from None
     if any("missing adapter keys" in str(w.message) for w in caught):
         raise ConfigError([f"{head} its weights name layers this model does not have (another architecture), "
                            f"so it would change nothing.{origin}{fix}"])

@@ -102,3 +102,21 @@ def test_liger_on_where_it_cannot_run_is_a_preflight_problem_listed_with_the_oth
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "training.use_liger_kernel: on" in r.stderr and "lora.r" in r.stderr  # together, in one list
     assert not runs.exists() or not any(runs.iterdir())
+
+
+# -- bug 7
+def test_a_corrupt_adapter_is_one_clear_problem_naming_the_file(tmp_path, finished_run):
+    import shutil
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(finished_run / "adapter", truncated)
+    weights = truncated / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(finished_run / "adapter", bad_json)
+    (bad_json / "adapter_config.json").write_text('{"r": 4, "lora_alpha": ', encoding="utf-8")
+    for folder, file in ((truncated, "adapter_model.safetensors"), (bad_json, "adapter_config.json")):
+        r = _cli("generate", "--adapter", str(folder), "--max-new-tokens", "2")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        problem = r.stderr.split("  - ", 1)[1].strip()
+        assert problem.startswith(f"adapter: {folder / file} cannot be read (") and "\n" not in problem, problem
