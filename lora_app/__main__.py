@@ -135,7 +135,7 @@ def _merge(a) -> int:
         res = merge_run(a.run_dir, dtype=a.dtype, progress=say, token=token)
     except ConfigError as err:
         print("The merge did not happen:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
-        return 1
+        return 2  # an input problem, as generate and train say it
     print(res.markdown().replace("**", "").replace("`", ""))
     if not res.ok:
         return 1

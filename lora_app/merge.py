@@ -59,6 +59,8 @@ class MergeResult:
 
 
 def _adapter_problem(run_dir: Path) -> str | None:
+    if not run_dir.is_dir():
+        return f"merge: the folder '{run_dir}' does not exist. Fix: give a run folder (RUNS/<run id>)."
     ad = run_dir / "adapter"
     if not ((ad / "adapter_config.json").is_file() and (ad / "adapter_model.safetensors").is_file()):
         status = ""

@@ -120,3 +120,17 @@ def test_a_corrupt_adapter_is_one_clear_problem_naming_the_file(tmp_path, finish
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
         problem = r.stderr.split("  - ", 1)[1].strip()
         assert problem.startswith(f"adapter: {folder / file} cannot be read (") and "\n" not in problem, problem
+
+
+# -- bug 9
+def test_merge_of_a_missing_folder_says_it_does_not_exist_with_rc_2(tmp_path):
+    from lora_app.__main__ import main
+
+    missing = tmp_path / "nope"
+    r = _cli("merge", str(missing))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"merge: the folder '{missing}' does not exist" in r.stderr and "no saved adapter" not in r.stderr
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["merge", str(empty)]) == 2  # a folder with no adapter: an input problem too
