@@ -134,3 +134,21 @@ def test_merge_of_a_missing_folder_says_it_does_not_exist_with_rc_2(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["merge", str(empty)]) == 2  # a folder with no adapter: an input problem too
+
+
+# -- bug 10
+def test_check_without_data_names_the_missing_data_and_still_counts_parameters(tmp_path, tiny_model):
+    from gradio_client import Client
+    from test_identity import TINY, _serve, _stop
+
+    demo, ctx, url = _serve(tmp_path, max_running=0)
+    try:
+        app = Client(url, verbose=False)  # no data chosen
+        check_md, *_ = app.predict(base_model_name_or_path=str(tiny_model), **TINY, api_name="/check")
+        assert "data: no data chosen" in check_md and "trainable params: 1,792 || all params: 95,040" in check_md, check_md
+        check_md, *_ = app.predict(base_model_name_or_path=str(tiny_model), **{**TINY, "r": 0}, api_name="/check")
+        assert "data: no data chosen" in check_md and "lora.r" in check_md, check_md  # one list, both
+        status, *_ = app.predict(base_model_name_or_path=str(tiny_model), **TINY, api_name="/train")
+        assert "data: no data chosen" in status and ctx.jobs.list() == []  # what Start says too
+    finally:
+        _stop(demo, ctx)

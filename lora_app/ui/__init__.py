@@ -73,15 +73,18 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             a keyword named as in PEFT / transformers (r, lora_alpha, max_steps, ...)."""
             hidden = gr.update(visible=False)
             token = token_fn(request)
+            # Start refuses a run without data: Check says so too, next to the parameter count.
+            no_data = [] if (data or {}).get("path") or (data or {}).get("dataset_id") else [
+                "data: no data chosen. Fix: upload a file, use the example, or load a Hub dataset in the Data tab."]
             try:
                 ctx.check_base_folder(ctx.who(owner, profile), settings.get("base_model_name_or_path"))
                 # The same preflight as Start (every problem at once); the data only once chosen.
                 cfg, pre = preflight(form.to_raw(form.by_key(settings), data), token=token, check_data=bool(data))
             except ConfigError as err:
-                return problems_md(err.problems), hidden, ""
+                return problems_md(no_data + err.problems), hidden, ""
             except NotYourRun as err:
                 return problems_md([str(err)]), hidden, ""
-            md = (f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
+            md = (problems_md(no_data) + "\n\n" if no_data else "") + (f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
                   f"(this model has: {', '.join(pre.available_modules)}) · device **{pre.device}** · "
                   f"quantization **{pre.quantization}**" + "".join(f"\n\n{n}" for n in pre.notes))
             try:
