@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 GB = 1e9
 #: Share of the published peak a LoRA fine-tune reaches (small batches, short rows, kernels
@@ -52,6 +52,7 @@ class Tier:
     tflops: float | None
     dtype: str
     source: str
+    gflops: float | None = None  # CPU: the measured speed at ``dtype``
 
 
 GPU_TIERS = (
@@ -80,11 +81,24 @@ def cpu_gflops() -> float:
     return 2 * 512 ** 3 / best / 1e9
 
 
-def cpu_tier() -> Tier:
+def cpu_tier(requested: str = "auto") -> Tier:
+    """This machine's CPU at the precision a run on it would train in (``model.precision``
+    resolved by :func:`lora_app.precision.choose`); bf16 speed = float32 GFLOPS x the measured
+    bf16/float32 matmul ratio (1 where it was not measured)."""
     import psutil
 
-    return Tier("CPU (this machine)", float(psutil.virtual_memory().total), None, "float32",
-                f"float32 matrix product timed here: {cpu_gflops():.0f} GFLOPS")
+    from . import precision
+    from .models import app_home
+
+    choice = precision.choose(requested, "cpu")
+    gflops, ratio = cpu_gflops(), 1.0
+    if choice.dtype != "float32":
+        model, flags = precision.cpu_info()
+        if set(flags) & set(precision.CPU_BF16_FLAGS):
+            m = precision.cached_check(app_home(), model, flags)
+            ratio = m["bfloat16_gflops"] / m["float32_gflops"] if m.get("float32_gflops") else 1.0
+    return Tier("CPU (this machine)", float(psutil.virtual_memory().total), None, choice.dtype,
+                f"{choice.dtype} matrix product: {gflops * ratio:.0f} GFLOPS ({choice.reason})", gflops * ratio)
 
 
 @dataclass
@@ -181,6 +195,7 @@ def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: 
     counts (``models.count_parameters``); ``mean_tokens``: average tokens per training row if the
     data is known (else ``max_length``, an upper bound)."""
     from .models import effective_quantization
+    from .precision import decide
 
     t = cfg.training
     linear, other, f32_bytes = parameter_split(model_config)
@@ -191,8 +206,11 @@ def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: 
     run_tokens = t.max_steps * t.per_device_train_batch_size * t.gradient_accumulation_steps * row_tokens
     flops_per_token = (6 if t.gradient_checkpointing else 4) * base_params
     rows = []
-    for tier in (cpu_tier(), *GPU_TIERS):
+    for tier in (cpu_tier(cfg.model.precision), *GPU_TIERS):
         device = "cpu" if tier.tflops is None else "cuda"
+        if device == "cuda":  # model.precision float32 on a GPU: float32 weights (decide: the run's own rule)
+            tier = replace(tier, dtype=decide(cfg.model.precision, "cuda",
+                                                          cuda_bf16=tier.dtype == "bfloat16").dtype)
         quant = effective_quantization(cfg.model, device)
         merge = device == "cpu" and t.merge_accumulation
         forward_rows = t.per_device_train_batch_size * (t.gradient_accumulation_steps if merge else 1)
@@ -206,7 +224,7 @@ def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: 
             fits = "only with gradient_checkpointing"
         else:
             fits = "no"
-        rate = (cpu_gflops() * 1e9 * CPU_UTILISATION) if tier.tflops is None else tier.tflops * 1e12 * UTILISATION
+        rate = (tier.gflops * 1e9 * CPU_UTILISATION) if tier.tflops is None else tier.tflops * 1e12 * UTILISATION
         seconds = run_tokens * flops_per_token / rate
         rows.append({"hardware": tier.name, "memory GB": round(tier.memory / GB, 1),
                      "quantization": quant, "weights GB": round(parts.weights / GB, 2),

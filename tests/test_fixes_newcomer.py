@@ -152,3 +152,27 @@ def test_check_without_data_names_the_missing_data_and_still_counts_parameters(t
         assert "data: no data chosen" in status and ctx.jobs.list() == []  # what Start says too
     finally:
         _stop(demo, ctx)
+
+
+# -- bug 5
+def test_the_estimate_follows_model_precision():
+    from test_estimate import opt_6_7b_config
+
+    from lora_app import estimate
+    from lora_app.config import RunConfig
+    from lora_app.precision import choose
+
+    mc = opt_6_7b_config()
+    linear, other, _ = estimate.parameter_split(mc)
+    rows = {}
+    for prec in ("auto", "float32", "bfloat16"):
+        cfg = RunConfig.build({"model": {"base_model_name_or_path": "facebook/opt-6.7b", "precision": prec,
+                                         "quantization": "none"}})
+        rows[prec] = {r["hardware"]: r for r in estimate.estimate(mc, cfg, 8388608, 6666862592).rows}
+    assert rows["float32"]["CPU (this machine)"]["weights GB"] == round(4 * (linear + other) / 1e9, 2)
+    assert rows["bfloat16"]["CPU (this machine)"]["weights GB"] == round(2 * (linear + other) / 1e9, 2)
+    per_param = 2 if choose("auto", "cpu").dtype == "bfloat16" else 4  # auto: what a run here would load
+    assert rows["auto"]["CPU (this machine)"]["weights GB"] == round(per_param * (linear + other) / 1e9, 2)
+    # on a GPU too: float32 set = 4 bytes a weight, not the tier's bf16/fp16
+    assert rows["float32"]["A100 80 GB"]["weights GB"] == round(4 * (linear + other) / 1e9, 2)
+    assert rows["auto"]["A100 80 GB"]["weights GB"] == round(2 * (linear + other) / 1e9, 2)
