@@ -170,8 +170,11 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     _button(page, "Start training").click()
     status = page.locator("#train-status")
     log = page.locator("#train-log textarea")
-    # Gradio's LinePlot is a vega-embed SVG; its line mark has a <path> only once there are points.
-    plot_drawn = page.locator("#loss-plot .vega-embed svg g.mark-line path")
+    # Gradio's LinePlot is a vega-embed SVG; a drawn line is a <path> with a non-empty `d` and a
+    # stroke colour (a plot that failed to draw still has the paths: d="" or no stroke).
+    def drawn(elem_id):
+        return page.evaluate(f"() => [...document.querySelectorAll('#{elem_id} .vega-embed svg g.mark-line path')]"
+                             ".filter(e => (e.getAttribute('d') || '').length > 0 && e.getAttribute('stroke')).length")
     live = None  # (status, log) as first seen with a step line and a drawn plot, before the end
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -179,7 +182,7 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
         if _run_status(st) in TERMINAL:
             break
         lg = log.input_value()
-        if live is None and re.search(rf"step \d+/{MAX_STEPS}", lg) and plot_drawn.count() > 0:
+        if live is None and re.search(rf"step \d+/{MAX_STEPS}", lg) and drawn("loss-plot") > 0:
             live = (st, lg)
         time.sleep(0.25)
     else:
@@ -194,6 +197,7 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     assert "adapter saved at step 4" in final_log, final_log
     assert "100.0%" in page.locator("#train-progress .la-fill").get_attribute("style")
     page.wait_for_timeout(500)  # let the last plot update render
+    assert drawn("loss-plot") == 2, "training and held-out lines not both drawn"
     # the streamed log follows its end (Gradio's own autoscroll stops after the first update)
     assert log.evaluate("t => t.scrollTop + t.clientHeight >= t.scrollHeight - 30"), "log not scrolled to its end"
     page.screenshot(path=str(shots / "train.png"), full_page=True)
@@ -213,6 +217,7 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     page.get_by_role("option", name=re.compile(re.escape(run.id))).click()
     page.get_by_text(f"Run {run.id}: finished", exact=True).wait_for()  # the run's details
     page.wait_for_timeout(500)  # let the run's loss plot render
+    assert drawn("runs-plot") == 2, "the run's training and held-out lines not both drawn"
     page.screenshot(path=str(shots / "runs.png"), full_page=True)
 
     # -- 5. Try it: pick the run, generate from the pre-filled prompt.

@@ -131,7 +131,14 @@ def loss_frame(losses: list[tuple[int, float]], evals: list[tuple[int, float]] =
     """Training loss and held-out loss (step 0: the base model) as one long frame for one plot:
     columns ``step``, ``loss``, ``series`` ("training" / "held-out")."""
     pts = [(s, v, "training") for s, v in losses] + [(s, v, "held-out") for s, v in evals]
-    return pd.DataFrame({"step": [p[0] for p in pts], "loss": [p[1] for p in pts], "series": [p[2] for p in pts]})
+    # Gradio's LinePlot fixes the colour scale's domain to the series of the frame it is first
+    # drawn with, and later updates only swap the data: started empty, no line ever gets a
+    # colour. So an empty frame still names both series (one point each, loss NaN: not drawn).
+    if not pts:
+        pts = [(0, float("nan"), "training"), (0, float("nan"), "held-out")]
+    return pd.DataFrame({"step": pd.Series([p[0] for p in pts], dtype="int64"),
+                         "loss": pd.Series([p[1] for p in pts], dtype="float64"),
+                         "series": pd.Series([p[2] for p in pts], dtype="string")})
 
 
 def problems_md(problems: list[str]) -> str:
