@@ -176,3 +176,29 @@ def test_the_estimate_follows_model_precision():
     # on a GPU too: float32 set = 4 bytes a weight, not the tier's bf16/fp16
     assert rows["float32"]["A100 80 GB"]["weights GB"] == round(4 * (linear + other) / 1e9, 2)
     assert rows["auto"]["A100 80 GB"]["weights GB"] == round(2 * (linear + other) / 1e9, 2)
+
+
+# -- bug 6
+def test_loading_a_yaml_into_the_form_keeps_or_names_every_setting(tmp_path):
+    import gradio as gr
+
+    from lora_app.config import RunConfig
+    from lora_app.ui import form
+    from lora_app.ui.runs_tab import load_yaml
+
+    with gr.Blocks():
+        widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
+    keys = list(widgets)
+    path = tmp_path / "config.yaml"
+    RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
+                     "training": {"seed": 7, "lr_scheduler_type": "cosine", "eval_rows": 5, "use_liger_kernel": "off",
+                                  "cap_warmup": True, "max_steps": 20}}).save(path)
+    values, data, msg = load_yaml(str(path), keys, None)
+    values = dict(zip(keys, values))
+    assert values["training.cap_warmup"] is True and values["training.max_steps"] == 20  # the warm-up fix, in the form
+    cfg = RunConfig.build(form.to_raw(values, data))  # what Start gets
+    assert cfg.training.cap_warmup is True and cfg.data.max_rows == 8 and cfg.data.path == str(EXAMPLE_QUOTES)
+    for dropped in ("training.seed: 7", "training.lr_scheduler_type: cosine", "training.eval_rows: 5",
+                    "training.use_liger_kernel: off"):
+        assert dropped in msg, msg
+    assert "cap_warmup" not in msg and "max_rows" not in msg and "max_steps" not in msg  # kept, so not named

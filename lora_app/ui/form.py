@@ -67,6 +67,8 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
         w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps")
         w["training.learning_rate"] = gr.Number(t.learning_rate, label="learning_rate")
         w["training.warmup_steps"] = gr.Number(t.warmup_steps, label="warmup_steps")
+        w["training.cap_warmup"] = gr.Checkbox(t.cap_warmup, label="cap_warmup (warmup_steps >= max_steps: warm up "
+                                               "for a tenth of the run instead)")
     with gr.Row():
         w["training.per_device_train_batch_size"] = gr.Number(t.per_device_train_batch_size,
                                                               label="per_device_train_batch_size")

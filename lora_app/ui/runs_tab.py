@@ -110,15 +110,25 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
     out = [values[k] if k in values else gr.update() for k in keys]
     d = cfg.data
     msg = "Settings loaded into the **2. LoRA** form."
+    # The data settings the Data tab has no widget for ride along with the data choice to Start.
+    extra = {k: v for k in ("max_rows", "eval_path", "eval_source_name", "eval_split") if (v := getattr(d, k))}
     if d.path and Path(d.path).is_file():
-        data = {"path": d.path, "source_name": d.source_name or Path(d.path).name, "text_column": d.text_column}
+        data = {"path": d.path, "source_name": d.source_name or Path(d.path).name, "text_column": d.text_column,
+                **extra}
         msg += f" Data: `{data['source_name']}`."
     elif d.dataset_id:
         data = {"dataset_id": d.dataset_id, "dataset_config": d.dataset_config, "split": d.split,
-                "text_column": d.text_column}
+                "text_column": d.text_column, **extra}
         msg += f" Data: Hub dataset `{d.dataset_id}`."
     elif d.path:
         msg += f" Its data file `{d.source_name or d.path}` is gone: choose the data in the **1. Data** tab."
+    # Settings with no widget and not carried above: named, not dropped in silence.
+    default, carried = RunConfig().model_dump(), set(keys) | {f"data.{k}" for k in (data or {})}
+    dropped = [f"{sec}.{name}: {v}" for sec, fields in dump.items() for name, v in fields.items()
+               if f"{sec}.{name}" not in carried and (sec != "data" or name in extra) and v != default[sec][name]]
+    if dropped:
+        msg += (f" **Not in the form, so Start from here uses the defaults for:** {', '.join(dropped)}. Fix: run the "
+                "file itself (`python -m lora_app train --config FILE`) to keep them.")
     return out, data, msg
 
 
