@@ -20,11 +20,19 @@ from pathlib import Path
 def _overrides(pairs: list[str]) -> dict:
     import yaml
 
+    from .config import ConfigError
+
     out: dict = {}
+    bad = []
     for p in pairs:
-        key, _, val = p.partition("=")
-        section, _, name = key.partition(".")
+        key, eq, val = p.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not (eq and dot and section and name):  # else "foo: is not a known setting" hides the format
+            bad.append(f"--set {p}: expected SECTION.FIELD=VALUE (e.g. training.max_steps=50)")
+            continue
         out.setdefault(section, {})[name] = yaml.safe_load(val)
+    if bad:
+        raise ConfigError(bad)
     return out
 
 

@@ -202,3 +202,15 @@ def test_loading_a_yaml_into_the_form_keeps_or_names_every_setting(tmp_path):
                     "training.use_liger_kernel: off"):
         assert dropped in msg, msg
     assert "cap_warmup" not in msg and "max_rows" not in msg and "max_steps" not in msg  # kept, so not named
+
+
+# -- bug 13
+def test_set_without_the_section_field_value_format_says_the_format(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  path: {EXAMPLE_QUOTES}\n", encoding="utf-8")
+    runs = tmp_path / "runs"
+    r = _cli("train", "--config", str(cfg), "--runs", str(runs), "--set", "foo", "max_steps=3", "training.r")
+    assert r.returncode == 2, r.stderr[-2000:]
+    for p in ("foo", "max_steps=3", "training.r"):
+        assert f"--set {p}: expected SECTION.FIELD=VALUE" in r.stderr, r.stderr
+    assert "is not a known setting" not in r.stderr and not runs.exists()
