@@ -1,8 +1,9 @@
 """lora_app: a web app (and its command-line twin) for LoRA fine-tuning of causal language models."""
 
-from .quiet import quiet_bitsandbytes
+from .quiet import quiet_bitsandbytes, quiet_library_warnings
 
 quiet_bitsandbytes()
+quiet_library_warnings()
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

@@ -34,3 +34,15 @@ def quiet_bitsandbytes() -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropPrefix) for f in log.filters):
             log.addFilter(_DropPrefix(prefix))
+
+
+def quiet_library_warnings() -> None:
+    """Drop two library warnings that read like faults in a run log but are not ours to fix:
+    transformers' own Trainer calls the deprecated ``is_gradient_checkpointing`` (FutureWarning
+    from modeling_utils, every run); PEFT's save looks the base model up on the Hub to see
+    whether its vocabulary was resized (we never resize it) and warns "Unable to fetch remote
+    file" when offline (peft.utils.other.check_file_exists_on_hf_hub)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"Unable to fetch remote file due to the following error")

@@ -288,6 +288,9 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         model=model, args=args, train_dataset=TokenizedRows(rows), data_collator=counter,
         eval_dataset=_held_out_rows(eval_rows) if eval_rows else None,
         callbacks=[_make_callback(ev, stop, counter, on_save)])
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # its raw {'loss': ...} prints: the events log every step already
     resume_from = _last_checkpoint(run_dir) if resume else None
     base_eval, _ = heldout.eval_points(read_events(run_dir)[0])
     if eval_rows and base_eval is None and not stop.is_set():

@@ -214,3 +214,34 @@ def test_set_without_the_section_field_value_format_says_the_format(tmp_path):
     for p in ("foo", "max_steps=3", "training.r"):
         assert f"--set {p}: expected SECTION.FIELD=VALUE" in r.stderr, r.stderr
     assert "is not a known setting" not in r.stderr and not runs.exists()
+
+
+# -- bug 14
+NOISE = ("is_gradient_checkpointing", "Unable to fetch remote file", "{'loss'", "{'train_runtime'", "{'eval_loss'")
+
+
+def test_training_output_has_no_library_noise(tmp_path, tiny_model):
+    from lora_app.config import RunConfig
+
+    rd = tmp_path / "run"
+    rd.mkdir()
+    RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 40},
+                     "model": {"base_model_name_or_path": str(tiny_model)},
+                     "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                     "training": {"max_steps": 2, "save_steps": 1, "max_length": 32, "per_device_train_batch_size": 4,
+                                  "gradient_checkpointing": True, "eval_steps": 1, "eval_rows": 4}}).save(rd / "config.yaml")
+    r = _cli("train", str(rd))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert not [n for n in NOISE if n in out], out[-3000:]
+    # an adapter whose base is a Hub id: PEFT's save looks the base up on the Hub (offline: a warning)
+    code = ("from pathlib import Path\nimport lora_app\nfrom peft import LoraConfig, get_peft_model\n"
+            "from transformers import AutoModelForCausalLM\nfrom lora_app.train import save_adapter\n"
+            f"m = get_peft_model(AutoModelForCausalLM.from_pretrained({str(tiny_model)!r}), "
+            "LoraConfig(r=2, target_modules=['q_proj']))\n"
+            "m.peft_config['default'].base_model_name_or_path = 'nobody-here/no-such-model'\n"
+            f"save_adapter(m, Path({str(tmp_path)!r}), 'card')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert r.returncode == 0 and (tmp_path / "adapter" / "adapter_config.json").is_file(), r.stderr[-3000:]
+    assert not [n for n in NOISE if n in r.stdout + r.stderr], (r.stdout + r.stderr)[-3000:]
