@@ -336,9 +336,18 @@ class JobManager:
             return False
         run_id, resume = nxt[0]
         # Claim it in one statement: no other manager on this root starts it, or goes over max_running.
+        # A resumed run keeps its first start time; claim and pid are then one transaction, so that no
+        # manager sees it running with no pid and an old start, and fails it as never started.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            return self._claim_and_spawn(run_id, resume)
+        finally:
+            self._db.execute("COMMIT")
+
+    def _claim_and_spawn(self, run_id: str, resume: int) -> bool:
         claimed = self._db.execute(
-            "UPDATE runs SET status='running', started=?, pid=NULL, message='' WHERE id=? AND status='queued' "
-            "AND (SELECT COUNT(*) FROM runs WHERE status='running') < ?",
+            "UPDATE runs SET status='running', started=COALESCE(started, ?), pid=NULL, message='' WHERE id=? "
+            "AND status='queued' AND (SELECT COUNT(*) FROM runs WHERE status='running') < ?",
             (time.time(), run_id, self.max_running)).rowcount
         if not claimed:
             return False

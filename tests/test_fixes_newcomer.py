@@ -245,3 +245,25 @@ def test_training_output_has_no_library_noise(tmp_path, tiny_model):
                        env={**__import__("os").environ, "HF_ENDPOINT": "http://127.0.0.1:9"})
     assert r.returncode == 0 and (tmp_path / "adapter" / "adapter_config.json").is_file(), r.stderr[-3000:]
     assert not [n for n in NOISE if n in r.stdout + r.stderr], (r.stdout + r.stderr)[-3000:]
+
+
+# -- bug 11
+def test_resume_keeps_the_runs_first_start_time(jobs, tiny_model):
+    import time
+
+    from test_jobs import log_steps, make_cfg, wait_for
+
+    rid = jobs.submit(make_cfg(tiny_model, max_steps=5000, save_steps=2), owner="alice")
+    wait_for(lambda: len(log_steps(jobs, rid)) >= 3, what="3 steps")
+    started = jobs.get(rid).started
+    jobs.cancel(rid, "alice")
+    stopped = jobs.get(rid)
+    assert stopped.status == "stopped" and stopped.ended > started
+    time.sleep(1.0)
+    jobs.resume(rid, "alice")
+    n = len(log_steps(jobs, rid))
+    wait_for(lambda: len(log_steps(jobs, rid)) > n and jobs.get(rid).pid, what="a step after resume")
+    again = jobs.get(rid)
+    assert again.status == "running" and again.started == started  # not the resume time
+    assert again.duration_s >= stopped.ended - started + 1.0
+    jobs.cancel(rid, "alice", grace_s=10)
