@@ -189,9 +189,13 @@ class JobManager:
         if pos is None:
             return text + "."
         text += f": {ahead} waiting run(s) ahead of it" if ahead > 0 else ": it is next in line"
+        owner = self.get(run_id).owner
         for r in running:
             v = self.view(r.id)
             left = f", about {_fmt_s(v.remaining_s)} left" if v.remaining_s is not None else ""
+            if r.owner != owner:  # another person's run: its progress, never its id
+                text += f". Another run is training (step {v.step}/{v.max_steps or '?'}{left})"
+                continue
             text += f". Running now: `{r.id}` at step {v.step}/{v.max_steps or '?'}{left}"
         return text + "."
 
