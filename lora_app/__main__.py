@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             adapter = str(Path(adapter) / "adapter")  # a run folder was given
         try:
             text = ""
-            for text in Generator().stream(a.prompt, adapter=adapter, base=a.base,
+            for text in Generator().stream(  # noqa: B007 (the last streamed text is the answer)
+                    a.prompt, adapter=adapter, base=a.base,
                                            max_new_tokens=a.max_new_tokens, temperature=a.temperature):
                 pass
         except ConfigError as err:
@@ -167,10 +168,10 @@ def _push(a) -> int:
 
 
 def _train_config(a) -> int:
+    from . import app_home
     from .config import ConfigError
     from .events import RunView
     from .jobs import JobManager
-    from .models import app_home
     from .validate import preflight
 
     if not a.config:
@@ -190,7 +191,7 @@ def _train_config(a) -> int:
     jm = JobManager(a.runs or app_home() / "runs")
     from .identity import LOCAL  # the CLI on this machine: a trusted local caller
 
-    run_id = jm.submit(cfg, owner=LOCAL.owner)
+    run_id = jm.submit(cfg, owner=LOCAL.owner or "cli")
     for note in pre.notes:
         print(f"note: {note}")
     print(f"run {run_id}: {jm.run_dir(run_id)}")
@@ -202,7 +203,7 @@ def _train_config(a) -> int:
                 print(line)
             view.lines.clear()
             info = jm.get(run_id)
-            if info.status not in ("queued", "running"):
+            if info is None or info.status not in ("queued", "running"):
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -210,6 +211,9 @@ def _train_config(a) -> int:
     view.update(jm.run_dir(run_id))
     print("\n".join(view.lines))
     info = jm.get(run_id)
+    if info is None:  # (the run was just submitted: only a removed run folder gets here)
+        print(f"run {run_id}: gone", file=sys.stderr)
+        return 1
     print(f"{info.status}: {info.message}")
     return 0 if info.status == "finished" else 1
 

@@ -7,6 +7,8 @@ Metadata keys follow the Hub's model-card spec (huggingface_hub ``ModelCardData`
 
 from __future__ import annotations
 
+from typing import Any
+
 import yaml
 
 from .config import RunConfig
@@ -38,7 +40,7 @@ def _model_index(name: str, data_name: str, ev: dict) -> list:
     """The Hub's ``model-index`` eval results (huggingface_hub ``ModelCardData``/``EvalResult``)."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    common = dict(task_type="text-generation", dataset_type=data_name, dataset_name=f"{data_name} (held-out rows)")
+    common: dict[str, Any] = dict(task_type="text-generation", dataset_type=data_name, dataset_name=f"{data_name} (held-out rows)")
     results = [EvalResult(metric_type="perplexity", metric_value=round(ev["perplexity"], 4),
                           metric_name="held-out perplexity", **common),
                EvalResult(metric_type="loss", metric_value=round(ev["eval_loss"], 6),
@@ -77,11 +79,11 @@ def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_lo
                 f"the file `{cfg.data.source_name or (cfg.data.path or 'data').replace(chr(92), '/').split('/')[-1]}`")
     rows = f", at most {cfg.data.max_rows:,} rows" if cfg.data.max_rows else ""
     repo = repo_id or "<this repo id>"
-    from .hub import is_hub_id
+    from .repo_id import is_hub_id
 
     base_link = f"[{base_model_id}](https://huggingface.co/{base_model_id})" if is_hub_id(base_model_id) else \
         f"`{base_model_id}` (a local folder)"
-    l, t = cfg.lora, cfg.training
+    lo, t = cfg.lora, cfg.training
     loss = f"{final_loss:.4f}" if final_loss is not None else "n/a"
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
@@ -97,11 +99,11 @@ Trained on {data_src}, text column `{cfg.data.text_column or 'text'}`{rows}.
 ## LoRA settings
 | setting | value |
 |---|---|
-| r | {l.r} |
-| lora_alpha | {l.lora_alpha:g} |
-| lora_dropout | {l.lora_dropout:g} |
+| r | {lo.r} |
+| lora_alpha | {lo.lora_alpha:g} |
+| lora_dropout | {lo.lora_dropout:g} |
 | target_modules | {', '.join(targets)} |
-| bias | {l.bias} |
+| bias | {lo.bias} |
 
 {trainable_line}
 

@@ -11,6 +11,7 @@ batch 4 x accumulation 4, warmup 100, 200 steps, lr 2e-4
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,7 +178,7 @@ class RunConfig(_Section):
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def build(cls, data: dict | None = None, **sections: Any) -> "RunConfig":
+    def build(cls, data: dict | None = None, **sections: Any) -> RunConfig:
         """Validate a nested dict (or keyword sections) into a RunConfig.
 
         Raises :class:`ConfigError` listing *every* problem, each as
@@ -195,7 +196,7 @@ class RunConfig(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> "RunConfig":
+    def from_yaml(cls, text: str) -> RunConfig:
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
@@ -205,7 +206,7 @@ class RunConfig(_Section):
         return cls.build(raw)
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         text = Path(path).read_text(encoding="utf-8")
         if str(path).endswith(".json"):
             return cls.build(json.loads(text))
@@ -215,7 +216,7 @@ class RunConfig(_Section):
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
 
-def _describe(e: dict) -> str:
+def _describe(e: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in e["loc"])
     field = str(e["loc"][-1]) if e["loc"] else ""
     # Integers given as strings or floats read better as "whole number" than pydantic's text.

@@ -19,6 +19,7 @@ trusted local caller (CLI, tests), and the admins (``ADMIN_USERS``) may act on e
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import secrets
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .events import EventWriter, RunView, read_events
-from .identity import admin_owners  # noqa: F401  (re-exported: who is admin is decided there)
+from .identity import admin_owners
 
 STOP_GRACE_S = 30.0  # time for the trainer to finish its step and save before SIGKILL
 START_TIMEOUT_S = 60.0  # a run claimed by a manager that never got a pid within this is failed
@@ -161,7 +162,7 @@ class JobManager:
     def is_admin(self, owner: str | None) -> bool:
         return owner is not None and owner in self.admins
 
-    def visible(self, owner: str | None, admin: bool = False) -> list[RunInfo]:
+    def visible(self, owner: str | None, admin: bool = False) -> builtins.list[RunInfo]:  # (list: a method here)
         """The runs ``owner`` may see: their own, or all of them for an admin."""
         return self.list(None if admin or self.is_admin(owner) else (owner or "anonymous"))
 
@@ -253,7 +254,7 @@ class JobManager:
         text += " (killed after the grace period)." if killed else "."
         if mem_before is not None and mem_after is not None:
             text += (" GPU memory in use: " + ", ".join(f"GPU{i} {b:,} MiB before, {a:,} MiB after"
-                                                        for i, (b, a) in enumerate(zip(mem_before, mem_after))) + ".")
+                                                        for i, (b, a) in enumerate(zip(mem_before, mem_after, strict=False))) + ".")
         else:
             text += " CPU run: no device memory to report; the process is gone."
         saved = _last_saved(self.run_dir(run_id))

@@ -23,17 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from . import app_home
 from .config import DEFAULT_BASE_MODEL, ConfigError, LoraSettings, ModelConfig
 from .quiet import quiet_bitsandbytes
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_ID_FILE = "lora_app_hub_id.txt"  # beside a converted folder: the Hub id its weights came from
 FIELD = "model.base_model_name_or_path"
-
-
-def app_home() -> Path:
-    """Root for the app's own files (runs, converted models): ``LORA_APP_HOME``, default ``./.lora_app``."""
-    return Path(os.environ.get("LORA_APP_HOME", ".lora_app")).resolve()
 
 
 # -- where a model comes from ----------------------------------------------------------------
@@ -101,7 +97,7 @@ def _convert_bundled(out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = os.path.dirname(spec.origin)
+    folder = os.path.dirname(spec.origin or "")  # (a found module always has an origin)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
     config = gguf_model.config
@@ -252,7 +248,9 @@ def check_target_modules(targets: list[str], available: list[str]) -> list[str]:
 def lora_config(lora: LoraSettings, targets: list[str]):
     from peft import LoraConfig
 
-    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+    # PEFT annotates lora_alpha as int; it only divides by r, so a float (our field's type) is exact.
+    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]
+                       lora_dropout=lora.lora_dropout,
                       target_modules=list(targets), bias=lora.bias, task_type="CAUSAL_LM")
 
 
@@ -339,7 +337,7 @@ def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training:
     t0 = time.time()
     model = AutoModelForCausalLM.from_pretrained(load_path, **kwargs)
     if quant == "none" and device != "cpu":
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # (transformers' stub of .to() omits str devices)
     if quant == "4bit" and device == "cpu" and for_training:
         _keep_4bit_trainable_on_cpu(model)
     if quant in ("8bit", "4bit") and for_training:
@@ -349,7 +347,7 @@ def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training:
             model, use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = not for_training
-    model._lora_app_load_s = time.time() - t0
+    model._lora_app_load_s = time.time() - t0  # type: ignore[assignment]  # (a float beside the modules)
     return model
 
 

@@ -131,7 +131,7 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
                     trainable, total = models.count_parameters(mc, cfg.lora, targets)
         except ConfigError as err:
             problems += err.problems
-    if problems:
+    if problems or cfg is None:  # (cfg is None only with problems)
         raise ConfigError(problems)
     return cfg, Preflight(td, targets, available, trainable, total, device,
                           models.effective_quantization(cfg.model, device), notes)
@@ -140,8 +140,10 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
 def _check_causal(mc, model: ModelConfig) -> None:
     """An encoder (BERT, RoBERTa ...) has a causal-LM class in transformers, but its weights
     were trained to fill in masks, not to continue text: refuse it, as a non-causal model."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     if getattr(mc, "auto_map", None):
         return
@@ -207,7 +209,7 @@ def tokenizer_problems(name_or_path: str) -> list[str]:
             "(AutoTokenizer.from_pretrained(that model).save_pretrained(folder))."]
 
 
-def adapter_base_problem(base: str, from_adapter: bool = True) -> str | None:
+def adapter_base_problem(base: str | None, from_adapter: bool = True) -> str | None:
     """A base model named by a path that does not exist here, e.g. an adapter trained on another
     machine whose ``adapter_config.json`` names that machine's folder: one line saying what to
     give instead. None when ``base`` is a Hub id or an existing folder."""

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from .. import identity
+from .. import app_home, identity
 from ..generate import Generator
 from ..identity import Identity
 from ..jobs import JobManager, NotYourRun, RunInfo
-from ..models import app_home
 
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "quotes.jsonl"
 # Read-only handlers (lists, details, the Hub tab's run picker) share one group of 8 workers:
 # with Gradio's default (1 per event) 20 pages refreshing the Runs tab waited in one line.
-READ_ONLY = {"concurrency_limit": 8, "concurrency_id": "read-only"}
+READ_ONLY: dict[str, Any] = {"concurrency_limit": 8, "concurrency_id": "read-only"}
 
 
 def runs_root() -> Path:
@@ -112,7 +113,7 @@ def progress_html(step: int, max_steps: int, elapsed: float, remaining: float | 
             f'elapsed {fmt_duration(elapsed)} · remaining {fmt_duration(remaining)}</div></div>')
 
 
-def loss_frame(losses: list[tuple[int, float]], evals: list[tuple[int, float]] = ()) -> pd.DataFrame:
+def loss_frame(losses: Sequence[tuple[int, float]], evals: Sequence[tuple[int, float]] = ()) -> pd.DataFrame:
     """Training loss and held-out loss (step 0: the base model) as one long frame for one plot:
     columns ``step``, ``loss``, ``series`` ("training" / "held-out")."""
     pts = [(s, v, "training") for s, v in losses] + [(s, v, "held-out") for s, v in evals]

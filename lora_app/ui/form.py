@@ -7,7 +7,10 @@ reports the same validation messages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import gradio as gr
+from gradio.blocks import Block
 
 from ..config import ConfigError, RunConfig
 from ..models import device_kind
@@ -87,7 +90,7 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     return w
 
 
-def by_name(widgets: dict[str, object]) -> dict[str, object]:
+def by_name(widgets: Mapping[str, Block]) -> dict[str, Block]:
     """``{"section.field": x}`` keyed by the bare field name (``r``, ``max_steps``): the
     keyword names of the Check and Start API endpoints. Field names are unique across sections."""
     out = {k.split(".", 1)[1]: w for k, w in widgets.items()}
