@@ -105,7 +105,4 @@ def jobs(tmp_path):
 
     jm = JobManager(tmp_path / "runs", poll_s=0.1)
     yield jm
-    for r in jm.list():
-        if r.status in ("running", "queued"):
-            jm.cancel(r.id, grace_s=5)
-    jm.close()
+    jm.shutdown(grace_s=5)

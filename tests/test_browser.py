@@ -59,10 +59,7 @@ def _launch(runs: Path, port: int):
 
 
 def _shutdown(demo, ctx) -> None:
-    for r in ctx.jobs.list():
-        if r.status in ("running", "queued"):
-            ctx.jobs.cancel(r.id, grace_s=5)
-    ctx.jobs.close()
+    ctx.jobs.shutdown(grace_s=5)
     demo.close()
 
 

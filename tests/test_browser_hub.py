@@ -155,10 +155,7 @@ def visitors_app(tmp_path, hub_model, hub_server, monkeypatch):
         try:
             yield f"http://127.0.0.1:{port}/", ctx
         finally:
-            for r in ctx.jobs.list():
-                if r.status in ("running", "queued"):
-                    ctx.jobs.cancel(r.id, grace_s=5)
-            ctx.jobs.close()
+            ctx.jobs.shutdown(grace_s=5)
             demo.close()
 
 

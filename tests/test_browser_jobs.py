@@ -47,10 +47,7 @@ def app_url(tmp_path):
     try:
         yield f"http://127.0.0.1:{port}/", ctx
     finally:
-        for r in ctx.jobs.list():
-            if r.status in ("running", "queued"):
-                ctx.jobs.cancel(r.id, grace_s=5)
-        ctx.jobs.close()
+        ctx.jobs.shutdown(grace_s=5)
         demo.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 import pandas as pd
 
 from .. import app_home, identity
+from ..config import RunConfig
+from ..events import RunView
 from ..generate import Generator
 from ..identity import Identity
 from ..jobs import JobManager, NotYourRun, RunInfo
@@ -99,6 +102,7 @@ class AppContext:
 
 
 def fmt_duration(s: float | None) -> str:
+    """Seconds as ``m:ss`` or ``h:mm:ss``; "–" for None (not known)."""
     if s is None:
         return "–"
     s = int(s)
@@ -129,3 +133,42 @@ CSS = """
 .la-progress .la-fill {height: 100%; background: var(--color-accent); transition: width .3s;}
 .la-progress .la-text {font-size: .9em; margin-top: 4px;}
 """
+
+
+def queue_note(jobs: JobManager, run_id: str) -> str:
+    """For a waiting person (Markdown): their place in the queue and how far the running run is."""
+    pos = jobs.queue_position(run_id)
+    running = jobs.running()
+    ahead = (pos or 0) - len(running)
+    text = f"Run `{run_id}` is **queued**"
+    if pos is None:
+        return text + "."
+    text += f": {ahead} waiting run(s) ahead of it" if ahead > 0 else ": it is next in line"
+    for r in running:
+        v = jobs.view(r.id)
+        left = f", about {fmt_duration(v.remaining_s)} left" if v.remaining_s is not None else ""
+        text += f". Running now: `{r.id}` at step {v.step}/{v.max_steps or '?'}{left}"
+    return text + "."
+
+
+def run_summary(jobs: JobManager, info: RunInfo) -> dict:
+    """One Runs-table row: the index row plus the run's settings and progress from its folder."""
+    rd = jobs.run_dir(info.id)
+    try:
+        cfg = RunConfig.load(rd / "config.yaml")
+    except Exception:  # a hand-edited or half-deleted folder must not break the table
+        cfg = None
+    v = jobs.view(info.id) if rd.is_dir() else RunView()
+    adapter = rd / "adapter"
+    return {
+        "run": info.id, "status": info.status,
+        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)) if info.started else "–",
+        "duration": fmt_duration(info.duration_s),
+        "base model": info.base_model, "data": info.data,
+        "r": cfg.lora.r if cfg else None, "alpha": cfg.lora.lora_alpha if cfg else None,
+        "targets": (",".join(cfg.lora.target_modules) if cfg and cfg.lora.target_modules else "default"),
+        "steps": f"{v.step}/{v.max_steps or (cfg.training.max_steps if cfg else '?')}",
+        "final loss": None if info.final_loss is None else round(info.final_loss, 4),
+        "adapter": str(adapter) if (adapter / "adapter_config.json").exists() else "",
+        "message": (info.message or "")[:200],
+    }

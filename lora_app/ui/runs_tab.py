@@ -19,9 +19,9 @@ import pandas as pd
 from ..config import ConfigError, RunConfig
 from ..events import RunView
 from ..identity import Identity
-from ..jobs import ACTIVE, NotYourRun, run_summary
+from ..jobs import ACTIVE, NotYourRun
 from . import form, merge_panel
-from .common import READ_ONLY, AppContext, loss_frame, problems_md
+from .common import READ_ONLY, AppContext, loss_frame, problems_md, queue_note, run_summary
 
 COLUMNS = ["run", "status", "started", "duration", "base model", "data", "r", "alpha", "targets", "steps",
            "final loss", "eval loss", "perplexity", "adapter", "message"]
@@ -60,7 +60,7 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
           f"base model `{info.base_model}` · data `{info.data}` · r {row['r']}, lora_alpha {_g(row['alpha'])}, "
           f"targets {row['targets']}")
     if info.status == "queued":
-        md += "\n\n" + ctx.jobs.queue_note(run_id)
+        md += "\n\n" + queue_note(ctx.jobs, run_id)
     if info.message:
         md += f"\n\n{html.escape(info.message)}"
     if ident.sees_paths:

@@ -19,7 +19,7 @@ from ..events import RunView
 from ..jobs import ACTIVE, NotYourRun
 from ..validate import Preflight, check_and_submit
 from . import form
-from .common import AppContext, loss_frame, problems_md, progress_html
+from .common import AppContext, loss_frame, problems_md, progress_html, queue_note
 
 POLL_S = 0.5
 LOG_LINES = 400
@@ -122,7 +122,7 @@ def follow(ctx: AppContext, run_id: str | None, wanted=None):
         if ended:
             view.update(rd)  # the trainer's last events were written before the scheduler saw it end
         if status == "queued":
-            head = ctx.jobs.queue_note(run_id)  # place in line + the running run's progress
+            head = queue_note(ctx.jobs, run_id)  # place in line + the running run's progress
         else:
             # While the scheduler says "running", show the trainer's own phase (loading/training/saving).
             phase = f" ({view.status})" if status == "running" and view.status not in ("queued", "running") else ""
