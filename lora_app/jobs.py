@@ -415,7 +415,10 @@ def _last_saved(run_dir: Path) -> dict | None:
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's last Trainer checkpoint (``checkpoints/checkpoint-<step>``, found by
+    transformers' ``get_last_checkpoint``, as resuming finds it); None if it has none."""
+    from transformers.trainer_utils import get_last_checkpoint  # (imports torch: only on resume)
+
     ck = run_dir / "checkpoints"
-    steps = [int(p.name.split("-")[1]) for p in ck.glob("checkpoint-*") if p.name.split("-")[1].isdigit()] \
-        if ck.is_dir() else []
-    return max(steps) if steps else None
+    last = get_last_checkpoint(str(ck)) if ck.is_dir() else None
+    return int(last.rsplit("-", 1)[1]) if last else None

@@ -117,7 +117,6 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
             problems.append(q)
         try:
             mc = models.load_model_config(model, token=token)
-            _check_causal(mc, model)
             problems += tokenizer_problems(model.base_model_name_or_path)
             if training is not None:
                 problems += position_problems(mc, training.max_length, model.base_model_name_or_path)
@@ -135,26 +134,6 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
         raise ConfigError(problems)
     return cfg, Preflight(td, targets, available, trainable, total, device,
                           models.effective_quantization(cfg.model, device), notes)
-
-
-def _check_causal(mc, model: ModelConfig) -> None:
-    """An encoder (BERT, RoBERTa ...) has a causal-LM class in transformers, but its weights
-    were trained to fill in masks, not to continue text: refuse it, as a non-causal model."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    if getattr(mc, "auto_map", None):
-        return
-    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    archs = list(getattr(mc, "architectures", None) or [])
-    encoder = mc.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(mc, "is_decoder", False)
-    causal_arch = any(a in causal_classes or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-    if (archs and not causal_arch) or (encoder and not archs):
-        what = ", ".join(archs) if archs else f"'{mc.model_type}' encoder"
-        raise ConfigError([f"{models.FIELD}: '{model.base_model_name_or_path}' is a {what} model, not a causal "
-                           "language model. Fix: pick a text-generation model (e.g. Llama, OPT, SmolLM2)."])
 
 
 def warmup_note(t: TrainingSettings) -> str | None:
