@@ -106,3 +106,11 @@ def jobs(tmp_path):
     jm = JobManager(tmp_path / "runs", poll_s=0.1)
     yield jm
     jm.shutdown(grace_s=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_opt(tmp_path_factory) -> Path:
+    """A tiny random OPT: an architecture whose attention ignores packed position ids."""
+    from tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "opt", arch="opt")
