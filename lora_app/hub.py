@@ -143,19 +143,21 @@ def _card_from_run(run_dir: Path, adapter_dir: Path, base_model: str, repo_id: s
 
 
 def _card_problems(text: str, base_model: str) -> list[str]:
-    """Local checks of a model card's YAML metadata (before the Hub's own validation)."""
+    """Local checks of a model card's YAML metadata (before the Hub's own validation), read
+    with huggingface_hub's ``ModelCard`` as the Hub reads it. One line per problem, with its fix."""
     import yaml
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-    if not text.startswith("---"):
+    if not REGEX_YAML_BLOCK.search(text):
         return ["model card: README.md has no YAML metadata block. Fix: train the run again with this app "
                 "(it writes the card), or add a '---' block with base_model and library_name: peft."]
-    parts = text.split("---", 2)
     try:
-        meta = yaml.safe_load(parts[1]) if len(parts) == 3 else None
+        meta = ModelCard(text, ignore_metadata_errors=True).data.to_dict()
     except yaml.YAMLError as err:
         return [f"model card: its YAML metadata does not parse ({str(err).splitlines()[0]}). "
                 "Fix: correct the block between the '---' lines of README.md."]
-    if not isinstance(meta, dict):
+    except ValueError:  # ModelCard: "repo card metadata block should be a dict"
         return ["model card: its YAML metadata is not a mapping. Fix: write 'key: value' lines between the '---' lines."]
     out = []
     if meta.get("base_model") != base_model:
