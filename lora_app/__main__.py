@@ -30,26 +30,14 @@ def _overrides(pairs: list[str]) -> dict:
 
 def _load_raw(path: str) -> dict:
     """A saved config file as a nested dict (validation is the preflight's job)."""
-    import json
-
-    import yaml
-
-    from .config import ConfigError
+    from .config import ConfigError, parse_raw
 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError([f"--config: cannot read {path} ({err.strerror}). Fix: give the path of a saved "
                            "config.yaml."]) from None
-    try:
-        raw = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except ValueError as err:  # json.JSONDecodeError
-        raise ConfigError([f"config: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({err})"]) from None
-    except yaml.YAMLError as err:
-        raise ConfigError([f"config: not valid YAML ({err})"]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(["config: expected a mapping with data/model/lora/training"])
-    return raw
+    return parse_raw(text, json_text=path.endswith(".json"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,8 +159,10 @@ def _train_config(a) -> int:
     from . import app_home
     from .config import ConfigError
     from .events import RunView
+    from .hub_client import env_token
+    from .identity import LOCAL  # the CLI on this machine: a trusted local caller
     from .jobs import JobManager
-    from .validate import preflight
+    from .validate import check_and_submit
 
     if not a.config:
         print("train: give RUN_DIR or --config FILE", file=sys.stderr)
@@ -183,15 +173,22 @@ def _train_config(a) -> int:
             if not isinstance(raw.get(sec), dict):
                 raw[sec] = {}
             raw[sec].update(vals)
-        # The same preflight as the Start button: every problem at once, nothing written on failure.
-        cfg, pre = preflight(raw, token=os.environ.get("HF_TOKEN") or None)
     except ConfigError as err:
         print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
         return 2
-    jm = JobManager(a.runs or app_home() / "runs")
-    from .identity import LOCAL  # the CLI on this machine: a trusted local caller
+    made: list[JobManager] = []
 
-    run_id = jm.submit(cfg, owner=LOCAL.owner or "cli")
+    def manager() -> JobManager:  # made only once the preflight passed: a refused config writes nothing
+        made.append(JobManager(a.runs or app_home() / "runs"))
+        return made[0]
+
+    try:
+        # What the Start button does: preflight (every problem at once), then queue.
+        run_id, pre = check_and_submit(manager, raw, owner=LOCAL.owner or "cli", token=env_token())
+    except ConfigError as err:
+        print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+        return 2
+    jm = made[0]
     for note in pre.notes:
         print(f"note: {note}")
     print(f"run {run_id}: {jm.run_dir(run_id)}")

@@ -197,23 +197,35 @@ class RunConfig(_Section):
 
     @classmethod
     def from_yaml(cls, text: str) -> RunConfig:
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError([f"config: not valid YAML ({err})"]) from None
-        if not isinstance(raw, dict):
-            raise ConfigError(["config: expected a mapping with data/model/lora/training"])
-        return cls.build(raw)
+        """Build from YAML text (:func:`parse_raw`). Raises ConfigError."""
+        return cls.build(parse_raw(text))
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
+        """Build from a saved ``.yaml``/``.yml`` or ``.json`` file. Raises ConfigError for a
+        malformed or invalid config, OSError for an unreadable file."""
         text = Path(path).read_text(encoding="utf-8")
-        if str(path).endswith(".json"):
-            return cls.build(json.loads(text))
-        return cls.from_yaml(text)
+        return cls.build(parse_raw(text, json_text=str(path).endswith(".json")))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+
+def parse_raw(text: str, json_text: bool = False) -> dict[str, Any]:
+    """The one reader of a raw config (YAML, or JSON when ``json_text``) for RunConfig.build:
+    the UI's saved settings, ``--config`` of the CLI and every run's config.yaml. Empty text is
+    ``{}`` (all defaults). Raises ConfigError for text that does not parse or is not a mapping."""
+    try:
+        raw = json.loads(text) if json_text else yaml.safe_load(text)
+    except ValueError as err:  # json.JSONDecodeError
+        raise ConfigError([f"config: not valid JSON ({err})"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([f"config: not valid YAML ({err})"]) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["config: expected a mapping with data/model/lora/training"])
+    return raw
 
 
 def _describe(e: Mapping[str, Any]) -> str:

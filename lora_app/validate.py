@@ -11,12 +11,16 @@ data file or an unknown model; each section that parses on its own is checked on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import count, models
 from .config import ConfigError, DataConfig, LoraSettings, ModelConfig, RunConfig, TrainingSettings
 from .data import TextData, load_text
+
+if TYPE_CHECKING:
+    from .jobs import JobManager
 
 #: Rows longer than this many characters per max_length token are surely cut.
 _CHARS_PER_TOKEN = 4
@@ -212,9 +216,12 @@ def validate(cfg: RunConfig, token: str | None = None, check_data: bool = True) 
     return preflight(cfg, token=token, check_data=check_data)[1]
 
 
-def check_and_submit(jobs, config: RunConfig | dict[str, Any], owner: str = "local", token: str | None = None,
-                     env: dict | None = None) -> tuple[str, Preflight]:
+def check_and_submit(jobs: JobManager | Callable[[], JobManager], config: RunConfig | dict[str, Any],
+                     owner: str = "local", token: str | None = None, env: dict | None = None) -> tuple[str, Preflight]:
     """Preflight, then queue the run: what Start and the CLI do. Raises ConfigError (listing
-    every problem) before anything is written; returns ``(run_id, preflight)``."""
+    every problem) before anything is written; returns ``(run_id, preflight)``. ``jobs``: the
+    job manager, or a function that makes it, called only once the preflight passed (the CLI:
+    a refused config leaves no runs folder behind)."""
     cfg, pre = preflight(config, token=token)
-    return jobs.submit(cfg, owner=owner, env=env), pre
+    jm = jobs() if callable(jobs) else jobs
+    return jm.submit(cfg, owner=owner, env=env), pre
