@@ -55,12 +55,16 @@ def load_dotenv(path: str | Path | None = None, override: bool = False) -> dict[
 
 
 def env_token() -> str | None:
-    """This machine's token as huggingface_hub finds it (``huggingface_hub.get_token``):
-    ``HF_TOKEN`` (or the older ``HUGGING_FACE_HUB_TOKEN``) from the environment / ``.env``,
-    else the one saved by ``hf auth login``; None when there is none."""
-    from huggingface_hub import get_token
+    """``HF_TOKEN`` (or the older ``HUGGING_FACE_HUB_TOKEN``) from the environment / ``.env``.
 
-    return get_token()
+    Not ``huggingface_hub.get_token``: it also returns the token saved by ``hf auth login``,
+    which Gradio uses for its local OAuth mock; taken here it would log every visitor in as the
+    machine's owner (tests/test_browser_hub.py: "the token file alone logs nobody in")."""
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        v = (os.environ.get(var) or "").strip()
+        if v:
+            return v
+    return None
 
 
 def on_space() -> bool:
