@@ -173,7 +173,8 @@ def merge_run(run_dir: str | Path, dtype: str | None = None, progress: Callable[
     del merged, model, base
     progress("checking: reloading the saved folder with AutoModelForCausalLM and comparing greedy tokens")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=tdtype, use_safetensors=True,
-                                                    trust_remote_code=cfg.model.trust_remote_code).to(dev).eval()  # type: ignore[arg-type]
+                                                    trust_remote_code=cfg.model.trust_remote_code)
+    reloaded.to(dev).eval()  # type: ignore[arg-type]  # (transformers' stub of .to() omits str devices)
     got = _greedy(reloaded, tok, prompts, dev)
     diff, equal = 0.0, 0
     for (ws, wl), (gs, gl) in zip(want, got, strict=True):
