@@ -1,12 +1,13 @@
 # Two commands on a fresh machine (see README):
 #   make app    set up .venv, then start the app on the bundled model (http://127.0.0.1:7860)
-#   make test   set up .venv + test tools (and Debian's chromium for the browser tests), then run every test
+#   make test   set up .venv + test tools (and Debian's chromium for the browser tests), then ruff, mypy
+#               and every test
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: app test setup setup-test clean
+.PHONY: app test lint setup setup-test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,7 +37,13 @@ setup-test: $(VENV)/.installed-test
 app: setup
 	$(BIN)/python app.py
 
-test: setup-test
+# Lint, format and type checks first (settings in pyproject.toml): seconds, before minutes of tests.
+lint: setup-test
+	$(BIN)/python -m ruff check lora_app
+	$(BIN)/python -m ruff format --check lora_app
+	$(BIN)/python -m mypy
+
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
 clean:

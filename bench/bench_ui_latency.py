@@ -208,10 +208,7 @@ def main(argv=None) -> int:
                 print(f"run {r + 1}/{a.repeats}: {runs[-1]['status']}, {runs[-1]['wall_s']} s", flush=True)
             browser.close()
     finally:
-        for r in ctx.jobs.list():
-            if r.status in ("running", "queued"):
-                ctx.jobs.cancel(r.id, grace_s=5)
-        ctx.jobs.close()
+        ctx.jobs.shutdown(grace_s=5)
         demo.close()
         train_tab.follow = orig_follow
         shutil.rmtree(tmp, ignore_errors=True)  # the tiny model and the run folders

@@ -38,26 +38,14 @@ def _overrides(pairs: list[str]) -> dict:
 
 def _load_raw(path: str) -> dict:
     """A saved config file as a nested dict (validation is the preflight's job)."""
-    import json
-
-    import yaml
-
-    from .config import ConfigError
+    from .config import ConfigError, parse_raw
 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError([f"--config: cannot read {path} ({err.strerror}). Fix: give the path of a saved "
                            "config.yaml."]) from None
-    try:
-        raw = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except ValueError as err:  # json.JSONDecodeError
-        raise ConfigError([f"config: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({err})"]) from None
-    except yaml.YAMLError as err:
-        raise ConfigError([f"config: not valid YAML ({err})"]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(["config: expected a mapping with data/model/lora/training"])
-    return raw
+    return parse_raw(text, json_text=path.endswith(".json"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             adapter = str(Path(adapter) / "adapter")  # a run folder was given
         try:
             text = ""
-            for text in Generator().stream(a.prompt, adapter=adapter, base=a.base,
+            for text in Generator().stream(  # noqa: B007 (the last streamed text is the answer)
+                    a.prompt, adapter=adapter, base=a.base,
                                            max_new_tokens=a.max_new_tokens, temperature=a.temperature):
                 pass
         except ConfigError as err:
@@ -175,11 +164,13 @@ def _push(a) -> int:
 
 
 def _train_config(a) -> int:
+    from . import app_home
     from .config import ConfigError
     from .events import RunView
+    from .hub_client import env_token
+    from .identity import LOCAL  # the CLI on this machine: a trusted local caller
     from .jobs import JobManager
-    from .models import app_home
-    from .validate import preflight
+    from .validate import check_and_submit
 
     if not a.config:
         print("train: give RUN_DIR or --config FILE", file=sys.stderr)
@@ -190,15 +181,22 @@ def _train_config(a) -> int:
             if not isinstance(raw.get(sec), dict):
                 raw[sec] = {}
             raw[sec].update(vals)
-        # The same preflight as the Start button: every problem at once, nothing written on failure.
-        cfg, pre = preflight(raw, token=os.environ.get("HF_TOKEN") or None)
     except ConfigError as err:
         print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
         return 2
-    jm = JobManager(a.runs or app_home() / "runs")
-    from .identity import LOCAL  # the CLI on this machine: a trusted local caller
+    made: list[JobManager] = []
 
-    run_id = jm.submit(cfg, owner=LOCAL.owner)
+    def manager() -> JobManager:  # made only once the preflight passed: a refused config writes nothing
+        made.append(JobManager(a.runs or app_home() / "runs"))
+        return made[0]
+
+    try:
+        # What the Start button does: preflight (every problem at once), then queue.
+        run_id, pre = check_and_submit(manager, raw, owner=LOCAL.owner or "cli", token=env_token())
+    except ConfigError as err:
+        print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+        return 2
+    jm = made[0]
     for note in pre.notes:
         print(f"note: {note}")
     print(f"run {run_id}: {jm.run_dir(run_id)}")
@@ -210,7 +208,7 @@ def _train_config(a) -> int:
                 print(line)
             view.lines.clear()
             info = jm.get(run_id)
-            if info.status not in ("queued", "running"):
+            if info is None or info.status not in ("queued", "running"):
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -218,6 +216,9 @@ def _train_config(a) -> int:
     view.update(jm.run_dir(run_id))
     print("\n".join(view.lines))
     info = jm.get(run_id)
+    if info is None:  # (the run was just submitted: only a removed run folder gets here)
+        print(f"run {run_id}: gone", file=sys.stderr)
+        return 1
     print(f"{info.status}: {info.message}")
     return 0 if info.status == "finished" else 1
 

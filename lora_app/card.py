@@ -1,4 +1,5 @@
-"""The adapter's model card (README.md with YAML metadata), as the Hub reads it.
+"""The adapter's model card (README.md with YAML metadata), written with huggingface_hub's
+``ModelCard`` / ``ModelCardData`` (and read back with them in :mod:`lora_app.hub`).
 
 Metadata keys follow the Hub's model-card spec (huggingface_hub ``ModelCardData``):
 ``base_model`` (a Hub id, never a local path), ``library_name: peft``, ``pipeline_tag``,
@@ -7,7 +8,7 @@ Metadata keys follow the Hub's model-card spec (huggingface_hub ``ModelCardData`
 
 from __future__ import annotations
 
-import yaml
+from typing import Any
 
 from .config import RunConfig
 
@@ -34,16 +35,16 @@ def eval_summary(events: list[dict]) -> dict | None:
             "base_perplexity": bp, "step": last["step"] if last else 0, "source": source, "line": line}
 
 
-def _model_index(name: str, data_name: str, ev: dict) -> list:
-    """The Hub's ``model-index`` eval results (huggingface_hub ``ModelCardData``/``EvalResult``)."""
-    from huggingface_hub import EvalResult, ModelCardData
+def _eval_results(data_name: str, ev: dict) -> list:
+    """The held-out numbers as huggingface_hub ``EvalResult``s (the card's ``model-index``)."""
+    from huggingface_hub import EvalResult
 
-    common = dict(task_type="text-generation", dataset_type=data_name, dataset_name=f"{data_name} (held-out rows)")
-    results = [EvalResult(metric_type="perplexity", metric_value=round(ev["perplexity"], 4),
-                          metric_name="held-out perplexity", **common),
-               EvalResult(metric_type="loss", metric_value=round(ev["eval_loss"], 6),
-                          metric_name="held-out loss (nats per token)", **common)]
-    return ModelCardData(model_name=name, eval_results=results).to_dict()["model-index"]
+    common: dict[str, Any] = dict(task_type="text-generation", dataset_type=data_name,
+                                  dataset_name=f"{data_name} (held-out rows)")
+    return [EvalResult(metric_type="perplexity", metric_value=round(ev["perplexity"], 4),
+                       metric_name="held-out perplexity", **common),
+            EvalResult(metric_type="loss", metric_value=round(ev["eval_loss"], 6),
+                       metric_name="held-out loss (nats per token)", **common)]
 
 
 def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_loss: float | None,
@@ -52,7 +53,9 @@ def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_lo
     """The README.md text of an adapter folder. ``repo_id``: where it is pushed (the load
     snippet names it); None while the adapter only exists locally. ``evals``: what
     :func:`eval_summary` returns (metadata ``model-index`` and an Evaluation section)."""
-    meta = {
+    from huggingface_hub import ModelCard, ModelCardData
+
+    meta: dict[str, Any] = {
         "base_model": base_model_id,
         "library_name": "peft",
         "pipeline_tag": "text-generation",
@@ -64,7 +67,8 @@ def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_lo
         (cfg.data.path or "data").replace(chr(92), "/").split("/")[-1]
     eval_md = ""
     if evals and evals.get("perplexity") is not None:
-        meta["model-index"] = _model_index((repo_id or f"{base_model_id}-lora").split("/")[-1], data_name, evals)
+        meta["model_name"] = (repo_id or f"{base_model_id}-lora").split("/")[-1]
+        meta["eval_results"] = _eval_results(data_name, evals)
         base_row = (f"| base model (before training) | {evals['base_perplexity']:.2f} |\n"
                     if evals.get("base_perplexity") is not None else "")
         eval_md = (f"\n## Evaluation\nHeld-out rows: {evals.get('source') or 'held out from the data'}; loss in nats per "
@@ -77,14 +81,15 @@ def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_lo
                 f"the file `{cfg.data.source_name or (cfg.data.path or 'data').replace(chr(92), '/').split('/')[-1]}`")
     rows = f", at most {cfg.data.max_rows:,} rows" if cfg.data.max_rows else ""
     repo = repo_id or "<this repo id>"
-    from .hub import is_hub_id
+    from .repo_id import is_hub_id
 
     base_link = f"[{base_model_id}](https://huggingface.co/{base_model_id})" if is_hub_id(base_model_id) else \
         f"`{base_model_id}` (a local folder)"
-    l, t = cfg.lora, cfg.training
+    lo, t = cfg.lora, cfg.training
     loss = f"{final_loss:.4f}" if final_loss is not None else "n/a"
-    return f"""---
-{yaml.safe_dump(meta, sort_keys=False).strip()}
+    card_data = ModelCardData(**meta)
+    return str(ModelCard(f"""---
+{card_data.to_yaml()}
 ---
 
 # LoRA adapter for {base_model_id}
@@ -97,11 +102,11 @@ Trained on {data_src}, text column `{cfg.data.text_column or 'text'}`{rows}.
 ## LoRA settings
 | setting | value |
 |---|---|
-| r | {l.r} |
-| lora_alpha | {l.lora_alpha:g} |
-| lora_dropout | {l.lora_dropout:g} |
+| r | {lo.r} |
+| lora_alpha | {lo.lora_alpha:g} |
+| lora_dropout | {lo.lora_dropout:g} |
 | target_modules | {', '.join(targets)} |
-| bias | {l.bias} |
+| bias | {lo.bias} |
 
 {trainable_line}
 
@@ -129,4 +134,4 @@ model = PeftModel.from_pretrained(base, "{repo}")
 inputs = tokenizer("Two things are infinite: ", return_tensors="pt")
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40)[0]))
 ```
-"""
+"""))

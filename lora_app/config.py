@@ -11,40 +11,20 @@ batch 4 x accumulation 4, warmup 100, 200 steps, lr 2e-4
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
 #: The bundled offline default; an adapter trained on it names this Hub id.
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-# One line of advice per field: appended to the validation message so that every error
-# names the field *and* the fix.
-_FIXES: dict[str, str] = {
-    "r": "set r to a whole number >= 1 (8 or 16 are common)",
-    "lora_alpha": "set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)",
-    "lora_dropout": "set lora_dropout in [0, 1), e.g. 0.05",
-    "target_modules": "list module names such as q_proj,v_proj, or all-linear",
-    "bias": "choose none, all or lora_only",
-    "max_steps": "set max_steps to a whole number >= 1",
-    "learning_rate": "set learning_rate > 0, e.g. 2e-4",
-    "per_device_train_batch_size": "set per_device_train_batch_size to a whole number >= 1",
-    "gradient_accumulation_steps": "set gradient_accumulation_steps to a whole number >= 1",
-    "warmup_steps": "set warmup_steps to a whole number >= 0",
-    "max_length": "set max_length to a whole number >= 8 (tokens per training row)",
-    "base_model_name_or_path": "give a Hub id such as owner/name or a local model folder",
-    "quantization": "choose auto, none, 8bit or 4bit",
-    "precision": "choose auto, float32 or bfloat16",
-    "text_column": "pick one of the file's text columns",
-    "path": "upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file",
-    "dataset_id": "give a Hub dataset id as owner/name",
-    "eval_fraction": "set eval_fraction in [0, 1), e.g. 0.05 (0 turns held-out evaluation off)",
-    "eval_max_rows": "set eval_max_rows to a whole number >= 1, e.g. 200",
-    "eval_rows": "set eval_rows to a whole number >= 1, or leave it empty to use eval_fraction",
-    "eval_steps": "set eval_steps to a whole number >= 1, e.g. 50",
-}
+def _fix(text: str) -> dict[str, JsonValue]:
+    """A field's one line of advice, kept on the field (``json_schema_extra={"fix": ...}``):
+    appended to its validation message so that every error names the field *and* the fix."""
+    return {"fix": text}
 
 
 class ConfigError(ValueError):
@@ -66,11 +46,11 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the training text comes from: a local file (``path``) or a Hub dataset."""
 
-    path: str | None = None
-    dataset_id: str | None = None
+    path: str | None = Field(None, json_schema_extra=_fix('upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file'))
+    dataset_id: str | None = Field(None, json_schema_extra=_fix('give a Hub dataset id as owner/name'))
     dataset_config: str | None = None
     split: str = "train"
-    text_column: str | None = Field(None, description="None: detect it")
+    text_column: str | None = Field(None, description="None: detect it", json_schema_extra=_fix("pick one of the file's text columns"))
     max_rows: int | None = Field(None, ge=1)
     source_name: str | None = Field(None, description="display name of an uploaded file")
     eval_path: str | None = Field(None, description="a second file whose rows are the held-out set")
@@ -81,13 +61,13 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The base model and how it is loaded."""
 
-    base_model_name_or_path: str = DEFAULT_BASE_MODEL
-    quantization: Literal["auto", "none", "8bit", "4bit"] = "auto"
+    base_model_name_or_path: str = Field(DEFAULT_BASE_MODEL, json_schema_extra=_fix('give a Hub id such as owner/name or a local model folder'))
+    quantization: Literal["auto", "none", "8bit", "4bit"] = Field("auto", json_schema_extra=_fix('choose auto, none, 8bit or 4bit'))
     # Here, not in training: it sets the dtype the base weights are loaded in (as quantization does),
     # and generation, which builds a ModelConfig too, then makes the same choice (lora_app.precision).
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto: bfloat16 on a GPU with bf16 or a CPU with avx512_bf16/amx_bf16 where a measured "
-        "check says it is faster, else float32; LoRA weights stay float32")
+        "check says it is faster, else float32; LoRA weights stay float32", json_schema_extra=_fix('choose auto, float32 or bfloat16'))
     trust_remote_code: bool = False
 
     @field_validator("base_model_name_or_path")
@@ -101,11 +81,11 @@ class ModelConfig(_Section):
 class LoraSettings(_Section):
     """LoRA hyper-parameters, named as in ``peft.LoraConfig``."""
 
-    r: int = Field(16, ge=1, strict=True)
-    lora_alpha: float = Field(32, gt=0)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | None = Field(None, description="None: the architecture's default")
-    bias: Literal["none", "all", "lora_only"] = "none"
+    r: int = Field(16, ge=1, strict=True, json_schema_extra=_fix('set r to a whole number >= 1 (8 or 16 are common)'))
+    lora_alpha: float = Field(32, gt=0, json_schema_extra=_fix('set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)'))
+    lora_dropout: float = Field(0.05, ge=0, lt=1, json_schema_extra=_fix('set lora_dropout in [0, 1), e.g. 0.05'))
+    target_modules: list[str] | None = Field(None, description="None: the architecture's default", json_schema_extra=_fix('list module names such as q_proj,v_proj, or all-linear'))
+    bias: Literal["none", "all", "lora_only"] = Field("none", json_schema_extra=_fix('choose none, all or lora_only'))
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -120,12 +100,12 @@ class LoraSettings(_Section):
 class TrainingSettings(_Section):
     """Trainer settings, named as in ``transformers.TrainingArguments``."""
 
-    max_steps: int = Field(200, ge=1, strict=True)
-    learning_rate: float = Field(2e-4, gt=0)
-    per_device_train_batch_size: int = Field(4, ge=1, strict=True)
-    gradient_accumulation_steps: int = Field(4, ge=1, strict=True)
-    warmup_steps: int = Field(100, ge=0, strict=True)
-    max_length: int = Field(256, ge=8, strict=True)
+    max_steps: int = Field(200, ge=1, strict=True, json_schema_extra=_fix('set max_steps to a whole number >= 1'))
+    learning_rate: float = Field(2e-4, gt=0, json_schema_extra=_fix('set learning_rate > 0, e.g. 2e-4'))
+    per_device_train_batch_size: int = Field(4, ge=1, strict=True, json_schema_extra=_fix('set per_device_train_batch_size to a whole number >= 1'))
+    gradient_accumulation_steps: int = Field(4, ge=1, strict=True, json_schema_extra=_fix('set gradient_accumulation_steps to a whole number >= 1'))
+    warmup_steps: int = Field(100, ge=0, strict=True, json_schema_extra=_fix('set warmup_steps to a whole number >= 0'))
+    max_length: int = Field(256, ge=8, strict=True, json_schema_extra=_fix('set max_length to a whole number >= 8 (tokens per training row)'))
     seed: int = 42
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(50, ge=1)
@@ -136,11 +116,11 @@ class TrainingSettings(_Section):
                                      "forward when memory allows (same rows and gradient, faster)")
     lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="share of the rows held out for evaluation "
-                                 "(when no second file or split is given)")
-    eval_max_rows: int = Field(200, ge=1, strict=True, description="at most this many held-out rows")
+                                 "(when no second file or split is given)", json_schema_extra=_fix('set eval_fraction in [0, 1), e.g. 0.05 (0 turns held-out evaluation off)'))
+    eval_max_rows: int = Field(200, ge=1, strict=True, description="at most this many held-out rows", json_schema_extra=_fix('set eval_max_rows to a whole number >= 1, e.g. 200'))
     eval_rows: int | None = Field(None, ge=1, strict=True, description="exactly this many held-out rows "
-                                  "(instead of eval_fraction)")
-    eval_steps: int = Field(50, ge=1, strict=True, description="evaluate every eval_steps steps, and at the end")
+                                  "(instead of eval_fraction)", json_schema_extra=_fix('set eval_rows to a whole number >= 1, or leave it empty to use eval_fraction'))
+    eval_steps: int = Field(50, ge=1, strict=True, description="evaluate every eval_steps steps, and at the end", json_schema_extra=_fix('set eval_steps to a whole number >= 1, e.g. 50'))
     cap_warmup: bool = Field(False, description="when warmup_steps >= max_steps, warm up for a tenth of the run "
                              "instead (else the learning rate only rises; the preflight warns)")
     use_liger_kernel: Literal["auto", "on", "off"] = Field(
@@ -177,7 +157,7 @@ class RunConfig(_Section):
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def build(cls, data: dict | None = None, **sections: Any) -> "RunConfig":
+    def build(cls, data: dict | None = None, **sections: Any) -> RunConfig:
         """Validate a nested dict (or keyword sections) into a RunConfig.
 
         Raises :class:`ConfigError` listing *every* problem, each as
@@ -195,27 +175,39 @@ class RunConfig(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> "RunConfig":
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError([f"config: not valid YAML ({err})"]) from None
-        if not isinstance(raw, dict):
-            raise ConfigError(["config: expected a mapping with data/model/lora/training"])
-        return cls.build(raw)
+    def from_yaml(cls, text: str) -> RunConfig:
+        """Build from YAML text (:func:`parse_raw`). Raises ConfigError."""
+        return cls.build(parse_raw(text))
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
+        """Build from a saved ``.yaml``/``.yml`` or ``.json`` file. Raises ConfigError for a
+        malformed or invalid config, OSError for an unreadable file."""
         text = Path(path).read_text(encoding="utf-8")
-        if str(path).endswith(".json"):
-            return cls.build(json.loads(text))
-        return cls.from_yaml(text)
+        return cls.build(parse_raw(text, json_text=str(path).endswith(".json")))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
 
-def _describe(e: dict) -> str:
+def parse_raw(text: str, json_text: bool = False) -> dict[str, Any]:
+    """The one reader of a raw config (YAML, or JSON when ``json_text``) for RunConfig.build:
+    the UI's saved settings, ``--config`` of the CLI and every run's config.yaml. Empty text is
+    ``{}`` (all defaults). Raises ConfigError for text that does not parse or is not a mapping."""
+    try:
+        raw = json.loads(text) if json_text else yaml.safe_load(text)
+    except ValueError as err:  # json.JSONDecodeError
+        raise ConfigError([f"config: not valid JSON ({err})"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([f"config: not valid YAML ({err})"]) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["config: expected a mapping with data/model/lora/training"])
+    return raw
+
+
+def _describe(e: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in e["loc"])
     field = str(e["loc"][-1]) if e["loc"] else ""
     # Integers given as strings or floats read better as "whole number" than pydantic's text.
@@ -226,5 +218,16 @@ def _describe(e: dict) -> str:
         msg = "is not a known setting"
     got = e.get("input")
     got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
-    fix = _FIXES.get(field)
+    fix = field_fix(field)
     return f"{loc}: {msg}{got_s}." + (f" Fix: {fix}." if fix else "")
+
+
+def field_fix(name: str) -> str | None:
+    """The advice (``Fix: ...``) of the setting ``name`` (e.g. "r", "max_steps"), from its field's
+    metadata in any section; None for a name without one. Field names are unique across sections."""
+    for section in (DataConfig, ModelConfig, LoraSettings, TrainingSettings):
+        info = section.model_fields.get(name)
+        extra = info.json_schema_extra if info is not None else None
+        if isinstance(extra, dict) and isinstance(extra.get("fix"), str):
+            return str(extra["fix"])
+    return None

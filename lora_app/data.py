@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +101,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if size > max_upload_bytes():
         raise ConfigError([f"data.path: '{p.name}' is {_size(size)}, over the {_size(max_upload_bytes())} limit. "
                            "Fix: upload a smaller file (or fewer rows), or raise LORA_APP_MAX_UPLOAD_MB."])
-    enc, notes, unit = None, [], "line"
+    enc, unit = None, "line"
+    notes: list[str] = []
+    lines: Sequence[int]  # the file's line (or record) number of each row
     try:
         if ext == ".parquet":
             import pyarrow.parquet as pq
@@ -252,7 +255,7 @@ def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str) -> Tex
     lines = lines if lines is not None and len(lines) == len(df) else np.arange(1, len(df) + 1)
     unit = df.attrs.get("unit", "row")
     texts, empty, converted = [], [], []
-    for v, ln in zip(df[col].tolist(), lines.tolist()):
+    for v, ln in zip(df[col].tolist(), lines.tolist(), strict=True):
         s = as_text(v)
         if s is None or not s.strip():
             empty.append(ln)

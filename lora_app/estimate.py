@@ -87,8 +87,7 @@ def cpu_tier(requested: str = "auto") -> Tier:
     bf16/float32 matmul ratio (1 where it was not measured)."""
     import psutil
 
-    from . import precision
-    from .models import app_home
+    from . import app_home, precision
 
     choice = precision.choose(requested, "cpu")
     gflops, ratio = cpu_gflops(), 1.0
@@ -224,7 +223,7 @@ def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: 
             fits = "only with gradient_checkpointing"
         else:
             fits = "no"
-        rate = (tier.gflops * 1e9 * CPU_UTILISATION) if tier.tflops is None else tier.tflops * 1e12 * UTILISATION
+        rate = ((tier.gflops or cpu_gflops()) * 1e9 * CPU_UTILISATION) if tier.tflops is None else tier.tflops * 1e12 * UTILISATION
         seconds = run_tokens * flops_per_token / rate
         rows.append({"hardware": tier.name, "memory GB": round(tier.memory / GB, 1),
                      "quantization": quant, "weights GB": round(parts.weights / GB, 2),

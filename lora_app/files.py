@@ -23,8 +23,9 @@ import io
 import json
 import re
 import unicodedata
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from . import count
@@ -64,18 +65,19 @@ def decode(raw: bytes, name: str) -> tuple[str, str]:
     Western text it otherwise picks look-alikes such as cp1250 ("naïve" -> "naďve"), or CJK codecs
     for a lone 0x92 apostrophe. Raises ConfigError for binary content or an invalid BOM file.
     """
-    for bom, enc in _BOMS:
+    for bom, bom_enc in _BOMS:
         if raw.startswith(bom):
             try:
-                return raw.decode(enc), enc
+                return raw.decode(bom_enc), bom_enc
             except UnicodeDecodeError as err:
-                raise _refuse(name, f"starts with a {enc.upper()} byte-order mark but byte {err.start:,} is not valid "
-                                    f"{enc.upper()}", _SAVE_UTF8) from None
+                raise _refuse(name, f"starts with a {bom_enc.upper()} byte-order mark but byte {err.start:,} is not "
+                                    f"valid {bom_enc.upper()}", _SAVE_UTF8) from None
     for magic, what in _MAGIC:
         if raw.startswith(magic):
             raise _refuse(name, f"is {what}, not a text file", "Fix: export the data as .csv (UTF-8), .jsonl or "
                           ".parquet" + (", or upload it with the .parquet extension" if magic == b"PAR1" else "") + ".")
-    text, enc = None, None
+    text: str | None = None
+    enc: str | None = None
     if b"\x00" not in raw:  # UTF-16 without a mark is valid UTF-8 full of NULs: let the detector see it
         try:
             text, enc = raw.decode("utf-8"), "utf-8"
@@ -90,7 +92,7 @@ def decode(raw: bytes, name: str) -> tuple[str, str]:
             best = west
         if best is not None:
             text, enc = str(best), best.encoding
-    if text is None or _binary(text):
+    if text is None or enc is None or _binary(text):  # (both are set together)
         raise _refuse(name, "is not a text file in any encoding tried (UTF-8/16/32, Windows code pages: it holds "
                             "binary bytes)", "Fix: upload the data as .csv, .jsonl, .json, .txt or .parquet.")
     return text, enc
@@ -137,14 +139,15 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
     in_header = [d for d in DELIMITERS if len(_fields(first, d, quote or '"')) > 1]
     if dialect and dialect.escapechar:  # rare (\" escapes): the stdlib parser below does not take it
         quote = ""
+    delim: str | None
     if dialect and dialect.delimiter in in_header:
         delim = dialect.delimiter
     elif len(in_header) <= 1:
         delim = in_header[0] if in_header else None
     else:  # several in the header, clevercsv chose none of them: the one that splits rows like the header
-        lines = [ln for ln in split_lines(sample) if ln.strip()][:200]
+        some = [ln for ln in split_lines(sample) if ln.strip()][:200]
         delim = max(in_header, key=lambda d: sum(len(_fields(ln, d, quote or '"')) == len(_fields(first, d, quote or '"'))
-                                                 for ln in lines))
+                                                 for ln in some))
     try:
         rows, where = _parse(text, delim, quote)
         if not quote and '"' in text and any(len(r) != len(rows[0]) for r in rows[1:] if r):
@@ -167,8 +170,12 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
     if dupes:
         raise _refuse(name, f"names the column{'s' if len(dupes) > 1 else ''} {', '.join(repr(d) for d in dupes)} more "
                             f"than once in its header (line {where[0]})", "Fix: give every column its own name in the first line.")
-    n, over, under, body, lines = len(header), [], [], [], []
-    for rec, ln in zip(rows[1:], where[1:]):
+    n = len(header)
+    over: list[int] = []
+    under: list[int] = []
+    body: list[list[str]] = []
+    lines: list[int] = []
+    for rec, ln in zip(rows[1:], where[1:], strict=True):
         if len(rec) > n and not any(c.strip() for c in rec[n:]):
             rec = rec[:n]  # trailing empty fields (a spreadsheet's "a,b,,"): nothing is lost
         if len(rec) > n:
@@ -177,7 +184,7 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
             under.append(ln)
         body.append(rec + [""] * (n - len(rec)))
         lines.append(ln)
-    sep = DELIMITERS.get(delim, "")
+    sep = DELIMITERS.get(delim or "", "")
     if over:
         fix = ('Fix: put quotes around cells that hold the delimiter ("Hello, world"), or save a plain list of '
                "sentences as .txt (one row per line).")
@@ -225,10 +232,11 @@ def read_json(text: str, name: str, jsonl: bool = False) -> tuple[list, list[int
     that are not JSON, or the layout that is not rows.
     """
     stripped = text.strip()
-    whole, err = None, None
+    whole: Any = None
+    err: json.JSONDecodeError | None = None
     try:
         whole = json.loads(stripped)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         err = e
     if err is None and isinstance(whole, list):
         return whole, list(range(1, len(whole) + 1)), "record"
@@ -236,27 +244,32 @@ def read_json(text: str, name: str, jsonl: bool = False) -> tuple[list, list[int
         if jsonl and "\n" not in stripped:  # a one-line JSON lines file: one row
             return [whole], [where_first(text)], "line"
         return _object_layout(whole, name)
+    if err is None:  # valid JSON, but one number, string, true/false or null: no rows
+        raise _refuse(name, f"is a single JSON {type(whole).__name__ if whole is not None else 'null'} value, not rows",
+                      'Fix: save the rows as a JSON array [{"text": "..."}, ...] or as JSON lines.')
     whole_bad = _refuse(name, f"is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
                         "Fix: check the file's format, or save it as JSON lines (one object per line).")
     if stripped.startswith("["):
         raise whole_bad
-    rows, where, bad = [], [], []
+    rows: list[Any] = []
+    where: list[int] = []
+    bad: list[tuple[int, json.JSONDecodeError]] = []
     for i, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             rows.append(None)
         else:
             try:
                 rows.append(json.loads(line))
-            except ValueError as e:
-                bad.append((i, e))
+            except json.JSONDecodeError as line_err:
+                bad.append((i, line_err))
                 continue
         where.append(i)
     if bad:
-        i, e = bad[0]
+        i, first_err = bad[0]
         if i == where_first(text) and "Extra data" not in str(err):  # e.g. a pretty-printed object with an error
             raise whole_bad
         raise _refuse(name, f"has {count(len(bad), 'line')} that {'is' if len(bad) == 1 else 'are'} not valid JSON "
-                            f"({lines_of([b[0] for b in bad])}; line {i}: {e.msg} at column {e.colno})",
+                            f"({lines_of([b[0] for b in bad])}; line {i}: {first_err.msg} at column {first_err.colno})",
                       'Fix: make each line one JSON object such as {"text": "..."}, or delete those lines.')
     return rows, where, "line"
 
@@ -287,10 +300,10 @@ def _object_layout(obj: dict, name: str) -> tuple[list, list[int], str]:
                         "equal length", 'Fix: save the rows as a JSON array [{"text": "..."}, ...] or as JSON lines.')
 
 
-def records_frame(rows: list, lines: list[int], unit: str, name: str) -> pd.DataFrame:
+def records_frame(rows: list, lines: Sequence[int], unit: str, name: str) -> pd.DataFrame:
     """Records to a frame: objects as they are, plain strings as a 'text' column, ``None`` as
     an empty row. Raises ConfigError naming the first record that is neither."""
-    given = [(r, ln) for r, ln in zip(rows, lines) if r is not None]
+    given = [(r, ln) for r, ln in zip(rows, lines, strict=True) if r is not None]
     if given and all(isinstance(r, str) for r, _ in given):
         rows = [{TEXT_COLUMN: r} for r in rows]
     else:
@@ -313,5 +326,5 @@ def arrow_frame(table, name: str) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(table.column(c).to_pylist(), dtype=object) for c in names})
 
 
-def row_numbers(n: int) -> np.ndarray:
-    return np.arange(1, n + 1)
+def row_numbers(n: int) -> list[int]:
+    return list(range(1, n + 1))

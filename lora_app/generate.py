@@ -7,9 +7,10 @@ time: loading the bundled 135M model takes ~1 s; keeping several would cost thei
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 from . import models
 from .config import ConfigError, ModelConfig
@@ -17,8 +18,8 @@ from .config import ConfigError, ModelConfig
 
 @dataclass
 class Loaded:
-    model: object
-    tokenizer: object
+    model: Any  # a transformers PreTrainedModel, or a PeftModel around one
+    tokenizer: Any  # a transformers PreTrainedTokenizerBase
     base_id: str
     adapter: str | None
     description: str
@@ -86,17 +87,15 @@ class Generator:
         import torch
         from transformers import TextIteratorStreamer
 
+        from .text import pad_id_of  # (text imports torch: not at app start)
+
         model_prompt(prompt)  # an empty prompt is refused before a model is loaded
         loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
         inputs = tok(model_prompt(prompt), return_tensors="pt").to(next(model.parameters()).device)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        kw = dict(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
-                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        if temperature > 0:
-            kw.update(do_sample=True, temperature=temperature, top_p=top_p)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        kw = dict(**inputs, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=pad_id_of(tok),
+                  **sampling_args(temperature, top_p))
         ctx = model.disable_adapter() if (adapter and not use_adapter) else contextlib.nullcontext()
         errors: list[BaseException] = []
 
@@ -120,7 +119,7 @@ class Generator:
             raise errors[0]
         yield text
 
-    def compare(self, prompt: str, adapter: str, base: str | None = None, max_new_tokens: int = 40,
+    def compare(self, prompt: str, adapter: str | None, base: str | None = None, max_new_tokens: int = 40,
                 temperature: float = 0.0, top_p: float = 0.95, seed: int = 0,
                 token: str | None = None) -> Iterator[tuple[str, str]]:
         """Side by side: yield ``(base_text, adapter_text)`` as both completions grow.
@@ -132,12 +131,12 @@ class Generator:
         if not (adapter or "").strip():
             raise ConfigError(["adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
                                "(owner/name) to compare with its base model."])
-        kw = dict(adapter=adapter, base=base, max_new_tokens=max_new_tokens, temperature=temperature,
-                  top_p=top_p, seed=seed, token=token)
         base_text = ""
-        for base_text in self.stream(prompt, use_adapter=False, **kw):
+        for base_text in self.stream(prompt, adapter, base, max_new_tokens, temperature, top_p, seed, token,
+                                     use_adapter=False):
             yield base_text, ""
-        for text in self.stream(prompt, use_adapter=True, **kw):
+        for text in self.stream(prompt, adapter, base, max_new_tokens, temperature, top_p, seed, token,
+                                use_adapter=True):
             yield base_text, text
 
     def complete_batch(self, prompts: list[str], adapter: str | None = None, base: str | None = None,
@@ -153,16 +152,14 @@ class Generator:
 
         import torch
 
+        from .text import pad_id_of
+
         loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
-        ids, mask = left_pad([tok(model_prompt(p))["input_ids"] for p in prompts], pad_id(tok))
+        ids, mask = left_pad([tok(model_prompt(p))["input_ids"] for p in prompts], pad_id_of(tok))
         dev = next(model.parameters()).device
         kw = dict(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
-                  pad_token_id=pad_id(tok))
-        if temperature > 0:
-            kw.update(do_sample=True, temperature=temperature, top_p=top_p)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                  pad_token_id=pad_id_of(tok), **sampling_args(temperature, top_p))
         ctx = model.disable_adapter() if (loaded.adapter and not use_adapter) else contextlib.nullcontext()
         with self._gen_lock, ctx, torch.inference_mode():
             torch.manual_seed(seed)
@@ -170,8 +167,13 @@ class Generator:
         return [tok.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in out]
 
 
-def pad_id(tok) -> int:
-    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+def sampling_args(temperature: float, top_p: float) -> dict[str, Any]:
+    """``generate()`` keywords: sampling at ``temperature`` > 0 with nucleus ``top_p``, else greedy.
+    Greedy sets temperature/top_p/top_k to None so that a model's generation_config defaults
+    (e.g. SmolLM2's temperature 0.2) do not make transformers warn that they are ignored."""
+    if temperature > 0:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
 def left_pad(rows: list[list[int]], pad: int):
@@ -200,8 +202,8 @@ def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> s
     if Path(adapter).expanduser().is_dir():
         return (f"adapter: the folder '{adapter}' holds no adapter_config.json. Fix: pick a finished run's "
                 "adapter folder.")
-    from .hub import is_hub_id
     from .hub_client import explain, is_network_error
+    from .repo_id import is_hub_id
 
     if not is_hub_id(adapter):
         return (f"adapter: '{adapter}' is neither an adapter folder nor a Hub repo id. Fix: pick a finished run, "

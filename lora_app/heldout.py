@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from . import count
 from .config import ConfigError, DataConfig, TrainingSettings
@@ -116,7 +117,7 @@ def eval_trainer_class():
             out = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                        num_items_in_batch=num_items_in_batch)
             if not model.training:
-                loss = out[0] if return_outputs else out
+                loss: Any = out[0] if return_outputs else out
                 n = int((inputs["labels"][..., 1:] != -100).sum())
                 self._nll += float(loss.detach().float().mean()) * n
                 self._tokens += n
@@ -127,7 +128,7 @@ def eval_trainer_class():
             with torch.no_grad():
                 output = super().evaluation_loop(*args, **kwargs)
             prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
-            if self._tokens:
+            if self._tokens and output.metrics is not None:
                 loss = self._nll / self._tokens
                 output.metrics[f"{prefix}_loss"] = loss
                 output.metrics[f"{prefix}_perplexity"] = math.exp(min(loss, 50.0))

@@ -15,7 +15,6 @@ push can simply be retried.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -23,67 +22,13 @@ from pathlib import Path
 
 from .config import ConfigError
 from .hub_client import TOKENS_URL, HubError, User, explain, whoami
+from .repo_id import check_repo_id, is_hub_id, sanitize  # (hub.check_repo_id etc. stay importable)
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
 CARD_PLACEHOLDER = "<this repo id>"
 
-# A Hub repo id: "owner/name" (or a legacy one-part model id such as "gpt2"). Names: letters,
-# digits, "-", "_", "."; at most 96 characters; no "--" or ".."; not starting or ending with
-# "-" or "."; not ending in ".git" (huggingface_hub.utils.validate_repo_id).
-_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?"
-_REPO_ID = re.compile(rf"^{_PART}/{_PART}$")
-_MODEL_ID = re.compile(rf"^(?:{_PART}/)?{_PART}$")
 
-
-
-
-# -- repo ids ------------------------------------------------------------------------------
-def is_hub_id(name: str | None) -> bool:
-    """True for a Hub model id ("owner/name" or a legacy "gpt2"), False for a local path."""
-    if not name or name != name.strip() or "\\" in name or ".." in name or "--" in name:
-        return False
-    if name.startswith(("/", ".", "~")) or name.endswith(".git") or Path(name).is_absolute():
-        return False
-    return bool(_MODEL_ID.match(name))
-
-
-def check_repo_id(repo_id: str | None) -> list[str]:
-    """[] if ``repo_id`` is a valid ``owner/name``; else one problem line naming the fix."""
-    rid = (repo_id or "").strip()
-    if not rid:
-        return ["hub.repo_id: empty. Fix: write it as owner/name, e.g. alice/smollm2-lora-quotes."]
-    if rid.count("/") != 1:
-        return [f"hub.repo_id: '{rid}' must have exactly one '/' (owner/name). Fix: e.g. your-name/{sanitize(rid.replace('/', '-'))}."]
-    owner, name = rid.split("/")
-    bad = []
-    for part, what in ((owner, "owner"), (name, "name")):
-        if not part:
-            bad.append(f"the {what} is empty")
-        elif len(part) > 96:
-            bad.append(f"the {what} is longer than 96 characters")
-        elif not re.fullmatch(r"[\w.-]+", part, flags=re.ASCII):
-            bad.append(f"the {what} '{part}' may only hold letters, digits, '-', '_' and '.'")
-        elif "--" in part or ".." in part:
-            bad.append(f"the {what} '{part}' may not contain '--' or '..'")
-        elif part[0] in "-." or part[-1] in "-.":
-            bad.append(f"the {what} '{part}' may not start or end with '-' or '.'")
-    if name.endswith(".git"):
-        bad.append("the name may not end with '.git'")
-    if bad:
-        return [f"hub.repo_id: '{rid}' is not a valid repo id: {'; '.join(bad)}. "
-                f"Fix: e.g. {sanitize(owner) or 'your-name'}/{sanitize(name.removesuffix('.git')) or 'my-lora'}."]
-    return []
-
-
-def sanitize(text: str, max_len: int = 96) -> str:
-    """``text`` as a valid repo-name part: other characters become '-', no '--'/'..', no
-    leading/trailing '-' or '.'."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text or "")
-    s = re.sub(r"[-.]{2,}", "-", s)  # no "--" or ".." (nor ".-" runs)
-    s = s.strip("-.")[:max_len].strip("-.")
-    return s
-
-
+# -- repo ids made from a run ----------------------------------------------------------------
 def default_repo_id(user: str | None, run_dir: str | Path) -> str:
     """``<user>/<base-name>-lora-<data-name>``, e.g. alice/SmolLM2-135M-Instruct-lora-quotes."""
     base, data = run_names(run_dir)
@@ -132,7 +77,7 @@ class PushPlan:
 
     repo_id: str
     adapter_dir: Path
-    user: User
+    user: User | None  # set by check_destination
     base_model: str
     adapter_config: dict
     card: str
@@ -198,19 +143,21 @@ def _card_from_run(run_dir: Path, adapter_dir: Path, base_model: str, repo_id: s
 
 
 def _card_problems(text: str, base_model: str) -> list[str]:
-    """Local checks of a model card's YAML metadata (before the Hub's own validation)."""
+    """Local checks of a model card's YAML metadata (before the Hub's own validation), read
+    with huggingface_hub's ``ModelCard`` as the Hub reads it. One line per problem, with its fix."""
     import yaml
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-    if not text.startswith("---"):
+    if not REGEX_YAML_BLOCK.search(text):
         return ["model card: README.md has no YAML metadata block. Fix: train the run again with this app "
                 "(it writes the card), or add a '---' block with base_model and library_name: peft."]
-    parts = text.split("---", 2)
     try:
-        meta = yaml.safe_load(parts[1]) if len(parts) == 3 else None
+        meta = ModelCard(text, ignore_metadata_errors=True).data.to_dict()
     except yaml.YAMLError as err:
         return [f"model card: its YAML metadata does not parse ({str(err).splitlines()[0]}). "
                 "Fix: correct the block between the '---' lines of README.md."]
-    if not isinstance(meta, dict):
+    except ValueError:  # ModelCard: "repo card metadata block should be a dict"
         return ["model card: its YAML metadata is not a mapping. Fix: write 'key: value' lines between the '---' lines."]
     out = []
     if meta.get("base_model") != base_model:

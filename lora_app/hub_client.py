@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,34 +32,22 @@ class HubError(ConfigError):
 
 # -- .env and tokens ---------------------------------------------------------------------------
 def load_dotenv(path: str | Path | None = None, override: bool = False) -> dict[str, str]:
-    """Read ``KEY=VALUE`` lines from a ``.env`` file into ``os.environ`` (without overriding
-    variables already set, unless ``override``). Returns what the file holds.
+    """Read a ``.env`` file into ``os.environ`` (without overriding variables already set,
+    unless ``override``) with python-dotenv. Returns the non-empty values the file holds.
 
-    The file is ``path``, else ``LORA_APP_ENV_FILE``, else ``./.env``. Blank lines, ``#``
-    comments and an ``export`` prefix are allowed; values may be single- or double-quoted; an
-    empty value (``HF_TOKEN=``) is skipped.
+    The file is ``path``, else ``LORA_APP_ENV_FILE``, else ``./.env``; a missing or unreadable
+    file is no error (returns {}). An empty value (``HF_TOKEN=`` as in .env.example) sets
+    nothing, so it cannot hide a variable set elsewhere. ``${VAR}`` is not expanded: a token
+    holding ``$`` stays as written.
     """
+    from dotenv import dotenv_values
+
     p = Path(path or os.environ.get("LORA_APP_ENV_FILE") or ".env")
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError:
+        raw = dotenv_values(p, interpolate=False, encoding="utf-8-sig") if p.is_file() else {}
+    except (OSError, UnicodeDecodeError):
         return {}
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, val = line.partition("=")
-        key = key.strip()
-        if key.startswith("export "):
-            key = key[7:].strip()
-        val = val.strip()
-        if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
-            val = val[1:-1]
-        elif " #" in val:
-            val = val.split(" #", 1)[0].rstrip()
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and val:  # "KEY=" (as in .env.example) sets nothing
-            values[key] = val
+    values = {k: v for k, v in raw.items() if v}
     for k, v in values.items():
         if override or k not in os.environ:
             os.environ[k] = v
@@ -68,7 +55,11 @@ def load_dotenv(path: str | Path | None = None, override: bool = False) -> dict[
 
 
 def env_token() -> str | None:
-    """``HF_TOKEN`` (or the older ``HUGGING_FACE_HUB_TOKEN``) from the environment / ``.env``."""
+    """``HF_TOKEN`` (or the older ``HUGGING_FACE_HUB_TOKEN``) from the environment / ``.env``.
+
+    Not ``huggingface_hub.get_token``: it also returns the token saved by ``hf auth login``,
+    which Gradio uses for its local OAuth mock; taken here it would log every visitor in as the
+    machine's owner (tests/test_browser_hub.py: "the token file alone logs nobody in")."""
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         v = (os.environ.get(var) or "").strip()
         if v:

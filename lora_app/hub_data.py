@@ -29,11 +29,10 @@ def load_hub_frame(dataset_id: str, config: str | None = None, split: str = "tra
     if not REPO_ID.match(dataset_id):
         raise ConfigError([f"{FIELD}: '{dataset_id}' is not a dataset id. Fix: write it as owner/name."])
     import datasets
+    from huggingface_hub import constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     from .hub_client import endpoint_reachable, explain
-
-    from huggingface_hub import constants
 
     if not constants.HF_HUB_OFFLINE and not endpoint_reachable():  # else ~25 s of retries, same answer
         raise ConfigError([f"{FIELD}: cannot reach the Hub at {constants.ENDPOINT} to load '{dataset_id}'. "

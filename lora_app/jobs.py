@@ -11,6 +11,8 @@ a queued run is started by the new app, a run still going is adopted (followed b
 until it exits), and one whose process died while the app was down gets its end from its
 event log.
 
+Process groups and /proc: :mod:`lora_app.procs`.
+
 Who may do what: every run has an ``owner`` string (``hf:<user>`` with a Hub login, else the
 browser's server-signed id; see :mod:`lora_app.identity`, which decides who is asking). :meth:`JobManager.cancel`, :meth:`delete` and :meth:`resume` take the
 caller's ``owner`` and raise :class:`NotYourRun` for someone else's run; ``owner=None`` is a
@@ -19,7 +21,7 @@ trusted local caller (CLI, tests), and the admins (``ADMIN_USERS``) may act on e
 
 from __future__ import annotations
 
-import json
+import builtins
 import os
 import secrets
 import shutil
@@ -32,9 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import procs
 from .config import RunConfig
 from .events import EventWriter, RunView, read_events
-from .identity import admin_owners  # noqa: F401  (re-exported: who is admin is decided there)
+from .identity import admin_owners
 
 STOP_GRACE_S = 30.0  # time for the trainer to finish its step and save before SIGKILL
 START_TIMEOUT_S = 60.0  # a run claimed by a manager that never got a pid within this is failed
@@ -161,7 +164,7 @@ class JobManager:
     def is_admin(self, owner: str | None) -> bool:
         return owner is not None and owner in self.admins
 
-    def visible(self, owner: str | None, admin: bool = False) -> list[RunInfo]:
+    def visible(self, owner: str | None, admin: bool = False) -> builtins.list[RunInfo]:  # (list: a method here)
         """The runs ``owner`` may see: their own, or all of them for an admin."""
         return self.list(None if admin or self.is_admin(owner) else (owner or "anonymous"))
 
@@ -180,24 +183,9 @@ class JobManager:
         ids = [r.id for r in active]
         return ids.index(run_id) if run_id in ids else None
 
-    def queue_note(self, run_id: str) -> str:
-        """For a waiting person: their place in the queue and how far the running run is."""
-        pos = self.queue_position(run_id)
-        running = self._runs("WHERE status='running' ORDER BY started")
-        ahead = (pos or 0) - len(running)
-        text = f"Run `{run_id}` is **queued**"
-        if pos is None:
-            return text + "."
-        text += f": {ahead} waiting run(s) ahead of it" if ahead > 0 else ": it is next in line"
-        owner = self.get(run_id).owner
-        for r in running:
-            v = self.view(r.id)
-            left = f", about {_fmt_s(v.remaining_s)} left" if v.remaining_s is not None else ""
-            if r.owner != owner:  # another person's run: its progress, never its id
-                text += f". Another run is training (step {v.step}/{v.max_steps or '?'}{left})"
-                continue
-            text += f". Running now: `{r.id}` at step {v.step}/{v.max_steps or '?'}{left}"
-        return text + "."
+    def running(self) -> builtins.list[RunInfo]:
+        """The runs holding the device now, oldest first."""
+        return self._runs("WHERE status='running' ORDER BY started")
 
     def view(self, run_id: str) -> RunView:
         """The run's events folded into a :class:`RunView`, read incrementally and cached."""
@@ -234,18 +222,18 @@ class JobManager:
             while not pid and time.time() < deadline:  # claimed by another manager, not spawned yet
                 time.sleep(0.1)
                 pid = (self.get(run_id) or info).pid
-            mem_before = gpu_memory_used_mib()
+            mem_before = procs.gpu_memory_used_mib()
             t0 = time.time()
             killed = False
             if pid:
-                _signal_group(pid, signal.SIGTERM)
-                if not _wait_gone(pid, proc, grace_s):
+                procs.signal_group(pid, signal.SIGTERM)
+                if not procs.wait_gone(pid, proc, grace_s):
                     killed = True
-                    _signal_group(pid, signal.SIGKILL)
-                    _wait_gone(pid, proc, 10)
-            gone = not pid or not _group_alive(pid)
+                    procs.signal_group(pid, signal.SIGKILL)
+                    procs.wait_gone(pid, proc, 10)
+            gone = not pid or not procs.group_alive(pid)
             self._reap(run_id, stopping=True)
-            mem_after = gpu_memory_used_mib()
+            mem_after = procs.gpu_memory_used_mib()
         finally:
             with self._lock:
                 self._stopping.discard(run_id)
@@ -257,7 +245,7 @@ class JobManager:
         text += " (killed after the grace period)." if killed else "."
         if mem_before is not None and mem_after is not None:
             text += (" GPU memory in use: " + ", ".join(f"GPU{i} {b:,} MiB before, {a:,} MiB after"
-                                                        for i, (b, a) in enumerate(zip(mem_before, mem_after))) + ".")
+                                                        for i, (b, a) in enumerate(zip(mem_before, mem_after, strict=False))) + ".")
         else:
             text += " CPU run: no device memory to report; the process is gone."
         saved = _last_saved(self.run_dir(run_id))
@@ -307,6 +295,14 @@ class JobManager:
         self._wake.set()
         self._thread.join(timeout=5)
 
+    def shutdown(self, grace_s: float = 5.0) -> None:
+        """Cancel every queued or running run (``grace_s`` seconds to save before SIGKILL), then
+        :meth:`close`: the teardown of tests and benches, which must leave no process behind."""
+        for info in self.list():
+            if info.status in ACTIVE:
+                self.cancel(info.id, grace_s=grace_s)
+        self.close()
+
     # -- scheduler ------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._closed:
@@ -329,7 +325,7 @@ class JobManager:
                 if info.pid is None:
                     if time.time() - (info.started or 0) > START_TIMEOUT_S:
                         self._reap(info.id)
-                elif not _run_alive(info.pid, self.run_dir(info.id)):
+                elif not procs.run_alive(info.pid, self.run_dir(info.id)):
                     self._reap(info.id)
             while self._start_next():
                 pass
@@ -377,10 +373,9 @@ class JobManager:
             if info is None or info.status != "running":
                 return
             code = proc.wait() if proc else None
-            last = _last_status(self.run_dir(run_id))
-            if last and last.get("status") in ("finished", "stopped", "failed"):
-                self._finish(run_id, last["status"], last.get("message", ""), last.get("final_loss"), write=False)
-            elif stopping or run_id in self._stopping:
+            if self._end_from_log(run_id):
+                return
+            if stopping or run_id in self._stopping:
                 self._finish(run_id, "stopped", "stopped (killed before it could save)")
             else:
                 if proc is None:
@@ -391,7 +386,7 @@ class JobManager:
                     if code is not None and code < 0:
                         why += (f" (killed by signal {signal.Signals(-code).name}: the system's out-of-memory "
                                 "killer is the usual cause, if nobody killed it)")
-                tail = _tail(self.run_dir(run_id) / "train.log")
+                tail = procs.tail(self.run_dir(run_id) / "train.log")
                 self._finish(run_id, "failed", why + (f". Last output: {tail}" if tail else ""))
 
     def _finish(self, run_id: str, status: str, message: str, final_loss=None, write: bool = True) -> None:
@@ -401,103 +396,25 @@ class JobManager:
         if write:
             EventWriter(self.run_dir(run_id)).emit("status", status=status, message=message)
 
+    def _end_from_log(self, run_id: str) -> bool:
+        """Record the end the trainer wrote in its event log (finished, stopped or failed, with its
+        message and final loss); False when the log has no end (the process died silently)."""
+        events, _ = read_events(self.run_dir(run_id))
+        last = next((e for e in reversed(events) if e.get("type") == "status"), None)
+        if not last or last.get("status") not in ("finished", "stopped", "failed"):
+            return False
+        self._finish(run_id, last["status"], last.get("message", ""), last.get("final_loss"), write=False)
+        return True
+
     def _recover(self) -> None:
         """After an app restart: a run whose process still goes is adopted (the scheduler
         follows its pid); one whose process is gone gets its end from its event log."""
         for info in self._runs("WHERE status='running'"):
-            if not (info.pid and _run_alive(info.pid, self.run_dir(info.id))):
-                last = _last_status(self.run_dir(info.id))
-                if last and last.get("status") in ("finished", "stopped", "failed"):
-                    self._finish(info.id, last["status"], last.get("message", ""), last.get("final_loss"),
-                                 write=False)
-                elif info.pid or time.time() - (info.started or 0) > START_TIMEOUT_S:
-                    self._finish(info.id, "failed", "the app restarted while this run was going, and its "
-                                 "process is gone. Resume it to go on from its last checkpoint.")
-
-
-def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); look at its state.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _run_alive(pid: int, run_dir: Path) -> bool:
-    """The run's process is alive, and that pid is still the run's (not a reused pid)."""
-    if not _alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # no /proc (macOS): trust the pid
-    return str(run_dir).encode() in cmdline
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)  # pid == pgid: started with start_new_session
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def group_members(pgid: int) -> list[int] | None:
-    """Live (non-zombie) processes in process group ``pgid``; None where /proc is missing."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    out = []
-    for d in proc.iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            out.append(int(d.name))
-    return out
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    members = group_members(pgid)  # killpg also answers for a group of zombies
-    return True if members is None else bool(members)
-
-
-def _wait_gone(pid: int, proc, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None:
-            proc.poll()  # reap the leader as soon as it exits
-        if (proc is None or proc.returncode is not None) and not _group_alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _last_status(run_dir: Path) -> dict | None:
-    events, _ = read_events(run_dir)
-    st = [e for e in events if e.get("type") == "status"]
-    return st[-1] if st else None
+            if info.pid and procs.run_alive(info.pid, self.run_dir(info.id)):
+                continue
+            if not self._end_from_log(info.id) and (info.pid or time.time() - (info.started or 0) > START_TIMEOUT_S):
+                self._finish(info.id, "failed", "the app restarted while this run was going, and its "
+                             "process is gone. Resume it to go on from its last checkpoint.")
 
 
 def _last_saved(run_dir: Path) -> dict | None:
@@ -507,55 +424,10 @@ def _last_saved(run_dir: Path) -> dict | None:
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's last Trainer checkpoint (``checkpoints/checkpoint-<step>``, found by
+    transformers' ``get_last_checkpoint``, as resuming finds it); None if it has none."""
+    from transformers.trainer_utils import get_last_checkpoint  # (imports torch: only on resume)
+
     ck = run_dir / "checkpoints"
-    steps = [int(p.name.split("-")[1]) for p in ck.glob("checkpoint-*") if p.name.split("-")[1].isdigit()] \
-        if ck.is_dir() else []
-    return max(steps) if steps else None
-
-
-def _tail(path: Path, n: int = 5) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])[-800:]
-
-
-def gpu_memory_used_mib() -> list[int] | None:
-    """Per-GPU memory in use (MiB) from nvidia-smi, without touching CUDA in this process."""
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=5).stdout
-        return [int(x) for x in out.split()]
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return None
-
-
-def run_config_json(run_dir: Path) -> dict:
-    """The run's config as a dict (for the Runs tab)."""
-    return json.loads(json.dumps(RunConfig.load(run_dir / "config.yaml").model_dump(mode="json")))
-
-
-def run_summary(jobs: JobManager, info: RunInfo) -> dict:
-    """One Runs-table row: the index row plus the run's settings and progress from its folder."""
-    rd = jobs.run_dir(info.id)
-    try:
-        cfg = RunConfig.load(rd / "config.yaml")
-    except Exception:  # a hand-edited or half-deleted folder must not break the table
-        cfg = None
-    v = jobs.view(info.id) if rd.is_dir() else RunView()
-    adapter = rd / "adapter"
-    return {
-        "run": info.id, "status": info.status,
-        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)) if info.started else "–",
-        "duration": _fmt_s(info.duration_s) if info.duration_s is not None else "–",
-        "base model": info.base_model, "data": info.data,
-        "r": cfg.lora.r if cfg else None, "alpha": cfg.lora.lora_alpha if cfg else None,
-        "targets": (",".join(cfg.lora.target_modules) if cfg and cfg.lora.target_modules else "default"),
-        "steps": f"{v.step}/{v.max_steps or (cfg.training.max_steps if cfg else '?')}",
-        "final loss": None if info.final_loss is None else round(info.final_loss, 4),
-        "adapter": str(adapter) if (adapter / "adapter_config.json").exists() else "",
-        "message": (info.message or "")[:200],
-    }
+    last = get_last_checkpoint(str(ck)) if ck.is_dir() else None
+    return int(last.rsplit("-", 1)[1]) if last else None

@@ -19,9 +19,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .config import ConfigError, RunConfig
 
@@ -158,7 +158,7 @@ def merge_run(run_dir: str | Path, dtype: str | None = None, progress: Callable[
                                                 trust_remote_code=cfg.model.trust_remote_code, token=token)
     tok = models.load_tokenizer(rm.load_path, cfg.model.trust_remote_code, token)
     dev = "cuda" if device == "cuda" else "cpu"
-    base.to(dev).eval()
+    base.to(dev).eval()  # type: ignore[arg-type]  # (transformers' stub of .to() omits str devices)
     model = PeftModel.from_pretrained(base, ad).eval()
     prompts = list(PROMPTS)
     want = _greedy(model, tok, prompts, dev)
@@ -175,10 +175,11 @@ def merge_run(run_dir: str | Path, dtype: str | None = None, progress: Callable[
     del merged, model, base
     progress("checking: reloading the saved folder with AutoModelForCausalLM and comparing greedy tokens")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=tdtype, use_safetensors=True,
-                                                    trust_remote_code=cfg.model.trust_remote_code).to(dev).eval()
+                                                    trust_remote_code=cfg.model.trust_remote_code)
+    reloaded.to(dev).eval()  # type: ignore[arg-type]  # (transformers' stub of .to() omits str devices)
     got = _greedy(reloaded, tok, prompts, dev)
     diff, equal = 0.0, 0
-    for (ws, wl), (gs, gl) in zip(want, got):
+    for (ws, wl), (gs, gl) in zip(want, got, strict=True):
         equal += ws == gs
         n = min(wl.shape[0], gl.shape[0])
         diff = max(diff, (wl[:n] - gl[:n]).abs().max().item())
@@ -223,7 +224,8 @@ def render_merged_card(cfg: RunConfig, base_model_id: str, run_dir: Path, dtype:
     it was pushed, else the run), the dtype and the check's result."""
     import yaml
 
-    from .hub import is_hub_id, last_push
+    from .hub import last_push
+    from .repo_id import is_hub_id
 
     pushed = last_push(run_dir)
     quant = check.get("trained_quantization") or "none"
@@ -235,7 +237,7 @@ def render_merged_card(cfg: RunConfig, base_model_id: str, run_dir: Path, dtype:
         meta["base_model"] = base_model_id
     if cfg.data.dataset_id:
         meta["datasets"] = [cfg.data.dataset_id]
-    l = cfg.lora
+    lo = cfg.lora
     repo = repo_id or "<this repo id>"
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
@@ -246,7 +248,7 @@ def render_merged_card(cfg: RunConfig, base_model_id: str, run_dir: Path, dtype:
 The base model `{base_model_id}` with {adapter} merged into its weights (PEFT `merge_and_unload`),
 saved in {dtype}: a standalone model, no PEFT needed to load it.
 
-- LoRA: r {l.r}, lora_alpha {l.lora_alpha:g}, target_modules {', '.join(l.target_modules or ['default'])}
+- LoRA: r {lo.r}, lora_alpha {lo.lora_alpha:g}, target_modules {', '.join(lo.target_modules or ['default'])}
 - Base loaded for the merge in {dtype}, not quantized ({'the adapter was trained on a ' + quant +
   ' base; merging into quantized weights would round the LoRA update away' if quant in ('8bit', '4bit')
   else 'the adapter was trained on the unquantized base'}).
@@ -284,8 +286,9 @@ def push_preflight(run_dir: str | Path, repo_id: str, token: str | None) -> Merg
     """The merged model's push preflight: a verified merge exists, the base model is a Hub id,
     the repo id is owner/name, then the same Hub checks as the adapter push
     (:func:`lora_app.hub.check_destination`). Raises HubError listing what to fix."""
-    from .hub import check_destination, check_repo_id, is_hub_id
+    from .hub import check_destination
     from .hub_client import HubError
+    from .repo_id import check_repo_id, is_hub_id
 
     run_dir = Path(run_dir).resolve()
     repo_id = (repo_id or "").strip()
@@ -302,7 +305,7 @@ def push_preflight(run_dir: str | Path, repo_id: str, token: str | None) -> Merg
         problems.append(f"merge: the base model is the local folder '{check.get('base_model')}', which the model card "
                         "cannot name. Fix: train from a Hub id.")
     problems += check_repo_id(repo_id)
-    if problems:
+    if problems or check is None:
         raise HubError(problems)
     folder = run_dir / MERGED_DIR
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.name != "README.md")

@@ -17,12 +17,11 @@ import functools
 import importlib.util
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
+from . import app_home
 from .config import DEFAULT_BASE_MODEL, ConfigError, LoraSettings, ModelConfig
 from .quiet import quiet_bitsandbytes
 
@@ -31,30 +30,18 @@ HUB_ID_FILE = "lora_app_hub_id.txt"  # beside a converted folder: the Hub id its
 FIELD = "model.base_model_name_or_path"
 
 
-def app_home() -> Path:
-    """Root for the app's own files (runs, converted models): ``LORA_APP_HOME``, default ``./.lora_app``."""
-    return Path(os.environ.get("LORA_APP_HOME", ".lora_app")).resolve()
-
-
 # -- where a model comes from ----------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def hub_reachable(timeout: float = 2.0) -> bool:
     """True if a TCP connection to the Hub endpoint opens within ``timeout`` seconds.
 
     huggingface_hub retries a failed request five times with back-off (~25 s with no
-    network); this probe decides once, in ~0 s offline, whether to try the Hub at all.
+    network); this probe decides once per process, in ~0 s offline, whether to try the Hub
+    for a model at all (:func:`lora_app.hub_client.endpoint_reachable`, cached).
     """
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    from huggingface_hub import constants
+    from .hub_client import endpoint_reachable
 
-    u = urlparse(constants.ENDPOINT)
-    port = u.port or (443 if u.scheme == "https" else 80)
-    try:
-        with socket.create_connection((u.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return endpoint_reachable(timeout)
 
 
 def _endpoint() -> str:
@@ -101,7 +88,7 @@ def _convert_bundled(out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = os.path.dirname(spec.origin)
+    folder = os.path.dirname(spec.origin or "")  # (a found module always has an origin)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
     config = gguf_model.config
@@ -173,9 +160,9 @@ def _hub_lacks(repo_id: str) -> bool:
 # -- checks on the config alone ---------------------------------------------------------
 def load_model_config(cfg: ModelConfig, token: str | None = None):
     """The model's ``PretrainedConfig``. Raises ConfigError for a missing model, a model
-    that is not a causal LM, or one that needs ``trust_remote_code`` while it is off."""
+    that is not a causal LM (:func:`check_causal_lm`), or one that needs ``trust_remote_code``
+    while it is off."""
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     rm = resolve_model(cfg.base_model_name_or_path)
     try:
@@ -193,10 +180,33 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
                                f"model folder, or use the bundled default {DEFAULT_BASE_MODEL}."]) from None
         raise ConfigError([f"{FIELD}: model '{cfg.base_model_name_or_path}' was not found "
                            f"({str(err).splitlines()[0]}). Fix: check the Hub id (owner/name) or the folder path."]) from None
-    if mc.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(mc, "auto_map", None):
-        raise ConfigError([f"{FIELD}: '{cfg.base_model_name_or_path}' is a '{mc.model_type}' model, "
-                           "not a causal language model. Fix: pick a text-generation model (e.g. Llama, OPT, SmolLM2)."])
+    check_causal_lm(mc, cfg.base_model_name_or_path)
     return mc
+
+
+def check_causal_lm(mc, name: str) -> None:
+    """Raise ConfigError unless the config ``mc`` is a causal LM, from transformers' own tables:
+    its ``model_type`` has an ``AutoModelForCausalLM`` class, and its ``architectures`` (when
+    given) include one. An encoder (BERT, RoBERTa ...) has a causal-LM class too, but its weights
+    were trained to fill in masks, not to continue text: refused. Remote code (``auto_map``) is
+    taken at its word."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(mc, "auto_map", None):
+        return
+    fix = "Fix: pick a text-generation model (e.g. Llama, OPT, SmolLM2)."
+    if mc.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ConfigError([f"{FIELD}: '{name}' is a '{mc.model_type}' model, not a causal language model. {fix}"])
+    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    archs = list(getattr(mc, "architectures", None) or [])
+    encoder = mc.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(mc, "is_decoder", False)
+    causal_arch = any(a in causal_classes or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    if (archs and not causal_arch) or (encoder and not archs):
+        what = ", ".join(archs) if archs else f"'{mc.model_type}' encoder"
+        raise ConfigError([f"{FIELD}: '{name}' is a {what} model, not a causal language model. {fix}"])
 
 
 def skeleton(model_config, trust_remote_code: bool = False):
@@ -252,7 +262,9 @@ def check_target_modules(targets: list[str], available: list[str]) -> list[str]:
 def lora_config(lora: LoraSettings, targets: list[str]):
     from peft import LoraConfig
 
-    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+    # PEFT annotates lora_alpha as int; it only divides by r, so a float (our field's type) is exact.
+    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]
+                       lora_dropout=lora.lora_dropout,
                       target_modules=list(targets), bias=lora.bias, task_type="CAUSAL_LM")
 
 
@@ -339,7 +351,7 @@ def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training:
     t0 = time.time()
     model = AutoModelForCausalLM.from_pretrained(load_path, **kwargs)
     if quant == "none" and device != "cpu":
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # (transformers' stub of .to() omits str devices)
     if quant == "4bit" and device == "cpu" and for_training:
         _keep_4bit_trainable_on_cpu(model)
     if quant in ("8bit", "4bit") and for_training:
@@ -349,7 +361,7 @@ def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training:
             model, use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = not for_training
-    model._lora_app_load_s = time.time() - t0
+    model._lora_app_load_s = time.time() - t0  # type: ignore[assignment]  # (a float beside the modules)
     return model
 
 

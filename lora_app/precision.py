@@ -92,7 +92,7 @@ def cpu_info(path: str = "/proc/cpuinfo") -> tuple[str, frozenset[str]]:
         text = Path(path).read_text()
     except OSError:
         return "", frozenset()
-    model, flags = "", frozenset()
+    model, flags = "", frozenset[str]()
     for line in text.splitlines():
         key, _, val = line.partition(":")
         key = key.strip()
@@ -151,7 +151,7 @@ def cached_check(home: Path, model: str, flags: frozenset[str]) -> dict:
 @functools.lru_cache(maxsize=8)
 def choose(requested: str, device: str) -> Choice:
     """:func:`decide` with this machine's facts (the CPU check measured or read from the cache)."""
-    cuda_bf16, flags, measured = False, frozenset(), None
+    cuda_bf16, flags, measured = False, frozenset[str](), None
     if device == "cuda":
         import torch
 
@@ -159,7 +159,7 @@ def choose(requested: str, device: str) -> Choice:
     elif device == "cpu" and requested == "auto":
         model, flags = cpu_info()
         if set(flags) & set(CPU_BF16_FLAGS):
-            from .models import app_home
+            from . import app_home
 
             measured = cached_check(app_home(), model, flags)
     elif device == "cpu":

@@ -13,6 +13,8 @@ Rules (each has a test):
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 IGNORE_INDEX = -100  # torch.nn.CrossEntropyLoss(ignore_index=-100), the transformers convention
@@ -40,7 +42,7 @@ def tokenize_rows(texts: list[str], tokenizer, max_length: int) -> list[list[int
     return out
 
 
-def pad_id_of(tokenizer) -> int:
+def pad_id_of(tokenizer: Any) -> int:
     """The id used for padding: the tokenizer's pad token, else its EOS (vocabulary unchanged)."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -66,7 +68,7 @@ class PaddingCollator:
         input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
         labels = torch.full((n, longest), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((n, longest), dtype=torch.long)
-        for i, (f, L) in enumerate(zip(features, lengths)):
+        for i, (f, L) in enumerate(zip(features, lengths, strict=True)):
             ids = torch.as_tensor(f["input_ids"], dtype=torch.long)
             input_ids[i, :L] = ids
             labels[i, :L] = ids

@@ -185,8 +185,14 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
 
     from . import batching, card, count, heldout, models, precision, speedups
     from .data import load_text
-    from .text import (PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of,
-                       tokenize_rows)
+    from .text import (
+        PaddingCollator,
+        TokenizedRows,
+        packing_collator,
+        packing_keeps_rows_apart,
+        pad_id_of,
+        tokenize_rows,
+    )
 
     token = os.environ.get("HF_TOKEN") or None
     set_seed(cfg.training.seed)

@@ -11,12 +11,16 @@ data file or an unknown model; each section that parses on its own is checked on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import count, models, speedups
 from .config import ConfigError, DataConfig, LoraSettings, ModelConfig, RunConfig, TrainingSettings
 from .data import TextData, load_text
+
+if TYPE_CHECKING:
+    from .jobs import JobManager
 
 #: Rows longer than this many characters per max_length token are surely cut.
 _CHARS_PER_TOKEN = 4
@@ -122,7 +126,6 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
             problems.append(q)
         try:
             mc = models.load_model_config(model, token=token)
-            _check_causal(mc, model)
             problems += tokenizer_problems(model.base_model_name_or_path)
             if training is not None:
                 problems += position_problems(mc, training.max_length, model.base_model_name_or_path)
@@ -136,28 +139,10 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
                     trainable, total = models.count_parameters(mc, cfg.lora, targets)
         except ConfigError as err:
             problems += err.problems
-    if problems:
+    if problems or cfg is None:  # (cfg is None only with problems)
         raise ConfigError(problems)
     return cfg, Preflight(td, targets, available, trainable, total, device,
                           models.effective_quantization(cfg.model, device), notes)
-
-
-def _check_causal(mc, model: ModelConfig) -> None:
-    """An encoder (BERT, RoBERTa ...) has a causal-LM class in transformers, but its weights
-    were trained to fill in masks, not to continue text: refuse it, as a non-causal model."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
-
-    if getattr(mc, "auto_map", None):
-        return
-    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    archs = list(getattr(mc, "architectures", None) or [])
-    encoder = mc.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(mc, "is_decoder", False)
-    causal_arch = any(a in causal_classes or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-    if (archs and not causal_arch) or (encoder and not archs):
-        what = ", ".join(archs) if archs else f"'{mc.model_type}' encoder"
-        raise ConfigError([f"{models.FIELD}: '{model.base_model_name_or_path}' is a {what} model, not a causal "
-                           "language model. Fix: pick a text-generation model (e.g. Llama, OPT, SmolLM2)."])
 
 
 def warmup_note(t: TrainingSettings) -> str | None:
@@ -212,7 +197,7 @@ def tokenizer_problems(name_or_path: str) -> list[str]:
             "(AutoTokenizer.from_pretrained(that model).save_pretrained(folder))."]
 
 
-def adapter_base_problem(base: str, from_adapter: bool = True) -> str | None:
+def adapter_base_problem(base: str | None, from_adapter: bool = True) -> str | None:
     """A base model named by a path that does not exist here, e.g. an adapter trained on another
     machine whose ``adapter_config.json`` names that machine's folder: one line saying what to
     give instead. None when ``base`` is a Hub id or an existing folder."""
@@ -236,9 +221,12 @@ def validate(cfg: RunConfig, token: str | None = None, check_data: bool = True) 
     return preflight(cfg, token=token, check_data=check_data)[1]
 
 
-def check_and_submit(jobs, config: RunConfig | dict[str, Any], owner: str = "local", token: str | None = None,
-                     env: dict | None = None) -> tuple[str, Preflight]:
+def check_and_submit(jobs: JobManager | Callable[[], JobManager], config: RunConfig | dict[str, Any],
+                     owner: str = "local", token: str | None = None, env: dict | None = None) -> tuple[str, Preflight]:
     """Preflight, then queue the run: what Start and the CLI do. Raises ConfigError (listing
-    every problem) before anything is written; returns ``(run_id, preflight)``."""
+    every problem) before anything is written; returns ``(run_id, preflight)``. ``jobs``: the
+    job manager, or a function that makes it, called only once the preflight passed (the CLI:
+    a refused config leaves no runs folder behind)."""
     cfg, pre = preflight(config, token=token)
-    return jobs.submit(cfg, owner=owner, env=env), pre
+    jm = jobs() if callable(jobs) else jobs
+    return jm.submit(cfg, owner=owner, env=env), pre

@@ -105,7 +105,41 @@ def jobs(tmp_path):
 
     jm = JobManager(tmp_path / "runs", poll_s=0.1)
     yield jm
-    for r in jm.list():
-        if r.status in ("running", "queued"):
-            jm.cancel(r.id, grace_s=5)
-    jm.close()
+    jm.shutdown(grace_s=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_opt(tmp_path_factory) -> Path:
+    """A tiny random OPT: an architecture whose attention ignores packed position ids."""
+    from tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "opt", arch="opt")
+
+
+@pytest.fixture
+def page():
+    """A chromium page (Playwright, the system browser), 60 s default timeout."""
+    from browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_context(viewport=VIEWPORT).new_page()
+            pg.set_default_timeout(60_000)
+            yield pg
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def app_url(tmp_path):
+    """``(url, ctx)`` of the full app launched in this process, its runs in tmp_path/runs."""
+    from browser import free_port, launch, shutdown
+
+    port = free_port()
+    demo, ctx = launch(tmp_path / "runs", port)
+    try:
+        yield f"http://127.0.0.1:{port}/", ctx
+    finally:
+        shutdown(demo, ctx)

@@ -102,3 +102,29 @@ def test_a_resumed_run_keeps_its_micro_batch_split(tmp_path, tiny_model):
     assert len(plans) == 2 and plans[-1]["merged"] is False
     assert (plans[-1]["per_device_train_batch_size"], plans[-1]["gradient_accumulation_steps"]) == (4, 2)
     assert plans[-1]["message"].endswith("(as before the resume)")
+
+
+def test_padded_merge_estimate_counts_the_padding():
+    # one long row and many short ones: a padded forward of 16 rows is 16 x 512 tokens, not 512 + 15 x 10
+    lengths = [512] + [10] * 200
+    kw = dict(device="cpu", merge=True, bytes_per_token=2_386_944, free_bytes=30 * GIB)
+    packed = plan_step(lengths, 4, 4, packed=True, **kw)
+    padded = plan_step(lengths, 4, 4, packed=False, **kw)
+    assert packed.merged and "1.5 GiB" in packed.message  # 662 tokens x 2.39 MB
+    # 8,192 tokens x 2.39 MB = 18.2 GiB, over a third of 30 GiB: keep the split
+    assert not padded.merged and (padded.per_device_train_batch_size, padded.gradient_accumulation_steps) == (4, 4)
+    assert "18.2 GiB" in padded.message
+
+
+def test_activation_estimate_reads_the_text_config_of_a_multimodal_config():
+    # Gemma3Config (model_type gemma3, a causal-LM type) has no hidden_size at the top: every run
+    # of such a model crashed in the estimate, even on a GPU or with merge_accumulation off.
+    from transformers import Gemma3Config
+
+    from lora_app.batching import activation_bytes_per_token
+
+    cfg = Gemma3Config()
+    assert not hasattr(cfg, "hidden_size")
+    text = cfg.text_config
+    assert activation_bytes_per_token(cfg) == activation_bytes_per_token(text) == 4 * (
+        text.num_hidden_layers * (10 * text.hidden_size + 6 * text.intermediate_size) + 3 * text.vocab_size)

@@ -17,17 +17,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM, button, fill_settings, free_port, launch, shutdown, tab
 from conftest import QUOTES, REPO
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-VIEWPORT = {"width": 1280, "height": 900}
 N_ROWS = 300  # a subset of the quotes: the upload, copy and tokenization stay quick
 MAX_STEPS = 8
 TRAINABLE_LINE = "trainable params: 921,600 || all params: 135,436,608"
@@ -39,64 +36,12 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(runs: Path, port: int):
-    """Build and launch the full app in this process; returns ``(demo, ctx)``."""
-    from lora_app.generate import Generator
-    from lora_app.jobs import JobManager
-    from lora_app.ui import CSS, build_app
-    from lora_app.ui.common import AppContext
-
-    ctx = AppContext(JobManager(runs, poll_s=0.1), Generator(), frozenset())
-    demo = build_app(ctx)
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, css=CSS, quiet=True)
-    return demo, ctx
-
-
-def _shutdown(demo, ctx) -> None:
-    for r in ctx.jobs.list():
-        if r.status in ("running", "queued"):
-            ctx.jobs.cancel(r.id, grace_s=5)
-    ctx.jobs.close()
-    demo.close()
-
-
 @pytest.fixture
 def shots(tmp_path) -> Path:
     """Where screenshots go: docs/screenshots with LORA_APP_SCREENSHOTS=1, else a temp folder."""
     out = REPO / "docs" / "screenshots" if os.environ.get("LORA_APP_SCREENSHOTS") == "1" else tmp_path / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-@pytest.fixture
-def app_url(tmp_path):
-    """The full app, launched in this process on a free port, with its runs in tmp_path/runs."""
-    port = _free_port()
-    demo, ctx = _launch(tmp_path / "runs", port)
-    try:
-        yield f"http://127.0.0.1:{port}/", ctx
-    finally:
-        _shutdown(demo, ctx)
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_context(viewport=VIEWPORT).new_page()
-            pg.set_default_timeout(60_000)
-            yield pg
-        finally:
-            browser.close()
 
 
 @pytest.fixture
@@ -109,18 +54,10 @@ def quotes_file(tmp_path) -> tuple[Path, int]:
     return path, sum(1 for ln in lines if json.loads(ln).get("quote", "").strip())
 
 
-def _button(page, name):
-    return page.get_by_role("button", name=name, exact=True)
-
-
 def _run_status(status_text: str) -> str | None:
     """The status word of the Train tab's status line, "Run <id>: <status> · ..."."""
     m = re.match(r"\s*Run \S+: (\w+)", status_text)
     return m.group(1) if m else None
-
-
-def _tab(page, name):
-    page.get_by_role("tab", name=name, exact=True).click()
 
 
 @pytest.mark.slow
@@ -141,7 +78,7 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     page.goto(url)
 
     # -- 1. Data: upload through the file input; row count and detected text column appear.
-    _tab(page, "1. Data")
+    tab(page, "1. Data")
     page.locator("input[type=file]").first.set_input_files(str(data_path))
     summary = page.get_by_text(re.compile(r"rows from"))
     summary.wait_for()
@@ -152,22 +89,19 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     page.screenshot(path=str(shots / "data.png"), full_page=True)
 
     # -- 2. LoRA: a short run on the default (bundled) base model; check settings.
-    _tab(page, "2. LoRA")
+    tab(page, "2. LoRA")
     assert page.get_by_label("Base model (Hub id or local folder)").input_value() == \
         "HuggingFaceTB/SmolLM2-135M-Instruct"
-    for label, value in [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("learning_rate", "1e-3"),
+    fill_settings(page, [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("learning_rate", "1e-3"),
                          ("max_length (tokens per row)", 64), ("per_device_train_batch_size", 4),
-                         ("gradient_accumulation_steps", 1), ("save_steps", 4)]:
-        field = page.get_by_label(label, exact=True)
-        field.fill(str(value))
-        field.press("Tab")  # blur: Gradio commits the number
-    _button(page, "Check settings and count trainable parameters").click()
+                         ("gradient_accumulation_steps", 1), ("save_steps", 4)])
+    button(page, "Check settings and count trainable parameters").click()
     page.get_by_text(TRAINABLE_LINE).wait_for(timeout=120_000)
     page.screenshot(path=str(shots / "lora.png"), full_page=True)
 
     # -- 3. Train: start; log lines with "step" and the loss plot must appear WHILE it runs.
-    _tab(page, "3. Train")
-    _button(page, "Start training").click()
+    tab(page, "3. Train")
+    button(page, "Start training").click()
     status = page.locator("#train-status")
     log = page.locator("#train-log textarea")
     # Gradio's LinePlot is a vega-embed SVG; a drawn line is a <path> with a non-empty `d` and a
@@ -208,8 +142,8 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     assert (adapter / "adapter_model.safetensors").is_file()
 
     # -- 4. Runs: the run is listed as finished; open it.
-    _tab(page, "4. Runs")
-    _button(page, "Refresh").click()
+    tab(page, "4. Runs")
+    button(page, "Refresh").click()
     table = page.get_by_role("grid", name="Your runs")
     expect(table).to_contain_text(run.id)
     expect(table).to_contain_text("finished")
@@ -221,15 +155,15 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     page.screenshot(path=str(shots / "runs.png"), full_page=True)
 
     # -- 5. Try it: pick the run, generate from the pre-filled prompt.
-    _tab(page, "5. Try it")
-    _button(page, "Refresh runs").click()
+    tab(page, "5. Try it")
+    button(page, "Refresh runs").click()
     prompt = page.get_by_label("Prompt", exact=True)
     assert prompt.input_value().strip() == "Two things are infinite:"
     page.get_by_label("Finished run").click()
     page.get_by_role("option", name=re.compile(re.escape(run.id))).click()
     adapter_box = page.get_by_label("Adapter: one of your runs, a Hub adapter (owner/name) or a local folder")
     page.wait_for_function("([el, v]) => el.value === v", arg=[adapter_box.element_handle(), run.id])
-    _button(page, "Generate").click()
+    button(page, "Generate").click()
     completion = page.get_by_label("Completion", exact=True)
     page.wait_for_function("el => el.value.trim().length > 0", arg=completion.element_handle(), timeout=180_000)
     # says which model answered (a visitor is not shown the server's folders)
@@ -252,22 +186,19 @@ def test_invalid_settings_come_back_as_one_list(app_url, page):
     a fix, in one list (not Gradio's bare "Value 0 is less than minimum value 1." toast)."""
     url, ctx = app_url
     page.goto(url)
-    _tab(page, "2. LoRA")
-    for label, value in [("r", 0), ("lora_dropout", 2), ("max_steps", 0), ("target_modules", "foo_proj")]:
-        field = page.get_by_label(label, exact=True)
-        field.fill(str(value))
-        field.press("Tab")
+    tab(page, "2. LoRA")
+    fill_settings(page, [("r", 0), ("lora_dropout", 2), ("max_steps", 0), ("target_modules", "foo_proj")])
     expected = ["lora.r:", "lora.lora_dropout:", "training.max_steps:", "lora.target_modules: foo_proj"]
 
-    _button(page, "Check settings and count trainable parameters").click()
+    button(page, "Check settings and count trainable parameters").click()
     page.get_by_text("Please fix:").wait_for()
     for text in expected:
         item = page.locator("li:visible", has_text=text)
         assert item.count() == 1, text
         assert "Fix:" in item.inner_text()
 
-    _tab(page, "3. Train")
-    _button(page, "Start training").click()
+    tab(page, "3. Train")
+    button(page, "Start training").click()
     status = page.locator("#train-status")
     status.get_by_text("Please fix:").wait_for()
     for text in expected + ["data: no data chosen"]:
@@ -280,24 +211,21 @@ def test_invalid_settings_come_back_as_one_list(app_url, page):
 def test_second_tab_and_app_restart_reattach(tmp_path, page, quotes_file, tiny_model):
     """A second tab of the same browser re-attaches to the running run while the first still
     follows it; Stop ends it; after an app restart the browser still finds its run."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    demo, ctx = _launch(tmp_path / "runs", port)
+    demo, ctx = launch(tmp_path / "runs", port)
     try:
         page.goto(url)
         page.locator("input[type=file]").first.set_input_files(str(quotes_file[0]))
         page.get_by_text(re.compile(r"rows from")).wait_for()
-        _tab(page, "2. LoRA")
+        tab(page, "2. LoRA")
         base = page.get_by_label("Base model (Hub id or local folder)")
         base.fill(str(tiny_model))
         base.press("Tab")
-        for label, value in [("max_steps", 2000), ("warmup_steps", 0), ("max_length (tokens per row)", 64),
-                             ("gradient_accumulation_steps", 1), ("save_steps", 500)]:
-            field = page.get_by_label(label, exact=True)
-            field.fill(str(value))
-            field.press("Tab")
-        _tab(page, "3. Train")
-        _button(page, "Start training").click()
+        fill_settings(page, [("max_steps", 2000), ("warmup_steps", 0), ("max_length (tokens per row)", 64),
+                             ("gradient_accumulation_steps", 1), ("save_steps", 500)])
+        tab(page, "3. Train")
+        button(page, "Start training").click()
         log = page.locator("#train-log textarea")
         page.wait_for_function("t => /step \\d+\\//.test(t.value)", arg=log.element_handle(), timeout=300_000)
         run_id = ctx.jobs.list()[0].id
@@ -306,31 +234,31 @@ def test_second_tab_and_app_restart_reattach(tmp_path, page, quotes_file, tiny_m
         others = [page.context.new_page() for _ in range(2)]
         for other in others:
             other.goto(url)
-            _tab(other, "3. Train")
+            tab(other, "3. Train")
         for other in others:
             other.locator("#train-status").get_by_text(f"{run_id}").wait_for(timeout=30_000)
             assert _run_status(other.locator("#train-status").inner_text()) == "running"
             other.close()
 
-        _button(page, "Stop").click()
+        button(page, "Stop").click()
         deadline = time.time() + 120
         while _run_status(page.locator("#train-status").inner_text()) != "stopped":
             assert time.time() < deadline, page.locator("#train-status").inner_text()
             time.sleep(0.5)
         assert ctx.jobs.get(run_id).status == "stopped"
     finally:
-        _shutdown(demo, ctx)
+        shutdown(demo, ctx)
 
     # Restart the app (same port, same runs folder): the page finds its run again.
-    demo, ctx = _launch(tmp_path / "runs", port)
+    demo, ctx = launch(tmp_path / "runs", port)
     try:
         page.reload()
-        _tab(page, "3. Train")
+        tab(page, "3. Train")
         page.locator("#train-status").get_by_text(f"{run_id}").wait_for(timeout=30_000)
         assert _run_status(page.locator("#train-status").inner_text()) == "stopped"
-        _tab(page, "4. Runs")
+        tab(page, "4. Runs")
         from playwright.sync_api import expect
 
         expect(page.get_by_role("grid", name="Your runs")).to_contain_text(run_id)
     finally:
-        _shutdown(demo, ctx)
+        shutdown(demo, ctx)

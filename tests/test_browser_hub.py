@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import CHROMIUM, _button, _free_port, _tab, page, shots  # noqa: F401  (fixtures)
+from browser import CHROMIUM, button, fill_settings, free_port, tab
+from test_browser import shots  # noqa: F401  (a fixture)
 from test_hub import ALICE, BASE_ID, hub_model, upload_base  # noqa: F401  (hub_model is a fixture)
 
 pytestmark = [
@@ -53,7 +54,7 @@ def _serve_finished_run(tmp_path, hub_model, hub_server):
                                         "save_steps": 3}})
     run_id = ctx.jobs.submit(cfg, owner="someone")
     demo = build_app(ctx)
-    port = _free_port()
+    port = free_port()
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, css=CSS, quiet=True)
     try:
         deadline = time.time() + 300
@@ -149,16 +150,13 @@ def visitors_app(tmp_path, hub_model, hub_server, monkeypatch):
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
         ctx = AppContext(JobManager(tmp_path / "runs", poll_s=0.1), Generator(), frozenset({"hf:carol"}))
         demo = build_app(ctx)
-        port = _free_port()
+        port = free_port()
         demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, css=CSS, quiet=True)
         _sign_in_as_route(demo.server_app, HUB_USERS)
         try:
             yield f"http://127.0.0.1:{port}/", ctx
         finally:
-            for r in ctx.jobs.list():
-                if r.status in ("running", "queued"):
-                    ctx.jobs.cancel(r.id, grace_s=5)
-            ctx.jobs.close()
+            ctx.jobs.shutdown(grace_s=5)
             demo.close()
 
 
@@ -173,7 +171,7 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
         page.screenshot(path=str(shots / "space_sign_in.png"))
         with page.expect_navigation(url=url, timeout=60_000):
             _login_button(page, "Sign in with Hugging Face").click()
-        _tab(page, "6. Hub")
+        tab(page, "6. Hub")
         _login_button(page, "Logout (alice)").wait_for()
         page.locator("#hub-whoami").get_by_text("Logged in as alice (signed in with Hugging Face)").wait_for()
         page.screenshot(path=str(shots / "space_signed_in.png"))
@@ -183,8 +181,8 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
         root = str(ctx.jobs.root)
 
         # Runs: listed, without the server's folders
-        _tab(page, "4. Runs")
-        _button(page, "Refresh").click()
+        tab(page, "4. Runs")
+        button(page, "Refresh").click()
         table = page.get_by_role("grid", name="Your runs")
         from playwright.sync_api import expect
 
@@ -197,28 +195,28 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
         page.screenshot(path=str(shots / "space_runs_signed_in.png"), full_page=True)
 
         # Try it: the run is in the list; its adapter answers
-        _tab(page, "5. Try it")
-        _button(page, "Refresh runs").click()
+        tab(page, "5. Try it")
+        button(page, "Refresh runs").click()
         page.get_by_label("Finished run").click()
         page.get_by_role("option", name=re.compile(re.escape(run_id))).click()
         adapter_box = page.get_by_label(ADAPTER_LABEL)
         page.wait_for_function("([el, v]) => el.value === v", arg=[adapter_box.element_handle(), run_id])
         page.get_by_label("Prompt", exact=True).fill(PROMPT)
-        _button(page, "Generate").click()
+        button(page, "Generate").click()
         page.get_by_text(f"+ adapter [runs]/{run_id}/adapter").wait_for(timeout=120_000)
         _wait_value(page, page.get_by_label("Completion", exact=True))
         page.screenshot(path=str(shots / "space_try_signed_in.png"), full_page=True)
 
         # Hub: the run is in the list; push it (public) as alice
-        _tab(page, "6. Hub")
-        _button(page, "Refresh list").click()
+        tab(page, "6. Hub")
+        button(page, "Refresh list").click()
         page.get_by_label("Run to push").click()
         page.get_by_role("option", name=re.compile(re.escape(run_id))).click()
         repo = page.get_by_label("Repo id (owner/name)")
         page.wait_for_function("el => el.value.startsWith('alice/')", arg=repo.element_handle())
         repo_id = repo.input_value()
         page.get_by_label("Private repo").uncheck()
-        _button(page, "Push to the Hub").click()
+        button(page, "Push to the Hub").click()
         page.locator("#hub-result").get_by_text(re.compile("Pushed to")).wait_for(timeout=120_000)
         assert "adapter_model.safetensors" in hub_server.files("model", repo_id)
         assert root not in page.content() and ALICE not in page.content()
@@ -230,26 +228,26 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
         try:
             other.goto(url + "test-login/bob")  # redirected back to the app, signed in
             assert other.url == url
-            _tab(other, "6. Hub")
+            tab(other, "6. Hub")
             _login_button(other, "Logout (bob)").wait_for()
             other.locator("#hub-whoami").get_by_text(re.compile("Logged in as bob")).wait_for()
-            _tab(other, "3. Train")
+            tab(other, "3. Train")
             other.locator("#train-status").get_by_text("No run yet").wait_for()
-            _tab(other, "4. Runs")
-            _button(other, "Refresh").click()
+            tab(other, "4. Runs")
+            button(other, "Refresh").click()
             other.wait_for_timeout(1000)
-            _tab(other, "5. Try it")
-            _button(other, "Refresh runs").click()
+            tab(other, "5. Try it")
+            button(other, "Refresh runs").click()
             other.get_by_label("Finished run").click()
             other.wait_for_timeout(500)
             assert other.get_by_role("option", name=re.compile(re.escape(run_id))).count() == 0
             other.keyboard.press("Escape")
             assert run_id not in other.content()  # the Train, Runs and Try tabs hold nothing of it
             other.get_by_label(ADAPTER_LABEL).fill(run_id)  # naming it does not help either
-            _button(other, "Generate").click()
+            button(other, "Generate").click()
             other.get_by_text(re.compile(r"No run .* of yours")).first.wait_for()
-            _tab(other, "6. Hub")
-            _button(other, "Refresh list").click()
+            tab(other, "6. Hub")
+            button(other, "Refresh list").click()
             other.get_by_label("Run to push").click()
             other.wait_for_timeout(500)
             assert other.get_by_role("option", name=re.compile(re.escape(run_id))).count() == 0
@@ -274,21 +272,18 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visit
 
 def _train_tiny(page, ctx, hub_model) -> str:
     """Use the example quotes, the tiny base, 3 steps; Start; wait for "finished". Returns the run id."""
-    _tab(page, "1. Data")
-    _button(page, "Use the example quotes (1,000 rows)").click()
+    tab(page, "1. Data")
+    button(page, "Use the example quotes (1,000 rows)").click()
     page.get_by_text(re.compile(r"rows from")).wait_for()
-    _tab(page, "2. LoRA")
+    tab(page, "2. LoRA")
     base = page.get_by_label("Base model (Hub id or local folder)")
     base.fill(str(hub_model))
     base.press("Tab")
-    for label, value in [("max_steps", 3), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
+    fill_settings(page, [("max_steps", 3), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
                          ("per_device_train_batch_size", 8), ("gradient_accumulation_steps", 1), ("save_steps", 3),
-                         ("learning_rate", 0.03), ("r", 4), ("lora_alpha", 8)]:
-        field = page.get_by_label(label, exact=True)
-        field.fill(str(value))
-        field.press("Tab")  # blur: Gradio commits the number
-    _tab(page, "3. Train")
-    _button(page, "Start training").click()
+                         ("learning_rate", 0.03), ("r", 4), ("lora_alpha", 8)])
+    tab(page, "3. Train")
+    button(page, "Start training").click()
     status = page.locator("#train-status")
     deadline = time.time() + 300
     while not re.search(r"Run \S+: finished", status.inner_text()) and time.time() < deadline:
@@ -332,7 +327,7 @@ def _login_button(page, label):
 
 def _hub_tab_logged_out(page, url):
     page.goto(url)
-    _tab(page, "6. Hub")
+    tab(page, "6. Hub")
     who = page.locator("#hub-whoami")
     who.get_by_text("Not logged in.").wait_for()
     return who
@@ -344,7 +339,7 @@ def _flow(page, url, ctx, run_id, hub_server, shots):
     # log in with a token: the whoami line names the user; the field is emptied (never echoed back)
     token = page.locator("#hub-token input, #hub-token textarea").first
     token.fill(ALICE)
-    _button(page, "Use this token").click()
+    button(page, "Use this token").click()
     who.get_by_text(re.compile("Logged in as alice")).wait_for()
     assert token.input_value() == ""
     assert ALICE not in page.content()
@@ -360,7 +355,7 @@ def _oauth_flow(page, url, run_id, hub_server, shots):
     with page.expect_navigation(url=url, timeout=60_000):
         _login_button(page, "Sign in with Hugging Face").click()
     assert "session" in {c["name"] for c in page.context.cookies()}
-    _tab(page, "6. Hub")
+    tab(page, "6. Hub")
     _login_button(page, "Logout (alice)").wait_for()
     who.get_by_text("Logged in as alice (signed in with Hugging Face)").wait_for()
     assert ALICE not in page.content()
@@ -378,13 +373,13 @@ def _oauth_flow(page, url, run_id, hub_server, shots):
 
 def _push_and_try(page, run_id, hub_server, shots, tag=""):
     # pick the run: the repo id is pre-filled (from whoami); push (public)
-    _button(page, "Refresh list").click()
+    button(page, "Refresh list").click()
     page.get_by_label("Run to push").click()
     page.get_by_role("option", name=re.compile(re.escape(run_id))).click()
     repo = page.get_by_label("Repo id (owner/name)")
     page.wait_for_function("([el, v]) => el.value === v", arg=[repo.element_handle(), REPO_ID])
     page.get_by_label("Private repo").uncheck()
-    _button(page, "Push to the Hub").click()
+    button(page, "Push to the Hub").click()
     result = page.locator("#hub-result")
     result.get_by_text(re.compile("Pushed to")).wait_for(timeout=120_000)
     assert f"{hub_server.url}/{REPO_ID}" in result.inner_html()
@@ -394,14 +389,14 @@ def _push_and_try(page, run_id, hub_server, shots, tag=""):
     page.screenshot(path=str(shots / f"hub{tag}.png"), full_page=True)
 
     # Try it: the adapter by its repo id, side by side with its base model
-    _tab(page, "5. Try it")
+    tab(page, "5. Try it")
     page.get_by_label(ADAPTER_LABEL).fill(REPO_ID)
     page.get_by_label("Prompt", exact=True).fill(PROMPT)
     for name, value in (("max_new_tokens", "12"), ("temperature (0 = greedy)", "1")):
         box = page.get_by_role("spinbutton", name=f"number input for {name}")
         box.fill(value)
         box.press("Tab")  # blur: Gradio commits the number
-    _button(page, "Side by side: base model vs. with the adapter").click()
+    button(page, "Side by side: base model vs. with the adapter").click()
     base_out = page.get_by_label("Base model alone", exact=True)
     adapter_out = page.get_by_label("With the adapter", exact=True)
     _wait_value(page, base_out)

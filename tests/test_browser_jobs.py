@@ -12,68 +12,18 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+from browser import CHROMIUM, button, fill_settings, tab
+
 MAX_STEPS = 400  # far more than the test waits for: it stops the run itself
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no system browser at {CHROMIUM}"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def app_url(tmp_path):
-    from lora_app.generate import Generator
-    from lora_app.jobs import JobManager
-    from lora_app.ui import build_app
-    from lora_app.ui.common import AppContext
-
-    ctx = AppContext(JobManager(tmp_path / "runs", poll_s=0.1), Generator(), frozenset())
-    demo = build_app(ctx)
-    port = _free_port()
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", ctx
-    finally:
-        for r in ctx.jobs.list():
-            if r.status in ("running", "queued"):
-                ctx.jobs.cancel(r.id, grace_s=5)
-        ctx.jobs.close()
-        demo.close()
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_page(viewport={"width": 1280, "height": 900})
-            pg.set_default_timeout(60_000)
-            yield pg
-        finally:
-            browser.close()
-
-
-def _tab(page, name):
-    page.get_by_role("tab", name=name, exact=True).click()
-
-
-def _button(page, name):
-    return page.get_by_role("button", name=name, exact=True)
 
 
 def _steps(log_text: str) -> list[int]:
@@ -95,22 +45,19 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     url, ctx = app_url
     page.goto(url)
 
-    _tab(page, "1. Data")
-    _button(page, "Use the example quotes (1,000 rows)").click()
+    tab(page, "1. Data")
+    button(page, "Use the example quotes (1,000 rows)").click()
     page.get_by_text(re.compile(r"rows from")).wait_for()
 
-    _tab(page, "2. LoRA")
+    tab(page, "2. LoRA")
     base = page.get_by_label("Base model (Hub id or local folder)")
     base.fill(str(tiny_model))
     base.press("Tab")
-    for label, value in [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
-                         ("per_device_train_batch_size", 2), ("gradient_accumulation_steps", 1), ("save_steps", 2)]:
-        field = page.get_by_label(label, exact=True)
-        field.fill(str(value))
-        field.press("Tab")  # blur: Gradio commits the number
+    fill_settings(page, [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
+                         ("per_device_train_batch_size", 2), ("gradient_accumulation_steps", 1), ("save_steps", 2)])
 
-    _tab(page, "3. Train")
-    _button(page, "Start training").click()
+    tab(page, "3. Train")
+    button(page, "Start training").click()
     before = _wait_log(page, lambda t: len(_steps(t)) >= 2, what="two logged steps")
     (run,) = ctx.jobs.list()
     assert run.status == "running"
@@ -120,7 +67,7 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
 
     # Reload: the run goes on untouched; the page re-attaches and replays the log from its start.
     page.reload()
-    _tab(page, "3. Train")
+    tab(page, "3. Train")
     last_before = _steps(before)[-1]
     after = _wait_log(page, lambda t: t.startswith(first_line) and _steps(t) and _steps(t)[-1] > last_before,
                       what="the replayed log to go past the step seen before the reload")
@@ -129,7 +76,7 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     assert re.search(rf"Run `?{run.id}`?: running", page.locator("#train-status").inner_text())
 
     # Stop, from the re-attached page: the process group is gone and the page says so.
-    _button(page, "Stop").click()
+    button(page, "Stop").click()
     stop_msg = page.locator("#train-stop")
     stop_msg.get_by_text(re.compile(r"process group are gone")).wait_for(timeout=60_000)
     text = stop_msg.inner_text()
@@ -138,8 +85,8 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     page.locator("#train-status").get_by_text(re.compile("stopped")).first.wait_for()
 
     # The Runs tab lists it, stopped, with its adapter (Gradio keeps hidden copies of the cells).
-    _tab(page, "4. Runs")
-    _button(page, "Refresh").click()
+    tab(page, "4. Runs")
+    button(page, "Refresh").click()
     table = page.locator("#runs-table")
     table.locator(f'text="{run.id}" >> visible=true').first.wait_for()
     table.locator('text="stopped" >> visible=true').first.wait_for()
@@ -162,15 +109,15 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     cfg = RunConfig.load(saved)
     assert cfg.training.max_steps == MAX_STEPS and cfg.model.base_model_name_or_path == str(tiny_model)
 
-    _tab(page, "2. LoRA")
+    tab(page, "2. LoRA")
     steps_box = page.get_by_label("max_steps", exact=True)
     steps_box.fill("7")
     steps_box.press("Tab")
-    _tab(page, "4. Runs")
+    tab(page, "4. Runs")
     page.get_by_text("Load settings from a YAML file into the form").click()
     page.locator("#runs-yaml-upload input[type=file]").set_input_files(str(saved))
     page.get_by_text("Settings loaded into the").wait_for()
-    _tab(page, "2. LoRA")
+    tab(page, "2. LoRA")
     page.wait_for_function(f"el => el.value === '{MAX_STEPS}'", arg=steps_box.element_handle())
 
 
@@ -184,37 +131,34 @@ def test_start_in_a_second_tab_shows_its_own_run_not_the_one_it_was_following(ap
         pg.bring_to_front()  # a background page does not commit Gradio's input events
         pg.set_default_timeout(60_000)
         pg.goto(url)
-        _tab(pg, "1. Data")
-        _button(pg, "Use the example quotes (1,000 rows)").click()
+        tab(pg, "1. Data")
+        button(pg, "Use the example quotes (1,000 rows)").click()
         pg.get_by_text(re.compile(r"rows from")).wait_for()
-        _tab(pg, "2. LoRA")
+        tab(pg, "2. LoRA")
         base = pg.get_by_label("Base model (Hub id or local folder)")
         base.fill(str(tiny_model))
         base.press("Tab")
-        for label, value in [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
-                             ("per_device_train_batch_size", 2), ("gradient_accumulation_steps", 1)]:
-            field = pg.get_by_label(label, exact=True)
-            field.fill(str(value))
-            field.press("Tab")
-        _tab(pg, "3. Train")
+        fill_settings(pg, [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
+                             ("per_device_train_batch_size", 2), ("gradient_accumulation_steps", 1)])
+        tab(pg, "3. Train")
     a, b = tabs
     a.bring_to_front()
-    _button(a, "Start training").click()
+    button(a, "Start training").click()
     _wait_log(a, lambda t: len(_steps(t)) >= 1, what="run A's first step")
     (run_a,) = ctx.jobs.list()
     b.bring_to_front()
     b.reload()  # B now follows A's run (same owner)
-    _tab(b, "3. Train")
+    tab(b, "3. Train")
     b.locator("#train-status").get_by_text(re.compile(run_a.id)).first.wait_for()
-    _tab(b, "2. LoRA")  # the reload reset B's form: set the short run again
+    tab(b, "2. LoRA")  # the reload reset B's form: set the short run again
     base = b.get_by_label("Base model (Hub id or local folder)")
     base.fill(str(tiny_model))
     base.press("Tab")
-    _tab(b, "1. Data")
-    _button(b, "Use the example quotes (1,000 rows)").click()
+    tab(b, "1. Data")
+    button(b, "Use the example quotes (1,000 rows)").click()
     b.get_by_text(re.compile(r"rows from")).wait_for()
-    _tab(b, "3. Train")
-    _button(b, "Start training").click()
+    tab(b, "3. Train")
+    button(b, "Start training").click()
     deadline = time.time() + 60
     while len(ctx.jobs.list()) < 2 and time.time() < deadline:
         time.sleep(0.2)

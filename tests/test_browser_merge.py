@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from test_browser import CHROMIUM, _button, _free_port, _launch, _shutdown, _tab, page, quotes_file  # noqa: F401
+from browser import CHROMIUM, button, fill_settings, free_port, launch, shutdown, tab
+from test_browser import quotes_file  # noqa: F401  (a fixture)
 
 pytestmark = [
     pytest.mark.browser,
@@ -19,23 +20,20 @@ pytestmark = [
 
 @pytest.mark.slow
 def test_estimate_table_on_check_and_merge_button(tmp_path, page, quotes_file, tiny_model):  # noqa: F811
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    demo, ctx = _launch(tmp_path / "runs", port)
+    demo, ctx = launch(tmp_path / "runs", port)
     try:
         page.goto(url)
         page.locator("input[type=file]").first.set_input_files(str(quotes_file[0]))
         page.get_by_text(re.compile(r"rows from")).wait_for()
-        _tab(page, "2. LoRA")
+        tab(page, "2. LoRA")
         base = page.get_by_label("Base model (Hub id or local folder)")
         base.fill(str(tiny_model))
         base.press("Tab")
-        for label, value in [("max_steps", 4), ("warmup_steps", 0), ("max_length (tokens per row)", 48),
-                             ("gradient_accumulation_steps", 1), ("save_steps", 4)]:
-            field = page.get_by_label(label, exact=True)
-            field.fill(str(value))
-            field.press("Tab")
-        _button(page, "Check settings and count trainable parameters").click()
+        fill_settings(page, [("max_steps", 4), ("warmup_steps", 0), ("max_length (tokens per row)", 48),
+                             ("gradient_accumulation_steps", 1), ("save_steps", 4)])
+        button(page, "Check settings and count trainable parameters").click()
         table = page.locator("#estimate-table")
         table.get_by_text("H200 141 GB").wait_for(timeout=60_000)
         for text in ("CPU (this machine)", "T4 16 GB", "A100 80 GB", "yes"):
@@ -43,8 +41,8 @@ def test_estimate_table_on_check_and_merge_button(tmp_path, page, quotes_file, t
         assert "published dense throughput" in page.locator("#estimate-basis").inner_text()
         assert "Held-out evaluation on 15 rows (5% of 300 rows)" in page.get_by_text("Held-out evaluation").first.inner_text()
 
-        _tab(page, "3. Train")
-        _button(page, "Start training").click()
+        tab(page, "3. Train")
+        button(page, "Start training").click()
         deadline = time.time() + 300
         while not ctx.jobs.list() or ctx.jobs.list()[0].status in ("queued", "running"):
             assert time.time() < deadline
@@ -52,8 +50,8 @@ def test_estimate_table_on_check_and_merge_button(tmp_path, page, quotes_file, t
         run_id = ctx.jobs.list()[0].id
         assert ctx.jobs.get(run_id).status == "finished"
 
-        _tab(page, "4. Runs")
-        _button(page, "Refresh").click()
+        tab(page, "4. Runs")
+        button(page, "Refresh").click()
         from playwright.sync_api import expect
 
         expect(page.get_by_role("grid", name="Your runs")).to_contain_text(run_id)
@@ -62,7 +60,7 @@ def test_estimate_table_on_check_and_merge_button(tmp_path, page, quotes_file, t
         page.get_by_text(f"Run {run_id}: finished", exact=True).wait_for()
         page.get_by_text("Merge into the base model (a standalone model").click()
         page.get_by_text(re.compile("never into 8-bit or 4-bit weights")).first.wait_for()
-        _button(page, "Merge into the base model").click()
+        button(page, "Merge into the base model").click()
         out = page.locator("#merge-out")
         out.get_by_text("Done.").wait_for(timeout=300_000)
         text = out.inner_text()
@@ -70,4 +68,4 @@ def test_estimate_table_on_check_and_merge_button(tmp_path, page, quotes_file, t
             assert phase in text, (phase, text)
         assert (ctx.jobs.run_dir(run_id) / "merged" / "merge_check.json").is_file()
     finally:
-        _shutdown(demo, ctx)
+        shutdown(demo, ctx)

@@ -92,7 +92,10 @@ def test_numbers_in_text_column_become_text(tmp_path):
 @pytest.mark.parametrize("name,content,msg", [
     ("e.jsonl", "", r"data\.path: 'e\.jsonl' is empty"),
     ("x.docx", "hello", r"unsupported extension '\.docx'"),
-    ("bad.jsonl", "{not json}\n{\"a\": 1}\n", r"'bad\.jsonl' is not valid JSON \(line 1, column 2"),
+    ("bad.jsonl", "{not json}\n{\"a\": 1}\n", r"'bad\.jsonl' is not valid JSON \(line 1, column 2"),    # Was: AttributeError ('NoneType' has no 'lineno'): valid JSON that is one value, not rows.
+    ("one.json", "3", r"data\.path: 'one\.json' is a single JSON int value, not rows"),
+    ("word.json", '"hello"', r"data\.path: 'word\.json' is a single JSON str value, not rows"),
+    ("nothing.jsonl", "null\n", r"data\.path: 'nothing\.jsonl' is a single JSON null value, not rows"),
 ])
 def test_bad_files_name_the_field_and_fix(tmp_path, name, content, msg):
     p = write(tmp_path, name, content)

@@ -275,11 +275,13 @@ def test_a_queued_visitor_sees_another_persons_progress_but_not_its_run_id(jobs,
 
     from test_jobs import log_steps, make_cfg, wait_for
 
+    from lora_app.ui.common import queue_note
+
     a = jobs.submit(make_cfg(tiny_model, max_steps=5000), owner="alice")
     wait_for(lambda: log_steps(jobs, a), what="a's first step")
     b = jobs.submit(make_cfg(tiny_model, max_steps=2), owner="bob")
     a2 = jobs.submit(make_cfg(tiny_model, max_steps=2), owner="alice")
-    bobs = jobs.queue_note(b)
+    bobs = queue_note(jobs, b)
     assert a not in bobs and re.search(r"Another run is training \(step \d+/5000", bobs), bobs
-    assert f"Running now: `{a}` at step" in jobs.queue_note(a2)  # alice's own run: named
+    assert f"Running now: `{a}` at step" in queue_note(jobs, a2)  # alice's own run: named
     jobs.cancel(a, "alice", grace_s=10)

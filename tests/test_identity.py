@@ -53,11 +53,11 @@ def _serve(tmp_path, max_running=1):
     from lora_app.jobs import JobManager
     from lora_app.ui import build_app
     from lora_app.ui.common import AppContext
-    from test_browser import _free_port
+    from browser import free_port
 
     ctx = AppContext(JobManager(tmp_path / "runs", max_running=max_running, poll_s=0.1), Generator(), frozenset())
     demo = build_app(ctx)
-    port = _free_port()
+    port = free_port()
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     return demo, ctx, f"http://127.0.0.1:{port}/"
 

@@ -20,7 +20,9 @@ import pytest
 
 from lora_app.config import RunConfig
 from lora_app.events import read_events
-from lora_app.jobs import JobManager, NotYourRun, _alive, group_members, run_summary
+from lora_app.jobs import JobManager, NotYourRun
+from lora_app.procs import alive, group_members
+from lora_app.ui.common import queue_note, run_summary
 
 from conftest import EXAMPLE_QUOTES, REPO
 
@@ -96,7 +98,7 @@ def test_two_quick_submits_then_a_killed_run_fails_and_the_queue_goes_on(jobs, t
     # a is running: wait for its first training step, then kill it like the OOM killer would.
     wait_for(lambda: log_steps(jobs, a), what="a's first step")
     assert jobs.get(b).status == "queued" and jobs.queue_position(b) == 1
-    note = jobs.queue_note(b)
+    note = queue_note(jobs, b)
     assert "next in line" in note and "Another run is training (step " in note and a not in note, note  # alice's
     pid = jobs.get(a).pid
     os.kill(pid, signal.SIGKILL)
@@ -202,7 +204,7 @@ def test_a_claimed_run_is_started_once_across_managers(tmp_path):
                 self.pid = 99999999
 
             def poll(self):
-                return None if _alive(self.pid) else 0
+                return None if alive(self.pid) else 0
 
             def wait(self):
                 return 0

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lora_app.text import (IGNORE_INDEX, PaddingCollator, balanced_bins, pack_bins, packing_collator, pad_id_of,
+from lora_app.text import (IGNORE_INDEX, PaddingCollator, balanced_bins, pack_bins, packing_collator,
+                           packing_keeps_rows_apart, pad_id_of,
                            tokenize_rows)
 from tiny import build_tokenizer
 
@@ -129,3 +130,29 @@ def test_balanced_bins_pad_less_with_as_many_bins():
     assert sorted(i for b in even for i in b) == list(range(len(lengths)))
     loads = [sum(lengths[i] for i in b) for b in even]
     assert max(loads) == 110 and max(sum(lengths[i] for i in b) for b in ffd) == 120  # 30 fewer padded positions
+
+
+def _worst_packed_row_error(path) -> float:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    rows = [[5, 9, 11, 3, 2], [7, 8, 2]]
+    batch = packing_collator(64, 0)([{"input_ids": r} for r in rows])
+    assert batch["input_ids"].shape == (1, 8)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        second = model(input_ids=torch.tensor([rows[1]]), use_cache=False).logits[0]
+    return (logits[5:8] - second).abs().max().item()  # the 3-token row, packed after the 5-token row
+
+
+def test_opt_packed_rows_attend_to_each_other_and_the_probe_says_so(tiny_model, tiny_opt):
+    # OPT calls create_causal_mask without position_ids: no packed-sequence mask, rows leak.
+    assert _worst_packed_row_error(tiny_model) < 1e-5
+    assert _worst_packed_row_error(tiny_opt) > 1e-2
+    from transformers import AutoModelForCausalLM
+
+    for path, apart in ((tiny_model, True), (tiny_opt, False)):
+        model = AutoModelForCausalLM.from_pretrained(path)
+        model.train()
+        assert packing_keeps_rows_apart(model) is apart
+        assert model.training  # the probe leaves the mode as it found it

@@ -103,3 +103,22 @@ def test_bad_target_module_fails_the_run_with_the_list(tmp_path, tiny_model):
     msg = events[-1]["message"]
     assert events[-1]["status"] == "failed"
     assert "query_key_value, c_attn are not in this model" in msg and "q_proj, up_proj, v_proj" in msg
+
+
+def test_an_opt_run_with_packing_on_pads_instead(tmp_path, tiny_opt):
+    from lora_app.config import RunConfig
+    from lora_app.train import train
+    from conftest import EXAMPLE_QUOTES
+
+    rd = tmp_path / "run"
+    rd.mkdir()
+    RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
+                     "model": {"base_model_name_or_path": str(tiny_opt)},
+                     "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+                     "training": {"max_steps": 2, "save_steps": 2, "max_length": 32, "per_device_train_batch_size": 4,
+                                  "packing": True}}).save(rd / "config.yaml")
+    assert train(rd) == 0
+    events, _ = read_events(rd)
+    off = [e for e in events if e.get("packing") is False]
+    assert len(off) == 1 and "opt" in off[0]["message"]
+    assert "| packing | False |" in (rd / "adapter" / "README.md").read_text(encoding="utf-8")

@@ -67,7 +67,8 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             with gr.Tab("6. Hub", id="hub") as hub_tab_obj:
                 hub_parts = hub_tab.build(ctx, owner_state, None if token_fn is env_token else token_fn)
 
-        def on_check(data, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None, **settings):
+        def on_check(data, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None,
+                     **settings):
             """Check the settings (and the chosen data, if any) without training: every problem at
             once, else the trainable-parameter count, the LoRA targets, the device. Each setting is
             a keyword named as in PEFT / transformers (r, lora_alpha, max_steps, ...)."""

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import html
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from .. import identity
+from .. import app_home, identity
+from ..config import RunConfig
+from ..events import RunView
 from ..generate import Generator
 from ..identity import Identity
 from ..jobs import JobManager, NotYourRun, RunInfo
-from ..models import app_home
 
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "quotes.jsonl"
 # Read-only handlers (lists, details, the Hub tab's run picker) share one group of 8 workers:
 # with Gradio's default (1 per event) 20 pages refreshing the Runs tab waited in one line.
-READ_ONLY = {"concurrency_limit": 8, "concurrency_id": "read-only"}
+READ_ONLY: dict[str, Any] = {"concurrency_limit": 8, "concurrency_id": "read-only"}
 
 
 def runs_root() -> Path:
@@ -113,6 +117,7 @@ class AppContext:
 
 
 def fmt_duration(s: float | None) -> str:
+    """Seconds as ``m:ss`` or ``h:mm:ss``; "–" for None (not known)."""
     if s is None:
         return "–"
     s = int(s)
@@ -127,7 +132,7 @@ def progress_html(step: int, max_steps: int, elapsed: float, remaining: float | 
             f'elapsed {fmt_duration(elapsed)} · remaining {fmt_duration(remaining)}</div></div>')
 
 
-def loss_frame(losses: list[tuple[int, float]], evals: list[tuple[int, float]] = ()) -> pd.DataFrame:
+def loss_frame(losses: Sequence[tuple[int, float]], evals: Sequence[tuple[int, float]] = ()) -> pd.DataFrame:
     """Training loss and held-out loss (step 0: the base model) as one long frame for one plot:
     columns ``step``, ``loss``, ``series`` ("training" / "held-out")."""
     pts = [(s, v, "training") for s, v in losses] + [(s, v, "held-out") for s, v in evals]
@@ -150,3 +155,46 @@ CSS = """
 .la-progress .la-fill {height: 100%; background: var(--color-accent); transition: width .3s;}
 .la-progress .la-text {font-size: .9em; margin-top: 4px;}
 """
+
+
+def queue_note(jobs: JobManager, run_id: str) -> str:
+    """For a waiting person (Markdown): their place in the queue and how far the running run is."""
+    pos = jobs.queue_position(run_id)
+    running = jobs.running()
+    ahead = (pos or 0) - len(running)
+    text = f"Run `{run_id}` is **queued**"
+    if pos is None:
+        return text + "."
+    text += f": {ahead} waiting run(s) ahead of it" if ahead > 0 else ": it is next in line"
+    me = jobs.get(run_id)
+    for r in running:
+        v = jobs.view(r.id)
+        left = f", about {fmt_duration(v.remaining_s)} left" if v.remaining_s is not None else ""
+        if me is None or r.owner != me.owner:  # another person's run: its progress, never its id
+            text += f". Another run is training (step {v.step}/{v.max_steps or '?'}{left})"
+            continue
+        text += f". Running now: `{r.id}` at step {v.step}/{v.max_steps or '?'}{left}"
+    return text + "."
+
+
+def run_summary(jobs: JobManager, info: RunInfo) -> dict:
+    """One Runs-table row: the index row plus the run's settings and progress from its folder."""
+    rd = jobs.run_dir(info.id)
+    try:
+        cfg = RunConfig.load(rd / "config.yaml")
+    except Exception:  # a hand-edited or half-deleted folder must not break the table
+        cfg = None
+    v = jobs.view(info.id) if rd.is_dir() else RunView()
+    adapter = rd / "adapter"
+    return {
+        "run": info.id, "status": info.status,
+        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)) if info.started else "–",
+        "duration": fmt_duration(info.duration_s),
+        "base model": info.base_model, "data": info.data,
+        "r": cfg.lora.r if cfg else None, "alpha": cfg.lora.lora_alpha if cfg else None,
+        "targets": (",".join(cfg.lora.target_modules) if cfg and cfg.lora.target_modules else "default"),
+        "steps": f"{v.step}/{v.max_steps or (cfg.training.max_steps if cfg else '?')}",
+        "final loss": None if info.final_loss is None else round(info.final_loss, 4),
+        "adapter": str(adapter) if (adapter / "adapter_config.json").exists() else "",
+        "message": (info.message or "")[:200],
+    }

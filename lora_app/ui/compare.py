@@ -19,7 +19,7 @@ def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, t
         base_out = gr.Textbox(label="Base model alone", lines=6, interactive=False, elem_id="try-base-out")
         adapter_out = gr.Textbox(label="With the adapter", lines=6, interactive=False, elem_id="try-adapter-out")
 
-    def side_by_side(adapter, prompt, max_new_tokens, temperature, seed, owner, request: gr.Request = None,
+    def side_by_side(adapter, prompt, max_new_tokens, temperature, seed, owner, request: gr.Request | None = None,
                      profile: gr.OAuthProfile | None = None):
         """The base model and base + adapter (a run id of yours or a Hub repo id) complete ``prompt``
         with the same seed and settings. Streams ``(header, base text, adapter text)``."""

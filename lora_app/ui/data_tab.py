@@ -54,7 +54,7 @@ def build(token_fn=None):
             return {}, problems_md(err.problems), gr.update(choices=[], value=None), None
         return {"path": str(path), "source_name": src, "text_column": td.text_column}, md, col, prev
 
-    def from_hub(ds_id, cfg_name, split, request: gr.Request = None):
+    def from_hub(ds_id, cfg_name, split, request: gr.Request | None = None):
         from ..hub_data import load_hub_frame
 
         token = token_fn(request) if token_fn else None

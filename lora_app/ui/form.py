@@ -7,9 +7,12 @@ reports the same validation messages.
 
 from __future__ import annotations
 
-import gradio as gr
+from collections.abc import Mapping
 
-from ..config import ConfigError, RunConfig
+import gradio as gr
+from gradio.blocks import Block
+
+from ..config import RunConfig
 from ..models import device_kind
 
 D = RunConfig()  # defaults
@@ -89,7 +92,7 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     return w
 
 
-def by_name(widgets: dict[str, object]) -> dict[str, object]:
+def by_name(widgets: Mapping[str, Block]) -> dict[str, Block]:
     """``{"section.field": x}`` keyed by the bare field name (``r``, ``max_steps``): the
     keyword names of the Check and Start API endpoints. Field names are unique across sections."""
     out = {k.split(".", 1)[1]: w for k, w in widgets.items()}
@@ -129,33 +132,9 @@ def to_raw(values: dict[str, object], data: dict | None) -> dict:
 
 
 def to_config(values: dict[str, object], data: dict | None) -> RunConfig:
-    """Build and validate a RunConfig from ``{"section.field": value}`` and the data source.
-
-    Raises ConfigError listing every problem.
-    """
-    raw: dict[str, dict] = {"data": dict(data or {})}
-    for key, v in values.items():
-        section, name = key.split(".", 1)
-        if v is None or (isinstance(v, str) and not v.strip() and name not in ("base_model_name_or_path",)):
-            if name == "target_modules":
-                v = None
-            elif v is None:
-                raise ConfigError([f"{key}: is empty. Fix: enter a value."])
-        raw.setdefault(section, {})[name] = _num(v)
-    if not raw["data"].get("path") and not raw["data"].get("dataset_id"):
-        raise ConfigError(["data: no data chosen. Fix: upload a file, use the example, or load a Hub dataset "
-                           "in the Data tab."] + _collect(raw))
-    return RunConfig.build(raw)
-
-
-def _collect(raw: dict) -> list[str]:
-    """The other problems too, so one press shows everything."""
-    try:
-        raw = {**raw, "data": {}}
-        RunConfig.build(raw)
-        return []
-    except ConfigError as err:
-        return err.problems
+    """:func:`to_raw` validated into a RunConfig (no data or model is read: that is the
+    preflight's part). Raises ConfigError listing every problem."""
+    return RunConfig.build(to_raw(values, data))
 
 
 def from_config(cfg: RunConfig, keys: list[str]) -> list:

@@ -130,7 +130,7 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
     push_btn = gr.Button("Push to the Hub", variant="primary", elem_id="hub-push")
     result = gr.Markdown(elem_id="hub-result")
 
-    def who_line(request: gr.Request = None) -> str:
+    def who_line(request: gr.Request | None = None) -> str:
         token = write_token_fn(request)  # who a push would act as (on a Space: never the owner's HF_TOKEN)
         if not token:
             return "Not logged in."
@@ -142,7 +142,7 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
         signed_in = session_token(request) is None and oauth_token(request) is not None
         return user.describe(signed_in=signed_in) + "."
 
-    def use_token(typed, request: gr.Request = None):
+    def use_token(typed, request: gr.Request | None = None):
         typed = (typed or "").strip()
         if not typed:
             return "", "Paste a token first (it starts with hf_)."
@@ -153,14 +153,14 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
         remember_token(request, typed)
         return "", user.describe() + "."  # "" clears the field: the token is never sent back
 
-    def drop_token(request: gr.Request = None):
+    def drop_token(request: gr.Request | None = None):
         forget_token(request)
         return who_line(request)
 
-    def refresh(owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def refresh(owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         return gr.update(choices=pushable_runs(ctx, ctx.who(owner, profile)), value=None)
 
-    def pick(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def pick(run_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         try:
             ctx.run_of(ctx.who(owner, profile), run_id)
         except NotYourRun:
@@ -180,7 +180,7 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
             return last["repo_id"], note
         return hub.default_repo_id(user, rd), note
 
-    def push(run_id, repo_id, private, base_model_id, owner, request: gr.Request = None,
+    def push(run_id, repo_id, private, base_model_id, owner, request: gr.Request | None = None,
              profile: gr.OAuthProfile | None = None):
         """Push a finished run of yours (its adapter and model card) to the Hub repo ``repo_id``
         (owner/name), as the signed-in user or the token given in the Hub tab. Streams progress."""
@@ -203,7 +203,7 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
             return
         yield ctx.redact(ident, res.markdown()) + (f"\n\nTry it: type `{res.repo_id}` as the adapter in the Try it tab.")
 
-    def on_unload(request: gr.Request = None):
+    def on_unload(request: gr.Request | None = None):
         forget_token(request)
 
     use_btn.click(use_token, [token_box], [token_box, who])

@@ -15,8 +15,8 @@ import sys
 
 import gradio as gr
 
-from ..merge import DTYPES, QUANTIZED_NOTE
 from ..jobs import NotYourRun
+from ..merge import DTYPES, QUANTIZED_NOTE
 from .common import AppContext
 
 TAIL = 40  # progress lines kept on the page
@@ -44,7 +44,7 @@ def build(ctx: AppContext, pick, owner_state, token_fn=None) -> dict:
         merge_b = gr.Button("Merge into the base model", elem_id="merge-button")
         out = gr.Markdown(elem_id="merge-out")
 
-    def on_merge(run_id, owner, dt, push_repo, priv, request: gr.Request = None,
+    def on_merge(run_id, owner, dt, push_repo, priv, request: gr.Request | None = None,
                  profile: gr.OAuthProfile | None = None):
         if not run_id:
             yield "Pick a run first."
@@ -70,7 +70,7 @@ def build(ctx: AppContext, pick, owner_state, token_fn=None) -> dict:
         yield f"Merging run `{run_id}`…"
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                               bufsize=1) as proc:
-            for line in proc.stdout:
+            for line in proc.stdout or ():  # (stdout=PIPE: always a stream)
                 line = line.rstrip()
                 if not line or _noise(line):
                     continue

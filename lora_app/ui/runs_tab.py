@@ -19,9 +19,9 @@ import pandas as pd
 from ..config import ConfigError, RunConfig
 from ..events import RunView
 from ..identity import Identity
-from ..jobs import ACTIVE, NotYourRun, run_summary
+from ..jobs import ACTIVE, NotYourRun
 from . import form, merge_panel
-from .common import READ_ONLY, AppContext, loss_frame, problems_md
+from .common import READ_ONLY, AppContext, loss_frame, problems_md, queue_note, run_summary
 
 COLUMNS = ["run", "status", "started", "duration", "base model", "data", "r", "alpha", "targets", "steps",
            "final loss", "eval loss", "perplexity", "adapter", "message"]
@@ -33,7 +33,7 @@ def runs_frame(ctx: AppContext, ident: Identity) -> pd.DataFrame:
     """The table: one row per run the caller may see, newest first (an admin's rows name the owner)."""
     runs = ctx.visible(ident)
     rows = [{**run_summary(ctx.jobs, r), **_eval_cells(ctx, r.id)} for r in runs]
-    for row, r in zip(rows, runs):
+    for row, r in zip(rows, runs, strict=True):
         if not ident.sees_paths:  # the server's folders are not the visitor's business
             row["adapter"] = "saved" if row["adapter"] else ""
         row["message"] = ctx.redact(ident, (f"[{r.owner}] " if ident.admin else "") + row["message"])
@@ -60,7 +60,7 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
           f"base model `{info.base_model}` · data `{info.data}` · r {row['r']}, lora_alpha {_g(row['alpha'])}, "
           f"targets {row['targets']}")
     if info.status == "queued":
-        md += "\n\n" + ctx.jobs.queue_note(run_id)
+        md += "\n\n" + queue_note(ctx.jobs, run_id)
     if info.message:
         md += f"\n\n{html.escape(info.message)}"
     if ident.sees_paths:
@@ -106,7 +106,7 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
                                         "saved from the Runs tab."])
     dump = cfg.model_dump()
     known = [k for k in keys if k.split(".", 1)[0] in dump and k.split(".", 1)[1] in dump[k.split(".", 1)[0]]]
-    values = dict(zip(known, form.from_config(cfg, known)))
+    values = dict(zip(known, form.from_config(cfg, known), strict=True))
     out = [values[k] if k in values else gr.update() for k in keys]
     d = cfg.data
     msg = "Settings loaded into the **2. LoRA** form."
@@ -161,14 +161,14 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
         yaml_msg = gr.Markdown()
     armed = gr.State(None)  # the run a first Delete press asked about
 
-    def do_refresh(owner, selected=None, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def do_refresh(owner, selected=None, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         """Your runs: the table and the run picker (keeping ``selected`` when it is still there)."""
         ident = ctx.who(owner, profile)
         choices = run_choices(ctx, ident)
         ids = [c[1] for c in choices]
         return runs_frame(ctx, ident), gr.update(choices=choices, value=selected if selected in ids else None)
 
-    def show(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def show(run_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         """One of your runs: details, loss curve, log and its settings as a YAML file."""
         ident = ctx.who(owner, profile)
         md, lf, lg = run_detail(ctx, run_id, ident)
@@ -178,7 +178,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
             path = None
         return md, lf, lg, gr.update(value=path, interactive=path is not None)
 
-    def do_select(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def do_select(run_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         return *show(run_id, owner, request, profile), None, ""
 
     def from_table(evt: gr.SelectData, df):
@@ -198,15 +198,15 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
         except NotYourRun as err:
             return str(err)
 
-    def stop_run(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def stop_run(run_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         """Stop one of your runs (it keeps the adapter saved so far). ``run_id``: as in the Runs table."""
         return act(ctx.jobs.cancel, run_id, owner, profile)
 
-    def resume_run(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def resume_run(run_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         """Queue a stopped or failed run of yours again, from its last checkpoint."""
         return act(ctx.jobs.resume, run_id, owner, profile)
 
-    def delete_click(run_id, armed_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def delete_click(run_id, armed_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         if not run_id:
             return "Pick a run first.", None
         ident = ctx.who(owner, profile)

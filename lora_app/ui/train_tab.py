@@ -17,9 +17,9 @@ from .. import identity, models
 from ..config import DEFAULT_BASE_MODEL, ConfigError
 from ..events import RunView
 from ..jobs import ACTIVE, NotYourRun
-from ..validate import check_and_submit
+from ..validate import Preflight, check_and_submit
 from . import form
-from .common import AppContext, loss_frame, problems_md, progress_html
+from .common import AppContext, loss_frame, problems_md, progress_html, queue_note
 
 POLL_S = 0.5
 LOG_LINES = 400
@@ -35,7 +35,7 @@ class Preparation:
     started: float = field(default_factory=time.time)
     run_id: str | None = None
     problems: list[str] | None = None
-    pre: object = None  # the Preflight, once queued
+    pre: Preflight | None = None  # once queued
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -47,7 +47,7 @@ def preparing(owner: str | None) -> Preparation | None:
     """The owner's Start still in preparation (or just done), if any."""
     with _PREP_LOCK:
         prep = _PREPARING.get(owner) if owner else None
-        if prep is not None and time.time() - prep.started > PREPARE_TTL_S:
+        if prep is not None and owner and time.time() - prep.started > PREPARE_TTL_S:
             _PREPARING.pop(owner, None)
             prep = None
         return prep
@@ -76,7 +76,7 @@ def prepare_and_submit(ctx: AppContext, raw: dict, owner: str, token: str | None
             prep.pre, prep.run_id = pre, run_id
         except ConfigError as err:
             prep.problems = err.problems
-        except Exception as err:  # noqa: BLE001 - the page must hear of it, not hang on "preparing"
+        except Exception as err:
             prep.problems = [f"start: {type(err).__name__}: {err}"]
         finally:
             prep.done.set()
@@ -122,7 +122,7 @@ def follow(ctx: AppContext, run_id: str | None, wanted=None):
         if ended:
             view.update(rd)  # the trainer's last events were written before the scheduler saw it end
         if status == "queued":
-            head = ctx.jobs.queue_note(run_id)  # place in line + the running run's progress
+            head = queue_note(ctx.jobs, run_id)  # place in line + the running run's progress
         else:
             # While the scheduler says "running", show the trainer's own phase (loading/training/saving).
             phase = f" ({view.status})" if status == "running" and view.status not in ("queued", "running") else ""
@@ -178,7 +178,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
 
     # The settings come as keyword inputs (named as the config's fields: the API's parameter
     # names); Gradio injects ``request``/``profile`` only into positional parameters before **kw.
-    def on_start(data, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None, **settings):
+    def on_start(data, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None, **settings):
         """Check the settings (every problem at once) and queue a training run on the chosen data
         (first call use_example, load_file or load_hub_dataset in the same session); then stream
         its status, progress, loss curve and log until it ends. Settings are keywords named as
@@ -188,6 +188,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             owner, _ = identity.issue(ctx.key)
             ident = ctx.who(owner)
         token = token_fn(request) if token_fn else None
+        assert ident.owner is not None  # (issued just above when missing)
         try:
             ctx.check_base_folder(ident, settings.get("base_model_name_or_path"))
         except NotYourRun as err:
@@ -200,6 +201,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             yield None, problems_md(prep.problems), gr.update(), gr.update(), gr.update(), owner
             return
         run_id, pre = prep.run_id, prep.pre
+        assert pre is not None  # (set together with run_id when no problems)
         notes = "".join(f"\n\n{n}" for n in pre.notes)
         wanted = wanted_fn(request, run_id)
         yield run_id, f"Run `{run_id}` submitted. {pre.trainable_line}{notes}", gr.update(), gr.update(), gr.update(), \
@@ -207,7 +209,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
         for out in follow(ctx, run_id, wanted):
             yield (gr.update(),) * 6 if out is None else (run_id, *_redacted(ctx, ident, out), gr.update())
 
-    def on_stop(run_id, owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def on_stop(run_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         if not run_id:
             return "Nothing to stop."
         ident = ctx.who(owner, profile)
@@ -217,7 +219,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
         except NotYourRun as err:
             return str(err)
 
-    def reattach(owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def reattach(owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         """After a (re)load: the caller's Start still preparing, else their running (or queued)
         run, else their last one."""
         ident = ctx.who(owner, profile)

@@ -37,10 +37,10 @@ def build(ctx: AppContext, owner_state, token_fn):
     output = gr.Textbox(label="Completion", lines=6, interactive=False)
     side = compare.build(ctx, adapter, prompt, max_new, temp, where, owner_state, token_fn)
 
-    def do_refresh(owner, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+    def do_refresh(owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         return gr.update(choices=finished_runs(ctx, ctx.who(owner, profile)))
 
-    def generate(adapter, prompt, max_new_tokens, temperature, owner, request: gr.Request = None,
+    def generate(adapter, prompt, max_new_tokens, temperature, owner, request: gr.Request | None = None,
                  profile: gr.OAuthProfile | None = None):
         """Complete ``prompt`` with the base model plus an adapter (a run id of yours or a Hub repo id;
         empty: the base model alone). Streams ``(what was loaded, completion so far)``."""

@@ -1,0 +1,54 @@
+"""What the browser tests share: the system chromium, the app launched in this process on a free
+port, and the helpers that drive the form (tabs, buttons, settings). The fixtures built on these
+(``page``, ``app_url``) are in conftest.py."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+VIEWPORT = {"width": 1280, "height": 900}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(runs: Path, port: int):
+    """Build and launch the full app in this process, its runs in ``runs``; returns ``(demo, ctx)``."""
+    from lora_app.generate import Generator
+    from lora_app.jobs import JobManager
+    from lora_app.ui import CSS, build_app
+    from lora_app.ui.common import AppContext
+
+    ctx = AppContext(JobManager(runs, poll_s=0.1), Generator(), frozenset())
+    demo = build_app(ctx)
+    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, css=CSS, quiet=True)
+    return demo, ctx
+
+
+def shutdown(demo, ctx) -> None:
+    """Stop every run of the app (5 s to save), then the app."""
+    ctx.jobs.shutdown(grace_s=5)
+    demo.close()
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def button(page, name: str):
+    return page.get_by_role("button", name=name, exact=True)
+
+
+def fill_settings(page, settings: list[tuple[str, object]]) -> None:
+    """Type each ``(label, value)`` into the settings form; Tab blurs it, so Gradio commits it."""
+    for label, value in settings:
+        field = page.get_by_label(label, exact=True)
+        field.fill(str(value))
+        field.press("Tab")

@@ -1,0 +1,63 @@
+"""lora_app.ui handlers without a browser: what Gradio passes them and when a live view ends."""
+
+
+def test_a_follower_stops_when_its_page_moved_on_to_another_run(tmp_path, tiny_model):
+    """Start in a tab that follows an earlier run: the old follower must stop by itself, even if
+    Gradio's cancel loses the race (CI once showed the other run's status in the second tab)."""
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app.config import RunConfig
+    from lora_app.jobs import JobManager
+    from lora_app.ui.common import AppContext
+    import threading
+
+    from lora_app.ui.train_tab import follow
+
+    jm = JobManager(tmp_path / "runs", max_running=0, poll_s=0.1)  # nothing starts: the run stays queued
+    try:
+        cfg = RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(tiny_model)}})
+        run_id = jm.submit(cfg, owner="me")
+        ctx = AppContext(jm, None, frozenset())
+        showing = {"page": run_id}
+        gen = follow(ctx, run_id, lambda: showing["page"] == run_id)
+        first = next(gen)
+        assert run_id in first[0] and jm.get(run_id).status == "queued"
+        showing["page"] = "another-run"  # this page pressed Start
+        rest: list = []
+        t = threading.Thread(target=lambda: rest.extend(gen), daemon=True)
+        t.start()
+        t.join(timeout=5)  # without the check a follower of a queued run never ends
+        # it ended, while its run is still queued, with no update of its own (None: "no-op")
+        assert not t.is_alive() and rest == [None]
+        assert jm.get(run_id).status == "queued"
+    finally:
+        jm.close()
+
+
+def test_every_handler_that_asks_for_the_request_gets_it(tmp_path):
+    """Gradio injects ``request: gr.Request`` only where it can place it: after ``*vals`` it was
+    silently None, so Start ran without the signed-in user's token or Hub identity."""
+    import inspect
+
+    from gradio.helpers import special_args
+
+    from lora_app.jobs import JobManager
+    from lora_app.ui import build_app
+    from lora_app.ui.common import AppContext
+
+    jm = JobManager(tmp_path / "runs")
+    try:
+        demo = build_app(AppContext(jm, None, frozenset()))
+        checked = []
+        for bf in demo.fns.values():
+            fn = bf.fn
+            if fn is None or "request" not in inspect.signature(fn).parameters:
+                continue
+            sentinel = object()
+            n = len(bf.inputs) if isinstance(bf.inputs, list) else 1
+            args, *_ = special_args(fn, [None] * n, request=sentinel)  # what Gradio calls fn with
+            assert any(a is sentinel for a in args), fn.__qualname__
+            checked.append(fn.__name__)
+        assert {"on_start", "on_check", "reattach"} <= set(checked), checked
+    finally:
+        jm.close()
