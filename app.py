@@ -16,4 +16,6 @@ from lora_app.ui import CSS, build_app  # noqa: E402
 if __name__ == "__main__":
     build_app().queue(default_concurrency_limit=4).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"),
-        share=os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true"), css=CSS)
+        share=os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true"),
+        css=CSS,
+    )

@@ -73,8 +73,9 @@ def main(argv=None) -> int:
     tok = models.load_tokenizer(rm.load_path)
 
     def load():
-        return models.load_base_model(ModelConfig(base_model_name_or_path=model_id), rm.load_path, device,
-                                      for_training=False).eval()
+        return models.load_base_model(
+            ModelConfig(base_model_name_or_path=model_id), rm.load_path, device, for_training=False
+        ).eval()
 
     adapter = a.adapter
     kept = common.RESULTS / "runs" / "last_app_adapter"
@@ -84,8 +85,17 @@ def main(argv=None) -> int:
     if adapter is None:
         made = tempfile.mkdtemp(prefix="bench_adapter_")
         torch.manual_seed(0)
-        pm = get_peft_model(load(), LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
-                                                lora_dropout=0.05, task_type="CAUSAL_LM", init_lora_weights=False))
+        pm = get_peft_model(
+            load(),
+            LoraConfig(
+                r=16,
+                lora_alpha=32,
+                target_modules=["q_proj", "v_proj"],
+                lora_dropout=0.05,
+                task_type="CAUSAL_LM",
+                init_lora_weights=False,
+            ),
+        )
         pm.save_pretrained(made)
         adapter = made
         del pm
@@ -109,22 +119,35 @@ def main(argv=None) -> int:
         sync()
         t = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
-                                 do_sample=False, temperature=None, top_p=None, top_k=None, streamer=st,
-                                 pad_token_id=pad)
+            out = model.generate(
+                **inputs,
+                max_new_tokens=a.new_tokens,
+                min_new_tokens=a.new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                streamer=st,
+                pad_token_id=pad,
+            )
         sync()
         t_end = time.perf_counter()
         n = out.shape[1] - inputs["input_ids"].shape[1]
-        return {"new_tokens": n, "s": t_end - t, "ttft_s": st.t_first - t,
-                "tok_per_s": n / (t_end - t), "decode_tok_per_s": (n - 1) / (t_end - st.t_first),
-                "ids": out[0, inputs["input_ids"].shape[1]:].tolist()}
+        return {
+            "new_tokens": n,
+            "s": t_end - t,
+            "ttft_s": st.t_first - t,
+            "tok_per_s": n / (t_end - t),
+            "decode_tok_per_s": (n - 1) / (t_end - st.t_first),
+            "ids": out[0, inputs["input_ids"].shape[1] :].tolist(),
+        }
 
     names = list(variants)
     for name in names:  # warm-up: the first call pays one-off costs
         call(variants[name], PROMPTS[0])
     calls: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(a.repeats):
-        order = names[r % 3:] + names[:r % 3]
+        order = names[r % 3 :] + names[: r % 3]
         for p in PROMPTS:
             for name in order:
                 calls[name].append({"prompt": p, "repeat": r, **call(variants[name], p)})
@@ -132,31 +155,59 @@ def main(argv=None) -> int:
     def med(name, key):
         return statistics.median(c[key] for c in calls[name])
 
-    same = {n: sum(c["ids"] == u["ids"] for c, u in zip(calls[n], calls["adapter unmerged"])) / len(calls[n])
-            for n in names}
+    same = {
+        n: sum(c["ids"] == u["ids"] for c, u in zip(calls[n], calls["adapter unmerged"])) / len(calls[n]) for n in names
+    }
     rows, agg = [], {}
     for n in names:
-        agg[n] = {k: {"median": med(n, k), "min": min(c[k] for c in calls[n]), "max": max(c[k] for c in calls[n])}
-                  for k in ("tok_per_s", "decode_tok_per_s", "ttft_s")}
+        agg[n] = {
+            k: {"median": med(n, k), "min": min(c[k] for c in calls[n]), "max": max(c[k] for c in calls[n])}
+            for k in ("tok_per_s", "decode_tok_per_s", "ttft_s")
+        }
         agg[n]["vs_base_tok_per_s"] = agg[n]["tok_per_s"]["median"] / med("base", "tok_per_s")
         agg[n]["same_tokens_as_unmerged"] = same[n]
-        rows.append([n, f"{agg[n]['tok_per_s']['median']:.1f} ({agg[n]['tok_per_s']['min']:.1f}-"
-                        f"{agg[n]['tok_per_s']['max']:.1f})",
-                     f"{agg[n]['decode_tok_per_s']['median']:.1f}",
-                     f"{agg[n]['ttft_s']['median'] * 1000:.0f} ({agg[n]['ttft_s']['min'] * 1000:.0f}-"
-                     f"{agg[n]['ttft_s']['max'] * 1000:.0f})",
-                     f"{agg[n]['vs_base_tok_per_s']:.3f}", f"{same[n]:.0%}"])
+        rows.append(
+            [
+                n,
+                f"{agg[n]['tok_per_s']['median']:.1f} ({agg[n]['tok_per_s']['min']:.1f}-"
+                f"{agg[n]['tok_per_s']['max']:.1f})",
+                f"{agg[n]['decode_tok_per_s']['median']:.1f}",
+                f"{agg[n]['ttft_s']['median'] * 1000:.0f} ({agg[n]['ttft_s']['min'] * 1000:.0f}-"
+                f"{agg[n]['ttft_s']['max'] * 1000:.0f})",
+                f"{agg[n]['vs_base_tok_per_s']:.3f}",
+                f"{same[n]:.0%}",
+            ]
+        )
     info = common.machine_info(device)
-    print(f"# {info.get('cpu', '')} {info.get('gpu', '')} | torch {info['torch']} | threads {info['torch_threads']} | "
-          f"load avg {info['loadavg_1m']} | {a.new_tokens} new tokens greedy, {len(PROMPTS)} prompts x "
-          f"{a.repeats} repeats | adapter {adapter if not made else 'random (made here)'}")
-    print(common.fmt_table(["variant", "new tok/s (min-max)", "decode tok/s", "TTFT ms (min-max)", "tok/s vs base",
-                            "same tokens as unmerged"], rows))
+    print(
+        f"# {info.get('cpu', '')} {info.get('gpu', '')} | torch {info['torch']} | threads {info['torch_threads']} | "
+        f"load avg {info['loadavg_1m']} | {a.new_tokens} new tokens greedy, {len(PROMPTS)} prompts x "
+        f"{a.repeats} repeats | adapter {adapter if not made else 'random (made here)'}"
+    )
+    print(
+        common.fmt_table(
+            [
+                "variant",
+                "new tok/s (min-max)",
+                "decode tok/s",
+                "TTFT ms (min-max)",
+                "tok/s vs base",
+                "same tokens as unmerged",
+            ],
+            rows,
+        )
+    )
     print(f"load: base {t_base:.1f} s, +adapter {t_unmerged:.1f} s, +adapter merged {t_merged:.1f} s")
-    out = {"kind": "generate", "args": vars(a), "model": model_id, "adapter": adapter if not made else "random",
-           "machine": info, "aggregate": agg,
-           "load_s": {"base": t_base, "adapter unmerged": t_unmerged, "adapter merged": t_merged},
-           "calls": {n: [{k: v for k, v in c.items() if k != "ids"} for c in cs] for n, cs in calls.items()}}
+    out = {
+        "kind": "generate",
+        "args": vars(a),
+        "model": model_id,
+        "adapter": adapter if not made else "random",
+        "machine": info,
+        "aggregate": agg,
+        "load_s": {"base": t_base, "adapter unmerged": t_unmerged, "adapter merged": t_merged},
+        "calls": {n: [{k: v for k, v in c.items() if k != "ids"} for c in cs] for n, cs in calls.items()},
+    }
     name = f"generate-{a.device}-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-{a.tag}" if a.tag else "")
     path = common.write_json(out, name + ".json")
     print(f"wrote {path}")

@@ -82,8 +82,10 @@ def main(argv=None) -> int:
     picks = [random.sample(range(len(rows)), 16) for _ in range(a.rounds)]
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
-                                             target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
     model.train()
     inner = model.base_model.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
         micro = lv.get("micro", 4)
         out = []
         for s in range(0, 16, micro):
-            sel = idx[s:s + micro]
+            sel = idx[s : s + micro]
             if lv.get("data") == "reference":
                 b = ref([tok(train[i], truncation=True, max_length=a.max_length) for i in sel])
             elif lv.get("data") == "flat":
@@ -148,8 +150,9 @@ def main(argv=None) -> int:
         reproduces the default's to rounding; dropout would otherwise differ call to call."""
         model.eval()
         bs = batches(lv, idx)
-        n_items = sum(int((b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:]).ne(-100).sum())
-                      for b in bs)
+        n_items = sum(
+            int((b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:]).ne(-100).sum()) for b in bs
+        )
         loss = 0.0
         with applied(lv):
             for b in bs:
@@ -163,8 +166,9 @@ def main(argv=None) -> int:
 
     def one_step(lv: dict, idx: list[int]) -> dict:
         bs = batches(lv, idx)
-        n_items = sum(int((b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:]).ne(-100).sum())
-                      for b in bs)
+        n_items = sum(
+            int((b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:]).ne(-100).sum()) for b in bs
+        )
         with applied(lv):
             t0, c0 = time.perf_counter(), time.process_time()
             loss_sum = 0.0
@@ -177,15 +181,14 @@ def main(argv=None) -> int:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         toks = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel() for b in bs)
         pos = sum(b["input_ids"].numel() for b in bs)
-        tg = sum(int((b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:]).ne(-100).sum())
-                 for b in bs)
+        tg = sum(int((b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:]).ne(-100).sum()) for b in bs)
         return {"wall_s": wall, "cpu_s": cpu, "tokens": toks, "positions": pos, "targets": tg, "loss": loss_sum}
 
     checks = {n: check(LEVERS[n], picks[0]) for n in names}  # also the warm-up of each lever
     peak = common.matmul_gflops("cpu", n=2048, reps=8)
     res: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(a.rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             res[n].append({"round": r, **one_step(LEVERS[n], picks[r])})
         print(f"  round {r + 1}/{a.rounds} done, load {common.loadavg()}", flush=True)
@@ -204,26 +207,72 @@ def main(argv=None) -> int:
         dloss = checks[n][0] - checks[d0][0]
         cos = float(torch.nn.functional.cosine_similarity(checks[n][1], checks[d0][1], dim=0))
         useful = statistics.median(common.train_flops(fm, x["tokens"], x["targets"], 0) / x["wall_s"] for x in xs)
-        out[n] = {"settings": LEVERS[n], "wall_s_median": wall, "wall_s_best": best, "cpu_s_median": cpu,
-                  "tokens_per_s": tps, "speedup_median_wall": base_wall / wall, "speedup_best_wall": base_best / best,
-                  "speedup_cpu": base_cpu / cpu, "loss_diff": dloss, "grad_cosine": cos,
-                  "mfu_useful": useful / (peak["best_gflops"] * 1e9),
-                  "padding_share": 1 - sum(x["tokens"] for x in xs) / sum(x["positions"] for x in xs),
-                  "check_loss": checks[n][0], "steps": xs}
-        table.append([n, f"{wall:.2f}", f"{best:.2f}", f"{cpu:.2f}", f"{tps:.0f}", f"{base_wall / wall:.2f}x",
-                      f"{base_best / best:.2f}x", f"{base_cpu / cpu:.2f}x", f"{dloss:+.5f}", f"{cos:.5f}",
-                      f"{out[n]['mfu_useful']:.0%}"])
+        out[n] = {
+            "settings": LEVERS[n],
+            "wall_s_median": wall,
+            "wall_s_best": best,
+            "cpu_s_median": cpu,
+            "tokens_per_s": tps,
+            "speedup_median_wall": base_wall / wall,
+            "speedup_best_wall": base_best / best,
+            "speedup_cpu": base_cpu / cpu,
+            "loss_diff": dloss,
+            "grad_cosine": cos,
+            "mfu_useful": useful / (peak["best_gflops"] * 1e9),
+            "padding_share": 1 - sum(x["tokens"] for x in xs) / sum(x["positions"] for x in xs),
+            "check_loss": checks[n][0],
+            "steps": xs,
+        }
+        table.append(
+            [
+                n,
+                f"{wall:.2f}",
+                f"{best:.2f}",
+                f"{cpu:.2f}",
+                f"{tps:.0f}",
+                f"{base_wall / wall:.2f}x",
+                f"{base_best / best:.2f}x",
+                f"{base_cpu / cpu:.2f}x",
+                f"{dloss:+.5f}",
+                f"{cos:.5f}",
+                f"{out[n]['mfu_useful']:.0%}",
+            ]
+        )
     info = common.machine_info("cpu")
-    print(f"# {info.get('cpu', '')} | torch {info['torch']} | threads {threads} | matmul peak "
-          f"{peak['best_gflops']} GFLOP/s | {a.rounds} rounds x 1 optimizer step (16 rows) per lever | "
-          f"load avg now {common.loadavg()}")
-    print(common.fmt_table(["lever (one change vs app default)", "wall s/step", "best wall", "CPU s/step",
-                            "tok/s", "speed-up (median)", "speed-up (best)", "speed-up (CPU)",
-                            "loss diff (no dropout)", "grad cos (no dropout)", "MFU"], table))
-    doc = {"kind": "levers-step", "args": vars(a), "threads": threads, "machine": info, "matmul_peak": peak,
-           "levers": out}
-    p = common.write_json(doc, f"levers-step-cpu-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-{a.tag}" if a.tag else "")
-                          + ".json")
+    print(
+        f"# {info.get('cpu', '')} | torch {info['torch']} | threads {threads} | matmul peak "
+        f"{peak['best_gflops']} GFLOP/s | {a.rounds} rounds x 1 optimizer step (16 rows) per lever | "
+        f"load avg now {common.loadavg()}"
+    )
+    print(
+        common.fmt_table(
+            [
+                "lever (one change vs app default)",
+                "wall s/step",
+                "best wall",
+                "CPU s/step",
+                "tok/s",
+                "speed-up (median)",
+                "speed-up (best)",
+                "speed-up (CPU)",
+                "loss diff (no dropout)",
+                "grad cos (no dropout)",
+                "MFU",
+            ],
+            table,
+        )
+    )
+    doc = {
+        "kind": "levers-step",
+        "args": vars(a),
+        "threads": threads,
+        "machine": info,
+        "matmul_peak": peak,
+        "levers": out,
+    }
+    p = common.write_json(
+        doc, f"levers-step-cpu-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-{a.tag}" if a.tag else "") + ".json"
+    )
     print(f"wrote {p.relative_to(common.REPO)}")
     return 0
 

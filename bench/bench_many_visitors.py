@@ -103,10 +103,13 @@ def main() -> None:
         rows.append(["1 session, idle", *_stats(one)])
         idle = measure(url, args.sessions, args.calls)
         rows.append([f"{args.sessions} sessions, idle", *_stats(idle)])
-        cfg = RunConfig.build({"data": {"path": str(common.REPO / "examples" / "quotes.jsonl")},
-                               "model": {"base_model_name_or_path": str(model)},
-                               "training": {"max_steps": 100_000, "warmup_steps": 0, "max_length": 32,
-                                            "save_steps": 100_000}})
+        cfg = RunConfig.build(
+            {
+                "data": {"path": str(common.REPO / "examples" / "quotes.jsonl")},
+                "model": {"base_model_name_or_path": str(model)},
+                "training": {"max_steps": 100_000, "warmup_steps": 0, "max_length": 32, "save_steps": 100_000},
+            }
+        )
         run = ctx.jobs.submit(cfg, owner="bench")
         while ctx.jobs.view(run).status != "training":
             time.sleep(0.2)

@@ -176,19 +176,38 @@ def profile_summary(prof, wall_s: float, steps: int, top: int = 20) -> dict:
         dev = getattr(e, "self_device_time_total", None)
         if dev is None:
             dev = getattr(e, "self_cuda_time_total", 0)
-        rows.append({"op": e.key, "count": e.count, "self_cpu_us": round(e.self_cpu_time_total),
-                     "self_device_us": round(dev or 0) if on_device else 0, "on_device": on_device})
+        rows.append(
+            {
+                "op": e.key,
+                "count": e.count,
+                "self_cpu_us": round(e.self_cpu_time_total),
+                "self_device_us": round(dev or 0) if on_device else 0,
+                "on_device": on_device,
+            }
+        )
     dev_total = sum(r["self_device_us"] for r in rows)
     cpu_total = sum(r["self_cpu_us"] for r in rows if not r["on_device"])
-    sync_ops = ("aten::item", "aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize",
-                "cudaMemcpyAsync", "cudaHostAlloc", "cudaMalloc", "cudaFree")
-    return {"steps": steps, "wall_s": round(wall_s, 4), "wall_s_per_step": round(wall_s / steps, 4),
-            "device_s_per_step": round(dev_total / 1e6 / steps, 4),
-            "device_busy": round(dev_total / 1e6 / wall_s, 3) if wall_s > 0 and dev_total else None,  # None: CPU run
-            "self_cpu_s_per_step": round(cpu_total / 1e6 / steps, 4),
-            "syncs": [r for r in rows if r["op"] in sync_ops],
-            "top_device": sorted(rows, key=lambda r: -r["self_device_us"])[:top],
-            "top_cpu": sorted(rows, key=lambda r: -r["self_cpu_us"])[:top]}
+    sync_ops = (
+        "aten::item",
+        "aten::_local_scalar_dense",
+        "cudaStreamSynchronize",
+        "cudaDeviceSynchronize",
+        "cudaMemcpyAsync",
+        "cudaHostAlloc",
+        "cudaMalloc",
+        "cudaFree",
+    )
+    return {
+        "steps": steps,
+        "wall_s": round(wall_s, 4),
+        "wall_s_per_step": round(wall_s / steps, 4),
+        "device_s_per_step": round(dev_total / 1e6 / steps, 4),
+        "device_busy": round(dev_total / 1e6 / wall_s, 3) if wall_s > 0 and dev_total else None,  # None: CPU run
+        "self_cpu_s_per_step": round(cpu_total / 1e6 / steps, 4),
+        "syncs": [r for r in rows if r["op"] in sync_ops],
+        "top_device": sorted(rows, key=lambda r: -r["self_device_us"])[:top],
+        "top_cpu": sorted(rows, key=lambda r: -r["self_cpu_us"])[:top],
+    }
 
 
 def _batch_counts(inputs) -> dict:
@@ -203,7 +222,7 @@ def _batch_counts(inputs) -> dict:
         lab = inputs["labels"].reshape(-1).tolist()
         starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
         # a real row has a target after its first token; the padding pseudo-row has none
-        segs = [(a, b) for a, b in zip(starts, starts[1:]) if any(x != -100 for x in lab[a + 1:b])]
+        segs = [(a, b) for a, b in zip(starts, starts[1:]) if any(x != -100 for x in lab[a + 1 : b])]
         lens = [b - a for a, b in segs]
         ends = [b - 1 for _, b in segs]
     else:
@@ -213,10 +232,15 @@ def _batch_counts(inputs) -> dict:
         targets = int((inputs["shift_labels"] != -100).sum())
     else:
         targets = int((inputs["labels"][..., 1:] != -100).sum())
-    return {"tokens": int(sum(lens)), "positions": int(ids.numel()), "targets": targets, "rows": len(lens),
-            "attn_pairs": int(sum(n * (n + 1) // 2 for n in lens)),
-            # tokens minus a trailing EOS per row: equal in both variants <=> same examples seen
-            "text_tokens": int(sum(lens)) - _eos_count(inputs, lens, ends)}
+    return {
+        "tokens": int(sum(lens)),
+        "positions": int(ids.numel()),
+        "targets": targets,
+        "rows": len(lens),
+        "attn_pairs": int(sum(n * (n + 1) // 2 for n in lens)),
+        # tokens minus a trailing EOS per row: equal in both variants <=> same examples seen
+        "text_tokens": int(sum(lens)) - _eos_count(inputs, lens, ends),
+    }
 
 
 _EOS_ID: list[int] = []
@@ -270,21 +294,38 @@ def run_app(spec: dict, ins: Instrument) -> tuple:
     from lora_app.events import read_events
 
     lv = spec["levers"]
-    t = {"max_steps": spec["steps"], "warmup_steps": spec["warmup"], "max_length": spec["max_length"],
-         "logging_steps": 1, "save_steps": 10 ** 6, "per_device_train_batch_size": spec["batch"],
-         "gradient_accumulation_steps": spec["accum"],
-         # The bench holds out its own rows (the same for both recipes): the app's own split would
-         # train it on 5% fewer rows and add evaluation time.
-         "eval_fraction": 0.0}
-    for k_cfg, k_lv in (("packing", "packing"), ("gradient_checkpointing", "gradient_checkpointing"),
-                        ("per_device_train_batch_size", "batch"), ("gradient_accumulation_steps", "accum"), ("merge_accumulation", "merge_accumulation")):
+    t = {
+        "max_steps": spec["steps"],
+        "warmup_steps": spec["warmup"],
+        "max_length": spec["max_length"],
+        "logging_steps": 1,
+        "save_steps": 10**6,
+        "per_device_train_batch_size": spec["batch"],
+        "gradient_accumulation_steps": spec["accum"],
+        # The bench holds out its own rows (the same for both recipes): the app's own split would
+        # train it on 5% fewer rows and add evaluation time.
+        "eval_fraction": 0.0,
+    }
+    for k_cfg, k_lv in (
+        ("packing", "packing"),
+        ("gradient_checkpointing", "gradient_checkpointing"),
+        ("per_device_train_batch_size", "batch"),
+        ("gradient_accumulation_steps", "accum"),
+        ("merge_accumulation", "merge_accumulation"),
+    ):
         if k_lv in lv:
             t[k_cfg] = lv[k_lv]
     lora = {"lora_dropout": lv["lora_dropout"]} if "lora_dropout" in lv else {}
-    raw = {"data": {"path": spec["train_file"]},
-           "model": {"base_model_name_or_path": spec["model"], "quantization": spec["quant"],
-                     **({"precision": lv["precision"]} if "precision" in lv else {})},
-           "lora": lora, "training": t}
+    raw = {
+        "data": {"path": spec["train_file"]},
+        "model": {
+            "base_model_name_or_path": spec["model"],
+            "quantization": spec["quant"],
+            **({"precision": lv["precision"]} if "precision" in lv else {}),
+        },
+        "lora": lora,
+        "training": t,
+    }
     for key, value in (spec.get("set") or {}).items():  # --set section.field=value: any RunConfig field
         section, field = key.split(".", 1)
         raw.setdefault(section, {})[field] = value
@@ -311,8 +352,13 @@ def run_app(spec: dict, ins: Instrument) -> tuple:
 def run_reference(spec: dict, ins: Instrument) -> tuple:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
 
     from lora_app import models
 
@@ -330,24 +376,51 @@ def run_reference(spec: dict, ins: Instrument) -> tuple:
     if spec["quant"] in ("8bit", "4bit"):
         from transformers import BitsAndBytesConfig
 
-        kw["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if spec["quant"] == "8bit" else
-                                     BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                        bnb_4bit_use_double_quant=True,
-                                                        bnb_4bit_compute_dtype=torch.bfloat16))
+        kw["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True)
+            if spec["quant"] == "8bit"
+            else BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+        )
         kw["device_map"] = {"": 0}
     model = AutoModelForCausalLM.from_pretrained(path, **kw)
     if spec["quant"] in ("8bit", "4bit"):
         model = prepare_model_for_kbit_training(model)  # notebook: gradient checkpointing on (default)
     elif cuda:
         model.to("cuda")
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
-                                             lora_dropout=0.05, bias="none", task_type="CAUSAL_LM"))
-    args = TrainingArguments(output_dir=spec["run_dir"], per_device_train_batch_size=spec["batch"],
-                             gradient_accumulation_steps=spec["accum"], warmup_steps=spec["warmup"],
-                             max_steps=spec["steps"], learning_rate=LR, logging_steps=1, save_strategy="no",
-                             report_to=[], seed=42, bf16=cuda, use_cpu=not cuda, disable_tqdm=True)
-    trainer = Trainer(model=model, train_dataset=data, args=args,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=16,
+            lora_alpha=32,
+            target_modules=["q_proj", "v_proj"],
+            lora_dropout=0.05,
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+    )
+    args = TrainingArguments(
+        output_dir=spec["run_dir"],
+        per_device_train_batch_size=spec["batch"],
+        gradient_accumulation_steps=spec["accum"],
+        warmup_steps=spec["warmup"],
+        max_steps=spec["steps"],
+        learning_rate=LR,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=42,
+        bf16=cuda,
+        use_cpu=not cuda,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model, train_dataset=data, args=args, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    )
     model.config.use_cache = False
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -377,23 +450,36 @@ def worker(spec_path: str) -> int:
     model, tok, losses, extra = run(spec, ins)
     t_done = time.time()
     peak_rss = common.peak_rss_mib()
-    gpu_peak = torch.cuda.max_memory_allocated() / 2 ** 20 if spec["device"] == "cuda" else None
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if spec["device"] == "cuda" else None
     steps = ins.per_step()
     fm = common.flop_model(model)
     ev = common.heldout_loss(model, tok, spec["heldout"], spec["max_length"])
     mm_after = common.matmul_gflops(spec["device"], n=1024, reps=5)
     res = {
-        "variant": spec["variant"], "levers": spec["levers"], "repeat": spec.get("repeat"),
-        "threads": torch.get_num_threads(), "steps": steps, "flop_model": fm,
+        "variant": spec["variant"],
+        "levers": spec["levers"],
+        "repeat": spec.get("repeat"),
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "flop_model": fm,
         "train_loop_s": ins.steps[-1][0] - ins.begin[0],
         "train_loop_cpu_s": ins.steps[-1][1] - ins.begin[1],
-        "load_s": ins.begin_wall - T_PROCESS_START, "end_to_end_s": t_done - T_PROCESS_START,
-        "peak_rss_mib": round(peak_rss, 1), "gpu_peak_mib": gpu_peak,
-        "train_losses": losses, "heldout": ev, "matmul_1024_before": mm_before, "matmul_1024_after": mm_after,
-        "loadavg_before": load_before, "loadavg_after": common.loadavg(),
+        "load_s": ins.begin_wall - T_PROCESS_START,
+        "end_to_end_s": t_done - T_PROCESS_START,
+        "peak_rss_mib": round(peak_rss, 1),
+        "gpu_peak_mib": gpu_peak,
+        "train_losses": losses,
+        "heldout": ev,
+        "matmul_1024_before": mm_before,
+        "matmul_1024_after": mm_after,
+        "loadavg_before": load_before,
+        "loadavg_after": common.loadavg(),
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "gradient_checkpointing": _checkpointing(model),
-        "param_dtypes": _param_dtypes(model), "dynamo": _dynamo_stats(), "profile": ins.profile, **extra,
+        "param_dtypes": _param_dtypes(model),
+        "dynamo": _dynamo_stats(),
+        "profile": ins.profile,
+        **extra,
     }
     Path(spec["out"]).write_text(json.dumps(res, default=str))
     return 0
@@ -440,8 +526,9 @@ def worker_base_eval(spec_path: str) -> int:
 
     rm = models.resolve_model(spec["model"])
     tok = models.load_tokenizer(rm.load_path)
-    model = models.load_base_model(ModelConfig(base_model_name_or_path=spec["model"]), rm.load_path,
-                                   models.device_kind(), for_training=False)
+    model = models.load_base_model(
+        ModelConfig(base_model_name_or_path=spec["model"]), rm.load_path, models.device_kind(), for_training=False
+    )
     Path(spec["out"]).write_text(json.dumps(common.heldout_loss(model, tok, spec["heldout"], spec["max_length"])))
     return 0
 
@@ -473,15 +560,20 @@ def summarize(res: dict, peak_gflops: float, nominal_gflops: float | None = None
         "examples_per_s": statistics.median(s["rows"] / s["s"] for s in body),
         "s_per_step": statistics.median(s["s"] for s in body),
         "cpu_s_per_step": statistics.median(s["cpu_s"] for s in body),
-        "train_loop_s": res["train_loop_s"], "end_to_end_s": res["end_to_end_s"], "load_s": res["load_s"],
-        "peak_rss_mib": res["peak_rss_mib"], "gpu_peak_mib": res["gpu_peak_mib"],
-        "heldout_loss": res["heldout"]["loss"], "heldout_loss_text_only": res["heldout"]["loss_text_only"],
+        "train_loop_s": res["train_loop_s"],
+        "end_to_end_s": res["end_to_end_s"],
+        "load_s": res["load_s"],
+        "peak_rss_mib": res["peak_rss_mib"],
+        "gpu_peak_mib": res["gpu_peak_mib"],
+        "heldout_loss": res["heldout"]["loss"],
+        "heldout_loss_text_only": res["heldout"]["loss_text_only"],
         "last_train_loss": res["train_losses"][-1] if res["train_losses"] else None,
         "mfu_useful": statistics.median(fl) / (peak_gflops * 1e9),
         "mfu_hardware": statistics.median(hw) / (peak_gflops * 1e9),
         "mfu_useful_nominal": statistics.median(fl) / (nominal_gflops * 1e9) if nominal_gflops else None,
         "useful_tflops": statistics.median(fl) / 1e12,
-        "padding_share": 1 - tot["tokens"] / tot["positions"], **{f"total_{k}": v for k, v in tot.items()},
+        "padding_share": 1 - tot["tokens"] / tot["positions"],
+        **{f"total_{k}": v for k, v in tot.items()},
         "matmul_1024_median_gflops": res["matmul_1024_before"]["median_gflops"],
         "loadavg": res["loadavg_before"],
     }
@@ -504,11 +596,22 @@ def spawn(spec: dict, tmp: Path, name: str, mode: str = "--_worker", timeout: in
     sp.write_text(json.dumps(spec))
     # the repo first, then what the caller had (run_gpu.sh puts its wheels' folder there)
     pp = os.pathsep.join([str(common.REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env = {**os.environ, "PYTHONPATH": pp, "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": pp,
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
     t0 = time.time()
-    p = subprocess.run([sys.executable, __file__, mode, str(sp)], cwd=common.REPO, env=env, timeout=timeout,
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, __file__, mode, str(sp)],
+        cwd=common.REPO,
+        env=env,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+    )
     if p.returncode != 0 or not Path(spec["out"]).exists():
         sys.stderr.write(p.stdout[-3000:] + p.stderr[-6000:])
         raise RuntimeError(f"worker {name} failed (exit {p.returncode})")
@@ -528,10 +631,13 @@ def startup_latency(model: str, train_file: str, tmp: Path, repeats: int = 2) ->
     jm = JobManager(tmp / "jobs", poll_s=0.05)
     try:
         for i in range(repeats):
-            cfg = RunConfig.build({"data": {"path": train_file, "max_rows": 64},
-                                   "model": {"base_model_name_or_path": model, "quantization": "none"},
-                                   "training": {"max_steps": 1, "warmup_steps": 0, "max_length": 128,
-                                                "save_steps": 10 ** 6}})
+            cfg = RunConfig.build(
+                {
+                    "data": {"path": train_file, "max_rows": 64},
+                    "model": {"base_model_name_or_path": model, "quantization": "none"},
+                    "training": {"max_steps": 1, "warmup_steps": 0, "max_length": 128, "save_steps": 10**6},
+                }
+            )
             t0 = time.time()
             rid = jm.submit(cfg)
             seen: dict[str, float] = {}
@@ -558,15 +664,26 @@ def _agg(vals: list[float]) -> dict:
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
-METRICS = [("tokens_per_s", "non-pad tok/s", "{:.0f}"), ("examples_per_s", "examples/s", "{:.2f}"),
-           ("best_step_tokens_per_s", "best-step tok/s", "{:.0f}"), ("tokens_per_cpu_s", "tok per CPU-s", "{:.0f}"),
-           ("s_per_step", "s/opt step", "{:.2f}"), ("cpu_s_per_step", "CPU s/step", "{:.2f}"),
-           ("train_loop_s", "train wall s", "{:.1f}"), ("end_to_end_s", "process wall s", "{:.1f}"),
-           ("peak_rss_mib", "peak RSS MiB", "{:.0f}"), ("gpu_peak_mib", "GPU peak MiB", "{:.0f}"),
-           ("heldout_loss", "held-out loss", "{:.4f}"), ("heldout_loss_text_only", "held-out (no EOS)", "{:.4f}"),
-           ("mfu_useful", "MFU useful", "{:.1%}"), ("mfu_hardware", "MFU hw", "{:.1%}"),
-           ("mfu_useful_nominal", "MFU useful vs nominal", "{:.1%}"), ("useful_tflops", "useful TFLOP/s", "{:.1f}"),
-           ("padding_share", "padding", "{:.1%}"), ("warmup_extra_s", "first-steps extra s", "{:.1f}")]
+METRICS = [
+    ("tokens_per_s", "non-pad tok/s", "{:.0f}"),
+    ("examples_per_s", "examples/s", "{:.2f}"),
+    ("best_step_tokens_per_s", "best-step tok/s", "{:.0f}"),
+    ("tokens_per_cpu_s", "tok per CPU-s", "{:.0f}"),
+    ("s_per_step", "s/opt step", "{:.2f}"),
+    ("cpu_s_per_step", "CPU s/step", "{:.2f}"),
+    ("train_loop_s", "train wall s", "{:.1f}"),
+    ("end_to_end_s", "process wall s", "{:.1f}"),
+    ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
+    ("gpu_peak_mib", "GPU peak MiB", "{:.0f}"),
+    ("heldout_loss", "held-out loss", "{:.4f}"),
+    ("heldout_loss_text_only", "held-out (no EOS)", "{:.4f}"),
+    ("mfu_useful", "MFU useful", "{:.1%}"),
+    ("mfu_hardware", "MFU hw", "{:.1%}"),
+    ("mfu_useful_nominal", "MFU useful vs nominal", "{:.1%}"),
+    ("useful_tflops", "useful TFLOP/s", "{:.1f}"),
+    ("padding_share", "padding", "{:.1%}"),
+    ("warmup_extra_s", "first-steps extra s", "{:.1f}"),
+]
 
 
 def cell(a: dict, fmt: str) -> str:
@@ -590,19 +707,41 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=common.DATA, help="JSONL of quotes (default: examples/quotes.jsonl)")
     ap.add_argument("--batch", type=int, default=BATCH, help="per_device_train_batch_size of both variants")
     ap.add_argument("--accum", type=int, default=ACCUM, help="gradient_accumulation_steps of both variants")
-    ap.add_argument("--keep-adapter", type=Path, default=common.RESULTS / "runs" / "last_app_adapter",
-                    help="where the last app run's adapter is copied (for bench_generate.py)")
-    ap.add_argument("--profile-steps", type=int, default=0,
-                    help="run this many optimizer steps (after the first 3) under torch.profiler; they are left "
-                         "out of the medians and summarized in each run's 'profile'")
-    ap.add_argument("--nominal-peak-tflops", type=float, default=989.0,
-                    help="CUDA only: the GPU's dense bf16 peak for a second MFU figure (989: H100/H200 SXM)")
+    ap.add_argument(
+        "--keep-adapter",
+        type=Path,
+        default=common.RESULTS / "runs" / "last_app_adapter",
+        help="where the last app run's adapter is copied (for bench_generate.py)",
+    )
+    ap.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        help="run this many optimizer steps (after the first 3) under torch.profiler; they are left "
+        "out of the medians and summarized in each run's 'profile'",
+    )
+    ap.add_argument(
+        "--nominal-peak-tflops",
+        type=float,
+        default=989.0,
+        help="CUDA only: the GPU's dense bf16 peak for a second MFU figure (989: H100/H200 SXM)",
+    )
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of the steps)")
     ap.add_argument("--variants", default="reference,app")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                    help="app variant: a RunConfig field (YAML value), e.g. training.use_liger_kernel=off; repeatable")
-    ap.add_argument("--repeat-data", type=int, default=1, metavar="N",
-                    help="repeat the training rows N times (a big batch needs more rows than the file has)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="app variant: a RunConfig field (YAML value), e.g. training.use_liger_kernel=off; repeatable",
+    )
+    ap.add_argument(
+        "--repeat-data",
+        type=int,
+        default=1,
+        metavar="N",
+        help="repeat the training rows N times (a big batch needs more rows than the file has)",
+    )
     ap.add_argument("--levers", action="store_true", help="run the app path once per lever instead (LEVERS)")
     ap.add_argument("--only-levers", default=None, help="comma-separated lever names (with --levers)")
     ap.add_argument("--no-startup", action="store_true", help="skip the submit -> first event measurement")
@@ -610,8 +749,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default=None, help="suffix for the JSON file name")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the run folders (printed path)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in the workers (default: torch's)")
-    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="LOAD",
-                    help="before each run wait (at most 180 s) until the 1-minute load average is below LOAD")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="LOAD",
+        help="before each run wait (at most 180 s) until the 1-minute load average is below LOAD",
+    )
     a = ap.parse_args(argv)
     if a.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -640,30 +784,64 @@ def main(argv=None) -> int:
     if a.wait_quiet:
         global _QUIET
         _QUIET = a.wait_quiet
-    base = {"threads": a.threads, "device": a.device, "model": model, "quant": a.quant, "steps": steps, "warmup": warmup,
-            "max_length": a.max_length, "train_file": str(train_file), "heldout": held, "batch": a.batch,
-            "accum": a.accum, "set": overrides, "profile_steps": a.profile_steps}
+    base = {
+        "threads": a.threads,
+        "device": a.device,
+        "model": model,
+        "quant": a.quant,
+        "steps": steps,
+        "warmup": warmup,
+        "max_length": a.max_length,
+        "train_file": str(train_file),
+        "heldout": held,
+        "batch": a.batch,
+        "accum": a.accum,
+        "set": overrides,
+        "profile_steps": a.profile_steps,
+    }
 
     if a.threads:  # the peak (and the header) with the workers' thread count
         import torch
 
         torch.set_num_threads(a.threads)
     # MFU is taken against the dtype the run computes in: float32 on CPU, bf16 on CUDA.
-    peak = (common.matmul_gflops("cpu", n=2048, reps=10) if a.device == "cpu" else
-            common.matmul_gflops("cuda", n=8192, reps=20, dtype="bfloat16"))
+    peak = (
+        common.matmul_gflops("cpu", n=2048, reps=10)
+        if a.device == "cpu"
+        else common.matmul_gflops("cuda", n=8192, reps=20, dtype="bfloat16")
+    )
     info = common.machine_info(a.device)
     nominal = a.nominal_peak_tflops * 1e3 if a.device == "cuda" else None
-    stem = (f"train-{'levers-' if a.levers else ''}{a.device}-{a.quant}-{time.strftime('%Y%m%d-%H%M%S')}"
-            + (f"-{a.tag}" if a.tag else "") + ".json")
+    stem = (
+        f"train-{'levers-' if a.levers else ''}{a.device}-{a.quant}-{time.strftime('%Y%m%d-%H%M%S')}"
+        + (f"-{a.tag}" if a.tag else "")
+        + ".json"
+    )
 
     def write_partial():  # after every run: a step killed by its time limit still leaves what it measured
-        common.write_json({"kind": "partial", "args": vars(a), "model": model, "machine": info, "matmul_peak": peak,
-                           "summaries": {x["label"] + f"#{i}": summarize(x, peak["best_gflops"], nominal)
-                                         for i, x in enumerate(runs)}}, stem)
-    print(f"# {info.get('cpu', '')} {info.get('gpu', '')} | torch {info['torch']} | threads {info['torch_threads']} | "
-          f"matmul peak {peak['best_gflops']} GFLOP/s ({peak['dtype']} {peak['n']}^2; median {peak['median_gflops']})")
-    print(f"# {len(train)} training rows, {len(held)} held out; {steps} optimizer steps x {a.batch} x {a.accum} = "
-          f"{steps * rows_per_step} examples per variant; warmup {warmup}; max_length {a.max_length}", flush=True)
+        common.write_json(
+            {
+                "kind": "partial",
+                "args": vars(a),
+                "model": model,
+                "machine": info,
+                "matmul_peak": peak,
+                "summaries": {
+                    x["label"] + f"#{i}": summarize(x, peak["best_gflops"], nominal) for i, x in enumerate(runs)
+                },
+            },
+            stem,
+        )
+
+    print(
+        f"# {info.get('cpu', '')} {info.get('gpu', '')} | torch {info['torch']} | threads {info['torch_threads']} | "
+        f"matmul peak {peak['best_gflops']} GFLOP/s ({peak['dtype']} {peak['n']}^2; median {peak['median_gflops']})"
+    )
+    print(
+        f"# {len(train)} training rows, {len(held)} held out; {steps} optimizer steps x {a.batch} x {a.accum} = "
+        f"{steps * rows_per_step} examples per variant; warmup {warmup}; max_length {a.max_length}",
+        flush=True,
+    )
 
     runs: list[dict] = []
     if a.levers:
@@ -675,21 +853,27 @@ def main(argv=None) -> int:
             runs.append(res)
             write_partial()
             s = summarize(res, peak["best_gflops"], nominal)
-            print(f"  [{r}] {n}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
-                  f"loss {s['heldout_loss']:.4f}, RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}", flush=True)
+            print(
+                f"  [{r}] {n}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
+                f"loss {s['heldout_loss']:.4f}, RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}",
+                flush=True,
+            )
         labels = names
     else:
         variants = a.variants.split(",")
         for r in range(a.repeats):
-            for v in (variants if r % 2 == 0 else variants[::-1]):
+            for v in variants if r % 2 == 0 else variants[::-1]:
                 res = spawn({**base, "variant": v, "levers": {}, "repeat": r}, tmp, f"{v}{r}")
                 res["label"] = v
                 runs.append(res)
                 write_partial()
                 s = summarize(res, peak["best_gflops"], nominal)
-                print(f"  [{r}] {v}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
-                      f"train {s['train_loop_s']:.1f} s, loss {s['heldout_loss']:.4f}, "
-                      f"RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}", flush=True)
+                print(
+                    f"  [{r}] {v}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
+                    f"train {s['train_loop_s']:.1f} s, loss {s['heldout_loss']:.4f}, "
+                    f"RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}",
+                    flush=True,
+                )
         labels = variants
         if "app" in variants:  # keep the last app adapter for bench_generate.py (ignored by git: runs/)
             import shutil
@@ -707,12 +891,16 @@ def main(argv=None) -> int:
         startup = startup_latency(model, str(train_file), tmp)
 
     summaries = {lab: [summarize(x, peak["best_gflops"], nominal) for x in runs if x["label"] == lab] for lab in labels}
-    agg = {lab: {m: _agg([s[m] for s in ss]) for m, _, _ in METRICS + [("load_s", "", ""),
-                                                                       ("total_text_tokens", "", "")]}
-           for lab, ss in summaries.items()}
+    agg = {
+        lab: {m: _agg([s[m] for s in ss]) for m, _, _ in METRICS + [("load_s", "", ""), ("total_text_tokens", "", "")]}
+        for lab, ss in summaries.items()
+    }
     headers = ["metric"] + labels
-    rows = [[title] + [cell(agg[lab][m], fmt) for lab in labels] for m, title, fmt in METRICS
-            if any(agg[lab][m]["median"] is not None for lab in labels)]
+    rows = [
+        [title] + [cell(agg[lab][m], fmt) for lab in labels]
+        for m, title, fmt in METRICS
+        if any(agg[lab][m]["median"] is not None for lab in labels)
+    ]
     ref_lab = "reference" if "reference" in labels else labels[0]
     ratio_rows = []
     for lab in labels:
@@ -720,26 +908,54 @@ def main(argv=None) -> int:
             continue
         r = agg[lab]["tokens_per_s"]["median"] / agg[ref_lab]["tokens_per_s"]["median"]
         w = agg[ref_lab]["train_loop_s"]["median"] / agg[lab]["train_loop_s"]["median"]
-        ratio_rows.append([lab, f"{r:.2f}x", f"{w:.2f}x",
-                           f"{agg[lab]['heldout_loss']['median'] - agg[ref_lab]['heldout_loss']['median']:+.4f}",
-                           f"{agg[lab]['peak_rss_mib']['median'] - agg[ref_lab]['peak_rss_mib']['median']:+.0f}"])
+        ratio_rows.append(
+            [
+                lab,
+                f"{r:.2f}x",
+                f"{w:.2f}x",
+                f"{agg[lab]['heldout_loss']['median'] - agg[ref_lab]['heldout_loss']['median']:+.4f}",
+                f"{agg[lab]['peak_rss_mib']['median'] - agg[ref_lab]['peak_rss_mib']['median']:+.0f}",
+            ]
+        )
     print()
-    print("median over repeats (min-max); per-step values are medians over steps after the first "
-          f"{WARMUP_SKIP}; {a.repeats} repeat(s)")
+    print(
+        "median over repeats (min-max); per-step values are medians over steps after the first "
+        f"{WARMUP_SKIP}; {a.repeats} repeat(s)"
+    )
     print(common.fmt_table(headers, rows))
     print()
-    print(common.fmt_table([f"vs {ref_lab}", "tok/s ratio", "wall-time speedup", "held-out loss diff",
-                            "peak RSS diff MiB"], ratio_rows))
+    print(
+        common.fmt_table(
+            [f"vs {ref_lab}", "tok/s ratio", "wall-time speedup", "held-out loss diff", "peak RSS diff MiB"], ratio_rows
+        )
+    )
     if base_eval:
-        print(f"\nbase model (no adapter) held-out loss {base_eval['loss']:.4f} (no EOS {base_eval['loss_text_only']:.4f})")
+        print(
+            f"\nbase model (no adapter) held-out loss {base_eval['loss']:.4f} (no EOS {base_eval['loss_text_only']:.4f})"
+        )
     if startup:
-        print("submit -> first events (s): " + "; ".join(
-            ", ".join(f"{k[10:-2]} {v}" for k, v in s.items() if k.startswith("submit_to_")) for s in startup))
-    out = {"kind": "levers" if a.levers else "train", "args": vars(a), "model": model, "steps": steps,
-           "examples": steps * rows_per_step, "warmup": warmup, "machine": info, "matmul_peak": peak,
-           "flops_counting": common.train_flops.__doc__, "aggregate": agg, "summaries": summaries,
-           "base_model_heldout": base_eval, "startup": startup,
-           "runs": [{k: v for k, v in x.items() if k != "heldout_texts"} for x in runs]}
+        print(
+            "submit -> first events (s): "
+            + "; ".join(
+                ", ".join(f"{k[10:-2]} {v}" for k, v in s.items() if k.startswith("submit_to_")) for s in startup
+            )
+        )
+    out = {
+        "kind": "levers" if a.levers else "train",
+        "args": vars(a),
+        "model": model,
+        "steps": steps,
+        "examples": steps * rows_per_step,
+        "warmup": warmup,
+        "machine": info,
+        "matmul_peak": peak,
+        "flops_counting": common.train_flops.__doc__,
+        "aggregate": agg,
+        "summaries": summaries,
+        "base_model_heldout": base_eval,
+        "startup": startup,
+        "runs": [{k: v for k, v in x.items() if k != "heldout_texts"} for x in runs],
+    }
     path = common.write_json(out, stem)
     print(f"\nwrote {path}")
     if not a.keep_tmp:

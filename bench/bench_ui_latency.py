@@ -80,8 +80,13 @@ def pct(xs: list[float], q: float) -> float:
 def summary(xs: list[float]) -> dict:
     if not xs:
         return {"n": 0}
-    return {"n": len(xs), "median": round(pct(xs, 50), 3), "p90": round(pct(xs, 90), 3),
-            "max": round(max(xs), 3), "min": round(min(xs), 3)}
+    return {
+        "n": len(xs),
+        "median": round(pct(xs, 50), 3),
+        "p90": round(pct(xs, 90), 3),
+        "max": round(max(xs), 3),
+        "min": round(min(xs), 3),
+    }
 
 
 def first_seen(obs: list, step: int) -> float | None:
@@ -132,16 +137,31 @@ def one_run(page, ctx, args, yields: list) -> dict:
             transport.append(seen - served)
     prog_lat = [s - e["time"] for e in progs if (s := first_seen(prog_obs, e["step"])) is not None]
     steps = [e["time"] for e in logs]
-    return {"run_id": run_id, "status": status, "wall_s": round(time.time() - t0, 1),
-            "log_events": len(logs), "matched": len(lat), "missed_steps": missed,
-            "s_per_step": round((steps[-1] - steps[0]) / max(1, len(steps) - 1), 3) if steps else None,
-            "latency_s": summary(lat), "event_to_server_yield_s": summary(poll),
-            "server_yield_to_browser_s": summary(transport), "set_to_next_frame_s": summary(frame),
-            "progress_latency_s": summary(prog_lat), "browser_updates": len(log_obs),
-            "server_yields": len(yields), "loadavg_end": common.loadavg(),
-            "per_event": [{"step": e["step"], "time": e["time"],
-                           "latency_s": None if (s := first_seen(log_obs, e["step"])) is None
-                           else round(s - e["time"], 3)} for e in logs]}
+    return {
+        "run_id": run_id,
+        "status": status,
+        "wall_s": round(time.time() - t0, 1),
+        "log_events": len(logs),
+        "matched": len(lat),
+        "missed_steps": missed,
+        "s_per_step": round((steps[-1] - steps[0]) / max(1, len(steps) - 1), 3) if steps else None,
+        "latency_s": summary(lat),
+        "event_to_server_yield_s": summary(poll),
+        "server_yield_to_browser_s": summary(transport),
+        "set_to_next_frame_s": summary(frame),
+        "progress_latency_s": summary(prog_lat),
+        "browser_updates": len(log_obs),
+        "server_yields": len(yields),
+        "loadavg_end": common.loadavg(),
+        "per_event": [
+            {
+                "step": e["step"],
+                "time": e["time"],
+                "latency_s": None if (s := first_seen(log_obs, e["step"])) is None else round(s - e["time"], 3),
+            }
+            for e in logs
+        ],
+    }
 
 
 def main(argv=None) -> int:
@@ -194,10 +214,15 @@ def main(argv=None) -> int:
             page.get_by_role("button", name="Use the example quotes (1,000 rows)", exact=True).click()
             page.get_by_text(re.compile(r"rows from")).wait_for()
             page.get_by_role("tab", name="2. LoRA", exact=True).click()
-            for label, value in [("Base model (Hub id or local folder)", model), ("max_steps", a.steps),
-                                 ("warmup_steps", 0), ("max_length (tokens per row)", 64),
-                                 ("per_device_train_batch_size", 4), ("gradient_accumulation_steps", a.accum),
-                                 ("save_steps", 100_000)]:
+            for label, value in [
+                ("Base model (Hub id or local folder)", model),
+                ("max_steps", a.steps),
+                ("warmup_steps", 0),
+                ("max_length (tokens per row)", 64),
+                ("per_device_train_batch_size", 4),
+                ("gradient_accumulation_steps", a.accum),
+                ("save_steps", 100_000),
+            ]:
                 field = page.get_by_label(label, exact=label != "Base model (Hub id or local folder)")
                 field.fill(str(value))
                 field.press("Tab")  # blur: Gradio commits the value
@@ -216,21 +241,57 @@ def main(argv=None) -> int:
     def cell(d):
         return f"{d['median']:.3f} / {d['p90']:.3f} / {d['max']:.3f}" if d.get("n") else "-"
 
-    rows = [[i + 1, r["status"], f"{r['matched']}/{r['log_events']}", r["s_per_step"], cell(r["latency_s"]),
-             cell(r["event_to_server_yield_s"]), cell(r["server_yield_to_browser_s"]), cell(r["progress_latency_s"]),
-             r["wall_s"]] for i, r in enumerate(runs)]
+    rows = [
+        [
+            i + 1,
+            r["status"],
+            f"{r['matched']}/{r['log_events']}",
+            r["s_per_step"],
+            cell(r["latency_s"]),
+            cell(r["event_to_server_yield_s"]),
+            cell(r["server_yield_to_browser_s"]),
+            cell(r["progress_latency_s"]),
+            r["wall_s"],
+        ]
+        for i, r in enumerate(runs)
+    ]
     info = common.machine_info("cpu")
-    print(f"# {info.get('cpu', '')} | POLL_S {train_tab.POLL_S} s | load avg {load0} -> {common.loadavg()} | "
-          f"{a.steps} steps, accum {a.accum}, tiny llama 128x4")
-    print(common.fmt_table(["run", "status", "log events matched", "s/step", "event->browser s med/p90/max",
-                            "event->server yield", "server yield->browser", "progress event->bar", "wall s"], rows))
+    print(
+        f"# {info.get('cpu', '')} | POLL_S {train_tab.POLL_S} s | load avg {load0} -> {common.loadavg()} | "
+        f"{a.steps} steps, accum {a.accum}, tiny llama 128x4"
+    )
+    print(
+        common.fmt_table(
+            [
+                "run",
+                "status",
+                "log events matched",
+                "s/step",
+                "event->browser s med/p90/max",
+                "event->server yield",
+                "server yield->browser",
+                "progress event->bar",
+                "wall s",
+            ],
+            rows,
+        )
+    )
     every = [x["latency_s"] for r in runs for x in r["per_event"] if x["latency_s"] is not None]
     total = summary(every)
     if total["n"]:
-        print(f"all runs: {total['n']} events, median {total['median']} s, p90 {total['p90']} s, "
-              f"max {total['max']} s; target <= 1 s: {'met' if total['max'] <= 1 else 'NOT met'} (max)")
-    out = {"kind": "ui-latency", "args": vars(a), "poll_s": train_tab.POLL_S, "machine": info,
-           "loadavg_start": load0, "latency_s": total, "runs": runs}
+        print(
+            f"all runs: {total['n']} events, median {total['median']} s, p90 {total['p90']} s, "
+            f"max {total['max']} s; target <= 1 s: {'met' if total['max'] <= 1 else 'NOT met'} (max)"
+        )
+    out = {
+        "kind": "ui-latency",
+        "args": vars(a),
+        "poll_s": train_tab.POLL_S,
+        "machine": info,
+        "loadavg_start": load0,
+        "latency_s": total,
+        "runs": runs,
+    }
     name = f"ui-latency-cpu-{time.strftime('%Y%m%d-%H%M%S')}" + (f"-{a.tag}" if a.tag else "")
     path = common.write_json(out, name + ".json")
     print(f"wrote {path.relative_to(common.REPO)}")

@@ -47,9 +47,15 @@ def matmul_gflops(device: str = "cpu", n: int = 2048, reps: int = 8, dtype: str 
         a @ b
         sync()
         times.append(time.perf_counter() - t)
-    flop = 2 * n ** 3
-    return {"n": n, "dtype": dtype, "device": device, "best_gflops": round(flop / min(times) / 1e9, 1),
-            "median_gflops": round(flop / statistics.median(times) / 1e9, 1), "reps": reps}
+    flop = 2 * n**3
+    return {
+        "n": n,
+        "dtype": dtype,
+        "device": device,
+        "best_gflops": round(flop / min(times) / 1e9, 1),
+        "median_gflops": round(flop / statistics.median(times) / 1e9, 1),
+        "reps": reps,
+    }
 
 
 def peak_rss_mib() -> float:
@@ -63,13 +69,13 @@ def peak_rss_mib() -> float:
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 1024 if sys.platform != "darwin" else r / 2 ** 20
+    return r / 1024 if sys.platform != "darwin" else r / 2**20
 
 
 def rss_mib() -> float:
     import psutil
 
-    return psutil.Process().memory_info().rss / 2 ** 20
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def loadavg() -> float | None:
@@ -84,8 +90,14 @@ def machine_info(device: str) -> dict:
 
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "platform": platform.platform(), "loadavg_1m": loadavg()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "loadavg_1m": loadavg(),
+    }
     for pkg in ("transformers", "peft", "accelerate", "huggingface_hub", "bitsandbytes"):  # not imported: ~3 s saved
         try:
             info[pkg] = version(pkg)
@@ -95,14 +107,15 @@ def machine_info(device: str) -> dict:
         flags = Path("/proc/cpuinfo").read_text()
         model = next((ln.split(":", 1)[1].strip() for ln in flags.splitlines() if ln.startswith("model name")), "")
         info["cpu"] = model
-        info["cpu_flags"] = sorted({f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "fma")
-                                   if f" {f}" in flags})
+        info["cpu_flags"] = sorted(
+            {f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "fma") if f" {f}" in flags}
+        )
     except OSError:
         pass
     if device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
-        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
     return info
 
 
@@ -142,8 +155,13 @@ def flop_model(model) -> dict:
     layers = cfg.num_hidden_layers
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    return {"linear": linear, "head": cfg.vocab_size * cfg.hidden_size, "lora": lora,
-            "attn_width": heads * head_dim, "layers": layers}
+    return {
+        "linear": linear,
+        "head": cfg.vocab_size * cfg.hidden_size,
+        "lora": lora,
+        "attn_width": heads * head_dim,
+        "layers": layers,
+    }
 
 
 def train_flops(fm: dict, tokens: int, targets: int, attn_pairs: int) -> float:
@@ -154,8 +172,12 @@ def train_flops(fm: dict, tokens: int, targets: int, attn_pairs: int) -> float:
     positions that have a target; LoRA weights 6 x (forward, input grad, weight grad). Attention:
     QK^T and AV cost 4 x attn_width per (query, key) pair per layer forward, x3 with backward.
     """
-    return (4 * fm["linear"] * tokens + 4 * fm["head"] * targets + 6 * fm["lora"] * tokens
-            + 3 * 4 * fm["attn_width"] * fm["layers"] * attn_pairs)
+    return (
+        4 * fm["linear"] * tokens
+        + 4 * fm["head"] * targets
+        + 6 * fm["lora"] * tokens
+        + 3 * 4 * fm["attn_width"] * fm["layers"] * attn_pairs
+    )
 
 
 # -- held-out loss ----------------------------------------------------------------------------
@@ -176,13 +198,14 @@ def heldout_loss(model, tokenizer, texts: list[str], max_length: int, batch_size
     tot, n, tot_text, n_text = 0.0, 0, 0.0, 0
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
+            chunk = rows[i : i + batch_size]
             b = collate([{"input_ids": r} for r in chunk])
             logits = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
             logits = logits[:, :-1].float()
             labels = b["labels"][:, 1:].to(dev)
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                    ignore_index=-100, reduction="none").view(labels.shape)
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none"
+            ).view(labels.shape)
             valid = labels != -100
             is_eos = torch.zeros_like(valid)
             for j, r in enumerate(chunk):  # the EOS target is the last real position of each row
@@ -229,7 +252,9 @@ def write_json(obj: dict, name: str) -> Path:
 def fmt_table(headers: list[str], rows: list[list]) -> str:
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     w = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    out = ["| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(cells[0])) + " |",
-           "|" + "|".join("-" * (x + 2) for x in w) + "|"]
+    out = [
+        "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(cells[0])) + " |",
+        "|" + "|".join("-" * (x + 2) for x in w) + "|",
+    ]
     out += ["| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |" for r in cells[1:]]
     return "\n".join(out)

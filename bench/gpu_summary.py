@@ -22,11 +22,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-METRICS = [("tokens_per_s", "tok/s", "{:.0f}"), ("s_per_step", "s/step", "{:.3f}"),
-           ("mfu_useful", "MFU (measured peak)", "{:.1%}"), ("mfu_useful_nominal", "MFU (nominal)", "{:.1%}"),
-           ("useful_tflops", "TFLOP/s", "{:.1f}"), ("gpu_peak_mib", "GPU peak MiB", "{:.0f}"),
-           ("peak_rss_mib", "RSS MiB", "{:.0f}"), ("heldout_loss", "held-out loss", "{:.3f}"),
-           ("padding_share", "padding", "{:.1%}")]
+METRICS = [
+    ("tokens_per_s", "tok/s", "{:.0f}"),
+    ("s_per_step", "s/step", "{:.3f}"),
+    ("mfu_useful", "MFU (measured peak)", "{:.1%}"),
+    ("mfu_useful_nominal", "MFU (nominal)", "{:.1%}"),
+    ("useful_tflops", "TFLOP/s", "{:.1f}"),
+    ("gpu_peak_mib", "GPU peak MiB", "{:.0f}"),
+    ("peak_rss_mib", "RSS MiB", "{:.0f}"),
+    ("heldout_loss", "held-out loss", "{:.3f}"),
+    ("padding_share", "padding", "{:.1%}"),
+]
 
 
 def _fmt(v, f):
@@ -37,14 +43,22 @@ def _profile_lines(label: str, pr: dict) -> str:
     if "error" in pr:
         return f"profile {label}: failed ({pr['error']})"
     busy = pr.get("device_busy")
-    out = [f"profile {label} ({pr['steps']} steps): wall {pr['wall_s_per_step']:.3f} s/step, GPU kernels "
-           f"{pr['device_s_per_step']:.3f} s/step (busy {'-' if busy is None else f'{busy:.0%}'}), "
-           f"self CPU {pr['self_cpu_s_per_step']:.3f} s/step"]
+    out = [
+        f"profile {label} ({pr['steps']} steps): wall {pr['wall_s_per_step']:.3f} s/step, GPU kernels "
+        f"{pr['device_s_per_step']:.3f} s/step (busy {'-' if busy is None else f'{busy:.0%}'}), "
+        f"self CPU {pr['self_cpu_s_per_step']:.3f} s/step"
+    ]
     if pr.get("syncs"):
-        out.append("  waits/allocs: " + ", ".join(f"{r['op']} x{r['count']} {r['self_cpu_us'] / 1e3:.0f} ms"
-                                                  for r in pr["syncs"]))
-    out.append("  top GPU: " + "; ".join(f"{r['op'][:60]} {r['self_device_us'] / 1e3:.1f} ms"
-                                         for r in pr["top_device"][:6] if r["self_device_us"]))
+        out.append(
+            "  waits/allocs: "
+            + ", ".join(f"{r['op']} x{r['count']} {r['self_cpu_us'] / 1e3:.0f} ms" for r in pr["syncs"])
+        )
+    out.append(
+        "  top GPU: "
+        + "; ".join(
+            f"{r['op'][:60]} {r['self_device_us'] / 1e3:.1f} ms" for r in pr["top_device"][:6] if r["self_device_us"]
+        )
+    )
     out.append("  top CPU: " + "; ".join(f"{r['op'][:40]} {r['self_cpu_us'] / 1e3:.1f} ms" for r in pr["top_cpu"][:6]))
     return "\n".join(out)
 
@@ -61,14 +75,20 @@ def summarize(folder: Path, since: float = 0.0) -> str:
             lines.append(f"{p.name}: unreadable ({err})")
             continue
         if d.get("kind") == "partial":
-            lines.append(f"{p.name}: PARTIAL (the step stopped early): " + "; ".join(
-                f"{k} {_fmt(v.get('tokens_per_s'), '{:.0f}')} tok/s" for k, v in d.get("summaries", {}).items()))
+            lines.append(
+                f"{p.name}: PARTIAL (the step stopped early): "
+                + "; ".join(
+                    f"{k} {_fmt(v.get('tokens_per_s'), '{:.0f}')} tok/s" for k, v in d.get("summaries", {}).items()
+                )
+            )
             continue
         if d.get("kind") == "train":
             a = d["args"]
             pk = d["matmul_peak"]
-            lines.append(f"\n{p.name}: quant {a['quant']}, {d['steps']} steps x {a['batch']} x {a['accum']} rows, "
-                         f"matmul peak {pk['best_gflops'] / 1e3:.0f} TFLOP/s ({pk['dtype']} {pk['n']}^2)")
+            lines.append(
+                f"\n{p.name}: quant {a['quant']}, {d['steps']} steps x {a['batch']} x {a['accum']} rows, "
+                f"matmul peak {pk['best_gflops'] / 1e3:.0f} TFLOP/s ({pk['dtype']} {pk['n']}^2)"
+            )
             agg = d["aggregate"]
             labs = list(agg)
             rows = [[t] + [_fmt(agg[lab].get(m, {}).get("median"), f) for lab in labs] for m, t, f in METRICS]
@@ -86,17 +106,34 @@ def summarize(folder: Path, since: float = 0.0) -> str:
                     lines.append(f"{lab} MFU vs nominal {m:.1%} (target >= 35%: {'met' if m >= 0.35 else 'NOT met'})")
         elif d.get("kind") == "generate":
             lines.append(f"\n{p.name}: {d['args']['new_tokens']} new tokens, greedy")
-            lines.append(common.fmt_table(["variant", "tok/s", "vs base", "TTFT ms"], [
-                [n, f"{v['tok_per_s']['median']:.1f}", f"{v['vs_base_tok_per_s']:.2f}x",
-                 f"{v['ttft_s']['median'] * 1e3:.0f}"] for n, v in d["aggregate"].items()]))
+            lines.append(
+                common.fmt_table(
+                    ["variant", "tok/s", "vs base", "TTFT ms"],
+                    [
+                        [
+                            n,
+                            f"{v['tok_per_s']['median']:.1f}",
+                            f"{v['vs_base_tok_per_s']:.2f}x",
+                            f"{v['ttft_s']['median'] * 1e3:.0f}",
+                        ]
+                        for n, v in d["aggregate"].items()
+                    ],
+                )
+            )
     return "\n".join(lines) if lines else f"no results in {folder}"
 
 
-MFU_ROWS = [("tokens_per_s", "tok/s", "{:.0f}"), ("s_per_step", "s/step", "{:.3f}"),
-            ("mfu_useful", "MFU (measured peak)", "{:.1%}"), ("mfu_useful_nominal", "MFU (nominal 989)", "{:.1%}"),
-            ("useful_tflops", "useful TFLOP/s", "{:.1f}"), ("gpu_peak_mib", "GPU peak MiB", "{:.0f}"),
-            ("heldout_loss", "held-out loss", "{:.4f}"), ("warmup_extra_s", "compile/warm-up s", "{:.1f}"),
-            ("padding_share", "padding", "{:.1%}")]
+MFU_ROWS = [
+    ("tokens_per_s", "tok/s", "{:.0f}"),
+    ("s_per_step", "s/step", "{:.3f}"),
+    ("mfu_useful", "MFU (measured peak)", "{:.1%}"),
+    ("mfu_useful_nominal", "MFU (nominal 989)", "{:.1%}"),
+    ("useful_tflops", "useful TFLOP/s", "{:.1f}"),
+    ("gpu_peak_mib", "GPU peak MiB", "{:.0f}"),
+    ("heldout_loss", "held-out loss", "{:.4f}"),
+    ("warmup_extra_s", "compile/warm-up s", "{:.1f}"),
+    ("padding_share", "padding", "{:.1%}"),
+]
 
 
 def summarize_mfu(folder: Path, since: float = 0.0) -> str:
@@ -120,9 +157,12 @@ def summarize_mfu(folder: Path, since: float = 0.0) -> str:
         run = d["runs"][0]
         a = d["args"]
         rows_step = a["batch"] * a["accum"]
-        s = {**s, "shape": f"{a['batch']}x{a['accum']} rows @{a['max_length']}",
-             "tokens_step": s["total_tokens"] / max(1, len(run["steps"])),
-             "forwards": run["steps"][-1]["micro_batches"] if run["steps"] else None}
+        s = {
+            **s,
+            "shape": f"{a['batch']}x{a['accum']} rows @{a['max_length']}",
+            "tokens_step": s["total_tokens"] / max(1, len(run["steps"])),
+            "forwards": run["steps"][-1]["micro_batches"] if run["steps"] else None,
+        }
         cols.append((name, s, ""))
         said = [m for m in run.get("app_info", []) if m.startswith(("Liger", "torch.compile", "batching"))]
         notes.append(f"{name}: {rows_step} rows/step; " + " | ".join(said))
@@ -131,24 +171,30 @@ def summarize_mfu(folder: Path, since: float = 0.0) -> str:
     if not cols:
         return f"no mfu-* results in {folder}"
     ok = [(n, s) for n, s, _ in cols if s]
-    rows = [["rows per step", *[s["shape"] if s else "-" for _, s, _ in cols]],
-            ["tokens/step", *[f"{s['tokens_step']:.0f}" if s else "-" for _, s, _ in cols]],
-            ["forwards/step", *[str(s["forwards"]) if s else "-" for _, s, _ in cols]]]
+    rows = [
+        ["rows per step", *[s["shape"] if s else "-" for _, s, _ in cols]],
+        ["tokens/step", *[f"{s['tokens_step']:.0f}" if s else "-" for _, s, _ in cols]],
+        ["forwards/step", *[str(s["forwards"]) if s else "-" for _, s, _ in cols]],
+    ]
     rows += [[t, *[_fmt(s.get(m), f) if s else "-" for _, s, _ in cols]] for m, t, f in MFU_ROWS]
     base = dict(ok).get("base")
     if base:
-        rows.append(["tok/s vs base", *[f"{s['tokens_per_s'] / base['tokens_per_s']:.2f}x" if s else "-"
-                                          for _, s, _ in cols]])
-    lines = ["lora_app MFU variants (bf16, one process each; medians over steps after the first 2)",
-             common.fmt_table(["metric"] + [n for n, _, _ in cols], rows)]
+        rows.append(
+            ["tok/s vs base", *[f"{s['tokens_per_s'] / base['tokens_per_s']:.2f}x" if s else "-" for _, s, _ in cols]]
+        )
+    lines = [
+        "lora_app MFU variants (bf16, one process each; medians over steps after the first 2)",
+        common.fmt_table(["metric"] + [n for n, _, _ in cols], rows),
+    ]
     lines += [f"{n}: {note}" for n, s, note in cols if note]
     lines += notes
     if ok:
         best = max(ok, key=lambda x: x[1].get("mfu_useful_nominal") or x[1]["mfu_useful"])
         m = best[1].get("mfu_useful_nominal")
         if m is not None:
-            lines.append(f"best: {best[0]} at {m:.1%} of the nominal peak (target >= 35%: "
-                         f"{'met' if m >= 0.35 else 'NOT met'})")
+            lines.append(
+                f"best: {best[0]} at {m:.1%} of the nominal peak (target >= 35%: {'met' if m >= 0.35 else 'NOT met'})"
+            )
         else:
             lines.append(f"best: {best[0]} at {best[1]['mfu_useful']:.1%} of the measured peak (CPU: no nominal peak)")
     return "\n".join(lines)

@@ -24,12 +24,28 @@ import time
 from pathlib import Path
 
 SHAPES = {
-    "smollm2-1.7b": dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32,
-                         intermediate_size=8192, vocab_size=49152, tie_word_embeddings=True,
-                         max_position_embeddings=8192, rms_norm_eps=1e-5),
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                 intermediate_size=128, vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=1024,
-                 rms_norm_eps=1e-5),
+    "smollm2-1.7b": dict(
+        hidden_size=2048,
+        num_hidden_layers=24,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        intermediate_size=8192,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=128,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+    ),
 }
 
 
@@ -60,8 +76,15 @@ def make(out: Path, shape: str, tokenizer: Path, device: str = "cpu", seed: int 
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     n = sum(p.numel() for p in model.parameters())
-    return {"out": str(out), "shape": shape, "params": n, "dtype": str(dtype).removeprefix("torch."),
-            "device": device, "init_s": round(t_init, 1), "total_s": round(time.time() - t0, 1)}
+    return {
+        "out": str(out),
+        "shape": shape,
+        "params": n,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": device,
+        "init_s": round(t_init, 1),
+        "total_s": round(time.time() - t0, 1),
+    }
 
 
 def main(argv=None) -> int:
@@ -72,8 +95,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args(argv)
     s = make(a.out, a.shape, a.tokenizer, a.device)
-    print(f"model {s['shape']}: {s['params'] / 1e9:.3f} B parameters ({s['dtype']}, random) in {s['out']}; "
-          f"init {s['init_s']} s, total {s['total_s']} s")
+    print(
+        f"model {s['shape']}: {s['params'] / 1e9:.3f} B parameters ({s['dtype']}, random) in {s['out']}; "
+        f"init {s['init_s']} s, total {s['total_s']} s"
+    )
     return 0
 
 

@@ -1,11 +1,11 @@
 """Command-line twin of the UI.
 
-    python -m lora_app serve [--port 7860] [--share]
-    python -m lora_app train RUN_DIR [--resume]          # what the Start button runs
-    python -m lora_app train --config run.yaml [--runs DIR] [--set training.max_steps=20 ...]
-    python -m lora_app generate --adapter RUN_DIR/adapter --prompt "Two things are infinite: "
-    python -m lora_app push RUN_DIR [--repo owner/name] [--private]   # token: HF_TOKEN or .env
-    python -m lora_app merge RUN_DIR [--dtype bfloat16|float16|float32] [--push owner/name] [--private]
+python -m lora_app serve [--port 7860] [--share]
+python -m lora_app train RUN_DIR [--resume]          # what the Start button runs
+python -m lora_app train --config run.yaml [--runs DIR] [--set training.max_steps=20 ...]
+python -m lora_app generate --adapter RUN_DIR/adapter --prompt "Two things are infinite: "
+python -m lora_app push RUN_DIR [--repo owner/name] [--private]   # token: HF_TOKEN or .env
+python -m lora_app merge RUN_DIR [--dtype bfloat16|float16|float32] [--push owner/name] [--private]
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def _load_raw(path: str) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError([f"--config: cannot read {path} ({err.strerror}). Fix: give the path of a saved "
-                           "config.yaml."]) from None
+        raise ConfigError(
+            [f"--config: cannot read {path} ({err.strerror}). Fix: give the path of a saved config.yaml."]
+        ) from None
     return parse_raw(text, json_text=path.endswith(".json"))
 
 
@@ -52,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     from .hub_client import load_dotenv
 
     load_dotenv()  # ./.env (or LORA_APP_ENV_FILE): HF_TOKEN and settings not already in the environment
-    ap = argparse.ArgumentParser(prog="python -m lora_app", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m lora_app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="start the web app")
     s.add_argument("--port", type=int, default=int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
@@ -78,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-model", default=None, help="the base model's Hub id, if the run used a local folder")
     m = sub.add_parser("merge", help="merge a run's adapter into its base model (RUN_DIR/merged), verified")
     m.add_argument("run_dir")
-    m.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: float32 on CPU, "
-                   "bfloat16 on a GPU)")
+    m.add_argument(
+        "--dtype", default=None, help="bfloat16, float16 or float32 (default: float32 on CPU, bfloat16 on a GPU)"
+    )
     m.add_argument("--push", default=None, metavar="OWNER/NAME", help="then push the verified merge to this repo")
     m.add_argument("--private", action="store_true")
     a = ap.parse_args(argv)
@@ -87,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "serve":
         from .ui import CSS, build_app
 
-        build_app().queue(default_concurrency_limit=4).launch(server_name=a.host, server_port=a.port,
-                                                             share=a.share, css=CSS)
+        build_app().queue(default_concurrency_limit=4).launch(
+            server_name=a.host, server_port=a.port, share=a.share, css=CSS
+        )
         return 0
     if a.cmd == "train":
         if a.run_dir and not a.config:
@@ -106,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             text = ""
             for text in Generator().stream(  # noqa: B007 (the last streamed text is the answer)
-                    a.prompt, adapter=adapter, base=a.base,
-                                           max_new_tokens=a.max_new_tokens, temperature=a.temperature):
+                a.prompt, adapter=adapter, base=a.base, max_new_tokens=a.max_new_tokens, temperature=a.temperature
+            ):
                 pass
         except ConfigError as err:
             print("Cannot generate:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
@@ -140,8 +144,11 @@ def _merge(a) -> int:
         try:
             out = push_merged(a.run_dir, a.push, private=a.private, token=token, progress=say)
         except ConfigError as err:
-            print("The push did not happen (the merged folder is unchanged):\n" +
-                  "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+            print(
+                "The push did not happen (the merged folder is unchanged):\n"
+                + "\n".join(f"  - {p}" for p in err.problems),
+                file=sys.stderr,
+            )
             return 1
         print(f"pushed to {out.url}")
     return 0
@@ -156,8 +163,10 @@ def _push(a) -> int:
         repo = a.repo or hub.default_repo_id(hub_client.whoami(token).name, a.run_dir)
         res = hub.push_adapter(a.run_dir, repo, private=a.private, token=token, base_model_id=a.base_model)
     except ConfigError as err:
-        print("The push did not happen (the local adapter is unchanged):\n" +
-              "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+        print(
+            "The push did not happen (the local adapter is unchanged):\n" + "\n".join(f"  - {p}" for p in err.problems),
+            file=sys.stderr,
+        )
         return 1
     print(f"pushed to {res.url}" + ("" if not res.notes else "\n" + "\n".join(res.notes)))
     return 0

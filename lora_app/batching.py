@@ -59,8 +59,17 @@ class StepPlan:
     message: str
 
 
-def plan_step(lengths: list[int], batch: int, accumulation: int, *, device: str, merge: bool,
-              bytes_per_token: int, free_bytes: int, packed: bool = True) -> StepPlan:
+def plan_step(
+    lengths: list[int],
+    batch: int,
+    accumulation: int,
+    *,
+    device: str,
+    merge: bool,
+    bytes_per_token: int,
+    free_bytes: int,
+    packed: bool = True,
+) -> StepPlan:
     """Choose the micro-batch for ``batch x accumulation`` rows per optimizer step.
 
     ``lengths``: tokens per training row. Merges (one forward of ``batch x accumulation`` rows)
@@ -80,12 +89,22 @@ def plan_step(lengths: list[int], batch: int, accumulation: int, *, device: str,
     worst = (sum(longest) if packed else rows * max(longest, default=0)) * bytes_per_token
     share, where = (RAM_SHARE, "a third") if device == "cpu" else (GPU_SHARE, "half")
     if worst > free_bytes * share:
-        return StepPlan(batch, accumulation, False, keep.message + f" (kept: one forward of {rows} rows could need "
-                        f"{worst / 2**30:.1f} GiB, over {where} of the {free_bytes / 2**30:.1f} GiB free"
-                        f"{' on the GPU' if device == 'cuda' else ''})")
-    return StepPlan(rows, 1, True, f"one forward of {rows} rows per step (the {accumulation} accumulation "
-                    f"micro-batches merged: same rows, same gradient, faster; at most "
-                    f"{worst / 2**30:.1f} GiB of activations{' on the GPU' if device == 'cuda' else ''})")
+        return StepPlan(
+            batch,
+            accumulation,
+            False,
+            keep.message + f" (kept: one forward of {rows} rows could need "
+            f"{worst / 2**30:.1f} GiB, over {where} of the {free_bytes / 2**30:.1f} GiB free"
+            f"{' on the GPU' if device == 'cuda' else ''})",
+        )
+    return StepPlan(
+        rows,
+        1,
+        True,
+        f"one forward of {rows} rows per step (the {accumulation} accumulation "
+        f"micro-batches merged: same rows, same gradient, faster; at most "
+        f"{worst / 2**30:.1f} GiB of activations{' on the GPU' if device == 'cuda' else ''})",
+    )
 
 
 def free_memory_bytes(device: str = "cpu") -> int:

@@ -29,27 +29,54 @@ def eval_summary(events: list[dict]) -> dict | None:
     if last is None:
         line = f"held-out perplexity {bp:.1f} (base model; no step evaluated yet)"
     else:
-        line = f"held-out perplexity {bp:.1f} -> {last['perplexity']:.1f}" if bp is not None else \
-            f"held-out perplexity {last['perplexity']:.1f}"
-    return {"eval_loss": last["eval_loss"] if last else None, "perplexity": last["perplexity"] if last else None,
-            "base_perplexity": bp, "step": last["step"] if last else 0, "source": source, "line": line}
+        line = (
+            f"held-out perplexity {bp:.1f} -> {last['perplexity']:.1f}"
+            if bp is not None
+            else f"held-out perplexity {last['perplexity']:.1f}"
+        )
+    return {
+        "eval_loss": last["eval_loss"] if last else None,
+        "perplexity": last["perplexity"] if last else None,
+        "base_perplexity": bp,
+        "step": last["step"] if last else 0,
+        "source": source,
+        "line": line,
+    }
 
 
 def _eval_results(data_name: str, ev: dict) -> list:
     """The held-out numbers as huggingface_hub ``EvalResult``s (the card's ``model-index``)."""
     from huggingface_hub import EvalResult
 
-    common: dict[str, Any] = dict(task_type="text-generation", dataset_type=data_name,
-                                  dataset_name=f"{data_name} (held-out rows)")
-    return [EvalResult(metric_type="perplexity", metric_value=round(ev["perplexity"], 4),
-                       metric_name="held-out perplexity", **common),
-            EvalResult(metric_type="loss", metric_value=round(ev["eval_loss"], 6),
-                       metric_name="held-out loss (nats per token)", **common)]
+    common: dict[str, Any] = dict(
+        task_type="text-generation", dataset_type=data_name, dataset_name=f"{data_name} (held-out rows)"
+    )
+    return [
+        EvalResult(
+            metric_type="perplexity",
+            metric_value=round(ev["perplexity"], 4),
+            metric_name="held-out perplexity",
+            **common,
+        ),
+        EvalResult(
+            metric_type="loss",
+            metric_value=round(ev["eval_loss"], 6),
+            metric_name="held-out loss (nats per token)",
+            **common,
+        ),
+    ]
 
 
-def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_loss: float | None,
-                steps_done: int, trainable_line: str = "", repo_id: str | None = None,
-                evals: dict | None = None) -> str:
+def render_card(
+    cfg: RunConfig,
+    base_model_id: str,
+    targets: list[str],
+    final_loss: float | None,
+    steps_done: int,
+    trainable_line: str = "",
+    repo_id: str | None = None,
+    evals: dict | None = None,
+) -> str:
     """The README.md text of an adapter folder. ``repo_id``: where it is pushed (the load
     snippet names it); None while the adapter only exists locally. ``evals``: what
     :func:`eval_summary` returns (metadata ``model-index`` and an Evaluation section)."""
@@ -63,32 +90,45 @@ def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_lo
     }
     if cfg.data.dataset_id:
         meta["datasets"] = [cfg.data.dataset_id]
-    data_name = cfg.data.dataset_id or cfg.data.source_name or \
-        (cfg.data.path or "data").replace(chr(92), "/").split("/")[-1]
+    data_name = (
+        cfg.data.dataset_id or cfg.data.source_name or (cfg.data.path or "data").replace(chr(92), "/").split("/")[-1]
+    )
     eval_md = ""
     if evals and evals.get("perplexity") is not None:
         meta["model_name"] = (repo_id or f"{base_model_id}-lora").split("/")[-1]
         meta["eval_results"] = _eval_results(data_name, evals)
-        base_row = (f"| base model (before training) | {evals['base_perplexity']:.2f} |\n"
-                    if evals.get("base_perplexity") is not None else "")
-        eval_md = (f"\n## Evaluation\nHeld-out rows: {evals.get('source') or 'held out from the data'}; loss in nats per "
-                   f"token, perplexity = exp(loss), over the held-out tokens.\n\n| model | held-out perplexity |\n"
-                   f"|---|---|\n{base_row}| with this adapter (step {evals['step']}) | {evals['perplexity']:.2f} |\n\n"
-                   f"Held-out loss after training: {evals['eval_loss']:.4f}.\n")
+        base_row = (
+            f"| base model (before training) | {evals['base_perplexity']:.2f} |\n"
+            if evals.get("base_perplexity") is not None
+            else ""
+        )
+        eval_md = (
+            f"\n## Evaluation\nHeld-out rows: {evals.get('source') or 'held out from the data'}; loss in nats per "
+            f"token, perplexity = exp(loss), over the held-out tokens.\n\n| model | held-out perplexity |\n"
+            f"|---|---|\n{base_row}| with this adapter (step {evals['step']}) | {evals['perplexity']:.2f} |\n\n"
+            f"Held-out loss after training: {evals['eval_loss']:.4f}.\n"
+        )
     cfg_part = f", config `{cfg.data.dataset_config}`" if cfg.data.dataset_config else ""
-    data_src = (f"the Hub dataset [`{cfg.data.dataset_id}`](https://huggingface.co/datasets/{cfg.data.dataset_id})"
-                f" (split `{cfg.data.split}`{cfg_part})" if cfg.data.dataset_id else
-                f"the file `{cfg.data.source_name or (cfg.data.path or 'data').replace(chr(92), '/').split('/')[-1]}`")
+    data_src = (
+        f"the Hub dataset [`{cfg.data.dataset_id}`](https://huggingface.co/datasets/{cfg.data.dataset_id})"
+        f" (split `{cfg.data.split}`{cfg_part})"
+        if cfg.data.dataset_id
+        else f"the file `{cfg.data.source_name or (cfg.data.path or 'data').replace(chr(92), '/').split('/')[-1]}`"
+    )
     rows = f", at most {cfg.data.max_rows:,} rows" if cfg.data.max_rows else ""
     repo = repo_id or "<this repo id>"
     from .repo_id import is_hub_id
 
-    base_link = f"[{base_model_id}](https://huggingface.co/{base_model_id})" if is_hub_id(base_model_id) else \
-        f"`{base_model_id}` (a local folder)"
+    base_link = (
+        f"[{base_model_id}](https://huggingface.co/{base_model_id})"
+        if is_hub_id(base_model_id)
+        else f"`{base_model_id}` (a local folder)"
+    )
     lo, t = cfg.lora, cfg.training
     loss = f"{final_loss:.4f}" if final_loss is not None else "n/a"
     card_data = ModelCardData(**meta)
-    return str(ModelCard(f"""---
+    return str(
+        ModelCard(f"""---
 {card_data.to_yaml()}
 ---
 
@@ -97,7 +137,7 @@ def render_card(cfg: RunConfig, base_model_id: str, targets: list[str], final_lo
 A LoRA adapter for {base_link}, trained with lora_app.
 
 ## Data
-Trained on {data_src}, text column `{cfg.data.text_column or 'text'}`{rows}.
+Trained on {data_src}, text column `{cfg.data.text_column or "text"}`{rows}.
 
 ## LoRA settings
 | setting | value |
@@ -105,7 +145,7 @@ Trained on {data_src}, text column `{cfg.data.text_column or 'text'}`{rows}.
 | r | {lo.r} |
 | lora_alpha | {lo.lora_alpha:g} |
 | lora_dropout | {lo.lora_dropout:g} |
-| target_modules | {', '.join(targets)} |
+| target_modules | {", ".join(targets)} |
 | bias | {lo.bias} |
 
 {trainable_line}
@@ -134,4 +174,5 @@ model = PeftModel.from_pretrained(base, "{repo}")
 inputs = tokenizer("Two things are infinite: ", return_tensors="pt")
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40)[0]))
 ```
-"""))
+""")
+    )

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 #: The bundled offline default; an adapter trained on it names this Hub id.
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
+
 def _fix(text: str) -> dict[str, JsonValue]:
     """A field's one line of advice, kept on the field (``json_schema_extra={"fix": ...}``):
     appended to its validation message so that every error names the field *and* the fix."""
@@ -46,11 +47,13 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the training text comes from: a local file (``path``) or a Hub dataset."""
 
-    path: str | None = Field(None, json_schema_extra=_fix('upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file'))
-    dataset_id: str | None = Field(None, json_schema_extra=_fix('give a Hub dataset id as owner/name'))
+    path: str | None = Field(None, json_schema_extra=_fix("upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file"))
+    dataset_id: str | None = Field(None, json_schema_extra=_fix("give a Hub dataset id as owner/name"))
     dataset_config: str | None = None
     split: str = "train"
-    text_column: str | None = Field(None, description="None: detect it", json_schema_extra=_fix("pick one of the file's text columns"))
+    text_column: str | None = Field(
+        None, description="None: detect it", json_schema_extra=_fix("pick one of the file's text columns")
+    )
     max_rows: int | None = Field(None, ge=1)
     source_name: str | None = Field(None, description="display name of an uploaded file")
     eval_path: str | None = Field(None, description="a second file whose rows are the held-out set")
@@ -61,13 +64,20 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The base model and how it is loaded."""
 
-    base_model_name_or_path: str = Field(DEFAULT_BASE_MODEL, json_schema_extra=_fix('give a Hub id such as owner/name or a local model folder'))
-    quantization: Literal["auto", "none", "8bit", "4bit"] = Field("auto", json_schema_extra=_fix('choose auto, none, 8bit or 4bit'))
+    base_model_name_or_path: str = Field(
+        DEFAULT_BASE_MODEL, json_schema_extra=_fix("give a Hub id such as owner/name or a local model folder")
+    )
+    quantization: Literal["auto", "none", "8bit", "4bit"] = Field(
+        "auto", json_schema_extra=_fix("choose auto, none, 8bit or 4bit")
+    )
     # Here, not in training: it sets the dtype the base weights are loaded in (as quantization does),
     # and generation, which builds a ModelConfig too, then makes the same choice (lora_app.precision).
     precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="auto: bfloat16 on a GPU with bf16 or a CPU with avx512_bf16/amx_bf16 where a measured "
-        "check says it is faster, else float32; LoRA weights stay float32", json_schema_extra=_fix('choose auto, float32 or bfloat16'))
+        "auto",
+        description="auto: bfloat16 on a GPU with bf16 or a CPU with avx512_bf16/amx_bf16 where a measured "
+        "check says it is faster, else float32; LoRA weights stay float32",
+        json_schema_extra=_fix("choose auto, float32 or bfloat16"),
+    )
     trust_remote_code: bool = False
 
     @field_validator("base_model_name_or_path")
@@ -81,11 +91,15 @@ class ModelConfig(_Section):
 class LoraSettings(_Section):
     """LoRA hyper-parameters, named as in ``peft.LoraConfig``."""
 
-    r: int = Field(16, ge=1, strict=True, json_schema_extra=_fix('set r to a whole number >= 1 (8 or 16 are common)'))
-    lora_alpha: float = Field(32, gt=0, json_schema_extra=_fix('set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)'))
-    lora_dropout: float = Field(0.05, ge=0, lt=1, json_schema_extra=_fix('set lora_dropout in [0, 1), e.g. 0.05'))
-    target_modules: list[str] | None = Field(None, description="None: the architecture's default", json_schema_extra=_fix('list module names such as q_proj,v_proj, or all-linear'))
-    bias: Literal["none", "all", "lora_only"] = Field("none", json_schema_extra=_fix('choose none, all or lora_only'))
+    r: int = Field(16, ge=1, strict=True, json_schema_extra=_fix("set r to a whole number >= 1 (8 or 16 are common)"))
+    lora_alpha: float = Field(32, gt=0, json_schema_extra=_fix("set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)"))
+    lora_dropout: float = Field(0.05, ge=0, lt=1, json_schema_extra=_fix("set lora_dropout in [0, 1), e.g. 0.05"))
+    target_modules: list[str] | None = Field(
+        None,
+        description="None: the architecture's default",
+        json_schema_extra=_fix("list module names such as q_proj,v_proj, or all-linear"),
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", json_schema_extra=_fix("choose none, all or lora_only"))
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -100,35 +114,80 @@ class LoraSettings(_Section):
 class TrainingSettings(_Section):
     """Trainer settings, named as in ``transformers.TrainingArguments``."""
 
-    max_steps: int = Field(200, ge=1, strict=True, json_schema_extra=_fix('set max_steps to a whole number >= 1'))
-    learning_rate: float = Field(2e-4, gt=0, json_schema_extra=_fix('set learning_rate > 0, e.g. 2e-4'))
-    per_device_train_batch_size: int = Field(4, ge=1, strict=True, json_schema_extra=_fix('set per_device_train_batch_size to a whole number >= 1'))
-    gradient_accumulation_steps: int = Field(4, ge=1, strict=True, json_schema_extra=_fix('set gradient_accumulation_steps to a whole number >= 1'))
-    warmup_steps: int = Field(100, ge=0, strict=True, json_schema_extra=_fix('set warmup_steps to a whole number >= 0'))
-    max_length: int = Field(256, ge=8, strict=True, json_schema_extra=_fix('set max_length to a whole number >= 8 (tokens per training row)'))
+    max_steps: int = Field(200, ge=1, strict=True, json_schema_extra=_fix("set max_steps to a whole number >= 1"))
+    learning_rate: float = Field(2e-4, gt=0, json_schema_extra=_fix("set learning_rate > 0, e.g. 2e-4"))
+    per_device_train_batch_size: int = Field(
+        4, ge=1, strict=True, json_schema_extra=_fix("set per_device_train_batch_size to a whole number >= 1")
+    )
+    gradient_accumulation_steps: int = Field(
+        4, ge=1, strict=True, json_schema_extra=_fix("set gradient_accumulation_steps to a whole number >= 1")
+    )
+    warmup_steps: int = Field(100, ge=0, strict=True, json_schema_extra=_fix("set warmup_steps to a whole number >= 0"))
+    max_length: int = Field(
+        256,
+        ge=8,
+        strict=True,
+        json_schema_extra=_fix("set max_length to a whole number >= 8 (tokens per training row)"),
+    )
     seed: int = 42
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(50, ge=1)
     gradient_checkpointing: bool = False
-    packing: bool = Field(True, description="pack rows into bins of max_length tokens; rows never attend "
-                          "to each other (models that ignore packed position ids, e.g. OPT, are padded)")
-    merge_accumulation: bool = Field(True, description="run a step's accumulation micro-batches as one "
-                                     "forward when memory allows (same rows and gradient, faster)")
+    packing: bool = Field(
+        True,
+        description="pack rows into bins of max_length tokens; rows never attend "
+        "to each other (models that ignore packed position ids, e.g. OPT, are padded)",
+    )
+    merge_accumulation: bool = Field(
+        True,
+        description="run a step's accumulation micro-batches as one "
+        "forward when memory allows (same rows and gradient, faster)",
+    )
     lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
-    eval_fraction: float = Field(0.05, ge=0, lt=1, description="share of the rows held out for evaluation "
-                                 "(when no second file or split is given)", json_schema_extra=_fix('set eval_fraction in [0, 1), e.g. 0.05 (0 turns held-out evaluation off)'))
-    eval_max_rows: int = Field(200, ge=1, strict=True, description="at most this many held-out rows", json_schema_extra=_fix('set eval_max_rows to a whole number >= 1, e.g. 200'))
-    eval_rows: int | None = Field(None, ge=1, strict=True, description="exactly this many held-out rows "
-                                  "(instead of eval_fraction)", json_schema_extra=_fix('set eval_rows to a whole number >= 1, or leave it empty to use eval_fraction'))
-    eval_steps: int = Field(50, ge=1, strict=True, description="evaluate every eval_steps steps, and at the end", json_schema_extra=_fix('set eval_steps to a whole number >= 1, e.g. 50'))
-    cap_warmup: bool = Field(False, description="when warmup_steps >= max_steps, warm up for a tenth of the run "
-                             "instead (else the learning rate only rises; the preflight warns)")
+    eval_fraction: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="share of the rows held out for evaluation (when no second file or split is given)",
+        json_schema_extra=_fix("set eval_fraction in [0, 1), e.g. 0.05 (0 turns held-out evaluation off)"),
+    )
+    eval_max_rows: int = Field(
+        200,
+        ge=1,
+        strict=True,
+        description="at most this many held-out rows",
+        json_schema_extra=_fix("set eval_max_rows to a whole number >= 1, e.g. 200"),
+    )
+    eval_rows: int | None = Field(
+        None,
+        ge=1,
+        strict=True,
+        description="exactly this many held-out rows (instead of eval_fraction)",
+        json_schema_extra=_fix("set eval_rows to a whole number >= 1, or leave it empty to use eval_fraction"),
+    )
+    eval_steps: int = Field(
+        50,
+        ge=1,
+        strict=True,
+        description="evaluate every eval_steps steps, and at the end",
+        json_schema_extra=_fix("set eval_steps to a whole number >= 1, e.g. 50"),
+    )
+    cap_warmup: bool = Field(
+        False,
+        description="when warmup_steps >= max_steps, warm up for a tenth of the run "
+        "instead (else the learning rate only rises; the preflight warns)",
+    )
     use_liger_kernel: Literal["auto", "on", "off"] = Field(
-        "auto", description="Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, and a linear cross-entropy "
+        "auto",
+        description="Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, and a linear cross-entropy "
         "that never builds the full logits): auto = on when training on a CUDA GPU and liger-kernel is "
-        "installed, else off (the log says which); on = required (an error names the fix); off = never")
-    torch_compile: bool = Field(False, description="torch.compile each decoder layer (CUDA only; the first "
-                                "step pays a compile of some seconds, later steps run faster)")
+        "installed, else off (the log says which); on = required (an error names the fix); off = never",
+    )
+    torch_compile: bool = Field(
+        False,
+        description="torch.compile each decoder layer (CUDA only; the first "
+        "step pays a compile of some seconds, later steps run faster)",
+    )
 
     @field_validator("use_liger_kernel", mode="before")
     @classmethod

@@ -91,16 +91,24 @@ def read_table(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in SUPPORTED:
-        raise ConfigError([f"data.path: '{p.name}' has an unsupported extension '{ext or '(none)'}'. "
-                           f"Fix: upload one of {', '.join(SUPPORTED)}."])
+        raise ConfigError(
+            [
+                f"data.path: '{p.name}' has an unsupported extension '{ext or '(none)'}'. "
+                f"Fix: upload one of {', '.join(SUPPORTED)}."
+            ]
+        )
     if not p.is_file():
         raise ConfigError([f"data.path: file not found: {p}. Fix: upload the file again."])
     size = p.stat().st_size
     if size == 0:
         raise ConfigError([f"data.path: '{p.name}' is empty. Fix: upload a file with at least one row."])
     if size > max_upload_bytes():
-        raise ConfigError([f"data.path: '{p.name}' is {_size(size)}, over the {_size(max_upload_bytes())} limit. "
-                           "Fix: upload a smaller file (or fewer rows), or raise LORA_APP_MAX_UPLOAD_MB."])
+        raise ConfigError(
+            [
+                f"data.path: '{p.name}' is {_size(size)}, over the {_size(max_upload_bytes())} limit. "
+                "Fix: upload a smaller file (or fewer rows), or raise LORA_APP_MAX_UPLOAD_MB."
+            ]
+        )
     enc, unit = None, "line"
     notes: list[str] = []
     lines: Sequence[int]  # the file's line (or record) number of each row
@@ -111,15 +119,20 @@ def read_table(path: str | Path) -> pd.DataFrame:
             try:
                 table = pq.read_table(p)
             except Exception as err:  # pyarrow raises ArrowInvalid, OSError ...: all mean "not Parquet"
-                raise ConfigError([f"data.path: could not read '{p.name}' as Parquet ({str(err).splitlines()[0][:200]}). "
-                                   "Fix: check the file's format matches its extension."]) from None
+                raise ConfigError(
+                    [
+                        f"data.path: could not read '{p.name}' as Parquet ({str(err).splitlines()[0][:200]}). "
+                        "Fix: check the file's format matches its extension."
+                    ]
+                ) from None
             df, unit = files.arrow_frame(table, p.name), "row"
             lines = files.row_numbers(len(df))
         else:
             text, enc = files.decode(p.read_bytes(), p.name)
             if not text.strip():
-                raise ConfigError([f"data.path: '{p.name}' is empty (only blank lines). "
-                                   "Fix: upload a file with at least one row."])
+                raise ConfigError(
+                    [f"data.path: '{p.name}' is empty (only blank lines). Fix: upload a file with at least one row."]
+                )
             if ext == ".txt":  # one row per line; a blank line inside is an empty row (skipped, named)
                 rows = files.split_lines(text)
                 df, lines = pd.DataFrame({TEXT_COLUMN: pd.Series(rows, dtype=object)}), range(1, len(rows) + 1)
@@ -131,12 +144,20 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except ConfigError:
         raise
     except Exception as err:  # a reader's own failure: still name the file and the fix
-        raise ConfigError([f"data.path: could not read '{p.name}' as {ext}: {type(err).__name__}: "
-                           f"{str(err).splitlines()[0][:200]}. Fix: check the file's format matches its extension."]) from None
+        raise ConfigError(
+            [
+                f"data.path: could not read '{p.name}' as {ext}: {type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200]}. Fix: check the file's format matches its extension."
+            ]
+        ) from None
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
-        raise ConfigError([f"data.path: '{p.name}' has no rows (a header alone is not a row). "
-                           "Fix: upload a file with at least one row."])
+        raise ConfigError(
+            [
+                f"data.path: '{p.name}' has no rows (a header alone is not a row). "
+                "Fix: upload a file with at least one row."
+            ]
+        )
     if enc and enc not in ("utf-8", "utf-8-sig", "ascii"):
         notes.insert(0, f"Read as {files.encoding_name(enc)} text.")
     df.attrs.update(lines=np.asarray(list(lines), dtype=np.int64), unit=unit, encoding=enc, notes=notes)
@@ -165,8 +186,12 @@ def as_text(v) -> str | None:
 def _is_chat(v) -> bool:
     if isinstance(v, np.ndarray):
         v = v.tolist()
-    return (isinstance(v, list) and bool(v) and all(isinstance(t, dict) for t in v)
-            and any(keys <= set(v[0]) for keys in _CHAT_KEYS))
+    return (
+        isinstance(v, list)
+        and bool(v)
+        and all(isinstance(t, dict) for t in v)
+        and any(keys <= set(v[0]) for keys in _CHAT_KEYS)
+    )
 
 
 def column_kind(values) -> str:
@@ -200,8 +225,11 @@ def string_columns(df: pd.DataFrame) -> list[str]:
     (not lists, conversations, or columns of numbers)."""
     kinds = {c: column_kind(df[c]) for c in df.columns}
     order = {"prose": 0, "token": 1}
-    picked = [c for c in df.columns if kinds[c] in order
-              or (kinds[c] == "number" and any(isinstance(v, str) for v in df[c].head(1000)))]
+    picked = [
+        c
+        for c in df.columns
+        if kinds[c] in order or (kinds[c] == "number" and any(isinstance(v, str) for v in df[c].head(1000)))
+    ]
     return sorted(picked, key=lambda c: order.get(kinds[c], 2))
 
 
@@ -223,18 +251,26 @@ def detect_text_column(df: pd.DataFrame) -> str:
                 return lower[name]
         return max(cols, key=lambda c: df[c].dropna().map(lambda v: len(as_text(v) or "")).mean())
     shown = ", ".join(f"{c} ({kinds[c]})" if kinds[c] != "prose" else str(c) for c in df.columns)
-    raise ConfigError([f"data.text_column: no column holds text (columns: {shown}). "
-                       "Fix: upload a file with a text column such as 'text'."])
+    raise ConfigError(
+        [
+            f"data.text_column: no column holds text (columns: {shown}). "
+            "Fix: upload a file with a text column such as 'text'."
+        ]
+    )
 
 
 def _refuse_chat(kinds: dict, chosen: str | None) -> None:
     """Refuse rows of chat conversations unless ``chosen`` is "" (a prose column picked by hand)."""
     chat = [c for c, k in kinds.items() if k == "chat"]
     if chat and chosen != "":
-        raise ConfigError([f"data: the rows are chat conversations (column '{chat[0]}' holds lists of chat turns, "
-                           "role/content or from/value): training on conversations is not supported yet, and the other columns are not the "
-                           "text of the conversations. Fix: upload plain text rows (one 'text' per row), e.g. each "
-                           "conversation written out as one text."])
+        raise ConfigError(
+            [
+                f"data: the rows are chat conversations (column '{chat[0]}' holds lists of chat turns, "
+                "role/content or from/value): training on conversations is not supported yet, and the other columns are not the "
+                "text of the conversations. Fix: upload plain text rows (one 'text' per row), e.g. each "
+                "conversation written out as one text."
+            ]
+        )
 
 
 def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str) -> TextData:
@@ -245,8 +281,9 @@ def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str) -> Tex
     column with no text, or chat conversations.
     """
     if text_column is not None and text_column not in df.columns:
-        raise ConfigError([f"data.text_column: no column '{text_column}'. "
-                           f"Fix: choose one of: {', '.join(map(str, df.columns))}."])
+        raise ConfigError(
+            [f"data.text_column: no column '{text_column}'. Fix: choose one of: {', '.join(map(str, df.columns))}."]
+        )
     if text_column is not None:  # a chosen id or label column of a chat file: still not its text
         kinds = {c: column_kind(df[c]) for c in df.columns}
         _refuse_chat(kinds, text_column if kinds[text_column] != "prose" else "")
@@ -264,14 +301,27 @@ def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str) -> Tex
             converted.append(ln)
         texts.append(s)
     if not texts:
-        raise ConfigError([f"data.text_column: column '{col}' has no non-empty text. "
-                           "Fix: choose another column or check the file."])
+        raise ConfigError(
+            [f"data.text_column: column '{col}' has no non-empty text. Fix: choose another column or check the file."]
+        )
     notes = list(df.attrs.get("notes") or [])
     if converted:
-        notes.append(f"{count(len(converted), 'row')} of '{col}' {'holds' if len(converted) == 1 else 'hold'} numbers or "
-                     f"lists, trained on as written in the preview ({lines_of(converted, unit)}).")
-    return TextData(texts, col, list(df.columns), string_columns(df), len(empty), source, df,
-                    skipped_lines=empty, unit=unit, notes=notes)
+        notes.append(
+            f"{count(len(converted), 'row')} of '{col}' {'holds' if len(converted) == 1 else 'hold'} numbers or "
+            f"lists, trained on as written in the preview ({lines_of(converted, unit)})."
+        )
+    return TextData(
+        texts,
+        col,
+        list(df.columns),
+        string_columns(df),
+        len(empty),
+        source,
+        df,
+        skipped_lines=empty,
+        unit=unit,
+        notes=notes,
+    )
 
 
 def load_text(cfg: DataConfig, token: str | None = None) -> TextData:

@@ -57,12 +57,21 @@ class Tier:
 
 GPU_TIERS = (
     Tier("T4 16 GB", 16 * GB, 65, "float16", "NVIDIA T4 datasheet: 65 TFLOPS FP16 tensor (no BF16 on Turing)"),
-    Tier("L4 / A10G 24 GB", 24 * GB, 121, "bfloat16",
-         "NVIDIA L4 datasheet: 242 TFLOPS BF16 with sparsity = 121 dense (A10: 125 dense)"),
+    Tier(
+        "L4 / A10G 24 GB",
+        24 * GB,
+        121,
+        "bfloat16",
+        "NVIDIA L4 datasheet: 242 TFLOPS BF16 with sparsity = 121 dense (A10: 125 dense)",
+    ),
     Tier("A100 40 GB", 40 * GB, 312, "bfloat16", "NVIDIA A100 datasheet: 312 TFLOPS BF16 tensor, dense"),
     Tier("A100 80 GB", 80 * GB, 312, "bfloat16", "NVIDIA A100 datasheet: 312 TFLOPS BF16 tensor, dense"),
-    Tier("H100 80 GB", 80 * GB, 989, "bfloat16", "NVIDIA H100 SXM datasheet: 1,979 TFLOPS BF16 with sparsity = 989 dense"),
-    Tier("H200 141 GB", 141 * GB, 989, "bfloat16", "NVIDIA H200 datasheet: 1,979 TFLOPS BF16 with sparsity = 989 dense"),
+    Tier(
+        "H100 80 GB", 80 * GB, 989, "bfloat16", "NVIDIA H100 SXM datasheet: 1,979 TFLOPS BF16 with sparsity = 989 dense"
+    ),
+    Tier(
+        "H200 141 GB", 141 * GB, 989, "bfloat16", "NVIDIA H200 datasheet: 1,979 TFLOPS BF16 with sparsity = 989 dense"
+    ),
 )
 
 
@@ -78,7 +87,7 @@ def cpu_gflops() -> float:
         t = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t)
-    return 2 * 512 ** 3 / best / 1e9
+    return 2 * 512**3 / best / 1e9
 
 
 def cpu_tier(requested: str = "auto") -> Tier:
@@ -96,8 +105,14 @@ def cpu_tier(requested: str = "auto") -> Tier:
         if set(flags) & set(precision.CPU_BF16_FLAGS):
             m = precision.cached_check(app_home(), model, flags)
             ratio = m["bfloat16_gflops"] / m["float32_gflops"] if m.get("float32_gflops") else 1.0
-    return Tier("CPU (this machine)", float(psutil.virtual_memory().total), None, choice.dtype,
-                f"{choice.dtype} matrix product: {gflops * ratio:.0f} GFLOPS ({choice.reason})", gflops * ratio)
+    return Tier(
+        "CPU (this machine)",
+        float(psutil.virtual_memory().total),
+        None,
+        choice.dtype,
+        f"{choice.dtype} matrix product: {gflops * ratio:.0f} GFLOPS ({choice.reason})",
+        gflops * ratio,
+    )
 
 
 @dataclass
@@ -208,14 +223,18 @@ def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: 
     for tier in (cpu_tier(cfg.model.precision), *GPU_TIERS):
         device = "cpu" if tier.tflops is None else "cuda"
         if device == "cuda":  # model.precision float32 on a GPU: float32 weights (decide: the run's own rule)
-            tier = replace(tier, dtype=decide(cfg.model.precision, "cuda",
-                                                          cuda_bf16=tier.dtype == "bfloat16").dtype)
+            tier = replace(tier, dtype=decide(cfg.model.precision, "cuda", cuda_bf16=tier.dtype == "bfloat16").dtype)
         quant = effective_quantization(cfg.model, device)
         merge = device == "cpu" and t.merge_accumulation
         forward_rows = t.per_device_train_batch_size * (t.gradient_accumulation_steps if merge else 1)
         act, act_ckpt = activation_bytes(model_config, forward_rows * forward_row_tokens, tier.dtype)
-        parts = Parts(weight_bytes(linear, other, quant, tier.dtype), lora_bytes(trainable, tier.dtype), act, act_ckpt,
-                      RUNTIME_CPU if device == "cpu" else RUNTIME_GPU)
+        parts = Parts(
+            weight_bytes(linear, other, quant, tier.dtype),
+            lora_bytes(trainable, tier.dtype),
+            act,
+            act_ckpt,
+            RUNTIME_CPU if device == "cpu" else RUNTIME_GPU,
+        )
         total = parts.total(t.gradient_checkpointing)
         if total <= tier.memory:
             fits = "yes"
@@ -223,13 +242,25 @@ def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: 
             fits = "only with gradient_checkpointing"
         else:
             fits = "no"
-        rate = ((tier.gflops or cpu_gflops()) * 1e9 * CPU_UTILISATION) if tier.tflops is None else tier.tflops * 1e12 * UTILISATION
+        rate = (
+            ((tier.gflops or cpu_gflops()) * 1e9 * CPU_UTILISATION)
+            if tier.tflops is None
+            else tier.tflops * 1e12 * UTILISATION
+        )
         seconds = run_tokens * flops_per_token / rate
-        rows.append({"hardware": tier.name, "memory GB": round(tier.memory / GB, 1),
-                     "quantization": quant, "weights GB": round(parts.weights / GB, 2),
-                     "LoRA + grads + optimizer GB": round(parts.lora / GB, 3),
-                     "activations GB (no ckpt / ckpt)": f"{act / GB:.2f} / {act_ckpt / GB:.2f}",
-                     "total GB": round(total / GB, 2), "fits": fits, "time": _duration(seconds)})
+        rows.append(
+            {
+                "hardware": tier.name,
+                "memory GB": round(tier.memory / GB, 1),
+                "quantization": quant,
+                "weights GB": round(parts.weights / GB, 2),
+                "LoRA + grads + optimizer GB": round(parts.lora / GB, 3),
+                "activations GB (no ckpt / ckpt)": f"{act / GB:.2f} / {act_ckpt / GB:.2f}",
+                "total GB": round(total / GB, 2),
+                "fits": fits,
+                "time": _duration(seconds),
+            }
+        )
     basis = [
         f"Parameters: {base_params:,} in the base ({linear:,} in Linear layers; accelerate: {f32_bytes / GB:.2f} GB "
         f"in float32), {trainable:,} trainable LoRA parameters (PEFT).",
@@ -267,4 +298,3 @@ def for_preflight(cfg, pre, token: str | None = None) -> Estimate:
     if pre.data is not None and pre.data.texts:
         mean = sum(len(x) for x in pre.data.texts) / len(pre.data.texts) / 4 + 1  # + EOS
     return estimate(mc, cfg, pre.trainable, pre.total, mean)
-

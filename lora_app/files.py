@@ -35,11 +35,21 @@ FIELD = "data.path"
 TEXT_COLUMN = "text"
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 #: Longest UTF-32 mark first: FF FE 00 00 also starts with the UTF-16 LE mark FF FE.
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 #: File signatures of formats people rename to .csv/.json by mistake.
-_MAGIC = ((b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"), (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook"),
-          (b"PAR1", "a Parquet file"), (b"\x1f\x8b", "a gzip archive"), (b"%PDF", "a PDF document"))
+_MAGIC = (
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook"),
+    (b"PAR1", "a Parquet file"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"%PDF", "a PDF document"),
+)
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # str.splitlines also splits on \x0c, \x1c, U+2028 ...: not line ends
 #: Characters clevercsv looks at: its cost grows fast with the sample (64 KB: ~0.9 s here).
 _SAMPLE = 16384
@@ -70,12 +80,20 @@ def decode(raw: bytes, name: str) -> tuple[str, str]:
             try:
                 return raw.decode(bom_enc), bom_enc
             except UnicodeDecodeError as err:
-                raise _refuse(name, f"starts with a {bom_enc.upper()} byte-order mark but byte {err.start:,} is not "
-                                    f"valid {bom_enc.upper()}", _SAVE_UTF8) from None
+                raise _refuse(
+                    name,
+                    f"starts with a {bom_enc.upper()} byte-order mark but byte {err.start:,} is not "
+                    f"valid {bom_enc.upper()}",
+                    _SAVE_UTF8,
+                ) from None
     for magic, what in _MAGIC:
         if raw.startswith(magic):
-            raise _refuse(name, f"is {what}, not a text file", "Fix: export the data as .csv (UTF-8), .jsonl or "
-                          ".parquet" + (", or upload it with the .parquet extension" if magic == b"PAR1" else "") + ".")
+            raise _refuse(
+                name,
+                f"is {what}, not a text file",
+                "Fix: export the data as .csv (UTF-8), .jsonl or "
+                ".parquet" + (", or upload it with the .parquet extension" if magic == b"PAR1" else "") + ".",
+            )
     text: str | None = None
     enc: str | None = None
     if b"\x00" not in raw:  # UTF-16 without a mark is valid UTF-8 full of NULs: let the detector see it
@@ -88,13 +106,18 @@ def decode(raw: bytes, name: str) -> tuple[str, str]:
 
         best = cn.from_bytes(raw).best()
         west = cn.from_bytes(raw, cp_isolation=["cp1252"]).best()
-        if west is not None and (best is None or (west.chaos <= best.chaos + 0.01 and west.coherence >= best.coherence - 0.01)):
+        if west is not None and (
+            best is None or (west.chaos <= best.chaos + 0.01 and west.coherence >= best.coherence - 0.01)
+        ):
             best = west
         if best is not None:
             text, enc = str(best), best.encoding
     if text is None or enc is None or _binary(text):  # (both are set together)
-        raise _refuse(name, "is not a text file in any encoding tried (UTF-8/16/32, Windows code pages: it holds "
-                            "binary bytes)", "Fix: upload the data as .csv, .jsonl, .json, .txt or .parquet.")
+        raise _refuse(
+            name,
+            "is not a text file in any encoding tried (UTF-8/16/32, Windows code pages: it holds binary bytes)",
+            "Fix: upload the data as .csv, .jsonl, .json, .txt or .parquet.",
+        )
     return text, enc
 
 
@@ -146,17 +169,22 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
         delim = in_header[0] if in_header else None
     else:  # several in the header, clevercsv chose none of them: the one that splits rows like the header
         some = [ln for ln in split_lines(sample) if ln.strip()][:200]
-        delim = max(in_header, key=lambda d: sum(len(_fields(ln, d, quote or '"')) == len(_fields(first, d, quote or '"'))
-                                                 for ln in some))
+        delim = max(
+            in_header,
+            key=lambda d: sum(len(_fields(ln, d, quote or '"')) == len(_fields(first, d, quote or '"')) for ln in some),
+        )
     try:
         rows, where = _parse(text, delim, quote)
         if not quote and '"' in text and any(len(r) != len(rows[0]) for r in rows[1:] if r):
             # clevercsv saw no quoting because a quote is broken: parse with quotes to name its line
             rows, where = _parse(text, delim, '"')
     except csv.Error as err:
-        raise _refuse(name, f"cannot be read as CSV from line {err.args[1]} ({err.args[0]}: a quoted cell that "
-                            "starts there is not closed, or text follows a closing quote)",
-                      'Fix: close the quote, and write a quote inside a quoted cell twice ("").') from None
+        raise _refuse(
+            name,
+            f"cannot be read as CSV from line {err.args[1]} ({err.args[0]}: a quoted cell that "
+            "starts there is not closed, or text follows a closing quote)",
+            'Fix: close the quote, and write a quote inside a quoted cell twice ("").',
+        ) from None
     while rows and not rows[-1]:  # blank lines at the end are the file's end
         rows.pop()
         where.pop()
@@ -168,8 +196,12 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
     header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
-        raise _refuse(name, f"names the column{'s' if len(dupes) > 1 else ''} {', '.join(repr(d) for d in dupes)} more "
-                            f"than once in its header (line {where[0]})", "Fix: give every column its own name in the first line.")
+        raise _refuse(
+            name,
+            f"names the column{'s' if len(dupes) > 1 else ''} {', '.join(repr(d) for d in dupes)} more "
+            f"than once in its header (line {where[0]})",
+            "Fix: give every column its own name in the first line.",
+        )
     n = len(header)
     over: list[int] = []
     under: list[int] = []
@@ -186,14 +218,22 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
         lines.append(ln)
     sep = DELIMITERS.get(delim or "", "")
     if over:
-        fix = ('Fix: put quotes around cells that hold the delimiter ("Hello, world"), or save a plain list of '
-               "sentences as .txt (one row per line).")
-        raise _refuse(name, f"has {count(len(over), 'row')} with more fields than its header's {n} when split at "
-                            f"each {sep} ({lines_of(over)})", fix)
+        fix = (
+            'Fix: put quotes around cells that hold the delimiter ("Hello, world"), or save a plain list of '
+            "sentences as .txt (one row per line)."
+        )
+        raise _refuse(
+            name,
+            f"has {count(len(over), 'row')} with more fields than its header's {n} when split at "
+            f"each {sep} ({lines_of(over)})",
+            fix,
+        )
     notes = []
     if under:
-        notes.append(f"{count(len(under), 'row')} {'has' if len(under) == 1 else 'have'} fewer fields than the header "
-                     f"({lines_of(under)}): the missing cells are empty.")
+        notes.append(
+            f"{count(len(under), 'row')} {'has' if len(under) == 1 else 'have'} fewer fields than the header "
+            f"({lines_of(under)}): the missing cells are empty."
+        )
     if delim:
         notes.append(f"Read as {sep}-separated with {n} columns.")
     return pd.DataFrame(body, columns=header, dtype=object), lines, notes
@@ -202,8 +242,13 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
 def _parse(text: str, delim: str | None, quote: str) -> tuple[list[list[str]], list[int]]:
     """Rows of cells and the line each starts on. Raises csv.Error(message, line)."""
     # One column: a delimiter that never occurs in text, so a line is never split.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim or "\x1f", quotechar=quote or '"',
-                        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE, strict=True)
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=delim or "\x1f",
+        quotechar=quote or '"',
+        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
+        strict=True,
+    )
     rows, where, prev = [], [], 0
     try:
         for rec in reader:
@@ -245,10 +290,16 @@ def read_json(text: str, name: str, jsonl: bool = False) -> tuple[list, list[int
             return [whole], [where_first(text)], "line"
         return _object_layout(whole, name)
     if err is None:  # valid JSON, but one number, string, true/false or null: no rows
-        raise _refuse(name, f"is a single JSON {type(whole).__name__ if whole is not None else 'null'} value, not rows",
-                      'Fix: save the rows as a JSON array [{"text": "..."}, ...] or as JSON lines.')
-    whole_bad = _refuse(name, f"is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
-                        "Fix: check the file's format, or save it as JSON lines (one object per line).")
+        raise _refuse(
+            name,
+            f"is a single JSON {type(whole).__name__ if whole is not None else 'null'} value, not rows",
+            'Fix: save the rows as a JSON array [{"text": "..."}, ...] or as JSON lines.',
+        )
+    whole_bad = _refuse(
+        name,
+        f"is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
+        "Fix: check the file's format, or save it as JSON lines (one object per line).",
+    )
     if stripped.startswith("["):
         raise whole_bad
     rows: list[Any] = []
@@ -268,9 +319,12 @@ def read_json(text: str, name: str, jsonl: bool = False) -> tuple[list, list[int
         i, first_err = bad[0]
         if i == where_first(text) and "Extra data" not in str(err):  # e.g. a pretty-printed object with an error
             raise whole_bad
-        raise _refuse(name, f"has {count(len(bad), 'line')} that {'is' if len(bad) == 1 else 'are'} not valid JSON "
-                            f"({lines_of([b[0] for b in bad])}; line {i}: {first_err.msg} at column {first_err.colno})",
-                      'Fix: make each line one JSON object such as {"text": "..."}, or delete those lines.')
+        raise _refuse(
+            name,
+            f"has {count(len(bad), 'line')} that {'is' if len(bad) == 1 else 'are'} not valid JSON "
+            f"({lines_of([b[0] for b in bad])}; line {i}: {first_err.msg} at column {first_err.colno})",
+            'Fix: make each line one JSON object such as {"text": "..."}, or delete those lines.',
+        )
     return rows, where, "line"
 
 
@@ -281,7 +335,11 @@ def where_first(text: str) -> int:
 
 def _turns(rows: list) -> bool:
     """A list of chat turns ({"role", "content"} or ShareGPT's {"from", "value"}): one row, not rows."""
-    return bool(rows) and isinstance(rows[0], dict) and any(k <= set(rows[0]) for k in ({"role", "content"}, {"from", "value"}))
+    return (
+        bool(rows)
+        and isinstance(rows[0], dict)
+        and any(k <= set(rows[0]) for k in ({"role", "content"}, {"from", "value"}))
+    )
 
 
 def _object_layout(obj: dict, name: str) -> tuple[list, list[int], str]:
@@ -296,8 +354,11 @@ def _object_layout(obj: dict, name: str) -> tuple[list, list[int], str]:
     if not lists:  # one object: one row
         return [obj], [1], "record"
     sizes = ", ".join(f"'{k}' ({count(len(v), 'item')})" for k, v in lists.items())
-    raise _refuse(name, f"is one JSON object whose lists ({sizes}) are neither one list of records nor columns of "
-                        "equal length", 'Fix: save the rows as a JSON array [{"text": "..."}, ...] or as JSON lines.')
+    raise _refuse(
+        name,
+        f"is one JSON object whose lists ({sizes}) are neither one list of records nor columns of equal length",
+        'Fix: save the rows as a JSON array [{"text": "..."}, ...] or as JSON lines.',
+    )
 
 
 def records_frame(rows: list, lines: Sequence[int], unit: str, name: str) -> pd.DataFrame:
@@ -309,8 +370,11 @@ def records_frame(rows: list, lines: Sequence[int], unit: str, name: str) -> pd.
     else:
         odd = [ln for r, ln in given if not isinstance(r, dict)]
         if odd:
-            raise _refuse(name, f"mixes objects with other JSON values ({lines_of(odd, unit)})",
-                          'Fix: make every row an object such as {"text": "..."}.')
+            raise _refuse(
+                name,
+                f"mixes objects with other JSON values ({lines_of(odd, unit)})",
+                'Fix: make every row an object such as {"text": "..."}.',
+            )
     return pd.DataFrame.from_records([r if r is not None else {} for r in rows])
 
 
@@ -321,8 +385,11 @@ def arrow_frame(table, name: str) -> pd.DataFrame:
     names = list(table.column_names)
     dupes = sorted({c for c in names if names.count(c) > 1})
     if dupes:
-        raise _refuse(name, f"has more than one column named {', '.join(map(repr, dupes))}",
-                      "Fix: give every column its own name.")
+        raise _refuse(
+            name,
+            f"has more than one column named {', '.join(map(repr, dupes))}",
+            "Fix: give every column its own name.",
+        )
     return pd.DataFrame({c: pd.Series(table.column(c).to_pylist(), dtype=object) for c in names})
 
 

@@ -33,8 +33,13 @@ class Generator:
         self._gen_lock = threading.Lock()  # one generate() at a time: disable_adapter() changes the shared model
         self._loaded: Loaded | None = None
 
-    def load(self, adapter: str | None = None, base: str | None = None, token: str | None = None,
-             trust_remote_code: bool = False) -> Loaded:
+    def load(
+        self,
+        adapter: str | None = None,
+        base: str | None = None,
+        token: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> Loaded:
         """Load ``base`` (default: the base the adapter names) and apply ``adapter``.
 
         Raises ConfigError when the adapter cannot be found or does not fit the base model.
@@ -74,9 +79,18 @@ class Generator:
             self._loaded = Loaded(model, tok, key_base, adapter, desc)
             return self._loaded
 
-    def stream(self, prompt: str, adapter: str | None = None, base: str | None = None,
-               max_new_tokens: int = 40, temperature: float = 0.0, top_p: float = 0.95, seed: int = 0,
-               token: str | None = None, use_adapter: bool = True) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        adapter: str | None = None,
+        base: str | None = None,
+        max_new_tokens: int = 40,
+        temperature: float = 0.0,
+        top_p: float = 0.95,
+        seed: int = 0,
+        token: str | None = None,
+        use_adapter: bool = True,
+    ) -> Iterator[str]:
         """Yield the completion so far (prompt excluded) as tokens are generated.
 
         ``temperature`` 0 means greedy decoding. ``use_adapter=False`` generates from the base
@@ -94,8 +108,13 @@ class Generator:
         tok, model = loaded.tokenizer, loaded.model
         inputs = tok(model_prompt(prompt), return_tensors="pt").to(next(model.parameters()).device)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        kw = dict(**inputs, max_new_tokens=max_new_tokens, streamer=streamer, pad_token_id=pad_id_of(tok),
-                  **sampling_args(temperature, top_p))
+        kw = dict(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            streamer=streamer,
+            pad_token_id=pad_id_of(tok),
+            **sampling_args(temperature, top_p),
+        )
         ctx = model.disable_adapter() if (adapter and not use_adapter) else contextlib.nullcontext()
         errors: list[BaseException] = []
 
@@ -119,9 +138,17 @@ class Generator:
             raise errors[0]
         yield text
 
-    def compare(self, prompt: str, adapter: str | None, base: str | None = None, max_new_tokens: int = 40,
-                temperature: float = 0.0, top_p: float = 0.95, seed: int = 0,
-                token: str | None = None) -> Iterator[tuple[str, str]]:
+    def compare(
+        self,
+        prompt: str,
+        adapter: str | None,
+        base: str | None = None,
+        max_new_tokens: int = 40,
+        temperature: float = 0.0,
+        top_p: float = 0.95,
+        seed: int = 0,
+        token: str | None = None,
+    ) -> Iterator[tuple[str, str]]:
         """Side by side: yield ``(base_text, adapter_text)`` as both completions grow.
 
         The base model (the adapter switched off) and base + adapter complete the same prompt
@@ -129,19 +156,34 @@ class Generator:
         Generate with / without the adapter would give.
         """
         if not (adapter or "").strip():
-            raise ConfigError(["adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
-                               "(owner/name) to compare with its base model."])
+            raise ConfigError(
+                [
+                    "adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
+                    "(owner/name) to compare with its base model."
+                ]
+            )
         base_text = ""
-        for base_text in self.stream(prompt, adapter, base, max_new_tokens, temperature, top_p, seed, token,
-                                     use_adapter=False):
+        for base_text in self.stream(
+            prompt, adapter, base, max_new_tokens, temperature, top_p, seed, token, use_adapter=False
+        ):
             yield base_text, ""
-        for text in self.stream(prompt, adapter, base, max_new_tokens, temperature, top_p, seed, token,
-                                use_adapter=True):
+        for text in self.stream(
+            prompt, adapter, base, max_new_tokens, temperature, top_p, seed, token, use_adapter=True
+        ):
             yield base_text, text
 
-    def complete_batch(self, prompts: list[str], adapter: str | None = None, base: str | None = None,
-                       max_new_tokens: int = 40, temperature: float = 0.0, top_p: float = 0.95, seed: int = 0,
-                       token: str | None = None, use_adapter: bool = True) -> list[str]:
+    def complete_batch(
+        self,
+        prompts: list[str],
+        adapter: str | None = None,
+        base: str | None = None,
+        max_new_tokens: int = 40,
+        temperature: float = 0.0,
+        top_p: float = 0.95,
+        seed: int = 0,
+        token: str | None = None,
+        use_adapter: bool = True,
+    ) -> list[str]:
         """Complete several prompts in one batch (prompt excluded from each result).
 
         Prompts are padded on the *left* with an attention mask, so every row's new tokens
@@ -158,13 +200,18 @@ class Generator:
         tok, model = loaded.tokenizer, loaded.model
         ids, mask = left_pad([tok(model_prompt(p))["input_ids"] for p in prompts], pad_id_of(tok))
         dev = next(model.parameters()).device
-        kw = dict(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
-                  pad_token_id=pad_id_of(tok), **sampling_args(temperature, top_p))
+        kw = dict(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id_of(tok),
+            **sampling_args(temperature, top_p),
+        )
         ctx = model.disable_adapter() if (loaded.adapter and not use_adapter) else contextlib.nullcontext()
         with self._gen_lock, ctx, torch.inference_mode():
             torch.manual_seed(seed)
             out = model.generate(**kw)
-        return [tok.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in out]
+        return [tok.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
 
 
 def sampling_args(temperature: float, top_p: float) -> dict[str, Any]:
@@ -185,8 +232,8 @@ def left_pad(rows: list[list[int]], pad: int):
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         if r:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
     return ids, mask
 
 
@@ -196,27 +243,36 @@ def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> s
 
     cause = err.__cause__ or err
     if (Path(adapter).expanduser() / "adapter_config.json").is_file():  # there, but PEFT could not read it
-        return (f"adapter: {Path(adapter) / 'adapter_config.json'} cannot be read ({type(cause).__name__}: "
-                f"{str(cause).splitlines()[0][:200] if str(cause) else 'no detail'}). Fix: train the run again "
-                "or copy the adapter folder anew.")
+        return (
+            f"adapter: {Path(adapter) / 'adapter_config.json'} cannot be read ({type(cause).__name__}: "
+            f"{str(cause).splitlines()[0][:200] if str(cause) else 'no detail'}). Fix: train the run again "
+            "or copy the adapter folder anew."
+        )
     if Path(adapter).expanduser().is_dir():
-        return (f"adapter: the folder '{adapter}' holds no adapter_config.json. Fix: pick a finished run's "
-                "adapter folder.")
+        return (
+            f"adapter: the folder '{adapter}' holds no adapter_config.json. Fix: pick a finished run's adapter folder."
+        )
     from .hub_client import explain, is_network_error
     from .repo_id import is_hub_id
 
     if not is_hub_id(adapter):
-        return (f"adapter: '{adapter}' is neither an adapter folder nor a Hub repo id. Fix: pick a finished run, "
-                "or type a Hub repo id as owner/name.")
+        return (
+            f"adapter: '{adapter}' is neither an adapter folder nor a Hub repo id. Fix: pick a finished run, "
+            "or type a Hub repo id as owner/name."
+        )
     if isinstance(cause, GatedRepoError):
-        return (f"adapter: '{adapter}' is gated. Fix: accept its conditions on the Hub, then log in with that "
-                "account's token.")
+        return (
+            f"adapter: '{adapter}' is gated. Fix: accept its conditions on the Hub, then log in with that "
+            "account's token."
+        )
     if isinstance(cause, RepositoryNotFoundError):
         hint = "log in with a token that can read it" if token else "log in if it is private"
         return f"adapter: there is no Hub repo '{adapter}', or it is private. Fix: check the id, or {hint}."
     if isinstance(cause, EntryNotFoundError) and not is_network_error(cause):
-        return (f"adapter: the Hub repo '{adapter}' has no adapter_config.json, so it is not a PEFT adapter. "
-                "Fix: give the repo id of a LoRA adapter.")
+        return (
+            f"adapter: the Hub repo '{adapter}' has no adapter_config.json, so it is not a PEFT adapter. "
+            "Fix: give the repo id of a LoRA adapter."
+        )
     return explain(cause, f"read the adapter '{adapter}'", adapter).replace("hub:", "adapter:", 1)
 
 
@@ -237,8 +293,12 @@ def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n}
         missing = sorted(t for t in targets if t.rsplit(".", 1)[-1] not in names)
         if missing:
-            raise ConfigError([f"{head} it adapts layers {', '.join(missing)}, which this model does not have "
-                               f"(its linear layers: {', '.join(models.linear_module_names(model))}).{origin}{fix}"])
+            raise ConfigError(
+                [
+                    f"{head} it adapts layers {', '.join(missing)}, which this model does not have "
+                    f"(its linear layers: {', '.join(models.linear_module_names(model))}).{origin}{fix}"
+                ]
+            )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -246,18 +306,30 @@ def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
     except RuntimeError as err:
         msg = str(err)
         detail = next((ln.strip() for ln in msg.splitlines() if "size mismatch" in ln), msg.splitlines()[0])
-        raise ConfigError([f"{head} its weight shapes differ from this model's, so it was made for a model of "
-                           f"another size or architecture ({detail[:240]}).{origin}{fix}"]) from None
+        raise ConfigError(
+            [
+                f"{head} its weight shapes differ from this model's, so it was made for a model of "
+                f"another size or architecture ({detail[:240]}).{origin}{fix}"
+            ]
+        ) from None
     except (ValueError, KeyError) as err:
         raise ConfigError([f"{head} {str(err).splitlines()[0][:300]}.{origin}{fix}"]) from None
     except Exception as err:  # a truncated or corrupt weights file (safetensors' SafetensorError, OSError)
         where = Path(adapter) / "adapter_model.safetensors" if Path(adapter).is_dir() else f"the weights of '{adapter}'"
-        raise ConfigError([f"adapter: {where} cannot be read ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}). Fix: train the run "
-                           "again or copy the adapter folder anew."]) from None
+        raise ConfigError(
+            [
+                f"adapter: {where} cannot be read ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}). Fix: train the run "
+                "again or copy the adapter folder anew."
+            ]
+        ) from None
     if any("missing adapter keys" in str(w.message) for w in caught):
-        raise ConfigError([f"{head} its weights name layers this model does not have (another architecture), "
-                           f"so it would change nothing.{origin}{fix}"])
+        raise ConfigError(
+            [
+                f"{head} its weights name layers this model does not have (another architecture), "
+                f"so it would change nothing.{origin}{fix}"
+            ]
+        )
     return model
 
 
@@ -273,8 +345,9 @@ def model_prompt(prompt: str) -> str:
     """
     text = (prompt or "").rstrip(" ")
     if not text.strip():
-        raise ConfigError(["prompt: is empty. Fix: type a few words for the model to continue, "
-                           "e.g. \"Two things are infinite:\"."])
+        raise ConfigError(
+            ['prompt: is empty. Fix: type a few words for the model to continue, e.g. "Two things are infinite:".']
+        )
     return text
 
 

@@ -34,15 +34,20 @@ class HeldOut:
     note: str
 
 
-def split(texts: list[str], data: DataConfig, training: TrainingSettings, text_column: str | None,
-          token: str | None = None) -> HeldOut:
+def split(
+    texts: list[str], data: DataConfig, training: TrainingSettings, text_column: str | None, token: str | None = None
+) -> HeldOut:
     """Split ``texts`` (the training rows) per the settings. Raises ConfigError naming the field
     and the fix when the held-out set cannot be had (too many rows asked, unreadable second file,
     unknown split)."""
     cap = training.eval_max_rows
     if data.eval_split and not data.dataset_id:
-        raise ConfigError([f"data.eval_split: '{data.eval_split}' names a split of a Hub dataset, but the data is a "
-                           "file. Fix: give the held-out rows as a second file (data.eval_path), or leave it empty."])
+        raise ConfigError(
+            [
+                f"data.eval_split: '{data.eval_split}' names a split of a Hub dataset, but the data is a "
+                "file. Fix: give the held-out rows as a second file (data.eval_path), or leave it empty."
+            ]
+        )
     if data.eval_path or data.eval_split:
         from .data import load_text
 
@@ -50,18 +55,26 @@ def split(texts: list[str], data: DataConfig, training: TrainingSettings, text_c
             sub = DataConfig(path=data.eval_path, text_column=text_column, source_name=data.eval_source_name)
             field = "data.eval_path"
         else:
-            sub = DataConfig(dataset_id=data.dataset_id, dataset_config=data.dataset_config, split=data.eval_split,
-                             text_column=text_column)
+            sub = DataConfig(
+                dataset_id=data.dataset_id,
+                dataset_config=data.dataset_config,
+                split=data.eval_split,
+                text_column=text_column,
+            )
             field = "data.eval_split"
         try:
             td = load_text(sub, token=token)
         except ConfigError as err:
             # The reader names its own field (data.path, data.split): name the held-out one instead.
-            raise ConfigError([f"{field}: {p.split(': ', 1)[1] if p.startswith('data.') else p}"
-                               for p in err.problems]) from None
+            raise ConfigError(
+                [f"{field}: {p.split(': ', 1)[1] if p.startswith('data.') else p}" for p in err.problems]
+            ) from None
         rows = td.texts[:cap]
-        src = (f"the file '{data.eval_source_name or data.eval_path.replace(chr(92), '/').split('/')[-1]}'"
-               if data.eval_path else f"the split '{data.eval_split}'")
+        src = (
+            f"the file '{data.eval_source_name or data.eval_path.replace(chr(92), '/').split('/')[-1]}'"
+            if data.eval_path
+            else f"the split '{data.eval_split}'"
+        )
         cut = f" (the first {cap} of {len(td.texts):,})" if len(td.texts) > cap else ""
         return HeldOut(list(texts), rows, src, f"Held-out evaluation on {count(len(rows), 'row')} of {src}{cut}.")
 
@@ -69,26 +82,41 @@ def split(texts: list[str], data: DataConfig, training: TrainingSettings, text_c
     if training.eval_rows is not None:
         k = training.eval_rows
         if k >= n:
-            raise ConfigError([f"training.eval_rows: {count(k, 'held-out row')} asked, but the data has only "
-                               f"{count(n, 'row')} (at least one must remain to train on). Fix: set eval_rows below "
-                               f"{n}, or leave it empty to hold out eval_fraction ({training.eval_fraction:g})."])
+            raise ConfigError(
+                [
+                    f"training.eval_rows: {count(k, 'held-out row')} asked, but the data has only "
+                    f"{count(n, 'row')} (at least one must remain to train on). Fix: set eval_rows below "
+                    f"{n}, or leave it empty to hold out eval_fraction ({training.eval_fraction:g})."
+                ]
+            )
         why = f"eval_rows {k}"
     else:
         k = min(cap, int(n * training.eval_fraction))
-        why = f"{training.eval_fraction:.0%} of {count(n, 'row')}" + (f", capped at {cap}" if n * training.eval_fraction > cap else "")
+        why = f"{training.eval_fraction:.0%} of {count(n, 'row')}" + (
+            f", capped at {cap}" if n * training.eval_fraction > cap else ""
+        )
         if training.eval_fraction == 0:
             return HeldOut(list(texts), [], "", "Held-out evaluation is off (eval_fraction 0).")
         if k < MIN_EVAL_ROWS:
-            return HeldOut(list(texts), [], "", f"No held-out evaluation: {why} is {count(k, 'row')}, fewer than the "
-                           f"{MIN_EVAL_ROWS} a perplexity needs. Fix (to get one): more rows, a larger eval_fraction, or "
-                           "a second file for evaluation.")
+            return HeldOut(
+                list(texts),
+                [],
+                "",
+                f"No held-out evaluation: {why} is {count(k, 'row')}, fewer than the "
+                f"{MIN_EVAL_ROWS} a perplexity needs. Fix (to get one): more rows, a larger eval_fraction, or "
+                "a second file for evaluation.",
+            )
     order = list(range(n))
     random.Random(training.seed).shuffle(order)
     held = set(order[:k])
     train = [t for i, t in enumerate(texts) if i not in held]
     ev = [texts[i] for i in sorted(held)]
-    return HeldOut(train, ev, f"{count(k, 'held-out row')} of the data ({why})",
-                   f"Held-out evaluation on {count(k, 'row')} ({why}), not trained on; {count(len(train), 'row')} to train.")
+    return HeldOut(
+        train,
+        ev,
+        f"{count(k, 'held-out row')} of the data ({why})",
+        f"Held-out evaluation on {count(k, 'row')} ({why}), not trained on; {count(len(train), 'row')} to train.",
+    )
 
 
 # -- evaluation with the Trainer ----------------------------------------------------------------
@@ -114,8 +142,9 @@ def eval_trainer_class():
         _tokens = 0
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                       num_items_in_batch=num_items_in_batch)
+            out = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
             if not model.training:
                 loss: Any = out[0] if return_outputs else out
                 n = int((inputs["labels"][..., 1:] != -100).sum())

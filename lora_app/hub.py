@@ -98,8 +98,13 @@ class PushResult:
 
     def markdown(self) -> str:
         head = f"Pushed to [{self.repo_id}]({self.url})"
-        head += (" (new repo)" if self.created else " (it already held this adapter: nothing changed)"
-                 if self.unchanged else " (new commit in the existing repo)")
+        head += (
+            " (new repo)"
+            if self.created
+            else " (it already held this adapter: nothing changed)"
+            if self.unchanged
+            else " (new commit in the existing repo)"
+        )
         if self.private is not None:
             head += ", private" if self.private else ", public"
         return head + "." + "".join(f"\n\n{n}" for n in self.notes)
@@ -138,8 +143,9 @@ def _card_from_run(run_dir: Path, adapter_dir: Path, base_model: str, repo_id: s
     data_col = next((e.get("text_column") for e in events if e.get("type") == "info" and e.get("text_column")), None)
     if data_col and not cfg.data.text_column:
         cfg.data.text_column = data_col
-    return card.render_card(cfg, base_model, targets, final_loss, steps, line, repo_id=repo_id,
-                            evals=card.eval_summary(events))
+    return card.render_card(
+        cfg, base_model, targets, final_loss, steps, line, repo_id=repo_id, evals=card.eval_summary(events)
+    )
 
 
 def _card_problems(text: str, base_model: str) -> list[str]:
@@ -150,27 +156,38 @@ def _card_problems(text: str, base_model: str) -> list[str]:
     from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
     if not REGEX_YAML_BLOCK.search(text):
-        return ["model card: README.md has no YAML metadata block. Fix: train the run again with this app "
-                "(it writes the card), or add a '---' block with base_model and library_name: peft."]
+        return [
+            "model card: README.md has no YAML metadata block. Fix: train the run again with this app "
+            "(it writes the card), or add a '---' block with base_model and library_name: peft."
+        ]
     try:
         meta = ModelCard(text, ignore_metadata_errors=True).data.to_dict()
     except yaml.YAMLError as err:
-        return [f"model card: its YAML metadata does not parse ({str(err).splitlines()[0]}). "
-                "Fix: correct the block between the '---' lines of README.md."]
+        return [
+            f"model card: its YAML metadata does not parse ({str(err).splitlines()[0]}). "
+            "Fix: correct the block between the '---' lines of README.md."
+        ]
     except ValueError:  # ModelCard: "repo card metadata block should be a dict"
-        return ["model card: its YAML metadata is not a mapping. Fix: write 'key: value' lines between the '---' lines."]
+        return [
+            "model card: its YAML metadata is not a mapping. Fix: write 'key: value' lines between the '---' lines."
+        ]
     out = []
     if meta.get("base_model") != base_model:
-        out.append(f"model card: base_model is {meta.get('base_model')!r}, not the adapter's base model "
-                   f"'{base_model}'. Fix: set base_model: {base_model}.")
+        out.append(
+            f"model card: base_model is {meta.get('base_model')!r}, not the adapter's base model "
+            f"'{base_model}'. Fix: set base_model: {base_model}."
+        )
     if meta.get("library_name") != "peft":
-        out.append("model card: library_name must be 'peft' so the Hub shows how to load the adapter. "
-                   "Fix: set library_name: peft.")
+        out.append(
+            "model card: library_name must be 'peft' so the Hub shows how to load the adapter. "
+            "Fix: set library_name: peft."
+        )
     return out
 
 
-def preflight(run_dir: str | Path, repo_id: str, token: str | None, base_model_id: str | None = None,
-              validate_yaml: bool = True) -> PushPlan:
+def preflight(
+    run_dir: str | Path, repo_id: str, token: str | None, base_model_id: str | None = None, validate_yaml: bool = True
+) -> PushPlan:
     """Check everything a push needs; raise HubError listing every problem found, each with
     its fix. Local checks come first, then (only if a token is there) the Hub ones.
 
@@ -182,8 +199,12 @@ def preflight(run_dir: str | Path, repo_id: str, token: str | None, base_model_i
     problems: list[str] = []
     missing = [f for f in ADAPTER_FILES[:2] if not (ad / f).is_file()]
     if missing:
-        raise HubError([f"adapter: {', '.join(missing)} missing in {ad}. Fix: pick a run that finished "
-                        "(or was stopped after saving)."])
+        raise HubError(
+            [
+                f"adapter: {', '.join(missing)} missing in {ad}. Fix: pick a run that finished "
+                "(or was stopped after saving)."
+            ]
+        )
     try:
         ac = json.loads((ad / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -193,18 +214,24 @@ def preflight(run_dir: str | Path, repo_id: str, token: str | None, base_model_i
     base = recorded
     if override:
         if not is_hub_id(override):
-            problems.append(f"hub.base_model: '{override}' is not a Hub model id. Fix: write it as owner/name, "
-                            "e.g. HuggingFaceTB/SmolLM2-135M-Instruct.")
+            problems.append(
+                f"hub.base_model: '{override}' is not a Hub model id. Fix: write it as owner/name, "
+                "e.g. HuggingFaceTB/SmolLM2-135M-Instruct."
+            )
         elif is_hub_id(recorded) and override != recorded:
-            problems.append(f"hub.base_model: the adapter was trained on '{recorded}', not '{override}'. "
-                            "Fix: leave the base model field empty.")
+            problems.append(
+                f"hub.base_model: the adapter was trained on '{recorded}', not '{override}'. "
+                "Fix: leave the base model field empty."
+            )
         else:
             base = override
     if not override and not is_hub_id(recorded):
-        problems.append(f"adapter: adapter_config.json names the local folder '{recorded}' as its base model, which "
-                        "nobody else can load. Fix: give the base model's Hub id (owner/name) in the 'Base model Hub "
-                        "id' field (only the uploaded copy changes), or train from a Hub id; for a converted folder, "
-                        "a lora_app_hub_id.txt file in it holding the Hub id makes later runs record it.")
+        problems.append(
+            f"adapter: adapter_config.json names the local folder '{recorded}' as its base model, which "
+            "nobody else can load. Fix: give the base model's Hub id (owner/name) in the 'Base model Hub "
+            "id' field (only the uploaded copy changes), or train from a Hub id; for a converted folder, "
+            "a lora_app_hub_id.txt file in it holding the Hub id makes later runs record it."
+        )
     problems += check_repo_id(repo_id)
     card_text = ""
     if is_hub_id(base):
@@ -216,13 +243,26 @@ def preflight(run_dir: str | Path, repo_id: str, token: str | None, base_model_i
 
     plan = PushPlan(repo_id, ad, None, base, ac, card_text)
     plan.user, plan.exists, plan.existing_private, plan.head_sha = check_destination(
-        repo_id, token, card_text, own_files={".gitattributes", "README.md", *ADAPTER_FILES},
-        marker="adapter_config.json", what="a LoRA adapter", validate_yaml=validate_yaml)
+        repo_id,
+        token,
+        card_text,
+        own_files={".gitattributes", "README.md", *ADAPTER_FILES},
+        marker="adapter_config.json",
+        what="a LoRA adapter",
+        validate_yaml=validate_yaml,
+    )
     return plan
 
 
-def check_destination(repo_id: str, token: str | None, card_text: str, own_files: set[str], marker: str,
-                      what: str, validate_yaml: bool = True) -> tuple[User, bool, bool | None, str | None]:
+def check_destination(
+    repo_id: str,
+    token: str | None,
+    card_text: str,
+    own_files: set[str],
+    marker: str,
+    what: str,
+    validate_yaml: bool = True,
+) -> tuple[User, bool, bool | None, str | None]:
     """The Hub side of a push preflight (adapter or merged model): the token works, is not
     read-only and may write under the repo's owner; an existing repo of that name holds
     ``what`` (it has ``marker``, or only ``own_files``), not something else; the card's YAML
@@ -231,17 +271,28 @@ def check_destination(repo_id: str, token: str | None, card_text: str, own_files
     user = whoami(token, use_cache=False)  # a push checks the token afresh (it may have been revoked)
     namespace = repo_id.split("/")[0]
     if user.read_only:
-        raise HubError([f"hub: the token of '{user.name}' is read-only, so it cannot create or push to "
-                        f"'{repo_id}' (it would get 403 Forbidden). Fix: create a token with the 'write' role at "
-                        f"{TOKENS_URL} and paste it."])
+        raise HubError(
+            [
+                f"hub: the token of '{user.name}' is read-only, so it cannot create or push to "
+                f"'{repo_id}' (it would get 403 Forbidden). Fix: create a token with the 'write' role at "
+                f"{TOKENS_URL} and paste it."
+            ]
+        )
     if not user.can_write_to(namespace):
         orgs = [o for o in user.orgs if user.can_write_to(o)]
         where = f"'{user.name}'" + (f" or one of your organisations ({', '.join(orgs)})" if orgs else "")
         role = user.orgs.get(namespace)
-        why = (f"you are only a '{role}' member of '{namespace}'" if role is not None else
-               f"'{namespace}' is another account, and you are logged in as '{user.name}'")
-        raise HubError([f"hub.repo_id: you cannot push to '{repo_id}': {why}. "
-                        f"Fix: use {where} as the owner, e.g. {user.name}/{repo_id.split('/')[1]}."])
+        why = (
+            f"you are only a '{role}' member of '{namespace}'"
+            if role is not None
+            else f"'{namespace}' is another account, and you are logged in as '{user.name}'"
+        )
+        raise HubError(
+            [
+                f"hub.repo_id: you cannot push to '{repo_id}': {why}. "
+                f"Fix: use {where} as the owner, e.g. {user.name}/{repo_id.split('/')[1]}."
+            ]
+        )
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -251,12 +302,15 @@ def check_destination(repo_id: str, token: str | None, card_text: str, own_files
         exists, private = True, bool(getattr(info, "private", False))
         sha = getattr(info, "sha", None)
         files = {s.rfilename for s in (info.siblings or [])}
-        foreign = sorted(f for f in files - own_files
-                         if not f.startswith(("checkpoint", "runs/", "training_args")))
+        foreign = sorted(f for f in files - own_files if not f.startswith(("checkpoint", "runs/", "training_args")))
         if files and marker not in files and foreign:
-            raise HubError([f"hub.repo_id: '{repo_id}' already exists and holds other files "
-                            f"({', '.join(foreign[:5])}{'…' if len(foreign) > 5 else ''}), not {what}. "
-                            "Fix: pick a new repo name."])
+            raise HubError(
+                [
+                    f"hub.repo_id: '{repo_id}' already exists and holds other files "
+                    f"({', '.join(foreign[:5])}{'…' if len(foreign) > 5 else ''}), not {what}. "
+                    "Fix: pick a new repo name."
+                ]
+            )
     except RepositoryNotFoundError:
         pass
     except HubError:
@@ -269,15 +323,25 @@ def check_destination(repo_id: str, token: str | None, card_text: str, own_files
         try:
             ModelCard(card_text).validate("model")  # POST /api/validate-yaml
         except ValueError as err:
-            raise HubError([f"model card: the Hub rejects its YAML metadata ({str(err).strip()[:300]}). "
-                            "Fix: correct the block between the '---' lines of README.md."]) from None
+            raise HubError(
+                [
+                    f"model card: the Hub rejects its YAML metadata ({str(err).strip()[:300]}). "
+                    "Fix: correct the block between the '---' lines of README.md."
+                ]
+            ) from None
         except Exception as err:
             raise HubError([explain(err, "validate the model card")]) from None
     return user, exists, private, sha
 
 
-def push_adapter(run_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None,
-                 base_model_id: str | None = None, commit_message: str | None = None) -> PushResult:
+def push_adapter(
+    run_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    base_model_id: str | None = None,
+    commit_message: str | None = None,
+) -> PushResult:
     """Preflight, then upload the adapter (adapter_config.json, adapter_model.safetensors,
     README.md) to ``repo_id``, creating the repo if needed. Returns where it went.
 
@@ -292,8 +356,9 @@ def push_adapter(run_dir: str | Path, repo_id: str, private: bool = False, token
     stage = Path(tempfile.mkdtemp(prefix="lora_app_push_"))
     try:
         shutil.copyfile(plan.adapter_dir / "adapter_model.safetensors", stage / "adapter_model.safetensors")
-        (stage / "adapter_config.json").write_text(json.dumps(plan.adapter_config, indent=2, sort_keys=True) + "\n",
-                                                   encoding="utf-8")
+        (stage / "adapter_config.json").write_text(
+            json.dumps(plan.adapter_config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
         (stage / "README.md").write_text(plan.card, encoding="utf-8")
         api = HfApi()
         step = f"create the repo '{repo_id}'"
@@ -301,22 +366,34 @@ def push_adapter(run_dir: str | Path, repo_id: str, private: bool = False, token
             url = api.create_repo(repo_id, private=private, exist_ok=True, token=token, repo_type="model")
             step = f"upload the adapter to '{repo_id}'"
             run = plan.adapter_dir.parent.name if (plan.adapter_dir.parent / "config.yaml").is_file() else ""
-            info = api.upload_folder(repo_id=repo_id, folder_path=stage, token=token, repo_type="model",
-                                     allow_patterns=list(ADAPTER_FILES),
-                                     commit_message=commit_message or f"LoRA adapter{' from run ' + run if run else ''}"
-                                                                      " (lora_app)")
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=stage,
+                token=token,
+                repo_type="model",
+                allow_patterns=list(ADAPTER_FILES),
+                commit_message=commit_message or f"LoRA adapter{' from run ' + run if run else ''} (lora_app)",
+            )
         except Exception as err:
             raise HubError([explain(err, step, repo_id)]) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     notes = []
     if plan.exists and plan.existing_private is not None and plan.existing_private != private:
-        notes.append(f"The repo already existed as {'private' if plan.existing_private else 'public'}; its "
-                     "visibility was left as it is (change it in the repo's settings on the Hub).")
+        notes.append(
+            f"The repo already existed as {'private' if plan.existing_private else 'public'}; its "
+            "visibility was left as it is (change it in the repo's settings on the Hub)."
+        )
     oid = getattr(info, "oid", None)
-    result = PushResult(repo_id, str(url), getattr(info, "commit_url", None), not plan.exists,
-                        plan.existing_private if plan.exists else private, notes,
-                        unchanged=bool(plan.exists and oid and oid == plan.head_sha))
+    result = PushResult(
+        repo_id,
+        str(url),
+        getattr(info, "commit_url", None),
+        not plan.exists,
+        plan.existing_private if plan.exists else private,
+        notes,
+        unchanged=bool(plan.exists and oid and oid == plan.head_sha),
+    )
     _record_push(plan.adapter_dir, result)
     return result
 
@@ -330,8 +407,13 @@ def _record_push(adapter_dir: Path, result: PushResult) -> None:
 
     ev = EventWriter(run_dir)
     try:
-        ev.emit("pushed", repo_id=result.repo_id, url=result.url, commit_url=result.commit_url,
-                message=f"adapter pushed to {result.url}")
+        ev.emit(
+            "pushed",
+            repo_id=result.repo_id,
+            url=result.url,
+            commit_url=result.commit_url,
+            message=f"adapter pushed to {result.url}",
+        )
     finally:
         ev.close()
 

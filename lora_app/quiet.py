@@ -15,8 +15,10 @@ import logging
 # - every 8-bit matmul with float32 inputs (our CPU compute dtype) logs "MatMul8bitLt: inputs will be
 #   cast from torch.float32 to float16", once per layer per step: LLM.int8() quantizes its inputs
 #   from fp16 by design (bitsandbytes/autograd/_functions.py), so it is expected, and it flooded the log.
-_BNB_NOISE = {"bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward from kernels-community",
-              "bitsandbytes.autograd._functions": "MatMul8bitLt: inputs will be cast from"}
+_BNB_NOISE = {
+    "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward from kernels-community",
+    "bitsandbytes.autograd._functions": "MatMul8bitLt: inputs will be cast from",
+}
 
 
 class _DropPrefix:

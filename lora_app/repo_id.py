@@ -45,8 +45,10 @@ def check_repo_id(repo_id: str | None) -> list[str]:
     if not rid:
         return ["hub.repo_id: empty. Fix: write it as owner/name, e.g. alice/smollm2-lora-quotes."]
     if rid.count("/") != 1:
-        return [f"hub.repo_id: '{rid}' must have exactly one '/' (owner/name). "
-                f"Fix: e.g. your-name/{sanitize(rid.replace('/', '-'))}."]
+        return [
+            f"hub.repo_id: '{rid}' must have exactly one '/' (owner/name). "
+            f"Fix: e.g. your-name/{sanitize(rid.replace('/', '-'))}."
+        ]
     if _valid(rid):
         return []
     owner, name = rid.split("/")
@@ -65,8 +67,10 @@ def check_repo_id(repo_id: str | None) -> list[str]:
     if name.endswith(".git"):
         bad.append("the name may not end with '.git'")
     reason = "; ".join(bad) or "huggingface_hub refuses it"
-    return [f"hub.repo_id: '{rid}' is not a valid repo id: {reason}. "
-            f"Fix: e.g. {sanitize(owner) or 'your-name'}/{sanitize(name.removesuffix('.git')) or 'my-lora'}."]
+    return [
+        f"hub.repo_id: '{rid}' is not a valid repo id: {reason}. "
+        f"Fix: e.g. {sanitize(owner) or 'your-name'}/{sanitize(name.removesuffix('.git')) or 'my-lora'}."
+    ]
 
 
 def sanitize(text: str, max_len: int = MAX_PART) -> str:

@@ -52,16 +52,21 @@ def resolve_liger(setting: str, device: str) -> tuple[bool, str]:
         return False, "Liger kernels off (training.use_liger_kernel: off)"
     if device != "cuda":
         if setting == "on":
-            raise ValueError(f"training.use_liger_kernel: on needs a CUDA GPU (this run is on {device}). "
-                             "Fix: set it to auto or off")
+            raise ValueError(
+                f"training.use_liger_kernel: on needs a CUDA GPU (this run is on {device}). Fix: set it to auto or off"
+            )
         return False, f"Liger kernels off: they need a CUDA GPU (device {device})"
     problem = liger_import_problem()
     if problem:
         if setting == "on":
-            raise ValueError(f"training.use_liger_kernel: on, but liger_kernel {problem}. "
-                             "Fix: pip install liger-kernel, or set it to auto or off")
-        return False, (f"Liger kernels off: liger_kernel {problem} (pip install liger-kernel to use them); "
-                       "training goes on without them")
+            raise ValueError(
+                f"training.use_liger_kernel: on, but liger_kernel {problem}. "
+                "Fix: pip install liger-kernel, or set it to auto or off"
+            )
+        return False, (
+            f"Liger kernels off: liger_kernel {problem} (pip install liger-kernel to use them); "
+            "training goes on without them"
+        )
     return True, "Liger kernels on (fused RMSNorm, SwiGLU, RoPE and linear cross-entropy)"
 
 

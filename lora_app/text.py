@@ -141,9 +141,11 @@ class PackingCollator:
         parts = [self.flatten([features[i] for i in b]) for b in bins]
         longest = max(p["input_ids"].shape[1] for p in parts)
         n = len(parts)
-        out = {"input_ids": torch.full((n, longest), self.pad_token_id, dtype=torch.long),
-               "position_ids": torch.arange(longest, dtype=torch.long).repeat(n, 1),
-               "labels": torch.full((n, longest), IGNORE_INDEX, dtype=torch.long)}
+        out = {
+            "input_ids": torch.full((n, longest), self.pad_token_id, dtype=torch.long),
+            "position_ids": torch.arange(longest, dtype=torch.long).repeat(n, 1),
+            "labels": torch.full((n, longest), IGNORE_INDEX, dtype=torch.long),
+        }
         for k, p in enumerate(parts):
             L = p["input_ids"].shape[1]
             for key in out:
@@ -167,6 +169,7 @@ def packing_keeps_rows_apart(model) -> bool:
     model.eval()
     try:
         with torch.no_grad():
+
             def logits(ids, pos=None):
                 kw = {"position_ids": torch.tensor([pos], device=dev)} if pos else {}
                 return model(input_ids=torch.tensor([ids], device=dev), use_cache=False, **kw).logits[0].float()

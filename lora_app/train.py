@@ -87,8 +87,13 @@ def _make_callback(ev: EventWriter, stop: threading.Event, counter: _TokenCounte
             done = state.global_step - self.step0
             elapsed = time.time() - self.t0
             remaining = elapsed / done * (state.max_steps - state.global_step) if done else None
-            ev.emit("progress", step=state.global_step, max_steps=state.max_steps,
-                    elapsed_s=round(elapsed, 2), remaining_s=None if remaining is None else round(remaining, 1))
+            ev.emit(
+                "progress",
+                step=state.global_step,
+                max_steps=state.max_steps,
+                elapsed_s=round(elapsed, 2),
+                remaining_s=None if remaining is None else round(remaining, 1),
+            )
             if state.global_step % args.save_steps == 0 and state.global_step < state.max_steps:
                 on_save(state)
             if stop.is_set():
@@ -98,9 +103,16 @@ def _make_callback(ev: EventWriter, stop: threading.Event, counter: _TokenCounte
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             m = metrics or {}
             if "eval_perplexity" in m:
-                ev.emit("eval", step=state.global_step, max_steps=state.max_steps, eval_loss=m["eval_loss"],
-                        perplexity=m["eval_perplexity"], tokens=m.get("eval_tokens"), base=state.global_step == 0,
-                        runtime_s=m.get("eval_runtime"))
+                ev.emit(
+                    "eval",
+                    step=state.global_step,
+                    max_steps=state.max_steps,
+                    eval_loss=m["eval_loss"],
+                    perplexity=m["eval_perplexity"],
+                    tokens=m.get("eval_tokens"),
+                    base=state.global_step == 0,
+                    runtime_s=m.get("eval_runtime"),
+                )
             if hasattr(self, "t_last"):
                 self.t_last = time.time()  # evaluation time is not training time (tokens_per_s)
 
@@ -111,9 +123,16 @@ def _make_callback(ev: EventWriter, stop: threading.Event, counter: _TokenCounte
             now = time.time()
             tps = (counter.tokens - self.tok0) / max(now - self.t_last, 1e-9)
             self.tok0, self.t_last = counter.tokens, now
-            ev.emit("log", step=state.global_step, max_steps=state.max_steps, loss=float(logs["loss"]),
-                    learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
-                    tokens=counter.tokens, tokens_per_s=round(tps, 1))
+            ev.emit(
+                "log",
+                step=state.global_step,
+                max_steps=state.max_steps,
+                loss=float(logs["loss"]),
+                learning_rate=logs.get("learning_rate"),
+                grad_norm=logs.get("grad_norm"),
+                tokens=counter.tokens,
+                tokens_per_s=round(tps, 1),
+            )
 
     return EventCallback()
 
@@ -153,8 +172,10 @@ def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -
 def _failure_message(err: BaseException) -> str:
     text = f"{type(err).__name__}: {err}"
     if type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
-        text += (" | Fix: lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
-                 "effective batch), lower max_length, turn on gradient_checkpointing, or load the base in 4bit.")
+        text += (
+            " | Fix: lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the "
+            "effective batch), lower max_length, turn on gradient_checkpointing, or load the base in 4bit."
+        )
     return text
 
 
@@ -177,7 +198,9 @@ def enable_gradient_checkpointing(model) -> None:
 def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, keep: dict | None = None) -> int:
     t_start = time.time()
     cfg = RunConfig.load(run_dir / "config.yaml")
-    ev.emit("status", status="loading", message=f"pid {os.getpid()}: loading data and {cfg.model.base_model_name_or_path}")
+    ev.emit(
+        "status", status="loading", message=f"pid {os.getpid()}: loading data and {cfg.model.base_model_name_or_path}"
+    )
 
     import torch
     from peft import get_peft_model
@@ -213,16 +236,21 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         raise ConfigError([str(err)]) from None
     tok = models.load_tokenizer(rm.load_path, cfg.model.trust_remote_code, token)
     # Each long step says what it is doing: the Train tab shows the last status message.
-    ev.emit("status", status="loading", message=f"tokenizing {count(len(ho.train) + len(ho.eval), 'row')} "
-            f"(max_length {cfg.training.max_length})")
+    ev.emit(
+        "status",
+        status="loading",
+        message=f"tokenizing {count(len(ho.train) + len(ho.eval), 'row')} (max_length {cfg.training.max_length})",
+    )
     rows = tokenize_rows(ho.train, tok, cfg.training.max_length)
     eval_rows = tokenize_rows(ho.eval, tok, cfg.training.max_length) if ho.eval else []
     ev.emit("status", status="loading", message=f"loading the weights of {cfg.model.base_model_name_or_path}")
-    model = models.load_base_model(cfg.model, rm.load_path, device,
-                                   gradient_checkpointing=cfg.training.gradient_checkpointing, token=token)
+    model = models.load_base_model(
+        cfg.model, rm.load_path, device, gradient_checkpointing=cfg.training.gradient_checkpointing, token=token
+    )
     available = models.linear_module_names(model)
     targets = models.expand_target_modules(
-        cfg.lora.target_modules or models.default_target_modules(model.config.model_type, available), available)
+        cfg.lora.target_modules or models.default_target_modules(model.config.model_type, available), available
+    )
     problems = models.check_target_modules(targets, available)
     if problems:
         raise ConfigError(problems)
@@ -231,13 +259,26 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     model.peft_config["default"].base_model_name_or_path = rm.hub_id
     trainable, total = model.get_nb_trainable_parameters()
     line = models.trainable_line(trainable, total)
-    ev.emit("info", message=f"{td.summary()}; {count(len(rows), 'row')} tokenized (max_length {cfg.training.max_length})",
-            rows=len(rows), skipped_empty=td.skipped_empty, text_column=td.text_column)
+    ev.emit(
+        "info",
+        message=f"{td.summary()}; {count(len(rows), 'row')} tokenized (max_length {cfg.training.max_length})",
+        rows=len(rows),
+        skipped_empty=td.skipped_empty,
+        text_column=td.text_column,
+    )
     ev.emit("info", message=ho.note, eval_rows=len(eval_rows), eval_source=ho.source)
-    ev.emit("info", message=f"{line} | device {device}, quantization "
-            f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}, "
-            f"loaded in {time.time() - t_start:.1f} s", trainable_params=trainable, all_params=total,
-            device=device, quantization=models.effective_quantization(cfg.model, device), hub_id=rm.hub_id, bundled=rm.bundled)
+    ev.emit(
+        "info",
+        message=f"{line} | device {device}, quantization "
+        f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}, "
+        f"loaded in {time.time() - t_start:.1f} s",
+        trainable_params=trainable,
+        all_params=total,
+        device=device,
+        quantization=models.effective_quantization(cfg.model, device),
+        hub_id=rm.hub_id,
+        bundled=rm.bundled,
+    )
     choice = precision.choose(cfg.model.precision, device)
     ev.emit("info", message=choice.reason, precision=choice.dtype, precision_setting=cfg.model.precision)
     if cfg.training.gradient_checkpointing:
@@ -245,55 +286,109 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     ev.emit("info", message=liger_why, use_liger_kernel=use_liger)
     if cfg.training.torch_compile:  # after the LoRA wrap, so the compiled layers contain the adapters
         n = speedups.compile_decoder_layers(model) if device == "cuda" else 0
-        ev.emit("info", message=f"torch.compile: {n} decoder layers (compiled at the first step)" if n else
-                f"torch.compile off: {'no decoder layer stack found' if device == 'cuda' else 'CUDA only'}",
-                compiled_layers=n)
+        ev.emit(
+            "info",
+            message=f"torch.compile: {n} decoder layers (compiled at the first step)"
+            if n
+            else f"torch.compile off: {'no decoder layer stack found' if device == 'cuda' else 'CUDA only'}",
+            compiled_layers=n,
+        )
 
     t = cfg.training
     if t.packing and not packing_keeps_rows_apart(model):
         t.packing = False  # the model card says what really ran
-        ev.emit("info", message=f"packing off: {model.config.model_type} ignores the packed rows' position ids "
-                "(its rows would attend to each other); rows are padded instead", packing=False)
+        ev.emit(
+            "info",
+            message=f"packing off: {model.config.model_type} ignores the packed rows' position ids "
+            "(its rows would attend to each other); rows are padded instead",
+            packing=False,
+        )
     earlier = [e for e in read_events(run_dir)[0] if e.get("type") == "info" and "merged" in e] if resume else []
     if earlier:  # keep the split the run started with: its speed and memory stay what the first part showed
         e = earlier[-1]
-        plan = batching.StepPlan(e["per_device_train_batch_size"], e["gradient_accumulation_steps"], e["merged"],
-                                 e["message"].removeprefix("batching: ") + " (as before the resume)")
+        plan = batching.StepPlan(
+            e["per_device_train_batch_size"],
+            e["gradient_accumulation_steps"],
+            e["merged"],
+            e["message"].removeprefix("batching: ") + " (as before the resume)",
+        )
     else:
-        plan = batching.plan_step([len(r) for r in rows], t.per_device_train_batch_size,
-                                  t.gradient_accumulation_steps, device=device, merge=t.merge_accumulation,
-                                  bytes_per_token=batching.activation_bytes_per_token(
-                                      model.config, torch.finfo(choice.torch_dtype).bits // 8),
-                                  free_bytes=batching.free_memory_bytes(device), packed=t.packing)
-    ev.emit("info", message=f"batching: {plan.message}", per_device_train_batch_size=plan.per_device_train_batch_size,
-            gradient_accumulation_steps=plan.gradient_accumulation_steps, merged=plan.merged)
-    counter = _TokenCounter(packing_collator(t.max_length, pad_id_of(tok)) if t.packing
-                           else PaddingCollator(pad_id_of(tok)))
+        plan = batching.plan_step(
+            [len(r) for r in rows],
+            t.per_device_train_batch_size,
+            t.gradient_accumulation_steps,
+            device=device,
+            merge=t.merge_accumulation,
+            bytes_per_token=batching.activation_bytes_per_token(
+                model.config, torch.finfo(choice.torch_dtype).bits // 8
+            ),
+            free_bytes=batching.free_memory_bytes(device),
+            packed=t.packing,
+        )
+    ev.emit(
+        "info",
+        message=f"batching: {plan.message}",
+        per_device_train_batch_size=plan.per_device_train_batch_size,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        merged=plan.merged,
+    )
+    counter = _TokenCounter(
+        packing_collator(t.max_length, pad_id_of(tok)) if t.packing else PaddingCollator(pad_id_of(tok))
+    )
     dtype = choice.torch_dtype  # bf16/fp16: autocast for the matmuls; the LoRA weights stay float32
     args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"), max_steps=t.max_steps, learning_rate=t.learning_rate,
+        output_dir=str(run_dir / "checkpoints"),
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
         per_device_train_batch_size=plan.per_device_train_batch_size,
-        gradient_accumulation_steps=plan.gradient_accumulation_steps, warmup_steps=t.warmup_steps,
-        lr_scheduler_type=t.lr_scheduler_type, logging_steps=t.logging_steps, save_steps=t.save_steps,
-        save_strategy="steps", save_total_limit=1, save_only_model=False, seed=t.seed, report_to=[],
-        disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
-        bf16=dtype == torch.bfloat16, fp16=device == "cuda" and dtype == torch.float16,
-        use_cpu=device == "cpu", use_liger_kernel=use_liger,
-        eval_strategy="steps" if eval_rows else "no", eval_steps=t.eval_steps, prediction_loss_only=True,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        logging_steps=t.logging_steps,
+        save_steps=t.save_steps,
+        save_strategy="steps",
+        save_total_limit=1,
+        save_only_model=False,
+        seed=t.seed,
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        bf16=dtype == torch.bfloat16,
+        fp16=device == "cuda" and dtype == torch.float16,
+        use_cpu=device == "cpu",
+        use_liger_kernel=use_liger,
+        eval_strategy="steps" if eval_rows else "no",
+        eval_steps=t.eval_steps,
+        prediction_loss_only=True,
         per_device_eval_batch_size=plan.per_device_train_batch_size,
     )
 
     def on_save(state):
         last_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
-        path = save_adapter(model, run_dir, card.render_card(cfg, rm.hub_id, targets, last_loss,
-                                                              state.global_step, line,
-                                                              evals=card.eval_summary(read_events(run_dir)[0])))
+        path = save_adapter(
+            model,
+            run_dir,
+            card.render_card(
+                cfg,
+                rm.hub_id,
+                targets,
+                last_loss,
+                state.global_step,
+                line,
+                evals=card.eval_summary(read_events(run_dir)[0]),
+            ),
+        )
         ev.emit("saved", step=state.global_step, path=str(path))
 
     trainer = heldout.eval_trainer_class()(
-        model=model, args=args, train_dataset=TokenizedRows(rows), data_collator=counter,
+        model=model,
+        args=args,
+        train_dataset=TokenizedRows(rows),
+        data_collator=counter,
         eval_dataset=_held_out_rows(eval_rows) if eval_rows else None,
-        callbacks=[_make_callback(ev, stop, counter, on_save)])
+        callbacks=[_make_callback(ev, stop, counter, on_save)],
+    )
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # its raw {'loss': ...} prints: the events log every step already
@@ -301,7 +396,11 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     base_eval, _ = heldout.eval_points(read_events(run_dir)[0])
     if eval_rows and base_eval is None and not stop.is_set():
         # Before any step the LoRA B matrices are zero: this is the base model's held-out perplexity.
-        ev.emit("status", status="evaluating", message=f"held-out perplexity of the base model on {count(len(eval_rows), 'row')}")
+        ev.emit(
+            "status",
+            status="evaluating",
+            message=f"held-out perplexity of the base model on {count(len(eval_rows), 'row')}",
+        )
         trainer.evaluate()
     trainer.train(resume_from_checkpoint=resume_from)
     if keep is not None:  # for tests: the trained model itself, to compare with the reloaded adapter
@@ -315,11 +414,16 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     final = "stopped" if stopped else "finished"
     summary = card.eval_summary(read_events(run_dir)[0])
     ppl = f", {summary['line']}" if summary else ""
-    ev.emit("status", status=final, message=f"step {state.global_step}/{state.max_steps}, final loss "
-            f"{losses[-1] if losses else float('nan'):.4f}{ppl}, {time.time() - t_start:.1f} s",
-            step=state.global_step, final_loss=losses[-1] if losses else None,
-            eval_loss=summary["eval_loss"] if summary else None,
-            perplexity=summary["perplexity"] if summary else None)
+    ev.emit(
+        "status",
+        status=final,
+        message=f"step {state.global_step}/{state.max_steps}, final loss "
+        f"{losses[-1] if losses else float('nan'):.4f}{ppl}, {time.time() - t_start:.1f} s",
+        step=state.global_step,
+        final_loss=losses[-1] if losses else None,
+        eval_loss=summary["eval_loss"] if summary else None,
+        perplexity=summary["perplexity"] if summary else None,
+    )
     return 0
 
 
@@ -345,11 +449,12 @@ def perplexity(model, tokenizer, texts: list[str], max_length: int = 256, batch_
     dev = next(model.parameters()).device
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
-            b = {k: v.to(dev) for k, v in collate([{"input_ids": r} for r in rows[i:i + batch_size]]).items()}
+            b = {k: v.to(dev) for k, v in collate([{"input_ids": r} for r in rows[i : i + batch_size]]).items()}
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
             labels = b["labels"][:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                    labels.reshape(-1), ignore_index=-100, reduction="sum")
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
             total += nll.item()
             count += int((labels != -100).sum())
     model.train(was_training)

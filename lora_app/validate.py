@@ -55,8 +55,9 @@ def _section(cls, raw: dict, name: str):
         return None
 
 
-def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
-              check_data: bool = True) -> tuple[RunConfig, Preflight]:
+def preflight(
+    config: RunConfig | dict[str, Any], token: str | None = None, check_data: bool = True
+) -> tuple[RunConfig, Preflight]:
     """Validate the settings, read the data, check the model and the LoRA targets, together.
 
     ``config``: a RunConfig or the nested dict a form or a YAML file gives. Raises
@@ -80,8 +81,13 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
     lora = cfg.lora if cfg else _section(LoraSettings, raw, "lora")
     training = cfg.training if cfg else _section(TrainingSettings, raw, "training")
     if lora is None:  # r or alpha is bad: still check the target names
-        lora = _section(LoraSettings, {"lora": {"target_modules": (raw.get("lora") or {}).get("target_modules")}}
-                        if isinstance(raw.get("lora"), dict) else {}, "lora")
+        lora = _section(
+            LoraSettings,
+            {"lora": {"target_modules": (raw.get("lora") or {}).get("target_modules")}}
+            if isinstance(raw.get("lora"), dict)
+            else {},
+            "lora",
+        )
 
     td, notes = None, []
     if check_data and data is not None:
@@ -93,14 +99,17 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
             notes += td.notes  # the encoding, the delimiter, rows read differently: said at Check and Start
             if td.skipped_empty:
                 where = td.skipped_line().split(" skipped", 1)[1]
-                notes.append(f"{count(td.skipped_empty, 'empty row')} {'is' if td.skipped_empty == 1 else 'are'} "
-                             f"skipped{where}.")
+                notes.append(
+                    f"{count(td.skipped_empty, 'empty row')} {'is' if td.skipped_empty == 1 else 'are'} skipped{where}."
+                )
             if training is not None:
                 longest = max(len(t) for t in td.texts)
                 if longest > training.max_length * _CHARS_PER_TOKEN:
                     n = sum(len(t) > training.max_length * _CHARS_PER_TOKEN for t in td.texts)
-                    notes.append(f"{count(n, 'row')} {'is' if n == 1 else 'are'} longer than max_length ({training.max_length} tokens; the longest "
-                                 f"has {longest:,} characters): each is cut to its first {training.max_length} tokens.")
+                    notes.append(
+                        f"{count(n, 'row')} {'is' if n == 1 else 'are'} longer than max_length ({training.max_length} tokens; the longest "
+                        f"has {longest:,} characters): each is cut to its first {training.max_length} tokens."
+                    )
             if training is not None:
                 from .heldout import split as heldout_split
 
@@ -132,7 +141,8 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
             available = models.linear_module_names(models.skeleton(mc, model.trust_remote_code))
             if lora is not None:
                 targets = models.expand_target_modules(
-                    lora.target_modules or models.default_target_modules(mc.model_type, available), available)
+                    lora.target_modules or models.default_target_modules(mc.model_type, available), available
+                )
                 bad = models.check_target_modules(targets, available)
                 problems += bad
                 if not bad and not problems and cfg is not None:
@@ -141,8 +151,9 @@ def preflight(config: RunConfig | dict[str, Any], token: str | None = None,
             problems += err.problems
     if problems or cfg is None:  # (cfg is None only with problems)
         raise ConfigError(problems)
-    return cfg, Preflight(td, targets, available, trainable, total, device,
-                          models.effective_quantization(cfg.model, device), notes)
+    return cfg, Preflight(
+        td, targets, available, trainable, total, device, models.effective_quantization(cfg.model, device), notes
+    )
 
 
 def warmup_note(t: TrainingSettings) -> str | None:
@@ -156,10 +167,12 @@ def warmup_note(t: TrainingSettings) -> str | None:
     if not t.warmup_steps or t.warmup_steps < t.max_steps:
         return None
     peak = (t.max_steps - 1) / t.warmup_steps
-    return (f"Warning: training.warmup_steps ({t.warmup_steps}) is not shorter than the run (max_steps {t.max_steps}): "
-            f"the learning rate only rises, from 0 to {peak:.0%} of learning_rate ({t.learning_rate * peak:.2g} instead "
-            f"of {t.learning_rate:g}) at the last step, and never decays. Fix: set warmup_steps below max_steps "
-            f"(e.g. {t.max_steps // 10}, a tenth of the run), or set training.cap_warmup: true to cap it there.")
+    return (
+        f"Warning: training.warmup_steps ({t.warmup_steps}) is not shorter than the run (max_steps {t.max_steps}): "
+        f"the learning rate only rises, from 0 to {peak:.0%} of learning_rate ({t.learning_rate * peak:.2g} instead "
+        f"of {t.learning_rate:g}) at the last step, and never decays. Fix: set warmup_steps below max_steps "
+        f"(e.g. {t.max_steps // 10}, a tenth of the run), or set training.cap_warmup: true to cap it there."
+    )
 
 
 def position_problems(mc, max_length: int, name: str) -> list[str]:
@@ -170,14 +183,22 @@ def position_problems(mc, max_length: int, name: str) -> list[str]:
     limit = getattr(tc, "max_position_embeddings", None)
     if not isinstance(limit, int) or limit <= 0 or max_length <= limit:
         return []
-    return [f"training.max_length: {max_length} tokens is above the position limit of '{name}' ({limit} positions, "
-            f"max_position_embeddings in its config). Fix: set max_length to at most {limit}."]
+    return [
+        f"training.max_length: {max_length} tokens is above the position limit of '{name}' ({limit} positions, "
+        f"max_position_embeddings in its config). Fix: set max_length to at most {limit}."
+    ]
 
 
 #: Files any one of which lets AutoTokenizer load a tokenizer (fast tokenizer.json; the
 #: sentencepiece/tiktoken/Mistral models; BERT's vocab.txt); vocab.json needs merges.txt.
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "tekken.json",
-                    "vocab.txt")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tekken.json",
+    "vocab.txt",
+)
 
 
 def tokenizer_problems(name_or_path: str) -> list[str]:
@@ -189,12 +210,22 @@ def tokenizer_problems(name_or_path: str) -> list[str]:
     if not folder.is_dir():
         return []
     names = {p.name for p in folder.iterdir()}
-    if names & set(_TOKENIZER_FILES) or any(n.endswith(".tiktoken") for n in names) or {"vocab.json", "merges.txt"} <= names:
+    if (
+        names & set(_TOKENIZER_FILES)
+        or any(n.endswith(".tiktoken") for n in names)
+        or {"vocab.json", "merges.txt"} <= names
+    ):
         return []
-    missing = "merges.txt (vocab.json is there)" if "vocab.json" in names else "tokenizer.json (or tokenizer.model, or vocab.json + merges.txt)"
-    return [f"{models.FIELD}: the folder '{folder.name}' has the model's config and weights but no tokenizer: "
-            f"missing {missing}. Fix: copy the tokenizer files of the model it was made from into the folder "
-            "(AutoTokenizer.from_pretrained(that model).save_pretrained(folder))."]
+    missing = (
+        "merges.txt (vocab.json is there)"
+        if "vocab.json" in names
+        else "tokenizer.json (or tokenizer.model, or vocab.json + merges.txt)"
+    )
+    return [
+        f"{models.FIELD}: the folder '{folder.name}' has the model's config and weights but no tokenizer: "
+        f"missing {missing}. Fix: copy the tokenizer files of the model it was made from into the folder "
+        "(AutoTokenizer.from_pretrained(that model).save_pretrained(folder))."
+    ]
 
 
 def adapter_base_problem(base: str | None, from_adapter: bool = True) -> str | None:
@@ -205,14 +236,20 @@ def adapter_base_problem(base: str | None, from_adapter: bool = True) -> str | N
     from pathlib import Path
 
     b = (base or "").strip()
-    looks_local = b.startswith(("/", "~", "./", "../", "\\")) or "\\" in b or bool(re.match(r"^[A-Za-z]:[\\/]", b)) \
+    looks_local = (
+        b.startswith(("/", "~", "./", "../", "\\"))
+        or "\\" in b
+        or bool(re.match(r"^[A-Za-z]:[\\/]", b))
         or b.count("/") > 1
+    )
     if not looks_local or Path(b).expanduser().is_dir():
         return None
     if from_adapter:
-        return (f"adapter: its adapter_config.json names the base model '{b}', a folder that is not on this machine "
-                "(the adapter was trained elsewhere). Fix: give the base model's Hub id (owner/name) or a local folder "
-                "holding it (CLI: --base; or set base_model_name_or_path in adapter_config.json).")
+        return (
+            f"adapter: its adapter_config.json names the base model '{b}', a folder that is not on this machine "
+            "(the adapter was trained elsewhere). Fix: give the base model's Hub id (owner/name) or a local folder "
+            "holding it (CLI: --base; or set base_model_name_or_path in adapter_config.json)."
+        )
     return f"base model: the folder '{b}' does not exist here. Fix: give the base model's Hub id (owner/name) or a local folder."
 
 
@@ -221,8 +258,13 @@ def validate(cfg: RunConfig, token: str | None = None, check_data: bool = True) 
     return preflight(cfg, token=token, check_data=check_data)[1]
 
 
-def check_and_submit(jobs: JobManager | Callable[[], JobManager], config: RunConfig | dict[str, Any],
-                     owner: str = "local", token: str | None = None, env: dict | None = None) -> tuple[str, Preflight]:
+def check_and_submit(
+    jobs: JobManager | Callable[[], JobManager],
+    config: RunConfig | dict[str, Any],
+    owner: str = "local",
+    token: str | None = None,
+    env: dict | None = None,
+) -> tuple[str, Preflight]:
     """Preflight, then queue the run: what Start and the CLI do. Raises ConfigError (listing
     every problem) before anything is written; returns ``(run_id, preflight)``. ``jobs``: the
     job manager, or a function that makes it, called only once the preflight passed (the CLI:

@@ -18,17 +18,28 @@ HUB = HubServer(users=HUB_USERS, read_only_tokens=HUB_READ_ONLY, oauth_user="ali
 HUB.start()
 
 _HF_HOME = tempfile.mkdtemp(prefix="lora_app_hf_home_")
-for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
-             "HF_DATASETS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN_PATH"):
+for _var in (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_CACHE",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_TOKEN_PATH",
+):
     os.environ.pop(_var, None)
-os.environ.update({
-    "HF_ENDPOINT": HUB.url,
-    "HF_HOME": _HF_HOME,
-    "HF_HUB_DISABLE_XET": "1",  # uploads take the LFS path, which the fake Hub serves
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-})
+os.environ.update(
+    {
+        "HF_ENDPOINT": HUB.url,
+        "HF_HOME": _HF_HOME,
+        "HF_HUB_DISABLE_XET": "1",  # uploads take the LFS path, which the fake Hub serves
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    }
+)
 
 
 def _patch_already_imported_hub_libraries(url: str) -> None:
@@ -66,6 +77,8 @@ def hub_server():
     HUB.reset()
     yield HUB
     HUB.start()
+
+
 # ===== END local Hub server =====
 
 # ===== lora_app fixtures =====

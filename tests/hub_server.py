@@ -14,6 +14,7 @@ connection error; ``.start()`` again reuses the port and keeps the repos), ``.re
 ``.add_file(repo_type, repo_id, path, data)``, ``.files(repo_type, repo_id)`` -> {path: bytes},
 ``.requests`` -> [(method, url path), ...].
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,12 +28,35 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 MOCK_OAUTH_TOKEN = "mock-oauth-token-for-local-dev"  # what gradio's local OAuth mock sends
-REPO_ROUTES = {("revision", "GET"), ("tree", "GET"), ("paths-info", "POST"), ("preupload", "POST"),
-               ("commit", "POST")}  # /api/{type}s/{ns}/{name}/{route}/{rev}[/{path}] -> _Handler._{route}
+REPO_ROUTES = {
+    ("revision", "GET"),
+    ("tree", "GET"),
+    ("paths-info", "POST"),
+    ("preupload", "POST"),
+    ("commit", "POST"),
+}  # /api/{type}s/{ns}/{name}/{route}/{rev}[/{path}] -> _Handler._{route}
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".parquet", ".arrow",
-                ".npy", ".npz", ".pkl", ".msgpack", ".model", ".zip", ".gz", ".tar", ".zst")
+LFS_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".onnx",
+    ".parquet",
+    ".arrow",
+    ".npy",
+    ".npz",
+    ".pkl",
+    ".msgpack",
+    ".model",
+    ".zip",
+    ".gz",
+    ".tar",
+    ".zst",
+)
 LFS_MIN_SIZE = 10 * 1024 * 1024
 GITATTRIBUTES = "".join(f"*{s} filter=lfs diff=lfs merge=lfs -text\n" for s in LFS_SUFFIXES).encode()
 
@@ -71,8 +95,15 @@ class HubServer:
     "read" (403 on writes). ``orgs``: user -> org names it may write to. ``oauth_user``: the user
     behind gradio's mock token (default: the first user, else "user"; ``False`` rejects it)."""
 
-    def __init__(self, users: dict[str, str] | None = None, read_only_tokens=(), orgs=None,
-                 oauth_user: str | bool | None = None, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        users: dict[str, str] | None = None,
+        read_only_tokens=(),
+        orgs=None,
+        oauth_user: str | bool | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
         self.users = dict(users or {})
         self.read_only_tokens = set(read_only_tokens)
         self.orgs = {u: set(o) for u, o in (orgs or {}).items()}
@@ -95,8 +126,9 @@ class HubServer:
             self._httpd = ThreadingHTTPServer((self.host, self.port), _Handler)
             self._httpd.hub, self._httpd.open_sockets = self, set()
             self.port = self._httpd.server_address[1]
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                            daemon=True, name="hub-server")  # poll_interval: fast stop()
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="hub-server"
+            )  # poll_interval: fast stop()
             self._thread.start()
         return self.url
 
@@ -253,8 +285,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._validate_yaml(json.loads(self.data))
             if len(segs) >= 4 and segs[1] in REPO_TYPES:
                 rest = segs[4:]
-                repo = hub.get_repo(REPO_TYPES[segs[1]], f"{segs[2]}/{segs[3]}", self.user, self.role,
-                                    write=bool(rest) and rest[0] in ("preupload", "commit"))
+                repo = hub.get_repo(
+                    REPO_TYPES[segs[1]],
+                    f"{segs[2]}/{segs[3]}",
+                    self.user,
+                    self.role,
+                    write=bool(rest) and rest[0] in ("preupload", "commit"),
+                )
                 route = (rest[0] if rest else "revision", cmd)  # /api/{t}s/{id}[/{route}/{rev}[/{path}]]
                 if route in REPO_ROUTES:
                     rev, path = rest[1] if len(rest) > 1 else "main", "/".join(rest[2:]).strip("/")
@@ -284,9 +321,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(401, "Invalid username or password.")
         orgs = [{"type": "org", "name": o, "roleInOrg": "write"} for o in sorted(hub.orgs.get(self.user, ()))]
         auth = {"type": "access_token", "accessToken": {"displayName": "test-token", "role": self.role}}
-        self._send(200, {"type": "user", "id": hashlib.md5(self.user.encode()).hexdigest()[:24], "name": self.user,
-                         "fullname": self.user.title(), "email": f"{self.user}@example.com", "emailVerified": True,
-                         "isPro": False, "avatarUrl": "", "orgs": orgs, "auth": auth})
+        self._send(
+            200,
+            {
+                "type": "user",
+                "id": hashlib.md5(self.user.encode()).hexdigest()[:24],
+                "name": self.user,
+                "fullname": self.user.title(),
+                "email": f"{self.user}@example.com",
+                "emailVerified": True,
+                "isPro": False,
+                "avatarUrl": "",
+                "orgs": orgs,
+                "auth": auth,
+            },
+        )
 
     def _create(self, hub: HubServer, payload: dict):
         rtype = payload.get("type") or "model"
@@ -295,8 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
         hub.check_write(self.user, self.role, namespace)
         url = f"{hub.url}/{URL_PREFIX[rtype]}{rid}"  # must start with HF_ENDPOINT: RepoUrl parses it
         if (rtype, rid) in hub.repos:  # create_repo(exist_ok=True) swallows this 409, then reads "url" from it
-            return self._send(409, {"error": "You already created this repo", "url": url},
-                              {"X-Error-Message": "You already created this repo"})
+            return self._send(
+                409,
+                {"error": "You already created this repo", "url": url},
+                {"X-Error-Message": "You already created this repo"},
+            )
         hub.create_repo(rtype, rid, bool(payload.get("private")) or payload.get("visibility") == "private")
         self._send(200, {"url": url, "name": rid, "id": rid})
 
@@ -312,10 +364,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _revision(self, hub: HubServer, repo: _Repo, rev: str, path: str):
         sha, snap = hub.snapshot(repo, rev)
-        self._send(200, {"_id": sha[:24], "id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": sha,
-                         "private": repo.private, "gated": False, "disabled": False, "downloads": 0, "likes": 0,
-                         "tags": [], "lastModified": "2024-01-01T00:00:00.000Z",
-                         "createdAt": "2024-01-01T00:00:00.000Z", "siblings": [{"rfilename": p} for p in sorted(snap)]})
+        self._send(
+            200,
+            {
+                "_id": sha[:24],
+                "id": repo.repo_id,
+                "author": repo.repo_id.split("/")[0],
+                "sha": sha,
+                "private": repo.private,
+                "gated": False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "lastModified": "2024-01-01T00:00:00.000Z",
+                "createdAt": "2024-01-01T00:00:00.000Z",
+                "siblings": [{"rfilename": p} for p in sorted(snap)],
+            },
+        )
 
     @staticmethod
     def _entry(path: str, snap: dict) -> dict | None:  # a tree / paths-info entry
@@ -338,7 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
         names = set()
         for p in snap:
             if p.startswith(prefix):
-                parts = p[len(prefix):].split("/")
+                parts = p[len(prefix) :].split("/")
                 names.update(prefix + "/".join(parts[:i]) for i in range(1, (len(parts) if recursive else 1) + 1))
         entries = [self._entry(n, snap) for n in names]  # one page: no Link header
         self._send(200, sorted(entries, key=lambda e: (e["type"] != "directory", e["path"])))
@@ -364,8 +430,10 @@ class _Handler(BaseHTTPRequestHandler):
         for obj in payload.get("objects", []):
             entry = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
             if not hub.has_lfs(obj["oid"], obj["size"]):
-                entry["actions"] = {"upload": {"href": f"{hub.url}/lfs-upload/{obj['oid']}"},  # no actions: present
-                                    "verify": {"href": f"{hub.url}/lfs-verify"}}
+                entry["actions"] = {
+                    "upload": {"href": f"{hub.url}/lfs-upload/{obj['oid']}"},  # no actions: present
+                    "verify": {"href": f"{hub.url}/lfs-verify"},
+                }
             objects.append(entry)
         self._send(200, {"transfer": "basic", "objects": objects}, content_type="application/vnd.git-lfs+json")
 
@@ -395,8 +463,15 @@ class _Handler(BaseHTTPRequestHandler):
             elif key not in ("header", "file", "lfsFile", "deletedFile", "deletedFolder"):
                 raise HubError(400, f"Commit operation {key!r} is not supported by the test Hub")
         sha = hub._commit(repo, files)
-        self._send(200, {"success": True, "commitOid": sha, "pullRequestUrl": None,
-                         "commitUrl": f"{hub.url}/{URL_PREFIX[repo.repo_type]}{repo.repo_id}/commit/{sha}"})
+        self._send(
+            200,
+            {
+                "success": True,
+                "commitOid": sha,
+                "pullRequestUrl": None,
+                "commitUrl": f"{hub.url}/{URL_PREFIX[repo.repo_type]}{repo.repo_id}/commit/{sha}",
+            },
+        )
 
     def _resolve(self, hub: HubServer, repo: _Repo, rev: str, path: str):
         sha, snap = hub.snapshot(repo, rev)
@@ -411,6 +486,6 @@ class _Handler(BaseHTTPRequestHandler):
             start, end = max(start, 0), min(end, total - 1)
             if start >= total or start > end:
                 raise HubError(416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{total}"})
-            status, data = 206, data[start:end + 1]
+            status, data = 206, data[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{end}/{total}"
         self._send(status, data, headers, content_type="application/octet-stream")

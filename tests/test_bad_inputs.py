@@ -30,12 +30,25 @@ ROWS = [{"quote": "It’s fine.", "author": "me"}, {"quote": "So it goes.", "aut
 # -- the UI path, and the "nothing written" checks ---------------------------------------------
 def values(tiny_model, **over) -> dict:
     """Widget values as the form gives them ("section.field" -> value; numbers as floats)."""
-    v = {"model.base_model_name_or_path": str(tiny_model), "model.quantization": "auto",
-         "model.trust_remote_code": False, "lora.r": 4.0, "lora.lora_alpha": 8.0, "lora.lora_dropout": 0.0,
-         "lora.target_modules": "", "lora.bias": "none", "training.max_steps": 2.0, "training.learning_rate": 1e-3,
-         "training.warmup_steps": 0.0, "training.per_device_train_batch_size": 2.0,
-         "training.gradient_accumulation_steps": 1.0, "training.max_length": 32.0, "training.packing": True,
-         "training.gradient_checkpointing": False, "training.save_steps": 50.0}
+    v = {
+        "model.base_model_name_or_path": str(tiny_model),
+        "model.quantization": "auto",
+        "model.trust_remote_code": False,
+        "lora.r": 4.0,
+        "lora.lora_alpha": 8.0,
+        "lora.lora_dropout": 0.0,
+        "lora.target_modules": "",
+        "lora.bias": "none",
+        "training.max_steps": 2.0,
+        "training.learning_rate": 1e-3,
+        "training.warmup_steps": 0.0,
+        "training.per_device_train_batch_size": 2.0,
+        "training.gradient_accumulation_steps": 1.0,
+        "training.max_length": 32.0,
+        "training.packing": True,
+        "training.gradient_checkpointing": False,
+        "training.save_steps": 50.0,
+    }
     v.update({k.replace("__", "."): x for k, x in over.items()})
     return v
 
@@ -46,9 +59,11 @@ def data_of(path: Path, text_column: str | None = None) -> dict:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in ("runs.sqlite", "runs.sqlite-wal",
-                                                                                 "runs.sqlite-shm")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in ("runs.sqlite", "runs.sqlite-wal", "runs.sqlite-shm")
+    }
 
 
 @pytest.fixture
@@ -95,21 +110,50 @@ def write(tmp_path, name, content) -> Path:
 
 
 # -- data files that are refused ------------------------------------------------------------
-@pytest.mark.parametrize("name,content,column,pattern", [
-    ("empty.jsonl", b"", None, r"^data\.path: 'empty\.jsonl' is empty\. Fix: upload a file with at least one row"),
-    ("blank.csv", b"\n\n  \n", None, r"^data\.path: 'blank\.csv' is empty \(only blank lines\)\. Fix"),
-    ("notes.docx", b"PK\x03\x04", None, r"^data\.path: 'notes\.docx' has an unsupported extension '\.docx'\. "
-                                        r"Fix: upload one of \.jsonl, \.json, \.csv, \.tsv, \.parquet, \.txt"),
-    ("noext", b"hello", None, r"unsupported extension '\(none\)'"),
-    ("numbers.jsonl", b'{"a": 1, "b": 2.5}\n{"a": 3, "b": 4}\n', None,
-     r"^data\.text_column: no column holds text \(columns: a \(number\), b \(number\)\)\. Fix: upload a file with "
-     r"a text column"),
-    ("quotes.jsonl", "\n".join(json.dumps(r) for r in ROWS), "text",
-     r"^data\.text_column: no column 'text'\. Fix: choose one of: quote, author\."),
-    ("broken.jsonl", b'{"text": "a"}\n{"text": \n', None, r"^data\.path: 'broken\.jsonl' has 1 line that is not "
-                                                          r"valid JSON \(line 2; line 2: Expecting value"),
-], ids=["empty", "only-blank-lines", "wrong-extension", "no-extension", "no-string-column", "missing-column",
-        "broken-json"])
+@pytest.mark.parametrize(
+    "name,content,column,pattern",
+    [
+        ("empty.jsonl", b"", None, r"^data\.path: 'empty\.jsonl' is empty\. Fix: upload a file with at least one row"),
+        ("blank.csv", b"\n\n  \n", None, r"^data\.path: 'blank\.csv' is empty \(only blank lines\)\. Fix"),
+        (
+            "notes.docx",
+            b"PK\x03\x04",
+            None,
+            r"^data\.path: 'notes\.docx' has an unsupported extension '\.docx'\. "
+            r"Fix: upload one of \.jsonl, \.json, \.csv, \.tsv, \.parquet, \.txt",
+        ),
+        ("noext", b"hello", None, r"unsupported extension '\(none\)'"),
+        (
+            "numbers.jsonl",
+            b'{"a": 1, "b": 2.5}\n{"a": 3, "b": 4}\n',
+            None,
+            r"^data\.text_column: no column holds text \(columns: a \(number\), b \(number\)\)\. Fix: upload a file with "
+            r"a text column",
+        ),
+        (
+            "quotes.jsonl",
+            "\n".join(json.dumps(r) for r in ROWS),
+            "text",
+            r"^data\.text_column: no column 'text'\. Fix: choose one of: quote, author\.",
+        ),
+        (
+            "broken.jsonl",
+            b'{"text": "a"}\n{"text": \n',
+            None,
+            r"^data\.path: 'broken\.jsonl' has 1 line that is not "
+            r"valid JSON \(line 2; line 2: Expecting value",
+        ),
+    ],
+    ids=[
+        "empty",
+        "only-blank-lines",
+        "wrong-extension",
+        "no-extension",
+        "no-string-column",
+        "missing-column",
+        "broken-json",
+    ],
+)
 def test_bad_data_file(app, tmp_path, tiny_model, name, content, column, pattern):
     p = write(tmp_path, name, content)
     problems = refused(app, values(tiny_model), data_of(p, column))
@@ -120,8 +164,11 @@ def test_file_over_the_size_limit(app, tmp_path, tiny_model, monkeypatch):
     monkeypatch.setenv("LORA_APP_MAX_UPLOAD_MB", "0.01")
     p = write(tmp_path, "big.jsonl", "\n".join(json.dumps({"text": "x" * 100}) for _ in range(200)))
     problems = refused(app, values(tiny_model), data_of(p))
-    one(problems, r"^data\.path: 'big\.jsonl' is 22\.1 KB, over the 10\.2 KB limit\. Fix: upload a smaller file "
-                  r".*LORA_APP_MAX_UPLOAD_MB")
+    one(
+        problems,
+        r"^data\.path: 'big\.jsonl' is 22\.1 KB, over the 10\.2 KB limit\. Fix: upload a smaller file "
+        r".*LORA_APP_MAX_UPLOAD_MB",
+    )
 
 
 def test_no_data_chosen(app, tiny_model):
@@ -129,23 +176,46 @@ def test_no_data_chosen(app, tiny_model):
 
 
 # -- settings that are refused ---------------------------------------------------------------
-@pytest.mark.parametrize("field,value,pattern", [
-    ("lora.r", 0.0, r"^lora\.r: Input should be greater than or equal to 1 \(got 0\)\. Fix: set r to a whole number"),
-    ("lora.r", 1.5, r"^lora\.r: must be a whole number \(got 1\.5\)\. Fix"),
-    ("lora.r", None, r"^lora\.r: must be a whole number \(got None\)\. Fix"),
-    ("lora.lora_alpha", 0.0, r"^lora\.lora_alpha: Input should be greater than 0 \(got 0\)\. Fix: set lora_alpha > 0"),
-    ("lora.lora_alpha", -8.0, r"^lora\.lora_alpha: .*\(got -8\)\. Fix"),
-    ("lora.lora_dropout", -0.1, r"^lora\.lora_dropout: .*greater than or equal to 0 \(got -0\.1\)\. Fix: set "
-                                r"lora_dropout in \[0, 1\)"),
-    ("lora.lora_dropout", 1.0, r"^lora\.lora_dropout: Input should be less than 1 \(got 1\)\. Fix"),
-    ("training.learning_rate", 0.0, r"^training\.learning_rate: Input should be greater than 0 \(got 0\)\. Fix: set "
-                                    r"learning_rate > 0"),
-    ("training.learning_rate", -1e-4, r"^training\.learning_rate: .*Fix"),
-    ("training.max_steps", 0.0, r"^training\.max_steps: .*\(got 0\)\. Fix: set max_steps to a whole number >= 1"),
-    ("training.per_device_train_batch_size", 0.0, r"^training\.per_device_train_batch_size: .*\(got 0\)\. Fix"),
-    ("training.max_length", 4.0, r"^training\.max_length: .*greater than or equal to 8 \(got 4\)\. Fix: set "
-                                 r"max_length to a whole number >= 8"),
-])
+@pytest.mark.parametrize(
+    "field,value,pattern",
+    [
+        (
+            "lora.r",
+            0.0,
+            r"^lora\.r: Input should be greater than or equal to 1 \(got 0\)\. Fix: set r to a whole number",
+        ),
+        ("lora.r", 1.5, r"^lora\.r: must be a whole number \(got 1\.5\)\. Fix"),
+        ("lora.r", None, r"^lora\.r: must be a whole number \(got None\)\. Fix"),
+        (
+            "lora.lora_alpha",
+            0.0,
+            r"^lora\.lora_alpha: Input should be greater than 0 \(got 0\)\. Fix: set lora_alpha > 0",
+        ),
+        ("lora.lora_alpha", -8.0, r"^lora\.lora_alpha: .*\(got -8\)\. Fix"),
+        (
+            "lora.lora_dropout",
+            -0.1,
+            r"^lora\.lora_dropout: .*greater than or equal to 0 \(got -0\.1\)\. Fix: set "
+            r"lora_dropout in \[0, 1\)",
+        ),
+        ("lora.lora_dropout", 1.0, r"^lora\.lora_dropout: Input should be less than 1 \(got 1\)\. Fix"),
+        (
+            "training.learning_rate",
+            0.0,
+            r"^training\.learning_rate: Input should be greater than 0 \(got 0\)\. Fix: set "
+            r"learning_rate > 0",
+        ),
+        ("training.learning_rate", -1e-4, r"^training\.learning_rate: .*Fix"),
+        ("training.max_steps", 0.0, r"^training\.max_steps: .*\(got 0\)\. Fix: set max_steps to a whole number >= 1"),
+        ("training.per_device_train_batch_size", 0.0, r"^training\.per_device_train_batch_size: .*\(got 0\)\. Fix"),
+        (
+            "training.max_length",
+            4.0,
+            r"^training\.max_length: .*greater than or equal to 8 \(got 4\)\. Fix: set "
+            r"max_length to a whole number >= 8",
+        ),
+    ],
+)
 def test_bad_setting(app, tiny_model, field, value, pattern):
     problems = refused(app, values(tiny_model, **{field.replace(".", "__"): value}), data_of(EXAMPLE_QUOTES))
     one(problems, pattern)
@@ -153,24 +223,32 @@ def test_bad_setting(app, tiny_model, field, value, pattern):
 
 
 def test_unknown_target_modules_are_all_named_with_the_valid_ones(app, tiny_model):
-    problems = refused(app, values(tiny_model, lora__target_modules="q_proj, query_key_value, c_attn,v_proj"),
-                       data_of(EXAMPLE_QUOTES))
-    assert problems == ["lora.target_modules: query_key_value, c_attn are not in this model. Fix: choose from "
-                        "down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj."]
+    problems = refused(
+        app, values(tiny_model, lora__target_modules="q_proj, query_key_value, c_attn,v_proj"), data_of(EXAMPLE_QUOTES)
+    )
+    assert problems == [
+        "lora.target_modules: query_key_value, c_attn are not in this model. Fix: choose from "
+        "down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj."
+    ]
 
 
 # -- models that are refused -----------------------------------------------------------------
 def test_model_that_does_not_exist(app, tiny_model, hub_server):
-    problems = refused(app, values(tiny_model, model__base_model_name_or_path="nobody/no-such-model"),
-                       data_of(EXAMPLE_QUOTES))
-    one(problems, r"^model\.base_model_name_or_path: model 'nobody/no-such-model' was not found .*Fix: check the Hub "
-                  r"id \(owner/name\) or the folder path")
-    assert ("GET" in {m for m, _ in hub_server.requests} or "HEAD" in {m for m, _ in hub_server.requests})
+    problems = refused(
+        app, values(tiny_model, model__base_model_name_or_path="nobody/no-such-model"), data_of(EXAMPLE_QUOTES)
+    )
+    one(
+        problems,
+        r"^model\.base_model_name_or_path: model 'nobody/no-such-model' was not found .*Fix: check the Hub "
+        r"id \(owner/name\) or the folder path",
+    )
+    assert "GET" in {m for m, _ in hub_server.requests} or "HEAD" in {m for m, _ in hub_server.requests}
 
 
 def test_model_folder_that_does_not_exist(app, tiny_model, tmp_path):
-    problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(tmp_path / "nope")),
-                       data_of(EXAMPLE_QUOTES))
+    problems = refused(
+        app, values(tiny_model, model__base_model_name_or_path=str(tmp_path / "nope")), data_of(EXAMPLE_QUOTES)
+    )
     one(problems, r"^model\.base_model_name_or_path: .*Fix")
 
 
@@ -183,35 +261,62 @@ def test_model_that_is_not_a_causal_lm(app, tiny_model, tmp_path, archs):
     c.architectures = archs
     c.save_pretrained(folder)
     problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(folder)), data_of(EXAMPLE_QUOTES))
-    one(problems, r"^model\.base_model_name_or_path: '.*tiny-bert' is a .*(BertForMaskedLM|'bert' encoder) model, "
-                  r"not a causal language model\. Fix: pick a text-generation model")
+    one(
+        problems,
+        r"^model\.base_model_name_or_path: '.*tiny-bert' is a .*(BertForMaskedLM|'bert' encoder) model, "
+        r"not a causal language model\. Fix: pick a text-generation model",
+    )
 
 
 def test_model_that_needs_trust_remote_code(app, tiny_model, tmp_path):
     folder = tmp_path / "acme-lm"
     folder.mkdir()
     cfg = json.loads((Path(tiny_model) / "config.json").read_text())
-    cfg.update(model_type="acme_lm", architectures=["AcmeForCausalLM"],
-               auto_map={"AutoConfig": "configuration_acme.AcmeConfig",
-                         "AutoModelForCausalLM": "modeling_acme.AcmeForCausalLM"})
+    cfg.update(
+        model_type="acme_lm",
+        architectures=["AcmeForCausalLM"],
+        auto_map={
+            "AutoConfig": "configuration_acme.AcmeConfig",
+            "AutoModelForCausalLM": "modeling_acme.AcmeForCausalLM",
+        },
+    )
     (folder / "config.json").write_text(json.dumps(cfg))
     problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(folder)), data_of(EXAMPLE_QUOTES))
-    one(problems, r"^model\.base_model_name_or_path: .*acme-lm' runs its own code.*Fix: turn on "
-                  r"model\.trust_remote_code only if you trust its authors")
+    one(
+        problems,
+        r"^model\.base_model_name_or_path: .*acme-lm' runs its own code.*Fix: turn on "
+        r"model\.trust_remote_code only if you trust its authors",
+    )
 
 
 # -- everything at once ------------------------------------------------------------------------
 def test_every_problem_of_one_submission_is_reported_together(app, tmp_path, tiny_model):
     empty = write(tmp_path, "empty.jsonl", b"")
-    problems = refused(app, values(tiny_model, lora__r=0.0, lora__lora_dropout=1.0, training__learning_rate=0.0,
-                                   lora__target_modules="q_proj,nope"), data_of(empty))
-    assert [p.split(":")[0] for p in problems] == ["lora.r", "lora.lora_dropout", "training.learning_rate",
-                                                   "data.path", "lora.target_modules"], problems
+    problems = refused(
+        app,
+        values(
+            tiny_model,
+            lora__r=0.0,
+            lora__lora_dropout=1.0,
+            training__learning_rate=0.0,
+            lora__target_modules="q_proj,nope",
+        ),
+        data_of(empty),
+    )
+    assert [p.split(":")[0] for p in problems] == [
+        "lora.r",
+        "lora.lora_dropout",
+        "training.learning_rate",
+        "data.path",
+        "lora.target_modules",
+    ], problems
     one(problems, r"nope is not in this model")
     # A missing model and a bad file, with a bad setting: three problems, one message.
-    problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(tmp_path / "no-model"),
-                                   training__max_steps=0.0),
-                       data_of(write(tmp_path, "x.docx", b"x")))
+    problems = refused(
+        app,
+        values(tiny_model, model__base_model_name_or_path=str(tmp_path / "no-model"), training__max_steps=0.0),
+        data_of(write(tmp_path, "x.docx", b"x")),
+    )
     assert [p.split(":")[0] for p in problems] == ["training.max_steps", "data.path", "model.base_model_name_or_path"]
 
 
@@ -221,18 +326,31 @@ def accepted(tiny_model, path: Path, column: str | None = None):
     return pre
 
 
-@pytest.mark.parametrize("name,content,texts,empty", [
-    ("array.jsonl", json.dumps(ROWS), ["It’s fine.", "So it goes."], 0),  # a JSON array where lines were expected
-    ("lines.json", "\n".join(json.dumps(r) for r in ROWS), ["It’s fine.", "So it goes."], 0),  # and the reverse
-    ("semi.csv", "quote;author\nIt’s fine, really;me\nSo it goes;you\n", ["It’s fine, really", "So it goes"], 0),
-    ("na.csv", "text,n\nNA,1\nnull,2\nNone,3\nN/A,4\n", ["NA", "null", "None", "N/A"], 0),
-    ("blanks.csv", "text,n\na,1\n\n,2\n   ,3\nb,4\n\n", ["a", "b"], 3),
-    ("blanks.jsonl", '{"text": "a"}\n\n{"text": ""}\n{"text": "b"}\n', ["a", "b"], 2),
-    ("mixed.jsonl", '{"text": "words"}\n{"text": 42}\n{"text": 3.5}\n{"text": null}\n', ["words", "42", "3.5"], 1),
-    ("cp1252.csv", "text;author\nIt’s “quoted” – fine;me\n".encode("cp1252"), ["It’s “quoted” – fine"], 0),
-    ("bom.csv", "\ufefftext,author\nhello,me\n".encode("utf-8"), ["hello"], 0),
-], ids=["json-array-in-jsonl", "json-lines-in-json", "semicolons", "na-words", "empty-csv-rows",
-        "empty-jsonl-rows", "numbers-in-text", "windows-1252", "utf8-bom"])
+@pytest.mark.parametrize(
+    "name,content,texts,empty",
+    [
+        ("array.jsonl", json.dumps(ROWS), ["It’s fine.", "So it goes."], 0),  # a JSON array where lines were expected
+        ("lines.json", "\n".join(json.dumps(r) for r in ROWS), ["It’s fine.", "So it goes."], 0),  # and the reverse
+        ("semi.csv", "quote;author\nIt’s fine, really;me\nSo it goes;you\n", ["It’s fine, really", "So it goes"], 0),
+        ("na.csv", "text,n\nNA,1\nnull,2\nNone,3\nN/A,4\n", ["NA", "null", "None", "N/A"], 0),
+        ("blanks.csv", "text,n\na,1\n\n,2\n   ,3\nb,4\n\n", ["a", "b"], 3),
+        ("blanks.jsonl", '{"text": "a"}\n\n{"text": ""}\n{"text": "b"}\n', ["a", "b"], 2),
+        ("mixed.jsonl", '{"text": "words"}\n{"text": 42}\n{"text": 3.5}\n{"text": null}\n', ["words", "42", "3.5"], 1),
+        ("cp1252.csv", "text;author\nIt’s “quoted” – fine;me\n".encode("cp1252"), ["It’s “quoted” – fine"], 0),
+        ("bom.csv", "\ufefftext,author\nhello,me\n".encode("utf-8"), ["hello"], 0),
+    ],
+    ids=[
+        "json-array-in-jsonl",
+        "json-lines-in-json",
+        "semicolons",
+        "na-words",
+        "empty-csv-rows",
+        "empty-jsonl-rows",
+        "numbers-in-text",
+        "windows-1252",
+        "utf8-bom",
+    ],
+)
 def test_odd_but_fine_files(tmp_path, tiny_model, name, content, texts, empty):
     pre = accepted(tiny_model, write(tmp_path, name, content))
     assert pre.data.texts == texts and pre.data.skipped_empty == empty
@@ -251,8 +369,9 @@ def test_a_one_megabyte_row_is_cut_not_fatal_and_trains(app, tmp_path, tiny_mode
     p = write(tmp_path, "big.jsonl", json.dumps({"text": big}) + "\n" + json.dumps({"text": "short one"}) + "\n")
     assert p.stat().st_size > 1_000_000
     run_id, pre = check_and_submit(jm, form.to_raw(values(tiny_model), data_of(p)), owner="alice")
-    assert any("1 row is longer than max_length (32 tokens" in n and "cut to its first 32 tokens" in n
-               for n in pre.notes), pre.notes
+    assert any(
+        "1 row is longer than max_length (32 tokens" in n and "cut to its first 32 tokens" in n for n in pre.notes
+    ), pre.notes
     monkeypatch.undo()  # training loads weights
     assert train(jm.run_dir(run_id)) == 0  # what the child process runs, here in-process
     evs, _ = read_events(jm.run_dir(run_id))
@@ -285,9 +404,11 @@ def test_warmup_longer_than_the_run_warns_with_the_schedule_that_runs(app, tiny_
     assert max(lrs) == pytest.approx(0.04 * 2e-4)
 
     vals = values(tiny_model, training__warmup_steps=100.0, training__max_steps=5.0, training__learning_rate=2e-4)
-    want = ("Warning: training.warmup_steps (100) is not shorter than the run (max_steps 5): the learning rate only "
-            "rises, from 0 to 4% of learning_rate (8e-06 instead of 0.0002) at the last step, and never decays. Fix: "
-            "set warmup_steps below max_steps (e.g. 0, a tenth of the run), or set training.cap_warmup: true to cap it there.")
+    want = (
+        "Warning: training.warmup_steps (100) is not shorter than the run (max_steps 5): the learning rate only "
+        "rises, from 0 to 4% of learning_rate (8e-06 instead of 0.0002) at the last step, and never decays. Fix: "
+        "set warmup_steps below max_steps (e.g. 0, a tenth of the run), or set training.cap_warmup: true to cap it there."
+    )
     _, pre = preflight(form.to_raw(vals, {}), check_data=False)  # Check, before data is chosen
     assert pre.notes == [want]
     jm, _ = app
@@ -312,12 +433,19 @@ def test_max_length_above_the_models_position_limit_is_refused(app, tiny_model, 
     cfg = json.loads((folder / "config.json").read_text())
     cfg["max_position_embeddings"] = 32
     (folder / "config.json").write_text(json.dumps(cfg))
-    problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(folder), training__max_length=64.0),
-                       data_of(EXAMPLE_QUOTES))
-    assert problems == [f"training.max_length: 64 tokens is above the position limit of '{folder}' (32 positions, "
-                        "max_position_embeddings in its config). Fix: set max_length to at most 32."]
-    _, pre = preflight(form.to_raw(values(tiny_model, model__base_model_name_or_path=str(folder),
-                                          training__max_length=32.0), {}), check_data=False)  # the limit itself is fine
+    problems = refused(
+        app,
+        values(tiny_model, model__base_model_name_or_path=str(folder), training__max_length=64.0),
+        data_of(EXAMPLE_QUOTES),
+    )
+    assert problems == [
+        f"training.max_length: 64 tokens is above the position limit of '{folder}' (32 positions, "
+        "max_position_embeddings in its config). Fix: set max_length to at most 32."
+    ]
+    _, pre = preflight(
+        form.to_raw(values(tiny_model, model__base_model_name_or_path=str(folder), training__max_length=32.0), {}),
+        check_data=False,
+    )  # the limit itself is fine
 
 
 def test_position_limit_is_read_from_the_text_config():
@@ -325,19 +453,32 @@ def test_position_limit_is_read_from_the_text_config():
 
     from lora_app.validate import position_problems
 
-    mc = Gemma3Config(text_config={"max_position_embeddings": 128, "hidden_size": 64, "num_hidden_layers": 1,
-                                   "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64,
-                                   "head_dim": 32})
+    mc = Gemma3Config(
+        text_config={
+            "max_position_embeddings": 128,
+            "hidden_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "intermediate_size": 64,
+            "head_dim": 32,
+        }
+    )
     assert not hasattr(mc, "max_position_embeddings") or mc.max_position_embeddings != 128
-    assert position_problems(mc, 256, "g")[0].startswith("training.max_length: 256 tokens is above the position "
-                                                         "limit of 'g' (128 positions")
+    assert position_problems(mc, 256, "g")[0].startswith(
+        "training.max_length: 256 tokens is above the position limit of 'g' (128 positions"
+    )
     assert position_problems(mc, 128, "g") == []
 
 
-@pytest.mark.parametrize("keep,missing", [
-    ((), "tokenizer.json (or tokenizer.model, or vocab.json + merges.txt)"),
-    (("vocab.json",), "merges.txt (vocab.json is there)"),
-], ids=["no-tokenizer-files", "vocab-without-merges"])
+@pytest.mark.parametrize(
+    "keep,missing",
+    [
+        ((), "tokenizer.json (or tokenizer.model, or vocab.json + merges.txt)"),
+        (("vocab.json",), "merges.txt (vocab.json is there)"),
+    ],
+    ids=["no-tokenizer-files", "vocab-without-merges"],
+)
 def test_model_folder_without_tokenizer_files_is_refused(app, tiny_model, tmp_path, keep, missing):
     import shutil
 
@@ -349,9 +490,11 @@ def test_model_folder_without_tokenizer_files_is_refused(app, tiny_model, tmp_pa
     for name in keep:
         (folder / name).write_text("{}")
     problems = refused(app, values(tiny_model, model__base_model_name_or_path=str(folder)), data_of(EXAMPLE_QUOTES))
-    assert problems == [f"model.base_model_name_or_path: the folder 'weights-only' has the model's config and weights "
-                        f"but no tokenizer: missing {missing}. Fix: copy the tokenizer files of the model it was made "
-                        "from into the folder (AutoTokenizer.from_pretrained(that model).save_pretrained(folder))."]
+    assert problems == [
+        f"model.base_model_name_or_path: the folder 'weights-only' has the model's config and weights "
+        f"but no tokenizer: missing {missing}. Fix: copy the tokenizer files of the model it was made "
+        "from into the folder (AutoTokenizer.from_pretrained(that model).save_pretrained(folder))."
+    ]
 
 
 def test_adapter_naming_another_machines_base_folder(tmp_path, capsys):
@@ -361,11 +504,14 @@ def test_adapter_naming_another_machines_base_folder(tmp_path, capsys):
     from lora_app.generate import Generator
 
     ad = tmp_path / "adapter"
-    LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM",
-               base_model_name_or_path="/home/someone/models/tiny-llama").save_pretrained(ad)
-    want = ("adapter: its adapter_config.json names the base model '/home/someone/models/tiny-llama', a folder that is "
-            "not on this machine (the adapter was trained elsewhere). Fix: give the base model's Hub id (owner/name) or "
-            "a local folder holding it (CLI: --base; or set base_model_name_or_path in adapter_config.json).")
+    LoraConfig(
+        r=4, target_modules=["q_proj"], task_type="CAUSAL_LM", base_model_name_or_path="/home/someone/models/tiny-llama"
+    ).save_pretrained(ad)
+    want = (
+        "adapter: its adapter_config.json names the base model '/home/someone/models/tiny-llama', a folder that is "
+        "not on this machine (the adapter was trained elsewhere). Fix: give the base model's Hub id (owner/name) or "
+        "a local folder holding it (CLI: --base; or set base_model_name_or_path in adapter_config.json)."
+    )
     with pytest.raises(ConfigError) as e:  # what the Try tab catches and shows
         Generator().load(str(ad))
     assert e.value.problems == [want]

@@ -26,11 +26,14 @@ def test_merges_on_cpu_when_the_worst_batch_fits():
     assert "1.7 GiB" in plan.message
 
 
-@pytest.mark.parametrize("kw, why", [
-    (dict(device="cuda", merge=True, free_bytes=16 * GIB), "over half of the 16.0 GiB free on the GPU"),
-    (dict(device="cpu", merge=False, free_bytes=20 * GIB), "4 micro-batches of 4 rows"),
-    (dict(device="cpu", merge=True, free_bytes=4 * GIB), "over a third of the 4.0 GiB free"),
-])
+@pytest.mark.parametrize(
+    "kw, why",
+    [
+        (dict(device="cuda", merge=True, free_bytes=16 * GIB), "over half of the 16.0 GiB free on the GPU"),
+        (dict(device="cpu", merge=False, free_bytes=20 * GIB), "4 micro-batches of 4 rows"),
+        (dict(device="cpu", merge=True, free_bytes=4 * GIB), "over a third of the 4.0 GiB free"),
+    ],
+)
 def test_keeps_the_split_on_gpu_when_off_or_when_memory_is_short(kw, why):
     lengths = [256] * 64  # 16 x 256 tokens x 2.4 MB = 9.1 GiB
     plan = plan_step(lengths, 4, 4, bytes_per_token=2_386_944, **kw)
@@ -63,8 +66,15 @@ def test_merged_accumulation_trains_the_same_adapter(tmp_path, tiny_model):
     weights, plans = {}, {}
     for merge in (True, False):
         (tmp_path / str(merge)).mkdir()
-        rd = make_run(tmp_path / str(merge), tiny_model, max_steps=3, save_steps=3, per_device_train_batch_size=4,
-                      gradient_accumulation_steps=2, merge_accumulation=merge)
+        rd = make_run(
+            tmp_path / str(merge),
+            tiny_model,
+            max_steps=3,
+            save_steps=3,
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=2,
+            merge_accumulation=merge,
+        )
         cfg = RunConfig.load(rd / "config.yaml")
         cfg.model.precision = "float32"  # equal to rounding in float32; bf16 rounds the two sums differently
         cfg.save(rd / "config.yaml")
@@ -91,10 +101,23 @@ def test_a_resumed_run_keeps_its_micro_batch_split(tmp_path, tiny_model):
 
     from lora_app.train import train
 
-    rd = make_run(tmp_path, tiny_model, max_steps=2, save_steps=2, per_device_train_batch_size=4,
-                  gradient_accumulation_steps=2, merge_accumulation=True)
-    earlier = {"type": "info", "time": 0.0, "message": "batching: 2 micro-batches of 4 rows per step (kept: ...)",
-               "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "merged": False}
+    rd = make_run(
+        tmp_path,
+        tiny_model,
+        max_steps=2,
+        save_steps=2,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        merge_accumulation=True,
+    )
+    earlier = {
+        "type": "info",
+        "time": 0.0,
+        "message": "batching: 2 micro-batches of 4 rows per step (kept: ...)",
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "merged": False,
+    }
     (rd / "events.jsonl").write_text(json.dumps(earlier) + "\n", encoding="utf-8")
     assert train(rd, resume=True) == 0
     events, _ = read_events(rd)
@@ -126,5 +149,8 @@ def test_activation_estimate_reads_the_text_config_of_a_multimodal_config():
     cfg = Gemma3Config()
     assert not hasattr(cfg, "hidden_size")
     text = cfg.text_config
-    assert activation_bytes_per_token(cfg) == activation_bytes_per_token(text) == 4 * (
-        text.num_hidden_layers * (10 * text.hidden_size + 6 * text.intermediate_size) + 3 * text.vocab_size)
+    assert (
+        activation_bytes_per_token(cfg)
+        == activation_bytes_per_token(text)
+        == 4 * (text.num_hidden_layers * (10 * text.hidden_size + 6 * text.intermediate_size) + 3 * text.vocab_size)
+    )

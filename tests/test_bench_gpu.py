@@ -36,8 +36,12 @@ def gpu_like_python(tmp: Path) -> str:
     env_dir = tmp / "venv"
     venv.create(env_dir, with_pip=False, symlinks=True)
     py = env_dir / "bin" / "python"
-    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     Path(purelib, "gpu_view.pth").write_text(str(view) + "\n")
     return str(py)
 
@@ -47,9 +51,18 @@ def test_run_gpu_dry_run_without_gradio_datasets_gguf(tmp_path):
     from lora_app import models
 
     py = gpu_like_python(tmp_path)
-    probe = subprocess.run([py, "-c", "import importlib.util as u, json; print(json.dumps("
-                                      f"{{m: u.find_spec(m) is not None for m in {HIDDEN!r}}}))"],
-                           capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": ""})
+    probe = subprocess.run(
+        [
+            py,
+            "-c",
+            "import importlib.util as u, json; print(json.dumps("
+            f"{{m: u.find_spec(m) is not None for m in {HIDDEN!r}}}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert json.loads(probe.stdout) == {m: False for m in HIDDEN}  # the simulation hides them
     assert all(importlib.util.find_spec(m) for m in ("gradio", "datasets"))  # (while this Python has them)
 
@@ -58,10 +71,17 @@ def test_run_gpu_dry_run_without_gradio_datasets_gguf(tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(models.bundled_model_dir() / name, tok / name)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": py, "OUT": str(out), "GPU_TOKENIZER": str(tok), "PYTHONPATH": "",
-           "TMPDIR": str(tmp_path)}
-    p = subprocess.run(["bash", "bench/run_gpu.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHON": py,
+        "OUT": str(out),
+        "GPU_TOKENIZER": str(tok),
+        "PYTHONPATH": "",
+        "TMPDIR": str(tmp_path),
+    }
+    p = subprocess.run(
+        ["bash", "bench/run_gpu.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     log = next(out.glob("gpu-*-dry.log")).read_text()
     assert p.returncode == 0, log[-6000:] + p.stderr[-3000:]
     for step in ("make-model", "bf16", "bf16-large", "generate", "summary"):
@@ -113,7 +133,7 @@ def test_make_model_shape_is_smollm2_1_7b():
         m = AutoModelForCausalLM.from_config(LlamaConfig(**make_model.SHAPES["smollm2-1.7b"]))
     n = sum(p.numel() for p in m.parameters())
     # 24 x (4 x 2048^2 + 3 x 2048 x 8192 + 2 x 2048) + 49152 x 2048 + 2048 (tied head)
-    assert n == 24 * (4 * 2048 ** 2 + 3 * 2048 * 8192 + 2 * 2048) + 49152 * 2048 + 2048 == 1_711_376_384
+    assert n == 24 * (4 * 2048**2 + 3 * 2048 * 8192 + 2 * 2048) + 49152 * 2048 + 2048 == 1_711_376_384
 
 
 @pytest.mark.slow
@@ -128,10 +148,22 @@ def test_run_gpu_mfu_dry_run(tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(models.bundled_model_dir() / name, tok / name)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": py, "OUT": str(out), "GPU_TOKENIZER": str(tok), "PYTHONPATH": "",
-           "TMPDIR": str(tmp_path)}
-    p = subprocess.run(["bash", "bench/run_gpu.sh", "--mfu", "--dry-run"], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=900)
+    env = {
+        **os.environ,
+        "PYTHON": py,
+        "OUT": str(out),
+        "GPU_TOKENIZER": str(tok),
+        "PYTHONPATH": "",
+        "TMPDIR": str(tmp_path),
+    }
+    p = subprocess.run(
+        ["bash", "bench/run_gpu.sh", "--mfu", "--dry-run"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     log = next(out.glob("gpu-*-mfu-dry.log")).read_text()
     assert p.returncode == 0, log[-6000:] + p.stderr[-3000:]
     for step in ("make-model", "base", "big", "big-all", "dropout0", "summary"):
@@ -147,7 +179,9 @@ def test_run_gpu_mfu_dry_run(tmp_path):
         runs[f.stem.split("-mfu-", 1)[1]] = (d, d["runs"][0])
     assert set(runs) == {"base", "big", "big-all", "dropout0"}
     for name, (d, r) in runs.items():
-        assert r["config"]["training"]["use_liger_kernel"] == "off" and r["config"]["training"]["torch_compile"] is False
+        assert (
+            r["config"]["training"]["use_liger_kernel"] == "off" and r["config"]["training"]["torch_compile"] is False
+        )
         assert "Liger kernels off (training.use_liger_kernel: off)" in r["app_info"]
         assert r["config"]["lora"]["lora_dropout"] == (0.0 if name in ("big-all", "dropout0") else 0.05)
         assert d["aggregate"]["app"]["tokens_per_s"]["median"] > 0

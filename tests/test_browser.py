@@ -90,11 +90,21 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
 
     # -- 2. LoRA: a short run on the default (bundled) base model; check settings.
     tab(page, "2. LoRA")
-    assert page.get_by_label("Base model (Hub id or local folder)").input_value() == \
-        "HuggingFaceTB/SmolLM2-135M-Instruct"
-    fill_settings(page, [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("learning_rate", "1e-3"),
-                         ("max_length (tokens per row)", 64), ("per_device_train_batch_size", 4),
-                         ("gradient_accumulation_steps", 1), ("save_steps", 4)])
+    assert (
+        page.get_by_label("Base model (Hub id or local folder)").input_value() == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
+    fill_settings(
+        page,
+        [
+            ("max_steps", MAX_STEPS),
+            ("warmup_steps", 0),
+            ("learning_rate", "1e-3"),
+            ("max_length (tokens per row)", 64),
+            ("per_device_train_batch_size", 4),
+            ("gradient_accumulation_steps", 1),
+            ("save_steps", 4),
+        ],
+    )
     button(page, "Check settings and count trainable parameters").click()
     page.get_by_text(TRAINABLE_LINE).wait_for(timeout=120_000)
     page.screenshot(path=str(shots / "lora.png"), full_page=True)
@@ -104,11 +114,15 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     button(page, "Start training").click()
     status = page.locator("#train-status")
     log = page.locator("#train-log textarea")
+
     # Gradio's LinePlot is a vega-embed SVG; a drawn line is a <path> with a non-empty `d` and a
     # stroke colour (a plot that failed to draw still has the paths: d="" or no stroke).
     def drawn(elem_id):
-        return page.evaluate(f"() => [...document.querySelectorAll('#{elem_id} .vega-embed svg g.mark-line path')]"
-                             ".filter(e => (e.getAttribute('d') || '').length > 0 && e.getAttribute('stroke')).length")
+        return page.evaluate(
+            f"() => [...document.querySelectorAll('#{elem_id} .vega-embed svg g.mark-line path')]"
+            ".filter(e => (e.getAttribute('d') || '').length > 0 && e.getAttribute('stroke')).length"
+        )
+
     live = None  # (status, log) as first seen with a step line and a drawn plot, before the end
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -174,7 +188,9 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     page.wait_for_function(
         "b => !b.classList.contains('generating') && "
         "[...b.querySelectorAll('[data-testid=status-tracker]')].every(s => s.classList.contains('hide'))",
-        arg=block.element_handle(), timeout=180_000)
+        arg=block.element_handle(),
+        timeout=180_000,
+    )
     last = completion.input_value()
     assert last.strip(), "empty completion"
     page.screenshot(path=str(shots / "try.png"), full_page=True)
@@ -222,8 +238,16 @@ def test_second_tab_and_app_restart_reattach(tmp_path, page, quotes_file, tiny_m
         base = page.get_by_label("Base model (Hub id or local folder)")
         base.fill(str(tiny_model))
         base.press("Tab")
-        fill_settings(page, [("max_steps", 2000), ("warmup_steps", 0), ("max_length (tokens per row)", 64),
-                             ("gradient_accumulation_steps", 1), ("save_steps", 500)])
+        fill_settings(
+            page,
+            [
+                ("max_steps", 2000),
+                ("warmup_steps", 0),
+                ("max_length (tokens per row)", 64),
+                ("gradient_accumulation_steps", 1),
+                ("save_steps", 500),
+            ],
+        )
         tab(page, "3. Train")
         button(page, "Start training").click()
         log = page.locator("#train-log textarea")

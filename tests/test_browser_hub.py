@@ -46,12 +46,22 @@ def _serve_finished_run(tmp_path, hub_model, hub_server):
     from lora_app.ui.common import AppContext
 
     ctx = AppContext(JobManager(tmp_path / "runs", poll_s=0.1), Generator(), _Everyone())
-    cfg = RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 32},
-                           "model": {"base_model_name_or_path": str(hub_model)},
-                           "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-                           "training": {"max_steps": 3, "warmup_steps": 0, "learning_rate": 3e-2, "max_length": 32,
-                                        "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
-                                        "save_steps": 3}})
+    cfg = RunConfig.build(
+        {
+            "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 32},
+            "model": {"base_model_name_or_path": str(hub_model)},
+            "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "training": {
+                "max_steps": 3,
+                "warmup_steps": 0,
+                "learning_rate": 3e-2,
+                "max_length": 32,
+                "per_device_train_batch_size": 8,
+                "gradient_accumulation_steps": 1,
+                "save_steps": 3,
+            },
+        }
+    )
     run_id = ctx.jobs.submit(cfg, owner="someone")
     demo = build_app(ctx)
     port = free_port()
@@ -98,7 +108,9 @@ def oauth_app(tmp_path, hub_model, hub_server, monkeypatch):
         token_file.write_text(ALICE + "\n")
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
         assert get_token() == ALICE  # read from the file (get_token re-reads it on every call)
-        assert hub_client.env_token() is None and hub_client.resolve_token() is None  # no env token: nobody logged in yet
+        assert (
+            hub_client.env_token() is None and hub_client.resolve_token() is None
+        )  # no env token: nobody logged in yet
         yield from _serve_finished_run(tmp_path, hub_model, hub_server)
 
 
@@ -116,10 +128,18 @@ def _sign_in_as_route(app, users: dict[str, str]) -> None:
         user = request.path_params["user"]
         token = next(t for t, u in users.items() if u == user)
         request.session["oauth_info"] = {
-            "access_token": token, "token_type": "bearer", "scope": "openid profile write-repos",
+            "access_token": token,
+            "token_type": "bearer",
+            "scope": "openid profile write-repos",
             "expires_at": int(_time.time()) + 3600,
-            "userinfo": {"sub": user, "name": user.title(), "preferred_username": user,
-                         "profile": f"https://huggingface.co/{user}", "picture": ""}}
+            "userinfo": {
+                "sub": user,
+                "name": user.title(),
+                "preferred_username": user,
+                "profile": f"https://huggingface.co/{user}",
+                "picture": "",
+            },
+        }
         return RedirectResponse("/")
 
     app.router.routes.insert(0, Route("/test-login/{user}", login_as))
@@ -160,8 +180,9 @@ def visitors_app(tmp_path, hub_model, hub_server, monkeypatch):
             demo.close()
 
 
-def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(visitors_app, page, hub_server, shots,
-                                                                         hub_model, tmp_path):  # noqa: F811
+def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(
+    visitors_app, page, hub_server, shots, hub_model, tmp_path
+):  # noqa: F811
     """Before: a signed-in visitor who is not an admin found their run in Runs but neither in
     "Try it" nor in "Hub" (both looked runs up by the browser id; the run belongs to hf:alice)."""
     url, ctx = visitors_app
@@ -279,9 +300,20 @@ def _train_tiny(page, ctx, hub_model) -> str:
     base = page.get_by_label("Base model (Hub id or local folder)")
     base.fill(str(hub_model))
     base.press("Tab")
-    fill_settings(page, [("max_steps", 3), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
-                         ("per_device_train_batch_size", 8), ("gradient_accumulation_steps", 1), ("save_steps", 3),
-                         ("learning_rate", 0.03), ("r", 4), ("lora_alpha", 8)])
+    fill_settings(
+        page,
+        [
+            ("max_steps", 3),
+            ("warmup_steps", 0),
+            ("max_length (tokens per row)", 32),
+            ("per_device_train_batch_size", 8),
+            ("gradient_accumulation_steps", 1),
+            ("save_steps", 3),
+            ("learning_rate", 0.03),
+            ("r", 4),
+            ("lora_alpha", 8),
+        ],
+    )
     tab(page, "3. Train")
     button(page, "Start training").click()
     status = page.locator("#train-status")
@@ -406,7 +438,9 @@ def _push_and_try(page, run_id, hub_server, shots, tag=""):
     page.wait_for_function(
         "b => !b.classList.contains('generating') && "
         "[...b.querySelectorAll('[data-testid=status-tracker]')].every(s => s.classList.contains('hide'))",
-        arg=block.element_handle(), timeout=120_000)
+        arg=block.element_handle(),
+        timeout=120_000,
+    )
     from lora_app.generate import Generator
 
     # sampling (temperature 1, seed 0): the random tiny model then writes varied text, the same every time

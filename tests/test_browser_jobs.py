@@ -53,8 +53,17 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     base = page.get_by_label("Base model (Hub id or local folder)")
     base.fill(str(tiny_model))
     base.press("Tab")
-    fill_settings(page, [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
-                         ("per_device_train_batch_size", 2), ("gradient_accumulation_steps", 1), ("save_steps", 2)])
+    fill_settings(
+        page,
+        [
+            ("max_steps", MAX_STEPS),
+            ("warmup_steps", 0),
+            ("max_length (tokens per row)", 32),
+            ("per_device_train_batch_size", 2),
+            ("gradient_accumulation_steps", 1),
+            ("save_steps", 2),
+        ],
+    )
 
     tab(page, "3. Train")
     button(page, "Start training").click()
@@ -69,8 +78,11 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     page.reload()
     tab(page, "3. Train")
     last_before = _steps(before)[-1]
-    after = _wait_log(page, lambda t: t.startswith(first_line) and _steps(t) and _steps(t)[-1] > last_before,
-                      what="the replayed log to go past the step seen before the reload")
+    after = _wait_log(
+        page,
+        lambda t: t.startswith(first_line) and _steps(t) and _steps(t)[-1] > last_before,
+        what="the replayed log to go past the step seen before the reload",
+    )
     assert ctx.jobs.get(run.id).pid == pid and ctx.jobs.get(run.id).status == "running"
     assert _steps(after)[: len(_steps(before))] == _steps(before), "the replay is not the same log"
     assert re.search(rf"Run `?{run.id}`?: running", page.locator("#train-status").inner_text())
@@ -98,8 +110,9 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     page.get_by_label("Run", exact=True).click()
     page.get_by_role("option", name=re.compile(re.escape(run.id))).click()
     page.locator("#run-details").get_by_text(re.compile(r"stopped")).first.wait_for()
-    page.wait_for_function("el => el.value.includes('adapter saved at step')",
-                           arg=page.locator("#runs-log textarea").element_handle())
+    page.wait_for_function(
+        "el => el.value.includes('adapter saved at step')", arg=page.locator("#runs-log textarea").element_handle()
+    )
     with page.expect_download() as dl:
         page.locator("#runs-yaml").click()
     saved = tmp_path / "downloaded.yaml"
@@ -138,8 +151,16 @@ def test_start_in_a_second_tab_shows_its_own_run_not_the_one_it_was_following(ap
         base = pg.get_by_label("Base model (Hub id or local folder)")
         base.fill(str(tiny_model))
         base.press("Tab")
-        fill_settings(pg, [("max_steps", MAX_STEPS), ("warmup_steps", 0), ("max_length (tokens per row)", 32),
-                             ("per_device_train_batch_size", 2), ("gradient_accumulation_steps", 1)])
+        fill_settings(
+            pg,
+            [
+                ("max_steps", MAX_STEPS),
+                ("warmup_steps", 0),
+                ("max_length (tokens per row)", 32),
+                ("per_device_train_batch_size", 2),
+                ("gradient_accumulation_steps", 1),
+            ],
+        )
         tab(pg, "3. Train")
     a, b = tabs
     a.bring_to_front()

@@ -31,15 +31,26 @@ def test_estimate_table_on_check_and_merge_button(tmp_path, page, quotes_file, t
         base = page.get_by_label("Base model (Hub id or local folder)")
         base.fill(str(tiny_model))
         base.press("Tab")
-        fill_settings(page, [("max_steps", 4), ("warmup_steps", 0), ("max_length (tokens per row)", 48),
-                             ("gradient_accumulation_steps", 1), ("save_steps", 4)])
+        fill_settings(
+            page,
+            [
+                ("max_steps", 4),
+                ("warmup_steps", 0),
+                ("max_length (tokens per row)", 48),
+                ("gradient_accumulation_steps", 1),
+                ("save_steps", 4),
+            ],
+        )
         button(page, "Check settings and count trainable parameters").click()
         table = page.locator("#estimate-table")
         table.get_by_text("H200 141 GB").wait_for(timeout=60_000)
         for text in ("CPU (this machine)", "T4 16 GB", "A100 80 GB", "yes"):
             assert table.get_by_text(text).count() >= 1, text
         assert "published dense throughput" in page.locator("#estimate-basis").inner_text()
-        assert "Held-out evaluation on 15 rows (5% of 300 rows)" in page.get_by_text("Held-out evaluation").first.inner_text()
+        assert (
+            "Held-out evaluation on 15 rows (5% of 300 rows)"
+            in page.get_by_text("Held-out evaluation").first.inner_text()
+        )
 
         tab(page, "3. Train")
         button(page, "Start training").click()

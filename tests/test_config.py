@@ -9,21 +9,36 @@ def test_defaults_are_the_reference_recipe():
     c = RunConfig()
     assert (c.lora.r, c.lora.lora_alpha, c.lora.lora_dropout, c.lora.bias) == (16, 32, 0.05, "none")
     t = c.training
-    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps, t.warmup_steps, t.max_steps,
-            t.learning_rate) == (4, 4, 100, 200, 2e-4)
+    assert (
+        t.per_device_train_batch_size,
+        t.gradient_accumulation_steps,
+        t.warmup_steps,
+        t.max_steps,
+        t.learning_rate,
+    ) == (4, 4, 100, 200, 2e-4)
     assert c.model.base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert c.model.trust_remote_code is False
 
 
 def test_all_problems_reported_together_with_field_and_fix():
     with pytest.raises(ConfigError) as e:
-        RunConfig.build({"lora": {"r": 0, "lora_alpha": 0, "lora_dropout": 1.0},
-                         "training": {"learning_rate": 0, "max_steps": 0, "per_device_train_batch_size": 0,
-                                      "max_length": 4}})
+        RunConfig.build(
+            {
+                "lora": {"r": 0, "lora_alpha": 0, "lora_dropout": 1.0},
+                "training": {"learning_rate": 0, "max_steps": 0, "per_device_train_batch_size": 0, "max_length": 4},
+            }
+        )
     probs = e.value.problems
     fields = [p.split(":")[0] for p in probs]
-    assert fields == ["lora.r", "lora.lora_alpha", "lora.lora_dropout", "training.max_steps",
-                      "training.learning_rate", "training.per_device_train_batch_size", "training.max_length"]
+    assert fields == [
+        "lora.r",
+        "lora.lora_alpha",
+        "lora.lora_dropout",
+        "training.max_steps",
+        "training.learning_rate",
+        "training.per_device_train_batch_size",
+        "training.max_length",
+    ]
     assert all("Fix:" in p for p in probs)
     assert "(got 0)" in probs[0]
 
@@ -46,8 +61,9 @@ def test_target_modules_from_text():
 
 
 def test_yaml_round_trip(tmp_path):
-    c = RunConfig.build({"data": {"path": "x.jsonl"}, "lora": {"r": 8, "target_modules": ["q_proj"]},
-                         "training": {"max_steps": 7}})
+    c = RunConfig.build(
+        {"data": {"path": "x.jsonl"}, "lora": {"r": 8, "target_modules": ["q_proj"]}, "training": {"max_steps": 7}}
+    )
     c.save(tmp_path / "c.yaml")
     back = RunConfig.load(tmp_path / "c.yaml")
     assert back == c

@@ -8,8 +8,10 @@ import pytest
 from lora_app.config import ConfigError, DataConfig
 from lora_app.data import detect_text_column, frame_to_text, load_text, preview, read_table
 
-ROWS = [{"quote": "“Be yourself.”", "author": "Oscar Wilde", "likes": 3},
-        {"quote": "“So it goes.”", "author": "Kurt Vonnegut", "likes": 5}]
+ROWS = [
+    {"quote": "“Be yourself.”", "author": "Oscar Wilde", "likes": 3},
+    {"quote": "“So it goes.”", "author": "Kurt Vonnegut", "likes": 5},
+]
 
 
 def write(tmp_path, name, content, mode="w", **kw):
@@ -21,7 +23,9 @@ def write(tmp_path, name, content, mode="w", **kw):
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "parquet", "txt"])
 def test_each_format_reads_the_same_texts(tmp_path, fmt):
     if fmt == "jsonl":
-        p = write(tmp_path, "d.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8")
+        p = write(
+            tmp_path, "d.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8"
+        )
     elif fmt == "json":
         p = write(tmp_path, "d.json", json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
     elif fmt == "csv":
@@ -49,8 +53,11 @@ def test_no_string_column_names_the_columns(tmp_path):
     pd.DataFrame({"a": [1, 2], "b": [3.0, 4.0]}).to_parquet(tmp_path / "n.parquet")
     write(tmp_path, "n.csv", "a,b\n1,2\n3,4.5\n")
     for name in ("n.parquet", "n.csv"):
-        with pytest.raises(ConfigError, match=r"data\.text_column: no column holds text \(columns: a \(number\), "
-                                              r"b \(number\)\)"):
+        with pytest.raises(
+            ConfigError,
+            match=r"data\.text_column: no column holds text \(columns: a \(number\), "
+            r"b \(number\)\)",
+        ):
             load_text(DataConfig(path=str(tmp_path / name)))
 
 
@@ -61,15 +68,21 @@ def test_chosen_column_missing_lists_the_real_ones(tmp_path):
 
 
 def test_na_words_are_text_and_empty_rows_are_counted(tmp_path):
-    p = write(tmp_path, "d.csv", "text\nNA\nnull\n\"\"\nNone\nN/A\n   \nreal text\n")
+    p = write(tmp_path, "d.csv", 'text\nNA\nnull\n""\nNone\nN/A\n   \nreal text\n')
     td = load_text(DataConfig(path=str(p)))
     assert td.texts == ["NA", "null", "None", "N/A", "real text"]
     assert td.skipped_empty == 2
 
 
 def test_semicolon_csv_bom_and_windows_1252(tmp_path):
-    p = write(tmp_path, "s.csv", "\ufefftext;author\nIt’s fine;me\n".encode("cp1252", errors="ignore")
-              if False else "text;author\nIt’s fine;me\n".encode("cp1252"), mode="wb")
+    p = write(
+        tmp_path,
+        "s.csv",
+        "\ufefftext;author\nIt’s fine;me\n".encode("cp1252", errors="ignore")
+        if False
+        else "text;author\nIt’s fine;me\n".encode("cp1252"),
+        mode="wb",
+    )
     td = load_text(DataConfig(path=str(p)))
     assert td.texts == ["It’s fine"] and td.columns == ["text", "author"]
     p = write(tmp_path, "b.csv", "\ufefftext,author\nhello,me\n".encode("utf-8"), mode="wb")
@@ -80,7 +93,11 @@ def test_semicolon_csv_bom_and_windows_1252(tmp_path):
 def test_json_array_in_jsonl_and_lines_in_json(tmp_path):
     a = write(tmp_path, "a.jsonl", json.dumps(ROWS))
     b = write(tmp_path, "b.json", "\n".join(json.dumps(r) for r in ROWS))
-    assert load_text(DataConfig(path=str(a))).texts == load_text(DataConfig(path=str(b))).texts == [r["quote"] for r in ROWS]
+    assert (
+        load_text(DataConfig(path=str(a))).texts
+        == load_text(DataConfig(path=str(b))).texts
+        == [r["quote"] for r in ROWS]
+    )
 
 
 def test_numbers_in_text_column_become_text(tmp_path):
@@ -89,14 +106,21 @@ def test_numbers_in_text_column_become_text(tmp_path):
     assert td.texts == ["words", "42", "3.5"] and td.skipped_empty == 1
 
 
-@pytest.mark.parametrize("name,content,msg", [
-    ("e.jsonl", "", r"data\.path: 'e\.jsonl' is empty"),
-    ("x.docx", "hello", r"unsupported extension '\.docx'"),
-    ("bad.jsonl", "{not json}\n{\"a\": 1}\n", r"'bad\.jsonl' is not valid JSON \(line 1, column 2"),    # Was: AttributeError ('NoneType' has no 'lineno'): valid JSON that is one value, not rows.
-    ("one.json", "3", r"data\.path: 'one\.json' is a single JSON int value, not rows"),
-    ("word.json", '"hello"', r"data\.path: 'word\.json' is a single JSON str value, not rows"),
-    ("nothing.jsonl", "null\n", r"data\.path: 'nothing\.jsonl' is a single JSON null value, not rows"),
-])
+@pytest.mark.parametrize(
+    "name,content,msg",
+    [
+        ("e.jsonl", "", r"data\.path: 'e\.jsonl' is empty"),
+        ("x.docx", "hello", r"unsupported extension '\.docx'"),
+        (
+            "bad.jsonl",
+            '{not json}\n{"a": 1}\n',
+            r"'bad\.jsonl' is not valid JSON \(line 1, column 2",
+        ),  # Was: AttributeError ('NoneType' has no 'lineno'): valid JSON that is one value, not rows.
+        ("one.json", "3", r"data\.path: 'one\.json' is a single JSON int value, not rows"),
+        ("word.json", '"hello"', r"data\.path: 'word\.json' is a single JSON str value, not rows"),
+        ("nothing.jsonl", "null\n", r"data\.path: 'nothing\.jsonl' is a single JSON null value, not rows"),
+    ],
+)
 def test_bad_files_name_the_field_and_fix(tmp_path, name, content, msg):
     p = write(tmp_path, name, content)
     with pytest.raises(ConfigError, match=msg) as e:
@@ -133,7 +157,8 @@ def test_counts_read_right_for_one_and_many(tmp_path):
     one = tmp_path / "one.jsonl"
     one.write_text('{"quote": "So it goes."}\n{"quote": ""}\n', encoding="utf-8")
     assert load_text(DataConfig(path=str(one))).summary() == (
-        f"1 row from {one.name}, text column 'quote'; 1 empty row skipped (line 2)")
+        f"1 row from {one.name}, text column 'quote'; 1 empty row skipped (line 2)"
+    )
 
 
 # -- issue 9, section 1: files that used to train on the wrong text ------------------------------
@@ -146,8 +171,11 @@ def test_one_column_csv_with_unquoted_commas_keeps_whole_lines(tmp_path):
 
 
 def test_semicolon_file_with_list_like_cells_has_three_columns(tmp_path):
-    p = write(tmp_path, "tags.csv", "id;text;tags\n1;The sea was calm that morning;['sea', 'calm']\n"
-                                    "2;Rain fell all night, softly;['rain']\n")
+    p = write(
+        tmp_path,
+        "tags.csv",
+        "id;text;tags\n1;The sea was calm that morning;['sea', 'calm']\n2;Rain fell all night, softly;['rain']\n",
+    )
     td = load_text(DataConfig(path=str(p)))
     assert td.columns == ["id", "text", "tags"] and td.text_column == "text"
     assert td.texts == ["The sea was calm that morning", "Rain fell all night, softly"]
@@ -158,8 +186,11 @@ def test_semicolon_file_with_list_like_cells_has_three_columns(tmp_path):
 @pytest.mark.parametrize("ext", ["csv", "jsonl"])
 def test_utf16_with_bom_reads_like_utf8(tmp_path, ext):
     # Was: the CSV became rows of NUL-laden garbage, the JSONL was refused as "not valid JSON".
-    content = ("quote,author\n\"“Be yourself.”\",Oscar Wilde\n“So it goes.”,Kurt Vonnegut\n" if ext == "csv" else
-               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS))
+    content = (
+        'quote,author\n"“Be yourself.”",Oscar Wilde\n“So it goes.”,Kurt Vonnegut\n'
+        if ext == "csv"
+        else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS)
+    )
     utf8 = load_text(DataConfig(path=str(write(tmp_path, f"u8.{ext}", content.encode("utf-8"), mode="wb"))))
     for enc in ("utf-16", "utf-16-be"):  # Python's utf-16 writes a little-endian BOM; the BE one by hand
         raw = content.encode(enc) if enc == "utf-16" else b"\xfe\xff" + content.encode(enc)
@@ -173,8 +204,10 @@ def test_parquet_list_column_reads_like_the_same_jsonl(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{"id": f"{i:04x}9f3c2e7a4b1d8c6e5f0a", "sentence": s, "tags": t}
-            for i, (s, t) in enumerate([("A calm sea.", ["sea", "calm"]), ("Rain fell.", ["rain"]), ("Sun.", [])])]
+    rows = [
+        {"id": f"{i:04x}9f3c2e7a4b1d8c6e5f0a", "sentence": s, "tags": t}
+        for i, (s, t) in enumerate([("A calm sea.", ["sea", "calm"]), ("Rain fell.", ["rain"]), ("Sun.", [])])
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
     write(tmp_path, "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     got = {ext: load_text(DataConfig(path=str(tmp_path / f"d.{ext}"))) for ext in ("parquet", "jsonl")}
@@ -200,8 +233,11 @@ def test_chat_conversations_are_refused_naming_the_layout(tmp_path):
     turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]
     p = write(tmp_path, "chat.jsonl", "".join(json.dumps({"id": f"c{i}", "messages": turns}) + "\n" for i in range(3)))
     for column in (None, "messages", "id"):
-        with pytest.raises(ConfigError, match=r"^data: the rows are chat conversations \(column 'messages' holds "
-                                              r"lists of chat turns.*not supported yet.*Fix: upload plain text rows"):
+        with pytest.raises(
+            ConfigError,
+            match=r"^data: the rows are chat conversations \(column 'messages' holds "
+            r"lists of chat turns.*not supported yet.*Fix: upload plain text rows",
+        ):
             load_text(DataConfig(path=str(p), text_column=column))
     # A prose column chosen by hand next to the conversations is that column's text.
     p = write(tmp_path, "chat2.jsonl", json.dumps({"summary": "A short greeting.", "messages": turns}) + "\n")

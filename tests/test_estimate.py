@@ -16,16 +16,25 @@ def opt_6_7b_config():
     """facebook/opt-6.7b's config.json, written by hand (no download)."""
     from transformers import OPTConfig
 
-    return OPTConfig(hidden_size=4096, num_hidden_layers=32, ffn_dim=16384, vocab_size=50272,
-                     max_position_embeddings=2048, word_embed_proj_dim=4096, num_attention_heads=32,
-                     do_layer_norm_before=True, enable_bias=True)
+    return OPTConfig(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        ffn_dim=16384,
+        vocab_size=50272,
+        max_position_embeddings=2048,
+        word_embed_proj_dim=4096,
+        num_attention_heads=32,
+        do_layer_norm_before=True,
+        enable_bias=True,
+    )
 
 
 def test_opt_6_7b_trainable_line_from_the_config_alone():
     trainable, total = models.count_parameters(opt_6_7b_config(), LoraSettings(r=16), ["q_proj", "v_proj"])
     # The reference post (PEFT int8 example, print_trainable_parameters) prints exactly this.
-    assert f"trainable params: {trainable} || all params: {total}" == \
-        "trainable params: 8388608 || all params: 6666862592"
+    assert (
+        f"trainable params: {trainable} || all params: {total}" == "trainable params: 8388608 || all params: 6666862592"
+    )
 
 
 def test_opt_6_7b_table_per_tier():
@@ -33,8 +42,15 @@ def test_opt_6_7b_table_per_tier():
     cfg = RunConfig.build({"model": {"base_model_name_or_path": "facebook/opt-6.7b"}})  # the recipe: auto = 8bit on GPU
     est = estimate.estimate(mc, cfg, 8388608, 6666862592)
     rows = {r["hardware"]: r for r in est.rows}
-    assert list(rows) == ["CPU (this machine)", "T4 16 GB", "L4 / A10G 24 GB", "A100 40 GB", "A100 80 GB",
-                          "H100 80 GB", "H200 141 GB"]
+    assert list(rows) == [
+        "CPU (this machine)",
+        "T4 16 GB",
+        "L4 / A10G 24 GB",
+        "A100 40 GB",
+        "A100 80 GB",
+        "H100 80 GB",
+        "H200 141 GB",
+    ]
     linear, other, f32 = estimate.parameter_split(mc)
     assert linear + other == 6666862592 - 8388608 and f32 == 4 * (linear + other)  # accelerate agrees
     # 8-bit base on a GPU: Linear weights 1 byte, the rest (embeddings, norms) bf16.
@@ -73,24 +89,38 @@ def test_cpu_estimate_within_25_percent_of_a_real_runs_peak_memory(tmp_path, bun
     from conftest import EXAMPLE_QUOTES
     from lora_app.validate import preflight
 
-    raw = {"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"quantization": "none"},
-           "training": {"max_steps": 3, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
-                        "max_length": 128, "warmup_steps": 0, "eval_fraction": 0, "save_steps": 100}}
+    raw = {
+        "data": {"path": str(EXAMPLE_QUOTES)},
+        "model": {"quantization": "none"},
+        "training": {
+            "max_steps": 3,
+            "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 1,
+            "max_length": 128,
+            "warmup_steps": 0,
+            "eval_fraction": 0,
+            "save_steps": 100,
+        },
+    }
     cfg, pre = preflight(raw)
     est = estimate.for_preflight(cfg, pre)
     cpu = est.rows[0]
     rd = tmp_path / "run"
     rd.mkdir()
     cfg.save(rd / "config.yaml")
-    wrapper = ("import resource, subprocess, sys; "
-               "rc = subprocess.run([sys.executable, '-m', 'lora_app', 'train', sys.argv[1]]).returncode; "
-               "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    wrapper = (
+        "import resource, subprocess, sys; "
+        "rc = subprocess.run([sys.executable, '-m', 'lora_app', 'train', sys.argv[1]]).returncode; "
+        "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     out = subprocess.run([sys.executable, "-c", wrapper, str(rd)], capture_output=True, text=True, timeout=900)
     rc, kb = out.stdout.split()[-2:]
     assert rc == "0", out.stderr[-2000:]
     peak = int(kb) * 1024 / 1e9
     status = [json.loads(x) for x in (rd / "events.jsonl").read_text().splitlines()][-1]
     assert status["status"] == "finished"
-    print(f"\nESTIMATE CPU: {cpu['total GB']} GB (weights {cpu['weights GB']}, activations "
-          f"{cpu['activations GB (no ckpt / ckpt)']}); measured peak RSS {peak:.2f} GB")
+    print(
+        f"\nESTIMATE CPU: {cpu['total GB']} GB (weights {cpu['weights GB']}, activations "
+        f"{cpu['activations GB (no ckpt / ckpt)']}); measured peak RSS {peak:.2f} GB"
+    )
     assert abs(cpu["total GB"] - peak) <= 0.25 * peak, (cpu, peak)

@@ -35,14 +35,17 @@ def test_eval_rows_larger_than_the_data_is_a_preflight_problem(tiny_model):
     from conftest import EXAMPLE_QUOTES
     from lora_app.validate import preflight
 
-    raw = {"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 32},
-           "model": {"base_model_name_or_path": str(tiny_model)},
-           "training": {"eval_rows": 40}}
+    raw = {
+        "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 32},
+        "model": {"base_model_name_or_path": str(tiny_model)},
+        "training": {"eval_rows": 40},
+    }
     with pytest.raises(ConfigError) as err:
         preflight(raw)
     assert err.value.problems == [
         "training.eval_rows: 40 held-out rows asked, but the data has only 32 rows (at least one must remain to "
-        "train on). Fix: set eval_rows below 32, or leave it empty to hold out eval_fraction (0.05)."]
+        "train on). Fix: set eval_rows below 32, or leave it empty to hold out eval_fraction (0.05)."
+    ]
     raw["training"] = {}
     _, pre = preflight(raw)  # too small for 5%: no problem, but the page says so
     assert any(n.startswith("No held-out evaluation: 5% of 32 rows is 1 row") for n in pre.notes)
@@ -54,8 +57,10 @@ def test_second_file_as_the_held_out_set(tmp_path, tiny_model):
 
     ev = tmp_path / "held.csv"
     ev.write_text("quote\n" + "".join(f'"held {i}"\n' for i in range(12)), encoding="utf-8")
-    raw = {"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 50, "eval_path": str(ev)},
-           "model": {"base_model_name_or_path": str(tiny_model)}}
+    raw = {
+        "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 50, "eval_path": str(ev)},
+        "model": {"base_model_name_or_path": str(tiny_model)},
+    }
     _, pre = preflight(raw)
     assert "Held-out evaluation on 12 rows of the file 'held.csv'." in pre.notes
     raw["data"]["eval_path"] = str(tmp_path / "missing.csv")
@@ -66,12 +71,15 @@ def test_second_file_as_the_held_out_set(tmp_path, tiny_model):
     raw["data"] = {"path": str(EXAMPLE_QUOTES), "eval_split": "validation"}
     with pytest.raises(ConfigError) as err:
         preflight(raw)
-    assert err.value.problems == ["data.eval_split: 'validation' names a split of a Hub dataset, but the data is a "
-                                  "file. Fix: give the held-out rows as a second file (data.eval_path), or leave it empty."]
+    assert err.value.problems == [
+        "data.eval_split: 'validation' names a split of a Hub dataset, but the data is a "
+        "file. Fix: give the held-out rows as a second file (data.eval_path), or leave it empty."
+    ]
 
 
-@pytest.mark.parametrize("packing,accumulation", [(True, 1), (False, 1), (True, 2)],
-                         ids=["packed", "padded", "packed-merged-microbatches"])
+@pytest.mark.parametrize(
+    "packing,accumulation", [(True, 1), (False, 1), (True, 2)], ids=["packed", "padded", "packed-merged-microbatches"]
+)
 def test_run_reports_held_out_loss_perplexity_before_during_after(tmp_path, tiny_model, packing, accumulation):
     """Base perplexity at step 0, then every eval_steps and at the end; the number is exp of the
     token-weighted held-out loss, equal to a plain no-grad loop over the same rows, packed or not."""
@@ -79,14 +87,30 @@ def test_run_reports_held_out_loss_perplexity_before_during_after(tmp_path, tiny
     data.write_text("".join(json.dumps({"quote": t}) + "\n" for t in sample_texts(100)), encoding="utf-8")
     rd = tmp_path / "run"
     rd.mkdir()
-    RunConfig.build({"data": {"path": str(data)}, "model": {"base_model_name_or_path": str(tiny_model)},
-                     "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
-                              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                 "down_proj"]},
-                     "training": {"max_steps": 12, "warmup_steps": 0, "learning_rate": 3e-2, "max_length": 48,
-                                  "per_device_train_batch_size": 8 // accumulation,
-                                  "gradient_accumulation_steps": accumulation, "save_steps": 12, "eval_fraction": 0.1, "eval_steps": 5, "packing": packing}}
-                    ).save(rd / "config.yaml")
+    RunConfig.build(
+        {
+            "data": {"path": str(data)},
+            "model": {"base_model_name_or_path": str(tiny_model)},
+            "lora": {
+                "r": 8,
+                "lora_alpha": 16,
+                "lora_dropout": 0.0,
+                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            },
+            "training": {
+                "max_steps": 12,
+                "warmup_steps": 0,
+                "learning_rate": 3e-2,
+                "max_length": 48,
+                "per_device_train_batch_size": 8 // accumulation,
+                "gradient_accumulation_steps": accumulation,
+                "save_steps": 12,
+                "eval_fraction": 0.1,
+                "eval_steps": 5,
+                "packing": packing,
+            },
+        }
+    ).save(rd / "config.yaml")
     keep = {}
     assert train(rd, keep=keep) == 0
     events, _ = read_events(rd)

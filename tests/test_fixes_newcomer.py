@@ -9,8 +9,9 @@ from conftest import EXAMPLE_QUOTES, REPO
 
 
 def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "lora_app", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lora_app", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +22,14 @@ def finished_run(tmp_path_factory, tiny_model):
 
     rd = tmp_path_factory.mktemp("finished") / "run"
     rd.mkdir()
-    RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
-                     "model": {"base_model_name_or_path": str(tiny_model)},
-                     "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-                     "training": {"max_steps": 2, "save_steps": 2, "max_length": 32,
-                                  "per_device_train_batch_size": 4}}).save(rd / "config.yaml")
+    RunConfig.build(
+        {
+            "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
+            "model": {"base_model_name_or_path": str(tiny_model)},
+            "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "training": {"max_steps": 2, "save_steps": 2, "max_length": 32, "per_device_train_batch_size": 4},
+        }
+    ).save(rd / "config.yaml")
     assert train(rd) == 0
     return rd
 
@@ -59,8 +63,9 @@ def test_cli_train_on_a_folder_that_is_not_a_run_says_so_and_writes_nothing(tmp_
 
 
 # -- bug 3
-def test_a_visitor_on_a_space_may_not_name_server_folders_or_others_runs_as_base_model(tmp_path, tiny_model,
-                                                                                     monkeypatch):
+def test_a_visitor_on_a_space_may_not_name_server_folders_or_others_runs_as_base_model(
+    tmp_path, tiny_model, monkeypatch
+):
     from gradio_client import Client
     from test_identity import TINY, _cfg, _serve, _stop
 
@@ -72,9 +77,12 @@ def test_a_visitor_on_a_space_may_not_name_server_folders_or_others_runs_as_base
         merged.mkdir()
         app = Client(url, verbose=False)
         app.predict(api_name="/use_example")
-        for base, says in ((str(merged), f"No run `{theirs}` of yours"), (str(ctx.jobs.root), "No run `` of yours"),
-                           ("/etc", "folders on the server are not open to visitors"),
-                           (str(tiny_model), "folders on the server are not open to visitors")):
+        for base, says in (
+            (str(merged), f"No run `{theirs}` of yours"),
+            (str(ctx.jobs.root), "No run `` of yours"),
+            ("/etc", "folders on the server are not open to visitors"),
+            (str(tiny_model), "folders on the server are not open to visitors"),
+        ):
             check_md, *_ = app.predict(base_model_name_or_path=base, **TINY, api_name="/check")
             assert says in check_md and "not a model" not in check_md, (base, check_md)
             status, *_ = app.predict(base_model_name_or_path=base, **TINY, api_name="/train")
@@ -93,10 +101,16 @@ def test_liger_on_where_it_cannot_run_is_a_preflight_problem_listed_with_the_oth
     if liger_available():
         pytest.skip("liger_kernel imports here: 'on' is valid on a GPU")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
-                                   "model": {"base_model_name_or_path": str(tiny_model)},
-                                   "lora": {"r": 0, "target_modules": ["q_proj"]},
-                                   "training": {"max_steps": 2, "use_liger_kernel": "on"}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
+                "model": {"base_model_name_or_path": str(tiny_model)},
+                "lora": {"r": 0, "target_modules": ["q_proj"]},
+                "training": {"max_steps": 2, "use_liger_kernel": "on"},
+            }
+        )
+    )
     runs = tmp_path / "runs"
     r = _cli("train", "--config", str(cfg), "--runs", str(runs))
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
@@ -145,7 +159,9 @@ def test_check_without_data_names_the_missing_data_and_still_counts_parameters(t
     try:
         app = Client(url, verbose=False)  # no data chosen
         check_md, *_ = app.predict(base_model_name_or_path=str(tiny_model), **TINY, api_name="/check")
-        assert "data: no data chosen" in check_md and "trainable params: 1,792 || all params: 95,040" in check_md, check_md
+        assert "data: no data chosen" in check_md and "trainable params: 1,792 || all params: 95,040" in check_md, (
+            check_md
+        )
         check_md, *_ = app.predict(base_model_name_or_path=str(tiny_model), **{**TINY, "r": 0}, api_name="/check")
         assert "data: no data chosen" in check_md and "lora.r" in check_md, check_md  # one list, both
         status, *_ = app.predict(base_model_name_or_path=str(tiny_model), **TINY, api_name="/train")
@@ -166,8 +182,9 @@ def test_the_estimate_follows_model_precision():
     linear, other, _ = estimate.parameter_split(mc)
     rows = {}
     for prec in ("auto", "float32", "bfloat16"):
-        cfg = RunConfig.build({"model": {"base_model_name_or_path": "facebook/opt-6.7b", "precision": prec,
-                                         "quantization": "none"}})
+        cfg = RunConfig.build(
+            {"model": {"base_model_name_or_path": "facebook/opt-6.7b", "precision": prec, "quantization": "none"}}
+        )
         rows[prec] = {r["hardware"]: r for r in estimate.estimate(mc, cfg, 8388608, 6666862592).rows}
     assert rows["float32"]["CPU (this machine)"]["weights GB"] == round(4 * (linear + other) / 1e9, 2)
     assert rows["bfloat16"]["CPU (this machine)"]["weights GB"] == round(2 * (linear + other) / 1e9, 2)
@@ -190,16 +207,30 @@ def test_loading_a_yaml_into_the_form_keeps_or_names_every_setting(tmp_path):
         widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
     keys = list(widgets)
     path = tmp_path / "config.yaml"
-    RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
-                     "training": {"seed": 7, "lr_scheduler_type": "cosine", "eval_rows": 5, "use_liger_kernel": "off",
-                                  "cap_warmup": True, "max_steps": 20}}).save(path)
+    RunConfig.build(
+        {
+            "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
+            "training": {
+                "seed": 7,
+                "lr_scheduler_type": "cosine",
+                "eval_rows": 5,
+                "use_liger_kernel": "off",
+                "cap_warmup": True,
+                "max_steps": 20,
+            },
+        }
+    ).save(path)
     values, data, msg = load_yaml(str(path), keys, None)
     values = dict(zip(keys, values))
     assert values["training.cap_warmup"] is True and values["training.max_steps"] == 20  # the warm-up fix, in the form
     cfg = RunConfig.build(form.to_raw(values, data))  # what Start gets
     assert cfg.training.cap_warmup is True and cfg.data.max_rows == 8 and cfg.data.path == str(EXAMPLE_QUOTES)
-    for dropped in ("training.seed: 7", "training.lr_scheduler_type: cosine", "training.eval_rows: 5",
-                    "training.use_liger_kernel: off"):
+    for dropped in (
+        "training.seed: 7",
+        "training.lr_scheduler_type: cosine",
+        "training.eval_rows: 5",
+        "training.use_liger_kernel: off",
+    ):
         assert dropped in msg, msg
     assert "cap_warmup" not in msg and "max_rows" not in msg and "max_steps" not in msg  # kept, so not named
 
@@ -225,24 +256,43 @@ def test_training_output_has_no_library_noise(tmp_path, tiny_model):
 
     rd = tmp_path / "run"
     rd.mkdir()
-    RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 40},
-                     "model": {"base_model_name_or_path": str(tiny_model)},
-                     "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-                     "training": {"max_steps": 2, "save_steps": 1, "max_length": 32, "per_device_train_batch_size": 4,
-                                  "gradient_checkpointing": True, "eval_steps": 1, "eval_rows": 4}}).save(rd / "config.yaml")
+    RunConfig.build(
+        {
+            "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 40},
+            "model": {"base_model_name_or_path": str(tiny_model)},
+            "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+            "training": {
+                "max_steps": 2,
+                "save_steps": 1,
+                "max_length": 32,
+                "per_device_train_batch_size": 4,
+                "gradient_checkpointing": True,
+                "eval_steps": 1,
+                "eval_rows": 4,
+            },
+        }
+    ).save(rd / "config.yaml")
     r = _cli("train", str(rd))
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     assert not [n for n in NOISE if n in out], out[-3000:]
     # an adapter whose base is a Hub id: PEFT's save looks the base up on the Hub (offline: a warning)
-    code = ("from pathlib import Path\nimport lora_app\nfrom peft import LoraConfig, get_peft_model\n"
-            "from transformers import AutoModelForCausalLM\nfrom lora_app.train import save_adapter\n"
-            f"m = get_peft_model(AutoModelForCausalLM.from_pretrained({str(tiny_model)!r}), "
-            "LoraConfig(r=2, target_modules=['q_proj']))\n"
-            "m.peft_config['default'].base_model_name_or_path = 'nobody-here/no-such-model'\n"
-            f"save_adapter(m, Path({str(tmp_path)!r}), 'card')\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "HF_ENDPOINT": "http://127.0.0.1:9"})
+    code = (
+        "from pathlib import Path\nimport lora_app\nfrom peft import LoraConfig, get_peft_model\n"
+        "from transformers import AutoModelForCausalLM\nfrom lora_app.train import save_adapter\n"
+        f"m = get_peft_model(AutoModelForCausalLM.from_pretrained({str(tiny_model)!r}), "
+        "LoraConfig(r=2, target_modules=['q_proj']))\n"
+        "m.peft_config['default'].base_model_name_or_path = 'nobody-here/no-such-model'\n"
+        f"save_adapter(m, Path({str(tmp_path)!r}), 'card')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "HF_ENDPOINT": "http://127.0.0.1:9"},
+    )
     assert r.returncode == 0 and (tmp_path / "adapter" / "adapter_config.json").is_file(), r.stderr[-3000:]
     assert not [n for n in NOISE if n in r.stdout + r.stderr], (r.stdout + r.stderr)[-3000:]
 

@@ -50,8 +50,11 @@ def run_dir(hub_model, tmp_path_factory) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def card_meta(text: str) -> dict:
@@ -93,8 +96,15 @@ def test_push_round_trip_and_load_back(hub_server, run_dir, hub_model):
     assert meta["base_model"] == BASE_ID and meta["library_name"] == "peft"
     assert meta["pipeline_tag"] == "text-generation" and {"lora", "peft", "text-generation"} <= set(meta["tags"])
     assert "datasets" not in meta  # the data was an uploaded file
-    for needle in ("## LoRA settings", "| r | 8 |", "## Training settings", "final training loss",
-                   f'PeftModel.from_pretrained(base, "{repo_id}")', "quotes.jsonl", "text column `quote`"):
+    for needle in (
+        "## LoRA settings",
+        "| r | 8 |",
+        "## Training settings",
+        "final training loss",
+        f'PeftModel.from_pretrained(base, "{repo_id}")',
+        "quotes.jsonl",
+        "text column `quote`",
+    ):
         assert needle in card, needle
     assert snapshot(ad) == before  # the local adapter is only read
 
@@ -115,8 +125,15 @@ def test_push_round_trip_and_load_back(hub_server, run_dir, hub_model):
     again = hub.push_adapter(run_dir, repo_id, private=True, token=ALICE)
     assert not again.created and again.unchanged and again.url == res.url and "nothing changed" in again.markdown()
     assert hub.last_push(run_dir)["repo_id"] == repo_id
-    print("\nHub calls, push:", *push_calls, "\nHub calls, PeftModel.from_pretrained:", *load_calls,
-          "\nHub calls, second push:", *calls(hub_server, n), sep="\n  ")
+    print(
+        "\nHub calls, push:",
+        *push_calls,
+        "\nHub calls, PeftModel.from_pretrained:",
+        *load_calls,
+        "\nHub calls, second push:",
+        *calls(hub_server, n),
+        sep="\n  ",
+    )
     assert push_calls[0] == "GET /api/whoami-v2"
     assert "POST /api/validate-yaml" in push_calls and "POST /api/repos/create" in push_calls
     assert push_calls[-1] == f"POST /api/models/{repo_id}/commit/main"
@@ -145,8 +162,9 @@ def test_local_base_folder_is_refused_then_fixed_by_giving_the_hub_id(hub_server
     assert snapshot(rd / "adapter") == before  # only the uploaded copy names the Hub id
 
 
-@pytest.mark.parametrize("case", ["no-token", "bad-token", "read-only", "other-namespace", "bad-repo-id",
-                                  "server-down"])
+@pytest.mark.parametrize(
+    "case", ["no-token", "bad-token", "read-only", "other-namespace", "bad-repo-id", "server-down"]
+)
 def test_push_failures_say_what_to_fix_and_leave_the_adapter_alone(hub_server, run_dir, case):
     ad = run_dir / "adapter"
     before = snapshot(ad)
@@ -195,8 +213,9 @@ def test_hub_side_refusals_and_network_loss_during_upload(hub_server, run_dir, m
     before = snapshot(ad)
     hub_server.create_repo("model", "bob/shared")
     real_whoami = hub.whoami
-    monkeypatch.setattr(hub, "whoami", lambda token, use_cache=True: hub.User("alice", role="write",
-                                                                              orgs={"bob": "write"}))
+    monkeypatch.setattr(
+        hub, "whoami", lambda token, use_cache=True: hub.User("alice", role="write", orgs={"bob": "write"})
+    )
     with pytest.raises(hub.HubError) as e:  # the Hub answers 403 to the commit
         hub.push_adapter(run_dir, "bob/shared", token=ALICE)
     assert "403" in str(e.value) and "Fix:" in str(e.value) and snapshot(ad) == before
@@ -245,7 +264,9 @@ def test_error_messages_for_each_status():
         return HfHubHTTPError(f"{status} error", response=resp)
 
     assert "401" in hub.explain(err(401), "push") and "settings/tokens" in hub.explain(err(401), "push")
-    assert "403" in hub.explain(err(403, "no rights"), "push", "bob/x") and "no rights" in hub.explain(err(403, "no rights"), "push")
+    assert "403" in hub.explain(err(403, "no rights"), "push", "bob/x") and "no rights" in hub.explain(
+        err(403, "no rights"), "push"
+    )
     m409 = hub.explain(err(409, "You already created this model repo"), "create the repo", "alice/x")
     assert "409" in m409 and "another repo name" in m409
     assert "try again" in hub.explain(err(503), "push")
@@ -262,8 +283,10 @@ def test_card_problems_are_reported(tmp_path, run_dir, hub_server):
     with pytest.raises(hub.HubError) as e:
         hub.push_adapter(ad, "alice/x", token=ALICE)
     assert f"set base_model: {BASE_ID}" in str(e.value) and "library_name: peft" in str(e.value)
-    (ad / "README.md").write_text(f"---\nbase_model: {BASE_ID}\nlibrary_name: peft\n---\n# card\n\n"
-                                  'PeftModel.from_pretrained(base, "<this repo id>")\n')
+    (ad / "README.md").write_text(
+        f"---\nbase_model: {BASE_ID}\nlibrary_name: peft\n---\n# card\n\n"
+        'PeftModel.from_pretrained(base, "<this repo id>")\n'
+    )
     hub.push_adapter(ad, "alice/x", token=ALICE)
     assert 'from_pretrained(base, "alice/x")' in hub_server.files("model", "alice/x")["README.md"].decode()
 
@@ -288,8 +311,9 @@ def _seed_quotes(hub_server, n=24):
 
     rows = [json.loads(line) for line in EXAMPLE_QUOTES.read_text().splitlines()[:n]]
     rows = [{"quote": r["quote"], "author": r.get("author", "")} for r in rows]
-    hub_server.add_file("dataset", "alice/quotes-jsonl", "data/train.jsonl",
-                        "".join(json.dumps(r) + "\n" for r in rows))
+    hub_server.add_file(
+        "dataset", "alice/quotes-jsonl", "data/train.jsonl", "".join(json.dumps(r) + "\n" for r in rows)
+    )
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows), buf)
     hub_server.add_file("dataset", "alice/quotes-parquet", "data/train-00000-of-00001.parquet", buf.getvalue())
@@ -309,11 +333,21 @@ def test_hub_dataset_jsonl_and_parquet_train_and_push(hub_server, hub_model, tmp
 
     rd = tmp_path / "run"
     rd.mkdir()
-    RunConfig.build({"data": {"dataset_id": "alice/quotes-parquet", "max_rows": 16},
-                     "model": {"base_model_name_or_path": str(hub_model)},
-                     "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-                     "training": {"max_steps": 2, "warmup_steps": 0, "max_length": 32, "per_device_train_batch_size": 4,
-                                  "gradient_accumulation_steps": 1, "save_steps": 2}}).save(rd / "config.yaml")
+    RunConfig.build(
+        {
+            "data": {"dataset_id": "alice/quotes-parquet", "max_rows": 16},
+            "model": {"base_model_name_or_path": str(hub_model)},
+            "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "training": {
+                "max_steps": 2,
+                "warmup_steps": 0,
+                "max_length": 32,
+                "per_device_train_batch_size": 4,
+                "gradient_accumulation_steps": 1,
+                "save_steps": 2,
+            },
+        }
+    ).save(rd / "config.yaml")
     assert train(rd) == 0
     local_meta = card_meta((rd / "adapter" / "README.md").read_text())
     assert local_meta["datasets"] == ["alice/quotes-parquet"]
@@ -438,7 +472,9 @@ def test_token_resolution(monkeypatch, tmp_path):
         monkeypatch.setenv(var, "")  # records the old state, so that what load_dotenv sets is undone
         monkeypatch.delenv(var)
     env = tmp_path / ".env"
-    env.write_text("# settings\nexport HF_TOKEN='hf_from_dotenv'\nLORA_APP_MAX_UPLOAD_MB=50 # comment\n\nADMIN_USERS=\n")
+    env.write_text(
+        "# settings\nexport HF_TOKEN='hf_from_dotenv'\nLORA_APP_MAX_UPLOAD_MB=50 # comment\n\nADMIN_USERS=\n"
+    )
     monkeypatch.setenv("LORA_APP_ENV_FILE", str(env))
     assert hub_client.load_dotenv() == {"HF_TOKEN": "hf_from_dotenv", "LORA_APP_MAX_UPLOAD_MB": "50"}
     assert hub_client.env_token() == "hf_from_dotenv" and os.environ["LORA_APP_MAX_UPLOAD_MB"] == "50"
@@ -458,7 +494,9 @@ def test_token_resolution(monkeypatch, tmp_path):
     assert hub_tab.request_token(signed_in) == "hf_oauth_abc"
     FakeHttp.scope["session"]["oauth_info"]["expires_at"] = time.time() - 1
     assert hub_tab.request_token(signed_in) == "hf_from_dotenv"  # expired login: logged out
-    FakeHttp.scope["session"]["oauth_info"].update(access_token=hub_client.MOCK_OAUTH_TOKEN, expires_at=time.time() + 60)
+    FakeHttp.scope["session"]["oauth_info"].update(
+        access_token=hub_client.MOCK_OAUTH_TOKEN, expires_at=time.time() + 60
+    )
     assert hub_tab.request_token(signed_in) == "hf_from_dotenv"  # local mock login = the local token
 
     monkeypatch.setenv("SPACE_ID", "owner/space")  # on a Space the owner's HF_TOKEN never pushes for visitors

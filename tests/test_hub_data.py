@@ -13,9 +13,15 @@ SENTENCE = "Row {i} of file {f}: the sea was calm that morning and the boats sta
 
 def _seed(hub_server, repo="alice/two-files", n=2000):
     for f in range(2):
-        hub_server.add_file("dataset", repo, f"data/train-{f}.jsonl",
-                            "".join(json.dumps({"id": f"r{f}-{i}", "text": SENTENCE.format(i=i, f=f),
-                                                "tags": ["sea", str(i)]}) + "\n" for i in range(n)))
+        hub_server.add_file(
+            "dataset",
+            repo,
+            f"data/train-{f}.jsonl",
+            "".join(
+                json.dumps({"id": f"r{f}-{i}", "text": SENTENCE.format(i=i, f=f), "tags": ["sea", str(i)]}) + "\n"
+                for i in range(n)
+            ),
+        )
     return repo
 
 
@@ -47,8 +53,12 @@ def test_hub_list_column_reads_like_a_local_file(hub_server, tmp_path):
 
     repo = _seed(hub_server, "alice/small", n=3)
     local = tmp_path / "same.jsonl"
-    local.write_text("".join(json.dumps({"id": f"r0-{i}", "text": SENTENCE.format(i=i, f=0), "tags": ["sea", str(i)]})
-                             + "\n" for i in range(3)))
+    local.write_text(
+        "".join(
+            json.dumps({"id": f"r0-{i}", "text": SENTENCE.format(i=i, f=0), "tags": ["sea", str(i)]}) + "\n"
+            for i in range(3)
+        )
+    )
     hub_df = load_hub_frame(repo, max_rows=3)
     assert preview(hub_df).to_dict("records") == preview(read_table(local)).to_dict("records")
     assert preview(hub_df)["tags"][0] == '["sea", "0"]'

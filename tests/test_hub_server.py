@@ -3,6 +3,7 @@
 The environment (HF_ENDPOINT -> the fake Hub, isolated HF_HOME, HF_HUB_DISABLE_XET=1) is set in
 conftest.py before these imports. Tokens are always passed explicitly.
 """
+
 from __future__ import annotations
 
 import io
@@ -79,8 +80,9 @@ def test_upload_folder_then_download(hub_server, tmp_path):
     assert "sub" in tree and tree["README.md"].lfs is None
 
     with pytest.raises(ValueError, match="Invalid metadata"):  # validate-yaml rejects a broken card
-        _api().upload_file(path_or_fileobj=b"---\ntags: [oops\n---\n", path_in_repo="README.md",
-                           repo_id="alice/tiny", token=ALICE)
+        _api().upload_file(
+            path_or_fileobj=b"---\ntags: [oops\n---\n", path_in_repo="README.md", repo_id="alice/tiny", token=ALICE
+        )
 
     # re-uploading identical files makes no new commit
     n = len(hub_server.requests)
@@ -101,7 +103,10 @@ def test_snapshot_download_and_revisions(hub_server, tmp_path):
 
     fs = HfFileSystem()  # reads with Range requests
     assert fs.cat_file("alice/snap/nested/deep/b.bin", start=1, end=5) == (b"\0\1\2" * 100)[1:5]
-    assert ("GET", "/alice/snap/resolve/" + _api().model_info("alice/snap").sha + "/nested/deep/b.bin") in hub_server.requests
+    assert (
+        "GET",
+        "/alice/snap/resolve/" + _api().model_info("alice/snap").sha + "/nested/deep/b.bin",
+    ) in hub_server.requests
     with pytest.raises(RevisionNotFoundError):
         hf_hub_download("alice/snap", "a.txt", revision="nope", cache_dir=tmp_path / "c")
     with pytest.raises(EntryNotFoundError):
@@ -113,8 +118,15 @@ def test_snapshot_download_and_revisions(hub_server, tmp_path):
 def _tiny_base():
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=100, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=100,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(cfg).eval()
 
@@ -127,7 +139,8 @@ def test_peft_push_to_hub_and_from_pretrained(hub_server):
     local = get_peft_model(_tiny_base(), lora).eval()
     local.push_to_hub("alice/tiny-lora", token=ALICE)
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(
-        hub_server.files("model", "alice/tiny-lora"))
+        hub_server.files("model", "alice/tiny-lora")
+    )
 
     remote = PeftModel.from_pretrained(_tiny_base(), "alice/tiny-lora").eval()
     ids = torch.arange(10).reshape(1, 10)

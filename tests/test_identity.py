@@ -11,11 +11,32 @@ import time
 
 from conftest import EXAMPLE_QUOTES
 
-PUBLIC_API = {"/check", "/train", "/stop", "/resume", "/runs", "/run", "/generate", "/compare", "/push",
-              "/use_example", "/load_file", "/load_hub_dataset"}
-TINY = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "q_proj,v_proj", "max_steps": 2,
-        "warmup_steps": 0, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "max_length": 32,
-        "save_steps": 2}
+PUBLIC_API = {
+    "/check",
+    "/train",
+    "/stop",
+    "/resume",
+    "/runs",
+    "/run",
+    "/generate",
+    "/compare",
+    "/push",
+    "/use_example",
+    "/load_file",
+    "/load_hub_dataset",
+}
+TINY = {
+    "r": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.0,
+    "target_modules": "q_proj,v_proj",
+    "max_steps": 2,
+    "warmup_steps": 0,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "max_length": 32,
+    "save_steps": 2,
+}
 
 
 # -- the identity module on its own ------------------------------------------------------------
@@ -30,8 +51,18 @@ def test_only_ids_this_server_signed_are_owners(tmp_path, monkeypatch):
     assert owner.startswith("browser-") and identity.verify(key, token) == owner
     (tmp_path / "elsewhere").mkdir()
     other_key = identity.signing_key(tmp_path / "elsewhere")
-    for forged in (owner, "hf:alice", f"hf:alice.{token.split('.')[1]}", token[:-1] + ("0" if token[-1] != "0" else "1"),
-                   token.replace("browser-", "hf:alice-"), token + "x", "", None, 12, {"owner": owner}):
+    for forged in (
+        owner,
+        "hf:alice",
+        f"hf:alice.{token.split('.')[1]}",
+        token[:-1] + ("0" if token[-1] != "0" else "1"),
+        token.replace("browser-", "hf:alice-"),
+        token + "x",
+        "",
+        None,
+        12,
+        {"owner": owner},
+    ):
         assert identity.verify(key, forged) is None, forged
     assert identity.verify(other_key, token) is None  # another server's key
     # resolve: the signed-in Hub user wins; only a well-formed anonymous id is taken from the state
@@ -92,10 +123,14 @@ def _cfg(tiny_model, **kw):
     from lora_app.config import RunConfig
 
     t = {k: v for k, v in TINY.items() if k not in ("r", "lora_alpha", "lora_dropout", "target_modules")}
-    return RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 32},
-                            "model": {"base_model_name_or_path": str(tiny_model)},
-                            "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-                            "training": {**t, **kw}})
+    return RunConfig.build(
+        {
+            "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 32},
+            "model": {"base_model_name_or_path": str(tiny_model)},
+            "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "training": {**t, **kw},
+        }
+    )
 
 
 def _wait(ctx, run_id, statuses=("finished",), timeout=300):
@@ -117,8 +152,9 @@ def test_api_lists_exactly_the_named_actions(tmp_path):
         assert params["/runs"] == ["selected"] and params["/stop"] == ["run_id"] and params["/run"] == ["run_id"]
         assert params["/generate"] == ["adapter", "prompt", "max_new_tokens", "temperature"]
         assert params["/push"] == ["run_id", "repo_id", "private", "base_model_id"]
-        assert {"r", "lora_alpha", "target_modules", "max_steps", "learning_rate", "base_model_name_or_path"} <= \
-            set(params["/train"]) and params["/train"] == params["/check"]
+        assert {"r", "lora_alpha", "target_modules", "max_steps", "learning_rate", "base_model_name_or_path"} <= set(
+            params["/train"]
+        ) and params["/train"] == params["/check"]
         for p in params.values():  # no owner, browser id or token is a parameter of anything
             assert not {"owner", "browser_owner", "token"} & set(p), p
         assert "Check the settings" in info["named_endpoints"]["/check"]["description"]
@@ -240,8 +276,9 @@ def test_a_script_trains_lists_and_tries_its_own_run(tmp_path, tiny_model):
     try:
         app = Client(url, verbose=False)
         app.predict(api_name="/use_example")
-        check_md, estimate_table, estimate_basis = app.predict(base_model_name_or_path=str(tiny_model), **TINY,
-                                                               api_name="/check")
+        check_md, estimate_table, estimate_basis = app.predict(
+            base_model_name_or_path=str(tiny_model), **TINY, api_name="/check"
+        )
         assert "trainable params" in check_md and "H200" in str(estimate_table) and "Parameters:" in estimate_basis
         status, *_ = app.predict(base_model_name_or_path=str(tiny_model), **TINY, api_name="/train")
         (run,) = ctx.jobs.list()

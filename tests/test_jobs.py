@@ -30,13 +30,24 @@ TARGETS = ["q_proj", "v_proj"]
 
 
 def make_cfg(tiny_model, data: Path = EXAMPLE_QUOTES, **training) -> RunConfig:
-    t = dict(max_steps=2, warmup_steps=0, learning_rate=1e-2, max_length=32, per_device_train_batch_size=2,
-             gradient_accumulation_steps=1, save_steps=50)
+    t = dict(
+        max_steps=2,
+        warmup_steps=0,
+        learning_rate=1e-2,
+        max_length=32,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        save_steps=50,
+    )
     t.update(training)
-    return RunConfig.build({"data": {"path": str(data), "max_rows": 16},
-                            "model": {"base_model_name_or_path": str(tiny_model)},
-                            "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": TARGETS},
-                            "training": t})
+    return RunConfig.build(
+        {
+            "data": {"path": str(data), "max_rows": 16},
+            "model": {"base_model_name_or_path": str(tiny_model)},
+            "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": TARGETS},
+            "training": t,
+        }
+    )
 
 
 def upload_copy(tmp_path, name="upload.jsonl") -> Path:
@@ -71,8 +82,9 @@ def run_folders(root: Path) -> list[str]:
 
 
 def wait_done(jm, run_id, timeout=300.0):
-    return wait_for(lambda: (i := jm.get(run_id)).status not in ("queued", "running") and i, timeout,
-                    what=f"run {run_id} to end")
+    return wait_for(
+        lambda: (i := jm.get(run_id)).status not in ("queued", "running") and i, timeout, what=f"run {run_id} to end"
+    )
 
 
 # -- faults --------------------------------------------------------------------------------
@@ -237,8 +249,11 @@ def test_owners_see_and_stop_only_their_runs_admins_all(tmp_path):
         assert jm.visible("hf:mallory") == []
         assert {r.id for r in jm.visible("hf:boss")} == {a, b}
         assert jm.visible(None) == []  # nobody known: nothing (never "all")
-        for act in (lambda: jm.cancel(a, "browser-123"), lambda: jm.delete(a, "browser-123"),
-                    lambda: jm.resume(a, "browser-123")):
+        for act in (
+            lambda: jm.cancel(a, "browser-123"),
+            lambda: jm.delete(a, "browser-123"),
+            lambda: jm.resume(a, "browser-123"),
+        ):
             with pytest.raises(NotYourRun, match="belongs to someone else"):
                 act()
         assert jm.get(a).status == "queued" and jm.run_dir(a).is_dir()
@@ -347,9 +362,25 @@ def test_yaml_download_loads_into_the_form_and_runs_from_the_cli(tmp_path, tiny_
 
     # The same YAML on the command line, end to end.
     cli_runs = tmp_path / "cli_runs"
-    out = subprocess.run([sys.executable, "-m", "lora_app", "train", "--config", str(y), "--runs", str(cli_runs),
-                          "--set", "training.max_steps=3"],
-                         capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lora_app",
+            "train",
+            "--config",
+            str(y),
+            "--runs",
+            str(cli_runs),
+            "--set",
+            "training.max_steps=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env={**os.environ},
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "finished: step 3/3" in out.stdout, out.stdout[-2000:]
     (cli_run,) = run_folders(cli_runs)
@@ -363,8 +394,10 @@ def test_cli_reports_every_problem_and_writes_nothing(tmp_path, tiny_model, caps
     bad = tmp_path / "bad.yaml"
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    bad.write_text(f"data: {{path: {empty}}}\nmodel: {{base_model_name_or_path: {tiny_model}}}\n"
-                   "lora: {r: 0, target_modules: [q_proj, nope]}\ntraining: {learning_rate: 0}\n")
+    bad.write_text(
+        f"data: {{path: {empty}}}\nmodel: {{base_model_name_or_path: {tiny_model}}}\n"
+        "lora: {r: 0, target_modules: [q_proj, nope]}\ntraining: {learning_rate: 0}\n"
+    )
     runs = tmp_path / "runs"
     assert main(["train", "--config", str(bad), "--runs", str(runs)]) == 2
     err = capsys.readouterr().err

@@ -49,9 +49,12 @@ def test_quantized_base_trains_saves_and_reloads_on_cpu(tmp_path, tiny_model, qu
     trained.eval()
     with torch.no_grad():
         want = trained(input_ids=ids).logits
-        base = load_base_model(ModelConfig(base_model_name_or_path=str(tiny_model), quantization=quant,
-                                           precision="float32"),
-                               str(tiny_model), "cpu", for_training=True)
+        base = load_base_model(
+            ModelConfig(base_model_name_or_path=str(tiny_model), quantization=quant, precision="float32"),
+            str(tiny_model),
+            "cpu",
+            for_training=True,
+        )
         base.eval()
         base_logits = base(input_ids=ids).logits
         got = PeftModel.from_pretrained(base, rd / "adapter").eval()(input_ids=ids).logits
@@ -74,10 +77,13 @@ def test_expected_bitsandbytes_lines_are_dropped_others_kept(caplog):
 
     caplog.set_level(logging.WARNING)
     ops = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    ops.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ...",
-                "No module named 'kernels'")
+    ops.warning(
+        "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ...",
+        "No module named 'kernels'",
+    )
     logging.getLogger("bitsandbytes.autograd._functions").warning(
-        "MatMul8bitLt: inputs will be cast from %s to float16 during quantization", torch.float32)
+        "MatMul8bitLt: inputs will be cast from %s to float16 during quantization", torch.float32
+    )
     ops.warning("something else went wrong")
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
 
@@ -96,8 +102,12 @@ def test_4bit_cpu_gradients_survive_an_eval_pass(tiny_model):
 
     def grads(eval_first: bool):
         torch.manual_seed(0)
-        m = load_base_model(ModelConfig(base_model_name_or_path=str(tiny_model), quantization="4bit"),
-                            str(tiny_model), "cpu", for_training=True)
+        m = load_base_model(
+            ModelConfig(base_model_name_or_path=str(tiny_model), quantization="4bit"),
+            str(tiny_model),
+            "cpu",
+            for_training=True,
+        )
         m = get_peft_model(m, lora_config(LoraSettings(r=4, lora_dropout=0.0), ["q_proj", "v_proj"]))
         for n, p in m.named_parameters():
             if "lora_B" in n:

@@ -33,7 +33,7 @@ def _complete(folder, prompt="Two things are infinite: "):
     model = AutoModelForCausalLM.from_pretrained(folder)
     ids = tok(prompt, return_tensors="pt").input_ids
     out = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.eos_token_id)
-    return model, out[0, ids.shape[1]:]
+    return model, out[0, ids.shape[1] :]
 
 
 @pytest.mark.parametrize("quant", [None, "4bit"], ids=["float32-base", "4bit-trained"])
@@ -75,14 +75,16 @@ def test_merge_matches_base_plus_adapter_and_reloads_plainly(tmp_path, tiny_mode
 
 def test_merge_refuses_a_failed_run_without_adapter_and_a_bad_dtype(tmp_path, tiny_model):
     rd = make_run(tmp_path, tiny_model)
-    (rd / "events.jsonl").write_text(json.dumps({"type": "status", "time": 0, "status": "failed",
-                                                 "message": "boom"}) + "\n")
+    (rd / "events.jsonl").write_text(
+        json.dumps({"type": "status", "time": 0, "status": "failed", "message": "boom"}) + "\n"
+    )
     with pytest.raises(ConfigError) as err:
         merge.merge_run(rd, dtype="int8")
     assert err.value.problems == [
         "merge.dtype: 'int8' is not one of bfloat16, float16, float32. Fix: pick one of them.",
         f"merge: run '{rd.name}' has no saved adapter (its status: failed), so there is nothing to merge. "
-        "Fix: pick a run that finished, or was stopped after its first save."]
+        "Fix: pick a run that finished, or was stopped after its first save.",
+    ]
     assert not (rd / "merged").exists()
 
 
@@ -172,7 +174,12 @@ def test_runs_tab_merge_button_runs_the_merge_process_for_the_owner_only(tmp_pat
     outs = list(on_merge(run_id, me, "float32", "", True))
     text = outs[-1]
     assert text.endswith("**Done.**"), text
-    for phase in ("loading the base model", "merging (merge_and_unload)", "saving sharded safetensors",
-                  "checking: reloading", "verified"):
+    for phase in (
+        "loading the base model",
+        "merging (merge_and_unload)",
+        "saving sharded safetensors",
+        "checking: reloading",
+        "verified",
+    ):
         assert phase in text, (phase, text)
     assert merge.merge_check(jobs.run_dir(run_id))["ok"]

@@ -18,7 +18,11 @@ MESSY = Path(__file__).resolve().parent / "data" / "messy"
 READ = {
     "cp1252.csv": (["It’s a café – naïve, “quoted”", "À bientôt"], "text", "Read as Windows-1252 text."),
     "latin1.txt": (["café au lait", "Über alles, señor"], "text", "Read as Windows-1252 text."),
-    "cp1251.csv": (["Привет, мир! Как дела у тебя сегодня?", "Добрый вечер, друзья"], "text", "Read as Windows-1251 text."),
+    "cp1251.csv": (
+        ["Привет, мир! Как дела у тебя сегодня?", "Добрый вечер, друзья"],
+        "text",
+        "Read as Windows-1251 text.",
+    ),
     "utf8_bom.jsonl": (["Hello there", "Good day"], "text", None),
     "utf16be_bom.txt": (["First line, with a comma", "Second line"], "text", "Read as UTF-16 text."),
     "utf16le_nobom.csv": (["Hello there, friend", "Good day to you"], "text", "Read as UTF-16-LE text."),
@@ -33,8 +37,11 @@ READ = {
     "columns.json": (["One", "Two", "Three"], "text", None),
     "wrapped.json": (["One", "Two"], "text", None),
     "blank_lines.txt": (["First", "Third", "Sixth"], "text", None),
-    "ragged_fewer.csv": (["fine", "short row", "ok", "also short"], "text",
-                         "2 rows have fewer fields than the header (lines 3, 5): the missing cells are empty."),
+    "ragged_fewer.csv": (
+        ["fine", "short row", "ok", "also short"],
+        "text",
+        "2 rows have fewer fields than the header (lines 3, 5): the missing cells are empty.",
+    ),
     "ids_and_prose.jsonl": (["A calm sea."] * 4, "note", None),
 }
 
@@ -45,14 +52,14 @@ REFUSED = {
     "header_only.csv": r"^data\.path: 'header_only\.csv' has no rows \(a header alone is not a row\)\. Fix",
     "junk.csv": r"^data\.path: 'junk\.csv' is not a text file .*binary bytes.*Fix",
     "workbook.csv": r"^data\.path: 'workbook\.csv' is a ZIP archive \(an Excel \.xlsx workbook\?\), not a text file\. "
-                    r"Fix: export",
+    r"Fix: export",
     "ragged_more.csv": r"^data\.path: 'ragged_more\.csv' has 2 rows with more fields than its header's 2 when split at "
-                       r"each comma \(lines 3, 5\)\. Fix: put quotes around cells",
+    r"each comma \(lines 3, 5\)\. Fix: put quotes around cells",
     "unclosed_quote.csv": r"^data\.path: 'unclosed_quote\.csv' cannot be read as CSV from line 3 .*Fix: close the quote",
     "duplicate_columns.csv": r"^data\.path: 'duplicate_columns\.csv' names the column 'text' more than once .*Fix",
     "numeric.csv": r"^data\.text_column: no column holds text \(columns: id \(number\), score \(number\)\)\. Fix",
     "broken.jsonl": r"^data\.path: 'broken\.jsonl' has 1 line that is not valid JSON \(line 3; line 3: Unterminated "
-                    r"string.*Fix: make each line one JSON object",
+    r"string.*Fix: make each line one JSON object",
     "mixed.jsonl": r"^data\.path: 'mixed\.jsonl' mixes objects with other JSON values \(line 2\)\. Fix",
     "pretty_broken.json": r"^data\.path: 'pretty_broken\.json' is not valid JSON \(line 4, column 3: Expecting value\)\. Fix",
     "chat_openai.jsonl": r"^data: the rows are chat conversations \(column 'messages' .*Fix: upload plain text rows",

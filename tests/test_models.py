@@ -9,9 +9,13 @@ def test_all_linear_means_every_linear_layer(tiny_model):
     from conftest import EXAMPLE_QUOTES
     from lora_app.validate import validate
 
-    cfg = RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES)},
-                           "model": {"base_model_name_or_path": str(tiny_model)},
-                           "lora": {"target_modules": "all-linear", "r": 2}})
+    cfg = RunConfig.build(
+        {
+            "data": {"path": str(EXAMPLE_QUOTES)},
+            "model": {"base_model_name_or_path": str(tiny_model)},
+            "lora": {"target_modules": "all-linear", "r": 2},
+        }
+    )
     pre = validate(cfg)
     assert pre.targets == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
     # 2 layers: q(64->64) k(64->32) v(64->32) o(64->64) gate/up(64->128) down(128->64); r=2 x (in + out)

@@ -14,21 +14,33 @@ from lora_app.precision import cached_check, cpu_info, decide
 EPYC = {"bfloat16_gflops": 852.0, "float32_gflops": 204.0}
 
 
-@pytest.mark.parametrize("requested, device, kw, dtype, words", [
-    ("auto", "cpu", dict(cpu_flags={"avx2", "fma"}), "float32", "neither avx512_bf16 nor amx_bf16"),
-    ("auto", "cpu", dict(cpu_flags={"avx2", "avx512f", "avx512_bf16"}, measured=EPYC), "bfloat16",
-     "852 GFLOP/s in bf16 vs 204 in float32 (4.2x)"),
-    ("auto", "cpu", dict(cpu_flags={"amx_bf16", "amx_tile"}, measured={"bfloat16_gflops": 110.0,
-                                                                      "float32_gflops": 100.0}),
-     "float32", "(1.1x), under the 1.2x"),
-    ("auto", "cpu", dict(cpu_flags={"avx512_bf16"}, measured=None), "float32", "could not run"),
-    ("auto", "cuda", dict(cuda_bf16=True), "bfloat16", "GPU supports bf16"),
-    ("auto", "cuda", dict(cuda_bf16=False), "float16", "no bf16 (pre-Ampere)"),
-    ("auto", "mps", dict(), "float32", "no bf16 check for mps"),
-    ("float32", "cuda", dict(cuda_bf16=True), "float32", "as set"),
-    ("bfloat16", "cpu", dict(cpu_flags={"avx2"}), "bfloat16", "emulated and can be much slower"),
-    ("bfloat16", "cpu", dict(cpu_flags={"avx512_bf16"}), "bfloat16", "as set"),
-])
+@pytest.mark.parametrize(
+    "requested, device, kw, dtype, words",
+    [
+        ("auto", "cpu", dict(cpu_flags={"avx2", "fma"}), "float32", "neither avx512_bf16 nor amx_bf16"),
+        (
+            "auto",
+            "cpu",
+            dict(cpu_flags={"avx2", "avx512f", "avx512_bf16"}, measured=EPYC),
+            "bfloat16",
+            "852 GFLOP/s in bf16 vs 204 in float32 (4.2x)",
+        ),
+        (
+            "auto",
+            "cpu",
+            dict(cpu_flags={"amx_bf16", "amx_tile"}, measured={"bfloat16_gflops": 110.0, "float32_gflops": 100.0}),
+            "float32",
+            "(1.1x), under the 1.2x",
+        ),
+        ("auto", "cpu", dict(cpu_flags={"avx512_bf16"}, measured=None), "float32", "could not run"),
+        ("auto", "cuda", dict(cuda_bf16=True), "bfloat16", "GPU supports bf16"),
+        ("auto", "cuda", dict(cuda_bf16=False), "float16", "no bf16 (pre-Ampere)"),
+        ("auto", "mps", dict(), "float32", "no bf16 check for mps"),
+        ("float32", "cuda", dict(cuda_bf16=True), "float32", "as set"),
+        ("bfloat16", "cpu", dict(cpu_flags={"avx2"}), "bfloat16", "emulated and can be much slower"),
+        ("bfloat16", "cpu", dict(cpu_flags={"avx512_bf16"}), "bfloat16", "as set"),
+    ],
+)
 def test_decision(requested, device, kw, dtype, words):
     c = decide(requested, device, **kw)
     assert c.dtype == dtype and words in c.reason
@@ -37,8 +49,10 @@ def test_decision(requested, device, kw, dtype, words):
 
 def test_cpu_info_reads_model_and_flags(tmp_path):
     p = tmp_path / "cpuinfo"
-    p.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
-                 "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    p.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    )
     assert cpu_info(str(p)) == ("AMD EPYC 9R14", frozenset({"fpu", "avx2", "avx512f", "avx512_bf16"}))
     assert cpu_info(str(tmp_path / "missing")) == ("", frozenset())
 
@@ -94,7 +108,8 @@ def test_bf16_run_saves_a_float32_adapter_with_a_loss_close_to_float32(tmp_path,
         reasons[prec] = next(e for e in events if "precision" in e)
         losses[prec] = [e["loss"] for e in events if e["type"] == "log"]
     assert reasons["bfloat16"]["precision"] == "bfloat16" and reasons["bfloat16"]["message"].startswith(
-        "precision bfloat16: as set")
+        "precision bfloat16: as set"
+    )
     assert reasons["float32"]["precision"] == "float32"
     assert all(math.isfinite(x) for x in losses["bfloat16"]) and len(losses["bfloat16"]) == 6
     assert losses["bfloat16"][-1] < losses["bfloat16"][0]  # it trains

@@ -27,11 +27,21 @@ def test_real_run_lowers_held_out_perplexity(tmp_path, jobs, bundled_model):
     data = tmp_path / "quotes_train.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train_rows), encoding="utf-8")
 
-    cfg = RunConfig.build({
-        "data": {"path": str(data)},  # default model: HuggingFaceTB/SmolLM2-135M-Instruct (bundled)
-        "training": {"max_steps": 40, "warmup_steps": 4, "learning_rate": 1e-3, "max_length": 96,
-                     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "save_steps": 20,
-                     "eval_max_rows": 40}})  # the run's own held-out set: 40 rows keep its two evaluations short
+    cfg = RunConfig.build(
+        {
+            "data": {"path": str(data)},  # default model: HuggingFaceTB/SmolLM2-135M-Instruct (bundled)
+            "training": {
+                "max_steps": 40,
+                "warmup_steps": 4,
+                "learning_rate": 1e-3,
+                "max_length": 96,
+                "per_device_train_batch_size": 4,
+                "gradient_accumulation_steps": 1,
+                "save_steps": 20,
+                "eval_max_rows": 40,
+            },
+        }
+    )  # the run's own held-out set: 40 rows keep its two evaluations short
     t0 = time.time()
     run_id = jobs.submit(cfg, owner="test")
     while jobs.get(run_id).status in ("queued", "running"):
@@ -54,10 +64,12 @@ def test_real_run_lowers_held_out_perplexity(tmp_path, jobs, bundled_model):
     before = perplexity(base, tok, held, max_length=96)
     tuned = PeftModel.from_pretrained(base, ad)
     after = perplexity(tuned, tok, held, max_length=96)
-    print(f"\nREAL RUN: 40 steps x batch 4 (max_length 96, packing, lr 1e-3, r=16/alpha 32, q_proj,v_proj) "
-          f"in {train_s:.1f} s = {train_s / 40:.2f} s/step, {logs[-1]['tokens']} label tokens; "
-          f"first loss {logs[0]['loss']:.3f} -> last {logs[-1]['loss']:.3f}; "
-          f"held-out perplexity ({HELD_OUT} quotes) before {before:.2f} -> after {after:.2f}")
+    print(
+        f"\nREAL RUN: 40 steps x batch 4 (max_length 96, packing, lr 1e-3, r=16/alpha 32, q_proj,v_proj) "
+        f"in {train_s:.1f} s = {train_s / 40:.2f} s/step, {logs[-1]['tokens']} label tokens; "
+        f"first loss {logs[0]['loss']:.3f} -> last {logs[-1]['loss']:.3f}; "
+        f"held-out perplexity ({HELD_OUT} quotes) before {before:.2f} -> after {after:.2f}"
+    )
     assert after < 0.85 * before
     # The run's own held-out evaluation (5% of the rows, the Trainer's evaluation): base, then lower.
     evals = [e for e in events if e["type"] == "eval"]

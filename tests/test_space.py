@@ -17,16 +17,25 @@ def front_matter() -> dict:
 
 def test_front_matter_matches_the_pins_and_the_app():
     fm = front_matter()
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s;#]+)", (REPO / "requirements.txt").read_text(),
-                           re.M))
+    pins = dict(
+        re.findall(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s;#]+)", (REPO / "requirements.txt").read_text(), re.M)
+    )
     assert fm["sdk"] == "gradio" and fm["sdk_version"] == pins["gradio"]
     assert (REPO / fm["app_file"]).is_file()
     assert fm["hf_oauth"] is True
     # push needs write-repos, creating the repo manage-repos, private data/adapters read-repos
     assert {"read-repos", "write-repos", "manage-repos"} <= set(fm["hf_oauth_scopes"])
     assert not {"openid", "profile"} & set(fm["hf_oauth_scopes"])  # always granted; listing them is an error
-    assert fm["suggested_hardware"] in {"cpu-basic", "cpu-upgrade", "t4-small", "t4-medium", "l4x1", "a10g-small",
-                                        "a10g-large", "a100-large"}
+    assert fm["suggested_hardware"] in {
+        "cpu-basic",
+        "cpu-upgrade",
+        "t4-small",
+        "t4-medium",
+        "l4x1",
+        "a10g-small",
+        "a10g-large",
+        "a100-large",
+    }
 
 
 def test_env_example_lists_every_variable_the_app_reads():

@@ -34,11 +34,15 @@ def test_auto_without_liger_is_off_and_says_so():
         pytest.skip("liger_kernel imports here; this test is about a machine without it")
     use, why = speedups.resolve_liger("auto", "cuda")
     assert use is False
-    assert why == ("Liger kernels off: liger_kernel not installed (pip install liger-kernel to use them); "
-                   "training goes on without them")
+    assert why == (
+        "Liger kernels off: liger_kernel not installed (pip install liger-kernel to use them); "
+        "training goes on without them"
+    )
     assert speedups.resolve_liger("auto", "cpu") == (False, "Liger kernels off: they need a CUDA GPU (device cpu)")
     assert speedups.resolve_liger("off", "cuda") == (False, "Liger kernels off (training.use_liger_kernel: off)")
-    with pytest.raises(ValueError, match=r"training.use_liger_kernel: on, but liger_kernel not installed\. Fix: pip install"):
+    with pytest.raises(
+        ValueError, match=r"training.use_liger_kernel: on, but liger_kernel not installed\. Fix: pip install"
+    ):
         speedups.resolve_liger("on", "cuda")
     with pytest.raises(ValueError, match=r"on needs a CUDA GPU \(this run is on cpu\)"):
         speedups.resolve_liger("on", "cpu")
@@ -49,10 +53,22 @@ def _run(tmp_path, tiny_model, **training):
 
     rd = tmp_path / "run"
     rd.mkdir()
-    t = dict(max_steps=2, warmup_steps=0, max_length=32, per_device_train_batch_size=4,
-             gradient_accumulation_steps=1, save_steps=10, **training)
-    RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 16},
-                     "model": {"base_model_name_or_path": str(tiny_model)}, "training": t}).save(rd / "config.yaml")
+    t = dict(
+        max_steps=2,
+        warmup_steps=0,
+        max_length=32,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        save_steps=10,
+        **training,
+    )
+    RunConfig.build(
+        {
+            "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 16},
+            "model": {"base_model_name_or_path": str(tiny_model)},
+            "training": t,
+        }
+    ).save(rd / "config.yaml")
     return rd
 
 
@@ -79,8 +95,9 @@ def test_compile_decoder_layers_wraps_every_layer(tiny_model):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
     layers = model.get_base_model().model.layers
     assert speedups.compile_decoder_layers(model) == len(layers) == model.config.num_hidden_layers
     assert all(layer._compiled_call_impl is not None for layer in layers)  # compiled at the first call

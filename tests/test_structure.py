@@ -72,8 +72,7 @@ LIMIT = 460
 
 
 def test_no_file_far_over_400_lines():
-    sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
-             for p in PKG.rglob("*.py")}
+    sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text(encoding="utf-8").splitlines()) for p in PKG.rglob("*.py")}
     assert max(sizes.values()) > 100  # the count is real
     assert {f: n for f, n in sizes.items() if n > LIMIT} == {}
 

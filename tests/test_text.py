@@ -3,9 +3,16 @@
 import pytest
 import torch
 
-from lora_app.text import (IGNORE_INDEX, PaddingCollator, balanced_bins, pack_bins, packing_collator,
-                           packing_keeps_rows_apart, pad_id_of,
-                           tokenize_rows)
+from lora_app.text import (
+    IGNORE_INDEX,
+    PaddingCollator,
+    balanced_bins,
+    pack_bins,
+    packing_collator,
+    packing_keeps_rows_apart,
+    pad_id_of,
+    tokenize_rows,
+)
 from tiny import build_tokenizer
 
 TEXTS = ["“Be yourself; everyone else is already taken.”", "“So it goes.”", "Hi"]
@@ -93,11 +100,15 @@ def test_packed_rows_do_not_see_each_other_or_the_padding(tiny_model):
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
         for r in rows:
             alone = model(input_ids=torch.tensor([r])).logits[0]
-            hits = [(b, s) for b in range(3) for s in range(7 - len(r) + 1)
-                    if batch["input_ids"][b, s:s + len(r)].tolist() == r and batch["position_ids"][b, s] == 0]
+            hits = [
+                (b, s)
+                for b in range(3)
+                for s in range(7 - len(r) + 1)
+                if batch["input_ids"][b, s : s + len(r)].tolist() == r and batch["position_ids"][b, s] == 0
+            ]
             assert hits, r
             b, s = hits[0]
-            assert (logits[b, s:s + len(r)] - alone).abs().max().item() < 1e-5
+            assert (logits[b, s : s + len(r)] - alone).abs().max().item() < 1e-5
     lab = batch["labels"]
     assert int((lab != IGNORE_INDEX).sum()) == sum(len(r) - 1 for r in rows)  # each row's first token unlabelled
 

@@ -15,16 +15,30 @@ def make_run(tmp_path, tiny_model, **training):
 
     rd = tmp_path / "run"
     rd.mkdir()
-    t = dict(max_steps=16, warmup_steps=0, learning_rate=3e-2, max_length=48, per_device_train_batch_size=8,
-             gradient_accumulation_steps=1, save_steps=8)
+    t = dict(
+        max_steps=16,
+        warmup_steps=0,
+        learning_rate=3e-2,
+        max_length=48,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        save_steps=8,
+    )
     t.update(training)
     # A random tiny model learns little through q/v alone: train every linear layer on a few rows.
-    RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 32},
-                     "model": {"base_model_name_or_path": str(tiny_model)},
-                     "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
-                              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                 "down_proj"]},
-                     "training": t}).save(rd / "config.yaml")
+    RunConfig.build(
+        {
+            "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 32},
+            "model": {"base_model_name_or_path": str(tiny_model)},
+            "lora": {
+                "r": 8,
+                "lora_alpha": 16,
+                "lora_dropout": 0.0,
+                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            },
+            "training": t,
+        }
+    ).save(rd / "config.yaml")
     return rd
 
 
@@ -48,7 +62,11 @@ def test_loss_goes_down_and_adapter_reloads_exactly(tmp_path, tiny_model, packin
     statuses = [e["status"] for e in events if e["type"] == "status"]
     # Several "loading" events (tokenizing, loading the weights) say what a long step is doing.
     assert [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]] == [
-        "loading", "training", "saving", "finished"]
+        "loading",
+        "training",
+        "saving",
+        "finished",
+    ]
     assert [e["step"] for e in events if e["type"] == "saved"] == [8, 16]
 
     ad = rd / "adapter"
@@ -112,11 +130,20 @@ def test_an_opt_run_with_packing_on_pads_instead(tmp_path, tiny_opt):
 
     rd = tmp_path / "run"
     rd.mkdir()
-    RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
-                     "model": {"base_model_name_or_path": str(tiny_opt)},
-                     "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-                     "training": {"max_steps": 2, "save_steps": 2, "max_length": 32, "per_device_train_batch_size": 4,
-                                  "packing": True}}).save(rd / "config.yaml")
+    RunConfig.build(
+        {
+            "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 8},
+            "model": {"base_model_name_or_path": str(tiny_opt)},
+            "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "training": {
+                "max_steps": 2,
+                "save_steps": 2,
+                "max_length": 32,
+                "per_device_train_batch_size": 4,
+                "packing": True,
+            },
+        }
+    ).save(rd / "config.yaml")
     assert train(rd) == 0
     events, _ = read_events(rd)
     off = [e for e in events if e.get("packing") is False]

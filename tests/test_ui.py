@@ -15,7 +15,9 @@ def test_a_follower_stops_when_its_page_moved_on_to_another_run(tmp_path, tiny_m
 
     jm = JobManager(tmp_path / "runs", max_running=0, poll_s=0.1)  # nothing starts: the run stays queued
     try:
-        cfg = RunConfig.build({"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(tiny_model)}})
+        cfg = RunConfig.build(
+            {"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(tiny_model)}}
+        )
         run_id = jm.submit(cfg, owner="me")
         ctx = AppContext(jm, None, frozenset())
         showing = {"page": run_id}

@@ -25,14 +25,24 @@ def build_tokenizer(pad_token: str | None = None, vocab_size: int = 300):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>"] + (["<pad>"] if pad_token == "<pad>" else [])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(sample_texts(), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token=pad_token)
 
 
-def build_tiny_model(path: str | Path, arch: str = "llama", pad_token: str | None = "<|endoftext|>",
-                     hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_model(
+    path: str | Path,
+    arch: str = "llama",
+    pad_token: str | None = "<|endoftext|>",
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+) -> Path:
     """Save a tiny random ``arch`` ("llama" or "opt") model + tokenizer to ``path``.
 
     ``pad_token``: "<|endoftext|>" (pad == EOS, the classic trap), "<pad>" (a separate pad
@@ -44,15 +54,33 @@ def build_tiny_model(path: str | Path, arch: str = "llama", pad_token: str | Non
     path = Path(path)
     tok = build_tokenizer(pad_token)
     eos = tok.eos_token_id
-    common = dict(vocab_size=len(tok), eos_token_id=eos, bos_token_id=eos,
-                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos)
+    common = dict(
+        vocab_size=len(tok),
+        eos_token_id=eos,
+        bos_token_id=eos,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos,
+    )
     if arch == "llama":
-        cfg = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                          tie_word_embeddings=True, **common)
+        cfg = LlamaConfig(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+            **common,
+        )
     else:
-        cfg = OPTConfig(hidden_size=hidden, ffn_dim=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
-                        max_position_embeddings=512, word_embed_proj_dim=hidden, **common)
+        cfg = OPTConfig(
+            hidden_size=hidden,
+            ffn_dim=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            word_embed_proj_dim=hidden,
+            **common,
+        )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(path, safe_serialization=True)

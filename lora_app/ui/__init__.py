@@ -22,8 +22,20 @@ from .common import CSS, READ_ONLY, AppContext, problems_md, runs_root  # noqa: 
 # event of the app is made private (api_visibility="private", not listed, not callable by the
 # client libraries); the browser still calls them. Whatever an endpoint is, who is asking is
 # decided on the server (lora_app.identity), so hiding one is tidiness, not security.
-PUBLIC_API = ("check", "train", "stop", "resume", "runs", "run", "generate", "compare", "push",
-              "use_example", "load_file", "load_hub_dataset")
+PUBLIC_API = (
+    "check",
+    "train",
+    "stop",
+    "resume",
+    "runs",
+    "run",
+    "generate",
+    "compare",
+    "push",
+    "use_example",
+    "load_file",
+    "load_hub_dataset",
+)
 
 
 def env_token(request: gr.Request | None = None) -> str | None:
@@ -42,8 +54,10 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
         # and the page's owner as the server holds it: handlers read only the latter.
         browser_id = gr.BrowserState(None, storage_key="lora_app_id", secret=identity.browser_state_key(ctx.key))
         owner_state = gr.State(None)
-        gr.Markdown("# lora_app\nLoRA fine-tuning of causal language models: pick data, set LoRA, train, "
-                    "watch it live, try the result.")
+        gr.Markdown(
+            "# lora_app\nLoRA fine-tuning of causal language models: pick data, set LoRA, train, "
+            "watch it live, try the result."
+        )
         with gr.Tabs():
             with gr.Tab("1. Data", id="data"):
                 data_state, data_parts = data_tab.build(token_fn)
@@ -52,31 +66,50 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
                 check = gr.Button("Check settings and count trainable parameters")
                 check_out = gr.Markdown()
-                estimate_df = gr.Dataframe(label="Memory and time estimate per hardware (from the config alone)",
-                                           interactive=False, wrap=True, visible=False, elem_id="estimate-table")
+                estimate_df = gr.Dataframe(
+                    label="Memory and time estimate per hardware (from the config alone)",
+                    interactive=False,
+                    wrap=True,
+                    visible=False,
+                    elem_id="estimate-table",
+                )
                 estimate_md = gr.Markdown(elem_id="estimate-basis")
             with gr.Tab("3. Train", id="train"):
                 _, reattach, train_outs, start_btn = train_tab.build(ctx, widgets, data_state, owner_state, token_fn)
             with gr.Tab("4. Runs", id="runs") as runs_tab_obj:
                 # A merged model is pushed with a write token, found as the Hub tab's push finds it.
-                runs_parts = runs_tab.build(ctx, widgets, data_state, owner_state, reattach, train_outs,
-                                            token_fn=(lambda request=None: hub_tab.request_token(request, write=True))
-                                            if token_fn is env_token else token_fn)
+                runs_parts = runs_tab.build(
+                    ctx,
+                    widgets,
+                    data_state,
+                    owner_state,
+                    reattach,
+                    train_outs,
+                    token_fn=(lambda request=None: hub_tab.request_token(request, write=True))
+                    if token_fn is env_token
+                    else token_fn,
+                )
             with gr.Tab("5. Try it", id="try"):
                 try_parts = try_tab.build(ctx, owner_state, token_fn)
             with gr.Tab("6. Hub", id="hub") as hub_tab_obj:
                 hub_parts = hub_tab.build(ctx, owner_state, None if token_fn is env_token else token_fn)
 
-        def on_check(data, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None,
-                     **settings):
+        def on_check(
+            data, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None, **settings
+        ):
             """Check the settings (and the chosen data, if any) without training: every problem at
             once, else the trainable-parameter count, the LoRA targets, the device. Each setting is
             a keyword named as in PEFT / transformers (r, lora_alpha, max_steps, ...)."""
             hidden = gr.update(visible=False)
             token = token_fn(request)
             # Start refuses a run without data: Check says so too, next to the parameter count.
-            no_data = [] if (data or {}).get("path") or (data or {}).get("dataset_id") else [
-                "data: no data chosen. Fix: upload a file, use the example, or load a Hub dataset in the Data tab."]
+            no_data = (
+                []
+                if (data or {}).get("path") or (data or {}).get("dataset_id")
+                else [
+                    "data: no data chosen. Fix: upload a file, use the example, or load a Hub dataset in the Data tab."
+                ]
+            )
             try:
                 ctx.check_base_folder(ctx.who(owner, profile), settings.get("base_model_name_or_path"))
                 # The same preflight as Start (every problem at once); the data only once chosen.
@@ -85,20 +118,30 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 return problems_md(no_data + err.problems), hidden, ""
             except NotYourRun as err:
                 return problems_md([str(err)]), hidden, ""
-            md = (problems_md(no_data) + "\n\n" if no_data else "") + (f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
-                  f"(this model has: {', '.join(pre.available_modules)}) · device **{pre.device}** · "
-                  f"quantization **{pre.quantization}**" + "".join(f"\n\n{n}" for n in pre.notes))
+            md = (problems_md(no_data) + "\n\n" if no_data else "") + (
+                f"`{pre.trainable_line}`\n\ntarget_modules: **{', '.join(pre.targets)}** "
+                f"(this model has: {', '.join(pre.available_modules)}) · device **{pre.device}** · "
+                f"quantization **{pre.quantization}**" + "".join(f"\n\n{n}" for n in pre.notes)
+            )
             try:
                 est = estimate.for_preflight(cfg, pre, token)
             except Exception as err:  # an estimate must never hide the check's result
                 return md, hidden, f"No estimate for this model ({type(err).__name__}: {html.escape(str(err))[:200]})."
             return md, gr.update(value=est.frame(), visible=True), "\n".join(f"- {b}" for b in est.basis)
 
-        check.click(on_check, [data_state, owner_state], [check_out, estimate_df, estimate_md], inputs_kwargs=form.by_name(widgets), api_name="check")
-        runs_tab_obj.select(runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"],
-                            **READ_ONLY)
+        check.click(
+            on_check,
+            [data_state, owner_state],
+            [check_out, estimate_df, estimate_md],
+            inputs_kwargs=form.by_name(widgets),
+            api_name="check",
+        )
+        runs_tab_obj.select(
+            runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"], **READ_ONLY
+        )
         hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]], **READ_ONLY).then(
-            hub_parts["on_load"], None, [hub_parts["who"]])
+            hub_parts["on_load"], None, [hub_parts["who"]]
+        )
         demo.load(hub_parts["on_load"], None, [hub_parts["who"]])
         demo.unload(hub_parts["forget"])  # drop a typed token when the page goes away
 
@@ -116,7 +159,11 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
         ).then(try_parts["refresh"], [owner_state], [try_parts["run_pick"]], **READ_ONLY).then(
             # It follows the run until it ends: with Gradio's default concurrency limit (1 per
             # event) a second open tab or browser waited here, showing "No run yet", until then.
-            reattach, [owner_state], train_outs, concurrency_limit=None)
+            reattach,
+            [owner_state],
+            train_outs,
+            concurrency_limit=None,
+        )
         # Start in a tab that is still following an earlier run: that follower stops by itself
         # (train_tab.follow's ``wanted``), ending on no-op updates. Not with ``cancels=``: Gradio
         # re-sends a cancelled generator's last output, which put the old run back on the page.
@@ -134,8 +181,12 @@ def _name_data_endpoints(demo: gr.Blocks, parts: dict) -> None:
     for fn in demo.fns.values():
         for block_id, event in fn.targets:
             name = names.get((block_id, event))
-            if name is None and fn.fn is not None and getattr(fn.fn, "__name__", "") == "from_hub" and \
-                    (hub_btn is None or block_id == hub_btn._id):
+            if (
+                name is None
+                and fn.fn is not None
+                and getattr(fn.fn, "__name__", "") == "from_hub"
+                and (hub_btn is None or block_id == hub_btn._id)
+            ):
                 name = "load_hub_dataset"
             if name is not None:
                 fn.api_name = name

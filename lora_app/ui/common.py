@@ -69,8 +69,10 @@ class AppContext:
         whether the run is someone else's or does not exist (nothing to probe)."""
         info = self.jobs.get(run_id) if isinstance(run_id, str) and run_id else None
         if info is None or not ident.may_see(info.owner):
-            raise NotYourRun(f"No run `{html.escape(str(run_id or ''))}` of yours. Fix: pick one of your runs "
-                             "from the list (press Refresh).")
+            raise NotYourRun(
+                f"No run `{html.escape(str(run_id or ''))}` of yours. Fix: pick one of your runs "
+                "from the list (press Refresh)."
+            )
         return info
 
     def adapter_ref(self, ident: Identity, ref: str | None) -> str | None:
@@ -93,8 +95,10 @@ class AppContext:
             return str(path)
         if ident.sees_paths or not os.environ.get("SPACE_ID"):
             return str(path)
-        raise NotYourRun("adapter: folders on the server are not open to visitors. Fix: pick one of your runs "
-                         "or type an adapter's Hub repo id (owner/name).")
+        raise NotYourRun(
+            "adapter: folders on the server are not open to visitors. Fix: pick one of your runs "
+            "or type an adapter's Hub repo id (owner/name)."
+        )
 
     def check_base_folder(self, ident: Identity, ref: str | None) -> None:
         """A base_model_name_or_path that names a folder on the server follows the adapter rule
@@ -108,8 +112,10 @@ class AppContext:
             parts = path.relative_to(self.jobs.root).parts
             self.run_of(ident, parts[0] if parts else None)
         elif not (ident.sees_paths or not os.environ.get("SPACE_ID")):
-            raise NotYourRun("model.base_model_name_or_path: folders on the server are not open to visitors. "
-                             "Fix: type a model's Hub repo id (owner/name).")
+            raise NotYourRun(
+                "model.base_model_name_or_path: folders on the server are not open to visitors. "
+                "Fix: type a model's Hub repo id (owner/name)."
+            )
 
     def redact(self, ident: Identity, text: str) -> str:
         """Server folder paths out of ``text`` unless ``ident`` may see them."""
@@ -126,10 +132,12 @@ def fmt_duration(s: float | None) -> str:
 
 def progress_html(step: int, max_steps: int, elapsed: float, remaining: float | None, status: str) -> str:
     pct = 100.0 * step / max_steps if max_steps else 0.0
-    return (f'<div class="la-progress" data-status="{html.escape(status)}">'
-            f'<div class="la-bar"><div class="la-fill" style="width:{pct:.1f}%"></div></div>'
-            f'<div class="la-text">{html.escape(status)} · step {step}/{max_steps or "?"} · '
-            f'elapsed {fmt_duration(elapsed)} · remaining {fmt_duration(remaining)}</div></div>')
+    return (
+        f'<div class="la-progress" data-status="{html.escape(status)}">'
+        f'<div class="la-bar"><div class="la-fill" style="width:{pct:.1f}%"></div></div>'
+        f'<div class="la-text">{html.escape(status)} · step {step}/{max_steps or "?"} · '
+        f"elapsed {fmt_duration(elapsed)} · remaining {fmt_duration(remaining)}</div></div>"
+    )
 
 
 def loss_frame(losses: Sequence[tuple[int, float]], evals: Sequence[tuple[int, float]] = ()) -> pd.DataFrame:
@@ -141,9 +149,13 @@ def loss_frame(losses: Sequence[tuple[int, float]], evals: Sequence[tuple[int, f
     # colour. So an empty frame still names both series (one point each, loss NaN: not drawn).
     if not pts:
         pts = [(0, float("nan"), "training"), (0, float("nan"), "held-out")]
-    return pd.DataFrame({"step": pd.Series([p[0] for p in pts], dtype="int64"),
-                         "loss": pd.Series([p[1] for p in pts], dtype="float64"),
-                         "series": pd.Series([p[2] for p in pts], dtype="string")})
+    return pd.DataFrame(
+        {
+            "step": pd.Series([p[0] for p in pts], dtype="int64"),
+            "loss": pd.Series([p[1] for p in pts], dtype="float64"),
+            "series": pd.Series([p[2] for p in pts], dtype="string"),
+        }
+    )
 
 
 def problems_md(problems: list[str]) -> str:
@@ -187,11 +199,14 @@ def run_summary(jobs: JobManager, info: RunInfo) -> dict:
     v = jobs.view(info.id) if rd.is_dir() else RunView()
     adapter = rd / "adapter"
     return {
-        "run": info.id, "status": info.status,
+        "run": info.id,
+        "status": info.status,
         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(info.started)) if info.started else "–",
         "duration": fmt_duration(info.duration_s),
-        "base model": info.base_model, "data": info.data,
-        "r": cfg.lora.r if cfg else None, "alpha": cfg.lora.lora_alpha if cfg else None,
+        "base model": info.base_model,
+        "data": info.data,
+        "r": cfg.lora.r if cfg else None,
+        "alpha": cfg.lora.lora_alpha if cfg else None,
         "targets": (",".join(cfg.lora.target_modules) if cfg and cfg.lora.target_modules else "default"),
         "steps": f"{v.step}/{v.max_steps or (cfg.training.max_steps if cfg else '?')}",
         "final loss": None if info.final_loss is None else round(info.final_loss, 4),

@@ -19,31 +19,54 @@ def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, t
         base_out = gr.Textbox(label="Base model alone", lines=6, interactive=False, elem_id="try-base-out")
         adapter_out = gr.Textbox(label="With the adapter", lines=6, interactive=False, elem_id="try-adapter-out")
 
-    def side_by_side(adapter, prompt, max_new_tokens, temperature, seed, owner, request: gr.Request | None = None,
-                     profile: gr.OAuthProfile | None = None):
+    def side_by_side(
+        adapter,
+        prompt,
+        max_new_tokens,
+        temperature,
+        seed,
+        owner,
+        request: gr.Request | None = None,
+        profile: gr.OAuthProfile | None = None,
+    ):
         """The base model and base + adapter (a run id of yours or a Hub repo id) complete ``prompt``
         with the same seed and settings. Streams ``(header, base text, adapter text)``."""
         token = token_fn(request) if token_fn else None
         ident = ctx.who(owner, profile)
         if not (adapter or "").strip():
-            yield problems_md(["adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
-                               "(owner/name) to compare with its base model."]), "", ""
+            yield (
+                problems_md(
+                    [
+                        "adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
+                        "(owner/name) to compare with its base model."
+                    ]
+                ),
+                "",
+                "",
+            )
             return
         try:
             ref = ctx.adapter_ref(ident, adapter)  # before any model is loaded
             loaded = ctx.generator.load(ref, None, token=token)
             s, n, t = int(seed or 0), int(max_new_tokens), float(temperature)
-            head = (f"{ctx.redact(ident, loaded.description)} · same prompt, seed {s}, max_new_tokens {n}, "
-                    f"temperature {t:g}{' (greedy)' if t == 0 else ''}")
+            head = (
+                f"{ctx.redact(ident, loaded.description)} · same prompt, seed {s}, max_new_tokens {n}, "
+                f"temperature {t:g}{' (greedy)' if t == 0 else ''}"
+            )
             yield head, "", ""
             for base_text, adapter_text in ctx.generator.compare(
-                    prompt, loaded.adapter, loaded.base_id, max_new_tokens=n, temperature=t, seed=s, token=token):
+                prompt, loaded.adapter, loaded.base_id, max_new_tokens=n, temperature=t, seed=s, token=token
+            ):
                 yield head, base_text, adapter_text
         except NotYourRun as err:
             yield problems_md([str(err)]), "", ""
         except ConfigError as err:
             yield problems_md([ctx.redact(ident, p) for p in err.problems]), "", ""
 
-    compare_btn.click(side_by_side, [adapter, prompt, max_new, temp, seed, owner_state], [where, base_out, adapter_out],
-                      api_name="compare")
+    compare_btn.click(
+        side_by_side,
+        [adapter, prompt, max_new, temp, seed, owner_state],
+        [where, base_out, adapter_out],
+        api_name="compare",
+    )
     return {"compare": compare_btn, "base_out": base_out, "adapter_out": adapter_out, "seed": seed}

@@ -27,8 +27,10 @@ def build(token_fn=None):
     """Build the tab; returns ``(data_state, components)``. ``data_state`` holds the DataConfig
     fields of the chosen source (path/source_name or dataset_id/config/split, text_column)."""
     data_state = gr.State({})
-    gr.Markdown("Upload a **.jsonl, .json, .csv, .tsv, .parquet or .txt** file, use the example quotes, "
-                "or load a dataset from the Hugging Face Hub.")
+    gr.Markdown(
+        "Upload a **.jsonl, .json, .csv, .tsv, .parquet or .txt** file, use the example quotes, "
+        "or load a dataset from the Hugging Face Hub."
+    )
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Training data file", file_types=list(SUPPORTED), type="filepath")
@@ -63,8 +65,12 @@ def build(token_fn=None):
             td, md, col, prev = _describe(df, None, ds_id.strip())
         except ConfigError as err:
             return {}, problems_md(err.problems), gr.update(choices=[], value=None), None
-        state = {"dataset_id": ds_id.strip(), "dataset_config": cfg_name or None, "split": split or "train",
-                 "text_column": td.text_column}
+        state = {
+            "dataset_id": ds_id.strip(),
+            "dataset_config": cfg_name or None,
+            "split": split or "train",
+            "text_column": td.text_column,
+        }
         return state, md, col, prev
 
     def pick_column(state, col):
@@ -76,7 +82,10 @@ def build(token_fn=None):
             else:
                 from ..hub_data import load_hub_frame
 
-                df, src = load_hub_frame(state["dataset_id"], state.get("dataset_config"), state["split"]), state["dataset_id"]
+                df, src = (
+                    load_hub_frame(state["dataset_id"], state.get("dataset_config"), state["split"]),
+                    state["dataset_id"],
+                )
             _, md, _, _ = _describe(df, col, src)
         except ConfigError as err:
             return state, problems_md(err.problems)
@@ -87,5 +96,11 @@ def build(token_fn=None):
     example_btn.click(lambda: from_file(str(EXAMPLE_DATA), "quotes.jsonl (example)"), None, outs)
     hub_btn.click(from_hub, [hub_id, hub_config, hub_split], outs)
     column.input(pick_column, [data_state, column], [data_state, summary])
-    return data_state, {"upload": upload, "example": example_btn, "column": column, "summary": summary,
-                        "table": table, "hub_id": hub_id}
+    return data_state, {
+        "upload": upload,
+        "example": example_btn,
+        "column": column,
+        "summary": summary,
+        "table": table,
+        "hub_id": hub_id,
+    }

@@ -23,26 +23,38 @@ def device_note() -> str:
     if dev == "cuda":
         import torch
 
-        return (f"**GPU:** {torch.cuda.get_device_name(0)}. 8-bit (default, as in the reference recipe) and 4-bit "
-                "loading of the base model through bitsandbytes are available.")
-    return (f"**No CUDA GPU here ({dev}):** the base model is not quantized unless you choose 8bit or 4bit: "
-            "bitsandbytes' CPU backend runs them (less memory, slower steps). precision below: auto = "
-            "bfloat16 where this CPU has fast bf16, else float32.")
+        return (
+            f"**GPU:** {torch.cuda.get_device_name(0)}. 8-bit (default, as in the reference recipe) and 4-bit "
+            "loading of the base model through bitsandbytes are available."
+        )
+    return (
+        f"**No CUDA GPU here ({dev}):** the base model is not quantized unless you choose 8bit or 4bit: "
+        "bitsandbytes' CPU backend runs them (less memory, slower steps). precision below: auto = "
+        "bfloat16 where this CPU has fast bf16, else float32."
+    )
 
 
 def build_model_widgets() -> dict[str, gr.components.Component]:
     w: dict[str, gr.components.Component] = {}
     w["model.base_model_name_or_path"] = gr.Textbox(
-        D.model.base_model_name_or_path, label="Base model (Hub id or local folder)",
-        info="Default: SmolLM2-135M-Instruct, bundled for offline use.")
+        D.model.base_model_name_or_path,
+        label="Base model (Hub id or local folder)",
+        info="Default: SmolLM2-135M-Instruct, bundled for offline use.",
+    )
     gpu = device_kind() == "cuda"
     w["model.quantization"] = gr.Radio(
-        ["auto", "none", "8bit", "4bit"], value="auto", label="Quantization of the base",
-        info="auto = 8bit on a CUDA GPU, none elsewhere" + ("" if gpu else " (8bit/4bit run on the CPU too, slower)"))
+        ["auto", "none", "8bit", "4bit"],
+        value="auto",
+        label="Quantization of the base",
+        info="auto = 8bit on a CUDA GPU, none elsewhere" + ("" if gpu else " (8bit/4bit run on the CPU too, slower)"),
+    )
     w["model.precision"] = gr.Dropdown(
-        ["auto", "float32", "bfloat16"], value=D.model.precision, label="precision",
+        ["auto", "float32", "bfloat16"],
+        value=D.model.precision,
+        label="precision",
         info="auto = bfloat16 on a GPU with bf16 or a CPU with AVX512-BF16/AMX where it measures faster, else "
-             "float32; LoRA weights stay float32")
+        "float32; LoRA weights stay float32",
+    )
     w["model.trust_remote_code"] = gr.Checkbox(False, label="trust_remote_code (runs the model repo's own code)")
     return w
 
@@ -57,8 +69,9 @@ def build_lora_widgets() -> dict[str, gr.components.Component]:
         w["lora.lora_alpha"] = gr.Number(D.lora.lora_alpha, label="lora_alpha")
         w["lora.lora_dropout"] = gr.Number(D.lora.lora_dropout, label="lora_dropout", step=0.01)
     with gr.Row():
-        w["lora.target_modules"] = gr.Textbox("", label="target_modules",
-                                              placeholder="empty = the architecture's default (q_proj,v_proj)")
+        w["lora.target_modules"] = gr.Textbox(
+            "", label="target_modules", placeholder="empty = the architecture's default (q_proj,v_proj)"
+        )
         w["lora.bias"] = gr.Dropdown(["none", "all", "lora_only"], value=D.lora.bias, label="bias")
     return w
 
@@ -70,20 +83,25 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
         w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps")
         w["training.learning_rate"] = gr.Number(t.learning_rate, label="learning_rate")
         w["training.warmup_steps"] = gr.Number(t.warmup_steps, label="warmup_steps")
-        w["training.cap_warmup"] = gr.Checkbox(t.cap_warmup, label="cap_warmup (warmup_steps >= max_steps: warm up "
-                                               "for a tenth of the run instead)")
+        w["training.cap_warmup"] = gr.Checkbox(
+            t.cap_warmup, label="cap_warmup (warmup_steps >= max_steps: warm up for a tenth of the run instead)"
+        )
     with gr.Row():
-        w["training.per_device_train_batch_size"] = gr.Number(t.per_device_train_batch_size,
-                                                              label="per_device_train_batch_size")
-        w["training.gradient_accumulation_steps"] = gr.Number(t.gradient_accumulation_steps,
-                                                              label="gradient_accumulation_steps")
+        w["training.per_device_train_batch_size"] = gr.Number(
+            t.per_device_train_batch_size, label="per_device_train_batch_size"
+        )
+        w["training.gradient_accumulation_steps"] = gr.Number(
+            t.gradient_accumulation_steps, label="gradient_accumulation_steps"
+        )
         w["training.max_length"] = gr.Number(t.max_length, label="max_length (tokens per row)")
     with gr.Row():
         w["training.packing"] = gr.Checkbox(t.packing, label="packing (no padding; rows never attend to each other)")
         w["training.merge_accumulation"] = gr.Checkbox(
-            t.merge_accumulation, label="merge_accumulation (one forward per step when memory allows)")
-        w["training.gradient_checkpointing"] = gr.Checkbox(t.gradient_checkpointing,
-                                                           label="gradient_checkpointing (less memory, ~30% slower)")
+            t.merge_accumulation, label="merge_accumulation (one forward per step when memory allows)"
+        )
+        w["training.gradient_checkpointing"] = gr.Checkbox(
+            t.gradient_checkpointing, label="gradient_checkpointing (less memory, ~30% slower)"
+        )
         w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps")
     with gr.Row():  # held-out evaluation (lora_app/heldout.py); Check says what it will be for the data
         w["training.eval_fraction"] = gr.Number(t.eval_fraction, label="eval_fraction (held out; 0 = off)", step=0.01)
@@ -114,8 +132,9 @@ def _num(v):
     return v
 
 
-_KEYS = [f"{section}.{name}" for section in ("model", "lora", "training")
-         for name in type(getattr(D, section)).model_fields]
+_KEYS = [
+    f"{section}.{name}" for section in ("model", "lora", "training") for name in type(getattr(D, section)).model_fields
+]
 
 
 def to_raw(values: dict[str, object], data: dict | None) -> dict:

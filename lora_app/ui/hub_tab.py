@@ -102,31 +102,38 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
     """Build the tab. Returns a dict of its parts; ``on_load(request)`` gives the whoami line
     (wire it to ``demo.load``), ``refresh(owner)`` the run choices."""
     if write_token_fn is None:
-        write_token_fn = (lambda request=None: request_token(request, write=True)) \
-            if token_fn in (None, request_token) else token_fn
+        write_token_fn = (
+            (lambda request=None: request_token(request, write=True)) if token_fn in (None, request_token) else token_fn
+        )
     token_fn = token_fn or request_token
-    gr.Markdown("Push a finished run's adapter to the Hugging Face Hub. Log in with **Sign in with Hugging Face** "
-                "(on a Space) or paste a **token with write access** "
-                "([create one](https://huggingface.co/settings/tokens)); locally `HF_TOKEN` in the environment or "
-                "`.env` works too. The token stays in this browser session's memory: it is never stored or shown.")
+    gr.Markdown(
+        "Push a finished run's adapter to the Hugging Face Hub. Log in with **Sign in with Hugging Face** "
+        "(on a Space) or paste a **token with write access** "
+        "([create one](https://huggingface.co/settings/tokens)); locally `HF_TOKEN` in the environment or "
+        "`.env` works too. The token stays in this browser session's memory: it is never stored or shown."
+    )
     with gr.Row():
         if hub_client.oauth_login_available():
             gr.LoginButton(scale=1)
-        token_box = gr.Textbox(label="Hugging Face token", type="password", placeholder="hf_…", scale=3,
-                               elem_id="hub-token")
+        token_box = gr.Textbox(
+            label="Hugging Face token", type="password", placeholder="hf_…", scale=3, elem_id="hub-token"
+        )
         use_btn = gr.Button("Use this token", scale=1, elem_id="hub-use-token")
         forget_btn = gr.Button("Forget it", scale=1, variant="secondary", elem_id="hub-forget-token")
     who = gr.Markdown("Not logged in.", elem_id="hub-whoami")
     with gr.Row():
-        run_pick = gr.Dropdown(label="Run to push", choices=[], interactive=True, allow_custom_value=True, scale=4,
-                               elem_id="hub-run")
+        run_pick = gr.Dropdown(
+            label="Run to push", choices=[], interactive=True, allow_custom_value=True, scale=4, elem_id="hub-run"
+        )
         refresh_btn = gr.Button("Refresh list", scale=1, elem_id="hub-refresh")
-    repo = gr.Textbox(label="Repo id (owner/name)", placeholder="filled in when you pick a run",
-                      elem_id="hub-repo")
+    repo = gr.Textbox(label="Repo id (owner/name)", placeholder="filled in when you pick a run", elem_id="hub-repo")
     with gr.Row():
         private = gr.Checkbox(True, label="Private repo", elem_id="hub-private")
-        base_box = gr.Textbox(label="Base model Hub id (only if the run used a local model folder)",
-                              placeholder="owner/name", elem_id="hub-base")
+        base_box = gr.Textbox(
+            label="Base model Hub id (only if the run used a local model folder)",
+            placeholder="owner/name",
+            elem_id="hub-base",
+        )
     push_btn = gr.Button("Push to the Hub", variant="primary", elem_id="hub-push")
     result = gr.Markdown(elem_id="hub-result")
 
@@ -180,8 +187,15 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
             return last["repo_id"], note
         return hub.default_repo_id(user, rd), note
 
-    def push(run_id, repo_id, private, base_model_id, owner, request: gr.Request | None = None,
-             profile: gr.OAuthProfile | None = None):
+    def push(
+        run_id,
+        repo_id,
+        private,
+        base_model_id,
+        owner,
+        request: gr.Request | None = None,
+        profile: gr.OAuthProfile | None = None,
+    ):
         """Push a finished run of yours (its adapter and model card) to the Hub repo ``repo_id``
         (owner/name), as the signed-in user or the token given in the Hub tab. Streams progress."""
         if not run_id:
@@ -195,13 +209,22 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
             return
         yield f"Checking `{html.escape(repo_id or '')}`: repo id, token, permissions, model card…"
         try:
-            res = hub.push_adapter(ctx.jobs.run_dir(run_id), repo_id, private=bool(private),
-                                   token=write_token_fn(request), base_model_id=base_model_id or None)
+            res = hub.push_adapter(
+                ctx.jobs.run_dir(run_id),
+                repo_id,
+                private=bool(private),
+                token=write_token_fn(request),
+                base_model_id=base_model_id or None,
+            )
         except ConfigError as err:
-            yield ctx.redact(ident, problems_md(err.problems)) + \
-                "\n\nYour local adapter is unchanged; fix this and press Push again."
+            yield (
+                ctx.redact(ident, problems_md(err.problems))
+                + "\n\nYour local adapter is unchanged; fix this and press Push again."
+            )
             return
-        yield ctx.redact(ident, res.markdown()) + (f"\n\nTry it: type `{res.repo_id}` as the adapter in the Try it tab.")
+        yield ctx.redact(ident, res.markdown()) + (
+            f"\n\nTry it: type `{res.repo_id}` as the adapter in the Try it tab."
+        )
 
     def on_unload(request: gr.Request | None = None):
         forget_token(request)
@@ -212,5 +235,12 @@ def build(ctx: AppContext, owner_state, token_fn=None, write_token_fn=None):
     refresh_btn.click(refresh, [owner_state], [run_pick], **READ_ONLY)
     run_pick.change(pick, [run_pick, owner_state], [repo, result])
     push_btn.click(push, [run_pick, repo, private, base_box, owner_state], [result], api_name="push")
-    return {"who": who, "on_load": who_line, "run_pick": run_pick, "refresh": refresh, "repo": repo,
-            "result": result, "forget": on_unload}
+    return {
+        "who": who,
+        "on_load": who_line,
+        "run_pick": run_pick,
+        "refresh": refresh,
+        "repo": repo,
+        "result": result,
+        "forget": on_unload,
+    }

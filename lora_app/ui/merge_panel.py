@@ -33,19 +33,28 @@ def build(ctx: AppContext, pick, owner_state, token_fn=None) -> dict:
     """The panel under the Runs table: dtype, optional push, the button and its streamed log.
     Who may merge a run is decided as everywhere else (:meth:`AppContext.who` / ``run_of``)."""
     with gr.Accordion("Merge into the base model (a standalone model, no PEFT needed)", open=False):
-        gr.Markdown(QUANTIZED_NOTE + " Every merge is checked: the merged model must give base + adapter's greedy "
-                    "tokens on a few prompts; a merge that fails is not pushed.")
+        gr.Markdown(
+            QUANTIZED_NOTE + " Every merge is checked: the merged model must give base + adapter's greedy "
+            "tokens on a few prompts; a merge that fails is not pushed."
+        )
         with gr.Row():
-            dtype = gr.Dropdown(["default", *DTYPES], value="default", label="dtype",
-                                info="default: float32 on CPU, bfloat16 on a GPU", elem_id="merge-dtype")
-            repo = gr.Textbox(label="then push to (owner/name, optional)", placeholder="empty: merge only",
-                              elem_id="merge-repo")
+            dtype = gr.Dropdown(
+                ["default", *DTYPES],
+                value="default",
+                label="dtype",
+                info="default: float32 on CPU, bfloat16 on a GPU",
+                elem_id="merge-dtype",
+            )
+            repo = gr.Textbox(
+                label="then push to (owner/name, optional)", placeholder="empty: merge only", elem_id="merge-repo"
+            )
             private = gr.Checkbox(True, label="Private repo")
         merge_b = gr.Button("Merge into the base model", elem_id="merge-button")
         out = gr.Markdown(elem_id="merge-out")
 
-    def on_merge(run_id, owner, dt, push_repo, priv, request: gr.Request | None = None,
-                 profile: gr.OAuthProfile | None = None):
+    def on_merge(
+        run_id, owner, dt, push_repo, priv, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None
+    ):
         if not run_id:
             yield "Pick a run first."
             return
@@ -68,8 +77,9 @@ def build(ctx: AppContext, pick, owner_state, token_fn=None) -> dict:
         cmd = merge_command(rd, dt or default_dtype(device_kind()), push_repo, priv)
         lines: list[str] = []
         yield f"Merging run `{run_id}`…"
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                              bufsize=1) as proc:
+        with subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
+        ) as proc:
             for line in proc.stdout or ():  # (stdout=PIPE: always a stream)
                 line = line.rstrip()
                 if not line or _noise(line):
@@ -86,5 +96,8 @@ def build(ctx: AppContext, pick, owner_state, token_fn=None) -> dict:
 
 def _noise(line: str) -> bool:
     """Library progress bars and deprecation chatter from the child, not merge progress."""
-    return line.startswith(("Loading weights", "Writing model shards", "Loading checkpoint")) or \
-        "Warning: " in line or line.lstrip().startswith("warnings.warn")
+    return (
+        line.startswith(("Loading weights", "Writing model shards", "Loading checkpoint"))
+        or "Warning: " in line
+        or line.lstrip().startswith("warnings.warn")
+    )

@@ -23,8 +23,23 @@ from ..jobs import ACTIVE, NotYourRun
 from . import form, merge_panel
 from .common import READ_ONLY, AppContext, loss_frame, problems_md, queue_note, run_summary
 
-COLUMNS = ["run", "status", "started", "duration", "base model", "data", "r", "alpha", "targets", "steps",
-           "final loss", "eval loss", "perplexity", "adapter", "message"]
+COLUMNS = [
+    "run",
+    "status",
+    "started",
+    "duration",
+    "base model",
+    "data",
+    "r",
+    "alpha",
+    "targets",
+    "steps",
+    "final loss",
+    "eval loss",
+    "perplexity",
+    "adapter",
+    "message",
+]
 LOG_LINES = 400
 YAML_DIR = Path(tempfile.gettempdir()) / "lora_app_configs"  # Gradio serves files from the temp dir
 
@@ -55,10 +70,12 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
     view = RunView()
     view.update(ctx.jobs.run_dir(run_id))
     row = run_summary(ctx.jobs, info)
-    md = (f"**Run `{info.id}`: {info.status}** · started {row['started']} · duration {row['duration']} · "
-          f"step {row['steps']} · final loss {row['final loss'] if row['final loss'] is not None else '–'}\n\n"
-          f"base model `{info.base_model}` · data `{info.data}` · r {row['r']}, lora_alpha {_g(row['alpha'])}, "
-          f"targets {row['targets']}")
+    md = (
+        f"**Run `{info.id}`: {info.status}** · started {row['started']} · duration {row['duration']} · "
+        f"step {row['steps']} · final loss {row['final loss'] if row['final loss'] is not None else '–'}\n\n"
+        f"base model `{info.base_model}` · data `{info.data}` · r {row['r']}, lora_alpha {_g(row['alpha'])}, "
+        f"targets {row['targets']}"
+    )
     if info.status == "queued":
         md += "\n\n" + queue_note(ctx.jobs, run_id)
     if info.message:
@@ -69,7 +86,11 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
         md += f"\n\nadapter saved: try it in **5. Try it** (run `{info.id}`) or push it in **6. Hub**."
     if view.perplexity is not None or view.base_perplexity is not None:
         md += "\n\n" + _ppl_line(view)
-    return ctx.redact(ident, md), loss_frame(view.losses, view.evals), ctx.redact(ident, "\n".join(view.lines[-LOG_LINES:]))
+    return (
+        ctx.redact(ident, md),
+        loss_frame(view.losses, view.evals),
+        ctx.redact(ident, "\n".join(view.lines[-LOG_LINES:])),
+    )
 
 
 def export_yaml(ctx: AppContext, run_id: str, ident: Identity | None = None) -> Path:
@@ -82,8 +103,10 @@ def export_yaml(ctx: AppContext, run_id: str, ident: Identity | None = None) -> 
         # the run's private copy of the data is a server path: a visitor gets its file name only
         cfg.data.path = Path(cfg.data.path).name
     text = cfg.to_yaml()
-    out.write_text(f"# lora_app run {run_id}; run it again with: python -m lora_app train --config {out.name}\n"
-                   + text, encoding="utf-8")
+    out.write_text(
+        f"# lora_app run {run_id}; run it again with: python -m lora_app train --config {out.name}\n" + text,
+        encoding="utf-8",
+    )
     return out
 
 
@@ -97,13 +120,19 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
     if not path:
         return keep, data, ""
     try:
-        cfg = RunConfig.load(path) if str(path).endswith((".json", ".yaml", ".yml")) else \
-            RunConfig.from_yaml(Path(path).read_text(encoding="utf-8"))
+        cfg = (
+            RunConfig.load(path)
+            if str(path).endswith((".json", ".yaml", ".yml"))
+            else RunConfig.from_yaml(Path(path).read_text(encoding="utf-8"))
+        )
     except ConfigError as err:
         return keep, data, problems_md(err.problems)
     except (OSError, UnicodeDecodeError) as err:
-        return keep, data, problems_md([f"config: cannot read the file ({err}). Fix: upload a config.yaml "
-                                        "saved from the Runs tab."])
+        return (
+            keep,
+            data,
+            problems_md([f"config: cannot read the file ({err}). Fix: upload a config.yaml saved from the Runs tab."]),
+        )
     dump = cfg.model_dump()
     known = [k for k in keys if k.split(".", 1)[0] in dump and k.split(".", 1)[1] in dump[k.split(".", 1)[0]]]
     values = dict(zip(known, form.from_config(cfg, known), strict=True))
@@ -113,35 +142,54 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
     # The data settings the Data tab has no widget for ride along with the data choice to Start.
     extra = {k: v for k in ("max_rows", "eval_path", "eval_source_name", "eval_split") if (v := getattr(d, k))}
     if d.path and Path(d.path).is_file():
-        data = {"path": d.path, "source_name": d.source_name or Path(d.path).name, "text_column": d.text_column,
-                **extra}
+        data = {
+            "path": d.path,
+            "source_name": d.source_name or Path(d.path).name,
+            "text_column": d.text_column,
+            **extra,
+        }
         msg += f" Data: `{data['source_name']}`."
     elif d.dataset_id:
-        data = {"dataset_id": d.dataset_id, "dataset_config": d.dataset_config, "split": d.split,
-                "text_column": d.text_column, **extra}
+        data = {
+            "dataset_id": d.dataset_id,
+            "dataset_config": d.dataset_config,
+            "split": d.split,
+            "text_column": d.text_column,
+            **extra,
+        }
         msg += f" Data: Hub dataset `{d.dataset_id}`."
     elif d.path:
         msg += f" Its data file `{d.source_name or d.path}` is gone: choose the data in the **1. Data** tab."
     # Settings with no widget and not carried above: named, not dropped in silence.
     default, carried = RunConfig().model_dump(), set(keys) | {f"data.{k}" for k in (data or {})}
-    dropped = [f"{sec}.{name}: {v}" for sec, fields in dump.items() for name, v in fields.items()
-               if f"{sec}.{name}" not in carried and (sec != "data" or name in extra) and v != default[sec][name]]
+    dropped = [
+        f"{sec}.{name}: {v}"
+        for sec, fields in dump.items()
+        for name, v in fields.items()
+        if f"{sec}.{name}" not in carried and (sec != "data" or name in extra) and v != default[sec][name]
+    ]
     if dropped:
-        msg += (f" **Not in the form, so Start from here uses the defaults for:** {', '.join(dropped)}. Fix: run the "
-                "file itself (`python -m lora_app train --config FILE`) to keep them.")
+        msg += (
+            f" **Not in the form, so Start from here uses the defaults for:** {', '.join(dropped)}. Fix: run the "
+            "file itself (`python -m lora_app train --config FILE`) to keep them."
+        )
     return out, data, msg
 
 
-def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, follow_outputs=None,
-          token_fn=None) -> dict:
+def build(
+    ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, follow_outputs=None, token_fn=None
+) -> dict:
     """Build the tab. ``follow``/``follow_outputs``: the Train tab's re-attach, run after a
     resume so the Train tab follows the resumed run. Returns the parts ``build_app`` wires."""
     keys = list(widgets)
-    gr.Markdown("Every run you started: open one to see its log and loss curve; stop, resume or delete it; "
-                "download its settings as YAML (`python -m lora_app train --config FILE` runs them).")
+    gr.Markdown(
+        "Every run you started: open one to see its log and loss curve; stop, resume or delete it; "
+        "download its settings as YAML (`python -m lora_app train --config FILE` runs them)."
+    )
     refresh = gr.Button("Refresh", elem_id="runs-refresh")
-    table = gr.Dataframe(pd.DataFrame(columns=COLUMNS), label="Your runs", interactive=False, wrap=True,
-                         elem_id="runs-table")
+    table = gr.Dataframe(
+        pd.DataFrame(columns=COLUMNS), label="Your runs", interactive=False, wrap=True, elem_id="runs-table"
+    )
     # allow_custom_value: a script names a run by its id; run_of decides, not the choices the page was sent
     pick = gr.Dropdown(label="Run", choices=[], interactive=True, allow_custom_value=True, elem_id="runs-pick")
     details = gr.Markdown("Pick a run.", elem_id="run-details")
@@ -151,13 +199,21 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
         delete_b = gr.Button("Delete run", variant="stop", elem_id="runs-delete")
         yaml_b = gr.DownloadButton("Download settings (YAML)", value=None, interactive=False, elem_id="runs-yaml")
     action = gr.Markdown(elem_id="runs-action")
-    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", title="Loss: training and held-out",
-                       height=240, elem_id="runs-plot")
+    plot = gr.LinePlot(
+        loss_frame([]),
+        x="step",
+        y="loss",
+        color="series",
+        title="Loss: training and held-out",
+        height=240,
+        elem_id="runs-plot",
+    )
     log = gr.Textbox(label="Run log", lines=12, max_lines=12, interactive=False, elem_id="runs-log")
     merge_parts = merge_panel.build(ctx, pick, owner_state, token_fn)
     with gr.Accordion("Load settings from a YAML file into the form", open=False):
-        yaml_up = gr.File(label="config.yaml", file_types=[".yaml", ".yml", ".json"], type="filepath",
-                          elem_id="runs-yaml-upload")
+        yaml_up = gr.File(
+            label="config.yaml", file_types=[".yaml", ".yml", ".json"], type="filepath", elem_id="runs-yaml-upload"
+        )
         yaml_msg = gr.Markdown()
     armed = gr.State(None)  # the run a first Delete press asked about
 
@@ -206,7 +262,9 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
         """Queue a stopped or failed run of yours again, from its last checkpoint."""
         return act(ctx.jobs.resume, run_id, owner, profile)
 
-    def delete_click(run_id, armed_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
+    def delete_click(
+        run_id, armed_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None
+    ):
         if not run_id:
             return "Pick a run first.", None
         ident = ctx.who(owner, profile)
@@ -225,22 +283,37 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, follow=None, 
     refresh_outs = [table, pick]
     select_outs = [details, plot, log, yaml_b, armed, action]
     refresh.click(do_refresh, [owner_state, pick], refresh_outs, api_name="runs", **READ_ONLY).then(
-        show, [pick, owner_state], select_outs[:4], **READ_ONLY)
+        show, [pick, owner_state], select_outs[:4], **READ_ONLY
+    )
     # .input, not .change: a refresh that sets the value must not wipe the last action's message.
     table.select(from_table, [table], [pick]).then(do_select, [pick, owner_state], select_outs, **READ_ONLY)
     pick.input(do_select, [pick, owner_state], select_outs, api_name="run", **READ_ONLY)
     stop_b.click(stop_run, [pick, owner_state], [action], concurrency_limit=None, api_name="stop").then(
-        do_refresh, [owner_state, pick], refresh_outs).then(show, [pick, owner_state], select_outs[:4])
-    ev = resume_b.click(resume_run, [pick, owner_state], [action], api_name="resume").then(
-        do_refresh, [owner_state, pick], refresh_outs).then(show, [pick, owner_state], select_outs[:4])
+        do_refresh, [owner_state, pick], refresh_outs
+    ).then(show, [pick, owner_state], select_outs[:4])
+    ev = (
+        resume_b.click(resume_run, [pick, owner_state], [action], api_name="resume")
+        .then(do_refresh, [owner_state, pick], refresh_outs)
+        .then(show, [pick, owner_state], select_outs[:4])
+    )
     if follow is not None and follow_outputs is not None:
         ev.then(follow, [owner_state], follow_outputs, concurrency_limit=None)  # lasts the whole run
     delete_b.click(delete_click, [pick, armed, owner_state], [action, armed], concurrency_limit=None).then(
-        do_refresh, [owner_state, pick], refresh_outs)
-    yaml_up.upload(lambda p, d: _flat(load_yaml(p, keys, d)), [yaml_up, data_state],
-                   [*widgets.values(), data_state, yaml_msg])
-    return {"table": table, "pick": pick, "refresh": do_refresh, "refresh_outputs": refresh_outs,
-            "details": details, "log": log, "action": action, **merge_parts}
+        do_refresh, [owner_state, pick], refresh_outs
+    )
+    yaml_up.upload(
+        lambda p, d: _flat(load_yaml(p, keys, d)), [yaml_up, data_state], [*widgets.values(), data_state, yaml_msg]
+    )
+    return {
+        "table": table,
+        "pick": pick,
+        "refresh": do_refresh,
+        "refresh_outputs": refresh_outs,
+        "details": details,
+        "log": log,
+        "action": action,
+        **merge_parts,
+    }
 
 
 def _eval_cells(ctx: AppContext, run_id: str) -> dict:
@@ -248,15 +321,20 @@ def _eval_cells(ctx: AppContext, run_id: str) -> dict:
     rd = ctx.jobs.run_dir(run_id)
     v = ctx.jobs.view(run_id) if rd.is_dir() else RunView()
     last = v.evals[-1][1] if v.evals and v.perplexity is not None else None
-    return {"eval loss": None if last is None else round(last, 4),
-            "perplexity": _ppl_line(v).removeprefix("held-out perplexity ") if v.perplexity is not None else None}
+    return {
+        "eval loss": None if last is None else round(last, 4),
+        "perplexity": _ppl_line(v).removeprefix("held-out perplexity ") if v.perplexity is not None else None,
+    }
 
 
 def _ppl_line(v: RunView) -> str:
     if v.perplexity is None:
         return f"held-out perplexity {v.base_perplexity:.1f} (base model)"
-    return (f"held-out perplexity {v.base_perplexity:.1f} -> {v.perplexity:.1f}" if v.base_perplexity is not None
-            else f"held-out perplexity {v.perplexity:.1f}")
+    return (
+        f"held-out perplexity {v.base_perplexity:.1f} -> {v.perplexity:.1f}"
+        if v.base_perplexity is not None
+        else f"held-out perplexity {v.perplexity:.1f}"
+    )
 
 
 def _g(x) -> str:
@@ -266,4 +344,3 @@ def _g(x) -> str:
 def _flat(result):
     values, data, msg = result
     return (*values, data, msg)
-

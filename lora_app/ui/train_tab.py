@@ -65,14 +65,20 @@ def prepare_and_submit(ctx: AppContext, raw: dict, owner: str, token: str | None
         try:
             base = (raw.get("model") or {}).get("base_model_name_or_path") or DEFAULT_BASE_MODEL
             if base == DEFAULT_BASE_MODEL and not models.bundled_model_ready():
-                prep.step = ("preparing the base model SmolLM2-135M-Instruct (first use: converting the "
-                             "bundled copy, about 20-45 s)")
+                prep.step = (
+                    "preparing the base model SmolLM2-135M-Instruct (first use: converting the "
+                    "bundled copy, about 20-45 s)"
+                )
                 models.resolve_model(base)  # converts it when the Hub does not have it
             ds = (raw.get("data") or {}).get("dataset_id")
-            prep.step = (f"reading Hub dataset `{ds}` (downloading it) and checking the model" if ds else
-                         "reading the data and checking the model")
-            run_id, pre = check_and_submit(ctx.jobs, raw, owner=owner, token=token,
-                                           env={"HF_TOKEN": token} if token else None)
+            prep.step = (
+                f"reading Hub dataset `{ds}` (downloading it) and checking the model"
+                if ds
+                else "reading the data and checking the model"
+            )
+            run_id, pre = check_and_submit(
+                ctx.jobs, raw, owner=owner, token=token, env={"HF_TOKEN": token} if token else None
+            )
             prep.pre, prep.run_id = pre, run_id
         except ConfigError as err:
             prep.problems = err.problems
@@ -89,6 +95,8 @@ def wait_preparation(prep: Preparation):
     """Yield a status line every POLL_S while ``prep`` runs."""
     while not prep.done.wait(POLL_S):
         yield f"Preparing the run: **{prep.step}** ({time.time() - prep.started:.0f} s)…"
+
+
 # Keep #train-log at its last line on each update, unless the person scrolled up to read.
 FOLLOW_LOG_JS = """() => {
   const t = document.querySelector('#train-log textarea');
@@ -129,9 +137,12 @@ def follow(ctx: AppContext, run_id: str | None, wanted=None):
             if status == "running" and view.done:  # the trainer is done; its process is still exiting
                 phase = f" ({view.status}; the process is exiting)"
             head = f"Run `{run_id}`: **{status}**{phase}" + (
-                f" · {view.message}" if view.message and view.status != "training" else "")
+                f" · {view.message}" if view.message and view.status != "training" else ""
+            )
         if view.info.get("trainable_params"):
-            head += f"\n\ntrainable params: {view.info['trainable_params']:,} || all params: {view.info['all_params']:,}"
+            head += (
+                f"\n\ntrainable params: {view.info['trainable_params']:,} || all params: {view.info['all_params']:,}"
+            )
         prog = progress_html(view.step, view.max_steps, view.elapsed_s, view.remaining_s, status)
         log_text = "\n".join(view.lines[-LOG_LINES:])
         # Compare plain values: a tuple holding a DataFrame cannot be compared with != (ValueError).
@@ -160,14 +171,22 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             return None
         showing[key] = run_id
         return lambda: showing.get(key) == run_id
+
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
     stop_msg = gr.Markdown(elem_id="train-stop")
     status = gr.Markdown("No run yet: press **Start training**.", elem_id="train-status")
     progress = gr.HTML(progress_html(0, 0, 0, None, "idle"), elem_id="train-progress")
-    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", title="Loss: training and held-out",
-                       height=260, elem_id="loss-plot")
+    plot = gr.LinePlot(
+        loss_frame([]),
+        x="step",
+        y="loss",
+        color="series",
+        title="Loss: training and held-out",
+        height=260,
+        elem_id="loss-plot",
+    )
     log = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, interactive=False, elem_id="train-log")
 
     keep = (gr.update(),) * 4
@@ -204,8 +223,14 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
         assert pre is not None  # (set together with run_id when no problems)
         notes = "".join(f"\n\n{n}" for n in pre.notes)
         wanted = wanted_fn(request, run_id)
-        yield run_id, f"Run `{run_id}` submitted. {pre.trainable_line}{notes}", gr.update(), gr.update(), gr.update(), \
-            owner
+        yield (
+            run_id,
+            f"Run `{run_id}` submitted. {pre.trainable_line}{notes}",
+            gr.update(),
+            gr.update(),
+            gr.update(),
+            owner,
+        )
         for out in follow(ctx, run_id, wanted):
             yield (gr.update(),) * 6 if out is None else (run_id, *_redacted(ctx, ident, out), gr.update())
 
@@ -238,8 +263,14 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
         run_id = next((r.id for r in runs if r.status in ACTIVE), runs[0].id)
         yield from following(run_id, request, ident)
 
-    start.click(on_start, [data_state, owner_state], [run_state, status, progress, plot, log, owner_state],
-                inputs_kwargs=form.by_name(widgets), concurrency_limit=None, api_name="train")
+    start.click(
+        on_start,
+        [data_state, owner_state],
+        [run_state, status, progress, plot, log, owner_state],
+        inputs_kwargs=form.by_name(widgets),
+        concurrency_limit=None,
+        api_name="train",
+    )
     stop.click(on_stop, [run_state, owner_state], [stop_msg], concurrency_limit=None)
     # Gradio 6.31's Textbox autoscroll scrolls only once (its effect does not re-run on new
     # values), so a streamed log stayed at its first lines: keep it at the end in the browser.

@@ -26,8 +26,10 @@ def build(ctx: AppContext, owner_state, token_fn):
     with gr.Row():
         run_pick = gr.Dropdown(label="Finished run", choices=[], interactive=True, scale=3)
         refresh = gr.Button("Refresh runs", scale=1)
-    adapter = gr.Textbox(label="Adapter: one of your runs, a Hub adapter (owner/name) or a local folder",
-                         placeholder="filled in when you pick a run")
+    adapter = gr.Textbox(
+        label="Adapter: one of your runs, a Hub adapter (owner/name) or a local folder",
+        placeholder="filled in when you pick a run",
+    )
     prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2)
     with gr.Row():
         max_new = gr.Slider(1, 256, value=48, step=1, label="max_new_tokens")
@@ -40,21 +42,36 @@ def build(ctx: AppContext, owner_state, token_fn):
     def do_refresh(owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         return gr.update(choices=finished_runs(ctx, ctx.who(owner, profile)))
 
-    def generate(adapter, prompt, max_new_tokens, temperature, owner, request: gr.Request | None = None,
-                 profile: gr.OAuthProfile | None = None):
+    def generate(
+        adapter,
+        prompt,
+        max_new_tokens,
+        temperature,
+        owner,
+        request: gr.Request | None = None,
+        profile: gr.OAuthProfile | None = None,
+    ):
         """Complete ``prompt`` with the base model plus an adapter (a run id of yours or a Hub repo id;
         empty: the base model alone). Streams ``(what was loaded, completion so far)``."""
         token = token_fn(request) if token_fn else None
         ident = ctx.who(owner, profile)
         try:
             ref = ctx.adapter_ref(ident, adapter)
-            loaded = ctx.generator.load(ref, None, token=token) if ref else \
-                ctx.generator.load(None, _default_base(), token=token)
+            loaded = (
+                ctx.generator.load(ref, None, token=token)
+                if ref
+                else ctx.generator.load(None, _default_base(), token=token)
+            )
             what = ctx.redact(ident, loaded.description)
             yield what, ""
-            for partial in ctx.generator.stream(prompt, adapter=loaded.adapter, base=loaded.base_id,
-                                                max_new_tokens=int(max_new_tokens),
-                                                temperature=float(temperature), token=token):
+            for partial in ctx.generator.stream(
+                prompt,
+                adapter=loaded.adapter,
+                base=loaded.base_id,
+                max_new_tokens=int(max_new_tokens),
+                temperature=float(temperature),
+                token=token,
+            ):
                 yield what, partial
         except NotYourRun as err:
             yield problems_md([str(err)]), ""

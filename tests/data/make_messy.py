@@ -9,13 +9,16 @@ OUT = Path(__file__).resolve().parent / "messy"
 J = lambda rows: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # noqa: E731
 
 FILES: dict[str, bytes] = {
-    "cp1252.csv": "text,author\n\"It’s a café – naïve, “quoted”\",Zoë\nÀ bientôt,Émile\n".encode("cp1252"),
+    "cp1252.csv": 'text,author\n"It’s a café – naïve, “quoted”",Zoë\nÀ bientôt,Émile\n'.encode("cp1252"),
     "latin1.txt": "café au lait\nÜber alles, señor\n".encode("latin-1"),
-    "cp1251.csv": "text;author\nПривет, мир! Как дела у тебя сегодня?;Иван\nДобрый вечер, друзья;Ольга\n".encode("cp1251"),
+    "cp1251.csv": "text;author\nПривет, мир! Как дела у тебя сегодня?;Иван\nДобрый вечер, друзья;Ольга\n".encode(
+        "cp1251"
+    ),
     "utf8_bom.jsonl": "\ufeff".encode() + J([{"text": "Hello there"}, {"text": "Good day"}]).encode(),
     "utf16be_bom.txt": "First line, with a comma\nSecond line\n".encode("utf-16-be").join([b"\xfe\xff", b""]),
     "utf16le_nobom.csv": "text,author\nHello there, friend,me\nGood day to you,you\n".replace(
-        "Hello there, friend", '"Hello there, friend"').encode("utf-16-le"),
+        "Hello there, friend", '"Hello there, friend"'
+    ).encode("utf-16-le"),
     "tab.tsv": "text\tauthor\nHello, world\tme\nGood morning, everyone\tyou\n".encode(),
     "pipe.csv": "text|author\nHello, world|me\nGood morning; everyone|you\n".encode(),
     "decimal_commas.csv": "text;price\nGood bread, fresh;2,50\nCheap wine;3,99\n".encode(),
@@ -40,11 +43,18 @@ FILES: dict[str, bytes] = {
     "duplicate_columns.csv": b"text,author,text\na,b,c\n",
     "stray_quote.csv": b'text,author\nfine,me\n"never closed,you\nmore,them\n',
     "unclosed_quote.csv": b'text,author\n"Hello, world",me\n"never closed,you\nmore,them\n"Good, day",us\n',
-    "ids_and_prose.jsonl": J([{"uid": f"9f1c2e7a4b3d{i:04d}a8e6c5b4d3f2a1e0", "note": "A calm sea."} for i in range(4)]).encode(),
-    "chat_openai.jsonl": J([{"id": f"c{i}", "messages": [{"role": "user", "content": "Hi"},
-                                                         {"role": "assistant", "content": "Hello!"}]} for i in range(3)]).encode(),
-    "chat_sharegpt.jsonl": J([{"id": "1", "conversations": [{"from": "human", "value": "Hi"},
-                                                           {"from": "gpt", "value": "Hello!"}]}]).encode(),
+    "ids_and_prose.jsonl": J(
+        [{"uid": f"9f1c2e7a4b3d{i:04d}a8e6c5b4d3f2a1e0", "note": "A calm sea."} for i in range(4)]
+    ).encode(),
+    "chat_openai.jsonl": J(
+        [
+            {"id": f"c{i}", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+            for i in range(3)
+        ]
+    ).encode(),
+    "chat_sharegpt.jsonl": J(
+        [{"id": "1", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}]
+    ).encode(),
 }
 
 
