@@ -31,48 +31,17 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import procs
 from .config import RunConfig
 from .events import EventWriter, RunView, read_events
 from .identity import admin_owners
+from .run_folder import checkpoint_step, last_saved
+from .run_index import _SCHEMA, ACTIVE, NotYourRun, RunInfo  # re-exported: the UI imports them from here
 
 STOP_GRACE_S = 30.0  # time for the trainer to finish its step and save before SIGKILL
 START_TIMEOUT_S = 60.0  # a run claimed by a manager that never got a pid within this is failed
-ACTIVE = ("queued", "running")
-_SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
-  id TEXT PRIMARY KEY, owner TEXT, status TEXT, created REAL, started REAL, ended REAL,
-  pid INTEGER, base_model TEXT, data TEXT, final_loss REAL, message TEXT, resume INTEGER DEFAULT 0)"""
-
-
-class NotYourRun(PermissionError):
-    """Raised when someone acts on a run that another person started."""
-
-
-@dataclass
-class RunInfo:
-    """One row of the run index."""
-
-    id: str
-    owner: str
-    status: str
-    created: float
-    started: float | None
-    ended: float | None
-    pid: int | None
-    base_model: str
-    data: str
-    final_loss: float | None
-    message: str
-    resume: int = 0
-
-    @property
-    def duration_s(self) -> float | None:
-        if not self.started:
-            return None
-        return (self.ended or time.time()) - self.started
 
 
 class JobManager:
@@ -258,7 +227,7 @@ class JobManager:
             )
         else:
             text += " CPU run: no device memory to report; the process is gone."
-        saved = _last_saved(self.run_dir(run_id))
+        saved = last_saved(self.run_dir(run_id))
         text += (
             f" The adapter saved at step {saved['step']} is kept in {saved['path']}."
             if saved
@@ -288,7 +257,7 @@ class JobManager:
         if info is None:
             return f"No run {run_id}."
         self._check_owner(info, owner, admin)
-        ck = _checkpoint_step(self.run_dir(run_id))
+        ck = checkpoint_step(self.run_dir(run_id))
         with self._lock:
             n = self._db.execute(
                 "UPDATE runs SET status='queued', ended=NULL, resume=1, message='resuming' "
@@ -443,19 +412,3 @@ class JobManager:
                     "the app restarted while this run was going, and its "
                     "process is gone. Resume it to go on from its last checkpoint.",
                 )
-
-
-def _last_saved(run_dir: Path) -> dict | None:
-    events, _ = read_events(run_dir)
-    saved = [e for e in events if e.get("type") == "saved"]
-    return saved[-1] if saved and (run_dir / "adapter" / "adapter_config.json").exists() else None
-
-
-def _checkpoint_step(run_dir: Path) -> int | None:
-    """The step of the run's last Trainer checkpoint (``checkpoints/checkpoint-<step>``, found by
-    transformers' ``get_last_checkpoint``, as resuming finds it); None if it has none."""
-    from transformers.trainer_utils import get_last_checkpoint  # (imports torch: only on resume)
-
-    ck = run_dir / "checkpoints"
-    last = get_last_checkpoint(str(ck)) if ck.is_dir() else None
-    return int(last.rsplit("-", 1)[1]) if last else None

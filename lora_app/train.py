@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -25,24 +24,8 @@ from pathlib import Path
 
 from .config import ConfigError, RunConfig
 from .events import EventWriter, read_events
-
-ADAPTER_DIR = "adapter"
-
-
-class _TokenCounter:
-    """Wraps a collator and counts the label-carrying (non-padding) training tokens it hands out;
-    held-out rows (marked ``held_out`` by :class:`_HeldOutRows`) are collated but not counted."""
-
-    def __init__(self, collator):
-        self.collator = collator
-        self.tokens = 0
-
-    def __call__(self, features):
-        held_out = bool(features) and "held_out" in features[0]
-        batch = self.collator([{"input_ids": f["input_ids"]} for f in features] if held_out else features)
-        if not held_out:
-            self.tokens += int((batch["labels"] != -100).sum())
-        return batch
+from .progress import TokenCounter, make_callback
+from .run_folder import last_checkpoint, save_adapter
 
 
 def _held_out_rows(rows):
@@ -53,88 +36,6 @@ def _held_out_rows(rows):
             return {"input_ids": self.rows[i], "held_out": True}
 
     return _HeldOutRows(rows)
-
-
-def save_adapter(model, run_dir: Path, card: str) -> Path:
-    """Write the adapter to ``run_dir/adapter`` atomically (tmp folder + rename)."""
-    final = run_dir / ADAPTER_DIR
-    tmp = run_dir / f".{ADAPTER_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "README.md").write_text(card, encoding="utf-8")
-    old = run_dir / f".{ADAPTER_DIR}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _make_callback(ev: EventWriter, stop: threading.Event, counter: _TokenCounter, on_save):
-    from transformers import TrainerCallback
-
-    class EventCallback(TrainerCallback):
-        """Turns Trainer hooks into events; honours the stop flag between steps."""
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.t0 = time.time()
-            self.step0 = state.global_step
-            self.tok0, self.t_last = counter.tokens, time.time()
-            ev.emit("status", status="training", message=f"starting at step {state.global_step}")
-
-        def on_step_end(self, args, state, control, **kw):
-            done = state.global_step - self.step0
-            elapsed = time.time() - self.t0
-            remaining = elapsed / done * (state.max_steps - state.global_step) if done else None
-            ev.emit(
-                "progress",
-                step=state.global_step,
-                max_steps=state.max_steps,
-                elapsed_s=round(elapsed, 2),
-                remaining_s=None if remaining is None else round(remaining, 1),
-            )
-            if state.global_step % args.save_steps == 0 and state.global_step < state.max_steps:
-                on_save(state)
-            if stop.is_set():
-                control.should_training_stop = True
-                control.should_save = True  # a Trainer checkpoint at this step: resume goes on from here
-
-        def on_evaluate(self, args, state, control, metrics=None, **kw):
-            m = metrics or {}
-            if "eval_perplexity" in m:
-                ev.emit(
-                    "eval",
-                    step=state.global_step,
-                    max_steps=state.max_steps,
-                    eval_loss=m["eval_loss"],
-                    perplexity=m["eval_perplexity"],
-                    tokens=m.get("eval_tokens"),
-                    base=state.global_step == 0,
-                    runtime_s=m.get("eval_runtime"),
-                )
-            if hasattr(self, "t_last"):
-                self.t_last = time.time()  # evaluation time is not training time (tokens_per_s)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs = logs or {}
-            if "loss" not in logs:
-                return
-            now = time.time()
-            tps = (counter.tokens - self.tok0) / max(now - self.t_last, 1e-9)
-            self.tok0, self.t_last = counter.tokens, now
-            ev.emit(
-                "log",
-                step=state.global_step,
-                max_steps=state.max_steps,
-                loss=float(logs["loss"]),
-                learning_rate=logs.get("learning_rate"),
-                grad_norm=logs.get("grad_norm"),
-                tokens=counter.tokens,
-                tokens_per_s=round(tps, 1),
-            )
-
-    return EventCallback()
 
 
 def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -> int:
@@ -332,7 +233,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
         merged=plan.merged,
     )
-    counter = _TokenCounter(
+    counter = TokenCounter(
         packing_collator(t.max_length, pad_id_of(tok)) if t.packing else PaddingCollator(pad_id_of(tok))
     )
     dtype = choice.torch_dtype  # bf16/fp16: autocast for the matmuls; the LoRA weights stay float32
@@ -387,12 +288,12 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         train_dataset=TokenizedRows(rows),
         data_collator=counter,
         eval_dataset=_held_out_rows(eval_rows) if eval_rows else None,
-        callbacks=[_make_callback(ev, stop, counter, on_save)],
+        callbacks=[make_callback(ev, stop, counter, on_save)],
     )
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # its raw {'loss': ...} prints: the events log every step already
-    resume_from = _last_checkpoint(run_dir) if resume else None
+    resume_from = last_checkpoint(run_dir) if resume else None
     base_eval, _ = heldout.eval_points(read_events(run_dir)[0])
     if eval_rows and base_eval is None and not stop.is_set():
         # Before any step the LoRA B matrices are zero: this is the base model's held-out perplexity.
@@ -425,13 +326,6 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         perplexity=summary["perplexity"] if summary else None,
     )
     return 0
-
-
-def _last_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ck = run_dir / "checkpoints"
-    return get_last_checkpoint(str(ck)) if ck.is_dir() else None
 
 
 def perplexity(model, tokenizer, texts: list[str], max_length: int = 256, batch_size: int = 8) -> float:

@@ -1,0 +1,102 @@
+"""The training process's reporting: Trainer hooks -> events in ``RUN_DIR/events.jsonl``.
+
+Split from :mod:`lora_app.train` (which builds the model, data and Trainer); see
+:mod:`lora_app.events` for the event types and their fields.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .events import EventWriter
+
+
+class TokenCounter:
+    """Wraps a collator and counts the label-carrying (non-padding) training tokens it hands out;
+    held-out rows (marked ``held_out`` by ``train._held_out_rows``) are collated but not counted."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.tokens = 0
+
+    def __call__(self, features):
+        held_out = bool(features) and "held_out" in features[0]
+        batch = self.collator([{"input_ids": f["input_ids"]} for f in features] if held_out else features)
+        if not held_out:
+            self.tokens += int((batch["labels"] != -100).sum())
+        return batch
+
+
+def make_callback(ev: EventWriter, stop: threading.Event, counter: TokenCounter, on_save: Callable[[Any], None]):
+    """A ``transformers.TrainerCallback`` that writes the run's progress to ``ev``: ``status``
+    (training), ``progress`` (step, max_steps, elapsed_s, remaining_s in seconds) every step,
+    ``log`` (loss, learning_rate, grad_norm, tokens, tokens_per_s) at each Trainer log, ``eval``
+    (held-out loss and perplexity) at each evaluation; calls ``on_save(state)`` every
+    ``save_steps`` before the last step, and ends training after the current step once ``stop``
+    is set (with a Trainer checkpoint at that step, so a resume goes on from there)."""
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Turns Trainer hooks into events; honours the stop flag between steps."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.time()
+            self.step0 = state.global_step
+            self.tok0, self.t_last = counter.tokens, time.time()
+            ev.emit("status", status="training", message=f"starting at step {state.global_step}")
+
+        def on_step_end(self, args, state, control, **kw):
+            done = state.global_step - self.step0
+            elapsed = time.time() - self.t0
+            remaining = elapsed / done * (state.max_steps - state.global_step) if done else None
+            ev.emit(
+                "progress",
+                step=state.global_step,
+                max_steps=state.max_steps,
+                elapsed_s=round(elapsed, 2),
+                remaining_s=None if remaining is None else round(remaining, 1),
+            )
+            if state.global_step % args.save_steps == 0 and state.global_step < state.max_steps:
+                on_save(state)
+            if stop.is_set():
+                control.should_training_stop = True
+                control.should_save = True  # a Trainer checkpoint at this step: resume goes on from here
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            m = metrics or {}
+            if "eval_perplexity" in m:
+                ev.emit(
+                    "eval",
+                    step=state.global_step,
+                    max_steps=state.max_steps,
+                    eval_loss=m["eval_loss"],
+                    perplexity=m["eval_perplexity"],
+                    tokens=m.get("eval_tokens"),
+                    base=state.global_step == 0,
+                    runtime_s=m.get("eval_runtime"),
+                )
+            if hasattr(self, "t_last"):
+                self.t_last = time.time()  # evaluation time is not training time (tokens_per_s)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            now = time.time()
+            tps = (counter.tokens - self.tok0) / max(now - self.t_last, 1e-9)
+            self.tok0, self.t_last = counter.tokens, now
+            ev.emit(
+                "log",
+                step=state.global_step,
+                max_steps=state.max_steps,
+                loss=float(logs["loss"]),
+                learning_rate=logs.get("learning_rate"),
+                grad_norm=logs.get("grad_norm"),
+                tokens=counter.tokens,
+                tokens_per_s=round(tps, 1),
+            )
+
+    return EventCallback()

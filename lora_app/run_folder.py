@@ -1,0 +1,56 @@
+"""What a run folder holds, read and written the same way by the training process and the job manager.
+
+``RUN_DIR/adapter/`` (the latest saved adapter, replaced atomically), ``RUN_DIR/checkpoints/``
+(the Trainer's ``checkpoint-<step>`` folders, for resuming), ``RUN_DIR/events.jsonl`` (see
+:mod:`lora_app.events`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .events import read_events
+
+ADAPTER_DIR = "adapter"
+
+
+def save_adapter(model, run_dir: Path, card: str) -> Path:
+    """Write the adapter (``model.save_pretrained``: adapter_config.json + adapter_model.safetensors)
+    and its model card ``card`` (README.md) to ``run_dir/adapter`` atomically: written to a tmp
+    folder, then renamed, so a reader (the Try tab, a push) never sees half an adapter. Returns the folder."""
+    final = run_dir / ADAPTER_DIR
+    tmp = run_dir / f".{ADAPTER_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    old = run_dir / f".{ADAPTER_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    """The folder of the run's last Trainer checkpoint (found by transformers'
+    ``get_last_checkpoint``, as ``Trainer.train(resume_from_checkpoint=...)`` expects), or None."""
+    from transformers.trainer_utils import get_last_checkpoint  # (imports torch: only when resuming)
+
+    ck = run_dir / "checkpoints"
+    return get_last_checkpoint(str(ck)) if ck.is_dir() else None
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The step of :func:`last_checkpoint` (``checkpoint-<step>``); None if the run has none."""
+    last = last_checkpoint(run_dir)
+    return int(last.rsplit("-", 1)[1]) if last else None
+
+
+def last_saved(run_dir: Path) -> dict | None:
+    """The run's last ``saved`` event, if its adapter folder is really there; else None."""
+    events, _ = read_events(run_dir)
+    saved = [e for e in events if e.get("type") == "saved"]
+    return saved[-1] if saved and (run_dir / ADAPTER_DIR / "adapter_config.json").exists() else None
