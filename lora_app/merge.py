@@ -16,7 +16,6 @@ kept for inspection but :func:`push_merged` refuses it. Disk space is checked fi
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, RunConfig
+from .run_folder import replace_folder
 
 MERGED_DIR = "merged"
 CHECK_FILE = "merge_check.json"
@@ -216,12 +216,7 @@ def merge_run(
     }
     (tmp / "README.md").write_text(render_merged_card(cfg, hub_id, run_dir, dtype, check), encoding="utf-8")
     (tmp / CHECK_FILE).write_text(json.dumps(check, indent=2) + "\n", encoding="utf-8")
-    old = run_dir / f".{MERGED_DIR}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, out)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     res = MergeResult(out, dtype, ok, diff, equal, len(prompts), size, notes)
     progress(

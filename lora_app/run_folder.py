@@ -25,7 +25,13 @@ def save_adapter(model, run_dir: Path, card: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     (tmp / "README.md").write_text(card, encoding="utf-8")
-    old = run_dir / f".{ADAPTER_DIR}.old"
+    return replace_folder(tmp, final)
+
+
+def replace_folder(tmp: Path, final: Path) -> Path:
+    """Put the finished folder ``tmp`` in place of ``final`` with renames only (the old one is
+    moved aside first and removed last), so ``final`` is always absent or whole. Returns ``final``."""
+    old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.rename(final, old)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import pandas as pd
 
 from .. import app_home, identity
@@ -137,6 +138,21 @@ def progress_html(step: int, max_steps: int, elapsed: float, remaining: float | 
         f'<div class="la-bar"><div class="la-fill" style="width:{pct:.1f}%"></div></div>'
         f'<div class="la-text">{html.escape(status)} · step {step}/{max_steps or "?"} · '
         f"elapsed {fmt_duration(elapsed)} · remaining {fmt_duration(remaining)}</div></div>"
+    )
+
+
+def loss_plot(height: int, elem_id: str) -> gr.LinePlot:
+    """The loss plot of the Train and Runs tabs: training and held-out loss per step, one line
+    each (``series``). It starts from :func:`loss_frame` with no points, which still names both
+    series: Gradio fixes a LinePlot's colour scale on its first frame."""
+    return gr.LinePlot(
+        loss_frame([]),
+        x="step",
+        y="loss",
+        color="series",
+        title="Loss: training and held-out",
+        height=height,
+        elem_id=elem_id,
     )
 
 

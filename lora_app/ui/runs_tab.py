@@ -21,7 +21,7 @@ from ..events import RunView
 from ..identity import Identity
 from ..jobs import ACTIVE, NotYourRun
 from . import form, merge_panel
-from .common import READ_ONLY, AppContext, loss_frame, problems_md, queue_note, run_summary
+from .common import READ_ONLY, AppContext, loss_frame, loss_plot, problems_md, queue_note, run_summary
 
 COLUMNS = [
     "run",
@@ -199,15 +199,7 @@ def build(
         delete_b = gr.Button("Delete run", variant="stop", elem_id="runs-delete")
         yaml_b = gr.DownloadButton("Download settings (YAML)", value=None, interactive=False, elem_id="runs-yaml")
     action = gr.Markdown(elem_id="runs-action")
-    plot = gr.LinePlot(
-        loss_frame([]),
-        x="step",
-        y="loss",
-        color="series",
-        title="Loss: training and held-out",
-        height=240,
-        elem_id="runs-plot",
-    )
+    plot = loss_plot(height=240, elem_id="runs-plot")
     log = gr.Textbox(label="Run log", lines=12, max_lines=12, interactive=False, elem_id="runs-log")
     merge_parts = merge_panel.build(ctx, pick, owner_state, token_fn)
     with gr.Accordion("Load settings from a YAML file into the form", open=False):

@@ -19,7 +19,7 @@ from ..events import RunView
 from ..jobs import ACTIVE, NotYourRun
 from ..validate import Preflight, check_and_submit
 from . import form
-from .common import AppContext, loss_frame, problems_md, progress_html, queue_note
+from .common import AppContext, loss_frame, loss_plot, problems_md, progress_html, queue_note
 
 POLL_S = 0.5
 LOG_LINES = 400
@@ -178,15 +178,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     stop_msg = gr.Markdown(elem_id="train-stop")
     status = gr.Markdown("No run yet: press **Start training**.", elem_id="train-status")
     progress = gr.HTML(progress_html(0, 0, 0, None, "idle"), elem_id="train-progress")
-    plot = gr.LinePlot(
-        loss_frame([]),
-        x="step",
-        y="loss",
-        color="series",
-        title="Loss: training and held-out",
-        height=260,
-        elem_id="loss-plot",
-    )
+    plot = loss_plot(height=260, elem_id="loss-plot")
     log = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, interactive=False, elem_id="train-log")
 
     keep = (gr.update(),) * 4
