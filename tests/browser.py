@@ -52,3 +52,10 @@ def fill_settings(page, settings: list[tuple[str, object]]) -> None:
         field = page.get_by_label(label, exact=True)
         field.fill(str(value))
         field.press("Tab")
+
+
+def set_base_model(page, model) -> None:
+    """Type ``model`` (a Hub id or a folder) as the base model in the LoRA tab's form."""
+    base = page.get_by_label("Base model (Hub id or local folder)")
+    base.fill(str(model))
+    base.press("Tab")  # blur: Gradio commits the value

@@ -46,9 +46,25 @@ def gpu_like_python(tmp: Path) -> str:
     return str(py)
 
 
+def dry_run(tmp: Path, py: str, *args: str, timeout: int) -> tuple[subprocess.CompletedProcess, Path]:
+    """``bash bench/run_gpu.sh ARGS`` with ``py`` as its Python, the bundled tokenizer copied as the
+    carried one, and results into ``tmp/out`` (as $OUT on the GPU machine). Returns (process, out)."""
+    from lora_app import models
+
+    tok = tmp / "tokenizer"
+    tok.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(models.bundled_model_dir() / name, tok / name)
+    out = tmp / "out"
+    env = {**os.environ, "PYTHON": py, "OUT": str(out), "GPU_TOKENIZER": str(tok), "PYTHONPATH": "", "TMPDIR": str(tmp)}
+    p = subprocess.run(
+        ["bash", "bench/run_gpu.sh", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    return p, out
+
+
 @pytest.mark.slow
 def test_run_gpu_dry_run_without_gradio_datasets_gguf(tmp_path):
-    from lora_app import models
 
     py = gpu_like_python(tmp_path)
     probe = subprocess.run(
@@ -66,22 +82,7 @@ def test_run_gpu_dry_run_without_gradio_datasets_gguf(tmp_path):
     assert json.loads(probe.stdout) == {m: False for m in HIDDEN}  # the simulation hides them
     assert all(importlib.util.find_spec(m) for m in ("gradio", "datasets"))  # (while this Python has them)
 
-    tok = tmp_path / "tokenizer"
-    tok.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(models.bundled_model_dir() / name, tok / name)
-    out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "PYTHON": py,
-        "OUT": str(out),
-        "GPU_TOKENIZER": str(tok),
-        "PYTHONPATH": "",
-        "TMPDIR": str(tmp_path),
-    }
-    p = subprocess.run(
-        ["bash", "bench/run_gpu.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
+    p, out = dry_run(tmp_path, py, "--dry-run", timeout=600)
     log = next(out.glob("gpu-*-dry.log")).read_text()
     assert p.returncode == 0, log[-6000:] + p.stderr[-3000:]
     for step in ("make-model", "bf16", "bf16-large", "generate", "summary"):
@@ -140,30 +141,9 @@ def test_make_model_shape_is_smollm2_1_7b():
 def test_run_gpu_mfu_dry_run(tmp_path):
     """bench/run_gpu.sh --mfu --dry-run: the model made once, then one process per lora_app variant (the
     CUDA-only ones SKIPPED, said so), and the side-by-side summary; at most 8 files come back."""
-    from lora_app import models
 
     py = gpu_like_python(tmp_path)
-    tok = tmp_path / "tokenizer"
-    tok.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(models.bundled_model_dir() / name, tok / name)
-    out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "PYTHON": py,
-        "OUT": str(out),
-        "GPU_TOKENIZER": str(tok),
-        "PYTHONPATH": "",
-        "TMPDIR": str(tmp_path),
-    }
-    p = subprocess.run(
-        ["bash", "bench/run_gpu.sh", "--mfu", "--dry-run"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    p, out = dry_run(tmp_path, py, "--mfu", "--dry-run", timeout=900)
     log = next(out.glob("gpu-*-mfu-dry.log")).read_text()
     assert p.returncode == 0, log[-6000:] + p.stderr[-3000:]
     for step in ("make-model", "base", "big", "big-all", "dropout0", "summary"):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import CHROMIUM, button, fill_settings, free_port, launch, shutdown, tab
+from browser import CHROMIUM, button, fill_settings, free_port, launch, set_base_model, shutdown, tab
 from conftest import QUOTES, REPO
 
 N_ROWS = 300  # a subset of the quotes: the upload, copy and tokenization stay quick
@@ -235,9 +235,7 @@ def test_second_tab_and_app_restart_reattach(tmp_path, page, quotes_file, tiny_m
         page.locator("input[type=file]").first.set_input_files(str(quotes_file[0]))
         page.get_by_text(re.compile(r"rows from")).wait_for()
         tab(page, "2. LoRA")
-        base = page.get_by_label("Base model (Hub id or local folder)")
-        base.fill(str(tiny_model))
-        base.press("Tab")
+        set_base_model(page, tiny_model)
         fill_settings(
             page,
             [

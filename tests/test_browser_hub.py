@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import CHROMIUM, button, fill_settings, free_port, tab
+from browser import CHROMIUM, button, fill_settings, free_port, set_base_model, tab
 from test_browser import shots  # noqa: F401  (a fixture)
 from test_hub import ALICE, BASE_ID, hub_model, upload_base  # noqa: F401  (hub_model is a fixture)
 
@@ -297,9 +297,7 @@ def _train_tiny(page, ctx, hub_model) -> str:
     button(page, "Use the example quotes (1,000 rows)").click()
     page.get_by_text(re.compile(r"rows from")).wait_for()
     tab(page, "2. LoRA")
-    base = page.get_by_label("Base model (Hub id or local folder)")
-    base.fill(str(hub_model))
-    base.press("Tab")
+    set_base_model(page, hub_model)
     fill_settings(
         page,
         [

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from browser import CHROMIUM, button, fill_settings, tab
+from browser import CHROMIUM, button, fill_settings, set_base_model, tab
 
 MAX_STEPS = 400  # far more than the test waits for: it stops the run itself
 
@@ -50,9 +50,7 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     page.get_by_text(re.compile(r"rows from")).wait_for()
 
     tab(page, "2. LoRA")
-    base = page.get_by_label("Base model (Hub id or local folder)")
-    base.fill(str(tiny_model))
-    base.press("Tab")
+    set_base_model(page, tiny_model)
     fill_settings(
         page,
         [
@@ -148,9 +146,7 @@ def test_start_in_a_second_tab_shows_its_own_run_not_the_one_it_was_following(ap
         button(pg, "Use the example quotes (1,000 rows)").click()
         pg.get_by_text(re.compile(r"rows from")).wait_for()
         tab(pg, "2. LoRA")
-        base = pg.get_by_label("Base model (Hub id or local folder)")
-        base.fill(str(tiny_model))
-        base.press("Tab")
+        set_base_model(pg, tiny_model)
         fill_settings(
             pg,
             [
@@ -172,9 +168,7 @@ def test_start_in_a_second_tab_shows_its_own_run_not_the_one_it_was_following(ap
     tab(b, "3. Train")
     b.locator("#train-status").get_by_text(re.compile(run_a.id)).first.wait_for()
     tab(b, "2. LoRA")  # the reload reset B's form: set the short run again
-    base = b.get_by_label("Base model (Hub id or local folder)")
-    base.fill(str(tiny_model))
-    base.press("Tab")
+    set_base_model(b, tiny_model)
     tab(b, "1. Data")
     button(b, "Use the example quotes (1,000 rows)").click()
     b.get_by_text(re.compile(r"rows from")).wait_for()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from browser import CHROMIUM, button, fill_settings, free_port, launch, shutdown, tab
+from browser import CHROMIUM, button, fill_settings, free_port, launch, set_base_model, shutdown, tab
 from test_browser import quotes_file  # noqa: F401  (a fixture)
 
 pytestmark = [
@@ -28,9 +28,7 @@ def test_estimate_table_on_check_and_merge_button(tmp_path, page, quotes_file, t
         page.locator("input[type=file]").first.set_input_files(str(quotes_file[0]))
         page.get_by_text(re.compile(r"rows from")).wait_for()
         tab(page, "2. LoRA")
-        base = page.get_by_label("Base model (Hub id or local folder)")
-        base.fill(str(tiny_model))
-        base.press("Tab")
+        set_base_model(page, tiny_model)
         fill_settings(
             page,
             [
