@@ -354,7 +354,12 @@ def _describe(e: Mapping[str, Any]) -> str:
     return f"{loc}: {msg}{got_s}." + (f" Fix: {fix}." if fix else "")
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "lora": LoraSettings, "training": TrainingSettings}
+_SECTIONS: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "lora": LoraSettings,
+    "training": TrainingSettings,
+}
 
 
 def field_help(name: str) -> str:
