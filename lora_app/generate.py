@@ -101,6 +101,27 @@ class Generator:
         ``temperature`` 0 means greedy decoding. ``use_adapter=False`` generates from the base
         model of a loaded adapter (PEFT's ``disable_adapter``), for side-by-side comparison.
         """
+        model_prompt(prompt)  # an empty prompt is refused before a model is loaded
+        loaded = self.load(adapter, base, token)
+        ids = loaded.tokenizer(model_prompt(prompt))["input_ids"]
+        yield from self.stream_ids(ids, loaded, max_new_tokens, temperature, top_p, seed, use_adapter)
+
+    def stream_ids(
+        self,
+        input_ids: list[int],
+        loaded: Loaded,
+        max_new_tokens: int = 40,
+        temperature: float = 0.0,
+        top_p: float = 0.95,
+        seed: int = 0,
+        use_adapter: bool = True,
+        stop_ids: list[int] | None = None,
+        stop_strings: list[str] | None = None,
+    ) -> Iterator[str]:
+        """Yield the text generated after ``input_ids`` (one row of token ids) so far, special
+        tokens skipped. ``stop_ids`` end generation besides the model's EOS (transformers takes
+        a list as ``eos_token_id``); ``stop_strings`` end it at a text that is no single token
+        (transformers' StopStringCriteria); the stop string itself is still in the text."""
         import contextlib
 
         import torch
@@ -108,19 +129,26 @@ class Generator:
 
         from .text import pad_id_of  # (text imports torch: not at app start)
 
-        model_prompt(prompt)  # an empty prompt is refused before a model is loaded
-        loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
-        inputs = tok(model_prompt(prompt), return_tensors="pt").to(next(model.parameters()).device)
+        dev = next(model.parameters()).device
+        ids = torch.tensor([input_ids], dtype=torch.long, device=dev)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        kw = dict(
-            **inputs,
+        kw: dict[str, Any] = dict(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,
             streamer=streamer,
             pad_token_id=pad_id_of(tok),
             **sampling_args(temperature, top_p),
         )
-        ctx = model.disable_adapter() if (adapter and not use_adapter) else contextlib.nullcontext()
+        if stop_ids:
+            eos = model.generation_config.eos_token_id
+            eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+            kw["eos_token_id"] = list(dict.fromkeys([*eos, *stop_ids]))
+        if stop_strings:
+            kw.update(stop_strings=stop_strings, tokenizer=tok)
+        off = loaded.adapter and not use_adapter
+        ctx = model.disable_adapter() if off else contextlib.nullcontext()
         errors: list[BaseException] = []
 
         def run():

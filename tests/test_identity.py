@@ -20,6 +20,7 @@ PUBLIC_API = {
     "/run",
     "/generate",
     "/compare",
+    "/chat",
     "/push",
     "/use_example",
     "/load_file",
