@@ -84,7 +84,7 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
         except ConfigError as err:
             yield problems_md([ctx.redact(ident, p) for p in err.problems]), history, message
 
-    def side_by_side(
+    def chat_side_by_side(
         adapter,
         message,
         history,
@@ -129,7 +129,7 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
     send.click(chat_reply, ins, [where, box, message], api_name="chat")
     message.submit(chat_reply, ins, [where, box, message])
     clear.click(lambda: ([], [], [], ""), None, [box, base_box, adapter_box, where])
-    both_btn.click(side_by_side, ins[:-1] + [seed, owner_state], [where, base_box, adapter_box])
+    both_btn.click(chat_side_by_side, ins[:-1] + [seed, owner_state], [where, base_box, adapter_box])
     return {
         "chatbot": box,
         "message": message,
@@ -139,5 +139,5 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
         "chat_base_out": base_box,
         "chat_adapter_out": adapter_box,
         "chat_reply": chat_reply,
-        "chat_side_by_side": side_by_side,
+        "chat_side_by_side": chat_side_by_side,
     }
