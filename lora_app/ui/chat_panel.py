@@ -43,7 +43,7 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
     with gr.Row():
         message = gr.Textbox(label="Message", placeholder="Type a message, Enter sends", scale=4, elem_id="chat-msg")
         send = gr.Button("Send", variant="primary", scale=1)
-        clear = gr.Button("Clear", scale=1)
+        clear = gr.Button("Clear conversation", scale=1)
     with gr.Row():
         both_btn = gr.Button("Side by side: base model vs. with the adapter", elem_id="chat-compare", scale=3)
         seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=1, elem_id="chat-seed")
@@ -74,11 +74,11 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
             loaded = load_for(ctx, ident, adapter, token)
             _, source = chat.chat_template_for(loaded, token)
             what = f"{ctx.redact(ident, loaded.description)} · chat template: {source}"
-            yield what, shown, ""
+            yield what, shown, ""  # the message box emptied once: what is typed meanwhile stays
             for reply in chat.stream_chat(
                 ctx.generator, msgs, loaded, int(max_new_tokens), float(temperature), token=token
             ):
-                yield what, shown + [{"role": "assistant", "content": reply}], ""
+                yield what, shown + [{"role": "assistant", "content": reply}], gr.skip()
         except NotYourRun as err:
             yield problems_md([str(err)]), history, message
         except ConfigError as err:
