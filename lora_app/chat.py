@@ -151,6 +151,12 @@ def end_of_turn(tokenizer: Any, template: str) -> tuple[list[int], list[str]]:
     except Exception:  # a template that needs more (a system turn, tools): EOS alone then
         return [], []
     after = text.split(_MARK, 1)[1].lstrip() if _MARK in text else ""
+    # An added token the text starts with ("<|im_end|><|im_start|>" has no space between them),
+    # longest first; else the text up to the first space is the marker.
+    added = {str(t): i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    for content, tid in sorted(added.items(), key=lambda kv: -len(kv[0])):
+        if content and after.startswith(content):
+            return [tid], []
     marker = after.split()[0] if after.split() else ""
     if not marker:
         return [], []

@@ -136,6 +136,8 @@ def test_end_of_turn_is_a_token_or_a_stop_string(chatml, plain):
     assert chat.end_of_turn(plain[1], FALLBACK_CHAT_TEMPLATE) == ([], ["<|im_end|>"])  # plain text here
     assert chat.end_of_turn(plain[1], END_TEMPLATE) == ([], ["[END]"])
     assert chat.end_of_turn(plain[1], "{{ messages[0]['content'] }}") == ([], [])  # nothing after a turn
+    glued = "{% for m in messages %}{{ m['content'] + '<|im_end|><|im_start|>' }}{% endfor %}"
+    assert chat.end_of_turn(tok, glued) == ([ids["eot"]], [])  # no space after the marker
     assert chat.cut_reply(" no[END]zz", ["[END]"]) == " no"
     assert chat.cut_reply(" no[EN", ["[END]"]) == " no"  # a marker still arriving is held back
     assert chat.cut_reply(" no[x", ["[END]"]) == " no[x"
@@ -227,3 +229,16 @@ def test_the_chat_box_keeps_the_history_over_turns(chatml, tmp_path):
         assert "message: is empty" in where and kept == shown
     finally:
         jobs.close()
+
+
+@pytest.mark.slow
+def test_smollm2_answers_in_its_template_and_stops_at_im_end(bundled_model):
+    """The bundled SmolLM2-135M-Instruct: its own template, <|im_end|> (id 2) ends the turn."""
+    gen = Generator()
+    loaded = gen.load(None, str(bundled_model))
+    tmpl, source = chat.chat_template_for(loaded)
+    assert source == "the base model's" and chat.end_of_turn(loaded.tokenizer, tmpl) == ([2], [])
+    steps = list(chat.stream_chat(gen, [{"role": "user", "content": "What is the capital of France?"}], loaded, 100))
+    assert "Paris" in steps[-1] and len(steps) > 3, steps  # streamed, token by token
+    n = len(loaded.tokenizer(steps[-1])["input_ids"])
+    assert n < 40 and "im_end" not in steps[-1], (n, steps[-1])  # ended by the turn, not by max_new_tokens
