@@ -91,7 +91,7 @@ def test_a_conversation_adapter_is_tried_in_a_chat_box(app_url, page, chat_adapt
         button(page, "Clear conversation").click()
         page.wait_for_function("() => document.querySelectorAll('#chat-box .message-row').length === 0")
 
-        page.locator("#try-mode").get_by_text("Completion", exact=True).click()  # switched by hand
+        page.locator("#try-mode").get_by_text("Complete a prompt", exact=True).click()  # switched by hand
         expect(prompt).to_be_visible()
         expect(page.locator("#chat-box")).to_be_hidden()
     except BaseException:

@@ -45,11 +45,13 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
         send = gr.Button("Send", variant="primary", scale=1)
         clear = gr.Button("Clear conversation", scale=1)
     with gr.Row():
-        both_btn = gr.Button("Side by side: base model vs. with the adapter", elem_id="chat-compare", scale=3)
+        both_btn = gr.Button(
+            "Side by side on this conversation: base model vs. with the adapter", elem_id="chat-compare", scale=3
+        )
         seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=1, elem_id="chat-seed")
     with gr.Row():
-        base_box = gr.Chatbot(label="Base model alone", height=280, elem_id="chat-base-out")
-        adapter_box = gr.Chatbot(label="With the adapter", height=280, elem_id="chat-adapter-out")
+        base_box = gr.Chatbot(label="Base model alone (chat)", height=280, elem_id="chat-base-out")
+        adapter_box = gr.Chatbot(label="With the adapter (chat)", height=280, elem_id="chat-adapter-out")
 
     def chat_reply(
         adapter,

@@ -33,7 +33,7 @@ def build(ctx: AppContext, owner_state, token_fn):
     )
     with gr.Row():
         mode = gr.Radio(
-            ["Completion", "Chat"],
+            [("Complete a prompt", "Completion"), ("Chat", "Chat")],
             value="Completion",
             label="Mode",
             scale=1,
