@@ -170,7 +170,7 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
     from transformers import AutoConfig
 
     rm = resolve_model(cfg.base_model_name_or_path)
-    if not rm.bundled and not Path(rm.load_path).is_dir():
+    if not rm.bundled and not Path(rm.load_path).is_dir() and hub_reachable():
         from .hub_client import check_readable
 
         check_readable(rm.load_path, token)  # the cache would answer a refused request
