@@ -206,6 +206,37 @@ class TrainingSettings(_Section):
         return raw
 
 
+class DistributedConfig(_Section):
+    """How many processes train the run and how they share the model, as accelerate names it.
+
+    ``num_processes`` > 1: the run is started with ``accelerate launch`` (torchrun underneath, one
+    process per GPU; on a CPU, processes on the gloo backend). ``ddp``: every process holds the
+    whole model and averages gradients (the LoRA weights are all that is synced). ``fsdp``: the
+    base weights are sharded across the GPUs (for bases too big for one), wrapped per decoder layer
+    with ``use_orig_params`` so frozen and LoRA weights can share a shard (transformers
+    ``TrainingArguments.fsdp``). The global batch is per_device_train_batch_size x
+    gradient_accumulation_steps x num_processes.
+    """
+
+    num_processes: int = Field(
+        1,
+        ge=1,
+        strict=True,
+        description="training processes (one per GPU); 1 = a plain process, more = accelerate launch",
+        json_schema_extra=_fix("set num_processes to a whole number >= 1 (at most the number of GPUs)"),
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: each process holds the whole model; fsdp: the base weights are sharded across GPUs",
+        json_schema_extra=_fix("choose ddp or fsdp"),
+    )
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: what model.precision chose (bf16 where fast, else none); no/bf16/fp16 force it",
+        json_schema_extra=_fix("choose auto, no, bf16 or fp16"),
+    )
+
+
 class RunConfig(_Section):
     """Everything one training run needs. Serialised as ``RUN_DIR/config.yaml``."""
 
@@ -213,6 +244,7 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -262,7 +294,7 @@ def parse_raw(text: str, json_text: bool = False) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(["config: expected a mapping with data/model/lora/training"])
+        raise ConfigError(["config: expected a mapping with data/model/lora/training/distributed"])
     return raw
 
 
@@ -284,7 +316,7 @@ def _describe(e: Mapping[str, Any]) -> str:
 def field_fix(name: str) -> str | None:
     """The advice (``Fix: ...``) of the setting ``name`` (e.g. "r", "max_steps"), from its field's
     metadata in any section; None for a name without one. Field names are unique across sections."""
-    for section in (DataConfig, ModelConfig, LoraSettings, TrainingSettings):
+    for section in (DataConfig, ModelConfig, LoraSettings, TrainingSettings, DistributedConfig):
         info = section.model_fields.get(name)
         extra = info.json_schema_extra if info is not None else None
         if isinstance(extra, dict) and isinstance(extra.get("fix"), str):
