@@ -3,6 +3,8 @@
 python -m lora_app serve [--port 7860] [--share]
 python -m lora_app train RUN_DIR [--resume]          # what the Start button runs
 python -m lora_app train --config run.yaml [--runs DIR] [--set training.max_steps=20 ...]
+python -m lora_app train --config run.yaml --print-commands   # the same on 1 GPU, N GPUs, N machines
+accelerate launch --multi_gpu --num_processes N -m lora_app train --config run.yaml   # one rank each
 python -m lora_app generate --adapter RUN_DIR/adapter --prompt "Two things are infinite: "
 python -m lora_app push RUN_DIR [--repo owner/name] [--private]   # token: HF_TOKEN or .env
 python -m lora_app merge RUN_DIR [--dtype bfloat16|float16|float32] [--push owner/name] [--private]
@@ -67,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", help="a config.yaml/.json saved from the app")
     t.add_argument("--runs", default=None, help="folder for new run folders (default LORA_APP_HOME/runs)")
     t.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
+    t.add_argument(
+        "--print-commands",
+        action="store_true",
+        help="print the commands that run this --config on one GPU, several GPUs or several machines, and exit",
+    )
     g = sub.add_parser("generate", help="complete a prompt with a base model and optional adapter")
     g.add_argument("--adapter", default=None, help="adapter folder or Hub repo id")
     g.add_argument("--base", default=None, help="base model (default: the adapter's)")
@@ -172,6 +179,21 @@ def _push(a) -> int:
     return 0
 
 
+def _print_commands(raw: dict, path: str) -> int:
+    from .config import ConfigError, RunConfig
+    from .launch import user_commands
+
+    try:
+        cfg = RunConfig.build(raw)
+    except ConfigError as err:
+        print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+        return 2
+    c = user_commands(cfg, path)
+    print(f"# one GPU or a CPU\n{c['single']}\n# one machine, several GPUs\n{c['multi_gpu']}")
+    print(f"# several machines: once on each (MACHINE_RANK 0, 1, ...; MASTER_ADDR = machine 0)\n{c['multi_node']}")
+    return 0
+
+
 def _train_config(a) -> int:
     from . import app_home
     from .config import ConfigError
@@ -193,6 +215,12 @@ def _train_config(a) -> int:
     except ConfigError as err:
         print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
         return 2
+    from . import launch
+
+    if a.print_commands:
+        return _print_commands(raw, a.config)
+    if launch.world_size() > 1:  # started by accelerate launch / torchrun: this process is one rank
+        return launch.train_launched(raw, Path(a.runs) if a.runs else app_home() / "runs", env_token())
     made: list[JobManager] = []
 
     def manager() -> JobManager:  # made only once the preflight passed: a refused config writes nothing

@@ -8,6 +8,7 @@ processes in a gloo group), on the tiny local Llama: a few seconds of start-up p
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -204,3 +205,42 @@ def test_a_rank_that_crashes_fails_the_run_with_its_reason(jobs, tiny_model):
     assert info.message.startswith("rank 1 failed: RuntimeError: test crash of rank 1"), info.message
     assert [e["status"] for e in events(jobs, run, "status")].count("failed") == 1
     assert procs.group_alive(info.pid) is False
+
+
+def test_print_commands_for_a_yaml(tmp_path, tiny_model):
+    from lora_app.__main__ import main
+
+    y = tmp_path / "run.yaml"
+    cfg(tiny_model, 2, 2).save(y)
+    out = subprocess.run(
+        [sys.executable, "-m", "lora_app", "train", "--config", str(y), "--print-commands"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    c = launch.user_commands(cfg(tiny_model, 2, 2), str(y))
+    assert out.stdout.splitlines()[1::2] == [c["single"], c["multi_gpu"], c["multi_node"]]
+    assert main(["train", "--config", str(y), "--print-commands", "--set", "distributed.strategy=zero3"]) == 2
+
+
+def test_the_printed_multi_process_command_runs_the_yaml(tmp_path, tiny_model):
+    """``accelerate launch --num_processes 2 -m lora_app train --config run.yaml``, as printed (plus a
+    free port and a runs folder): rank 0 makes one run folder, both ranks train it, one adapter."""
+    y = tmp_path / "run.yaml"
+    cfg(tiny_model, 1, 2, max_steps=2).save(y)
+    cmd = launch.user_commands(RunConfig.load(y), str(y))["multi_gpu"].replace("--num_processes 8", "--num_processes 2")
+    argv = [sys.executable, "-m", "accelerate.commands.launch", *cmd.split()[2:]]
+    argv[argv.index("--multi_gpu") + 1 : argv.index("--multi_gpu") + 1] = [
+        "--main_process_port",
+        str(launch.free_port()),
+    ]
+    out = subprocess.run(argv + ["--runs", str(tmp_path / "runs")], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (rd,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    assert RunConfig.load(rd / "config.yaml").distributed.num_processes == 2
+    evs, _ = read_events(rd)
+    assert [e["status"] for e in evs if e["type"] == "status"][-1] == "finished"
+    assert [e["step"] for e in evs if e["type"] == "log"] == [1, 2]
+    assert (rd / "adapter" / "adapter_model.safetensors").is_file()
+    assert "finished: step 2/2" in out.stdout
