@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from .config import RunConfig
+from .events import EventWriter
 
 #: The environment torchrun gives each rank (source: torch.distributed.run, "Environment Variables").
 RANK_ENV = "RANK"
@@ -107,8 +108,11 @@ def commands_markdown(cfg: RunConfig, yaml_name: str = "run.yaml") -> str:
     )
 
 
-class NoEvents:
-    """The event writer of a rank other than 0: events are rank 0's alone."""
+class NoEvents(EventWriter):
+    """The event writer of a rank other than 0: writes nothing (events are rank 0's alone)."""
+
+    def __init__(self) -> None:
+        pass
 
     def emit(self, type: str, **fields) -> dict:
         return {"type": type, **fields}

@@ -244,3 +244,22 @@ def test_the_printed_multi_process_command_runs_the_yaml(tmp_path, tiny_model):
     assert [e["step"] for e in evs if e["type"] == "log"] == [1, 2]
     assert (rd / "adapter" / "adapter_model.safetensors").is_file()
     assert "finished: step 2/2" in out.stdout
+
+
+def test_runs_tab_shows_the_commands_for_the_runs_yaml(tmp_path, tiny_model):
+    from lora_app.identity import Identity
+    from lora_app.jobs import JobManager
+    from lora_app.ui.common import AppContext
+    from lora_app.ui.runs_tab import export_yaml, run_detail
+
+    jm = JobManager(tmp_path / "runs", max_running=0)  # queued, never started
+    try:
+        rid = jm.submit(cfg(tiny_model, 2, 2), owner="alice")
+        ctx = AppContext(jm, None, frozenset())
+        md = run_detail(ctx, rid, Identity("alice"))[0]
+        name = export_yaml(ctx, rid).name
+        for command in launch.user_commands(cfg(tiny_model, 2, 2), name).values():
+            assert f"`{command}`" in md
+        assert "accelerate launch --multi_gpu --num_processes 2 -m lora_app train --config" in md
+    finally:
+        jm.close()
