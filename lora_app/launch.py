@@ -80,7 +80,7 @@ def user_commands(cfg: RunConfig, yaml_name: str = "run.yaml") -> dict[str, str]
     ``distributed.num_processes``, or 8 as an example when it is 1), ``multi_node`` (2 machines x N
     processes; run once per machine with its ``--machine_rank``). Flags as ``accelerate launch --help``
     names them. Under a launcher, ``train --config`` makes the run folder on rank 0 and every rank
-    trains it (:func:`train_launched`); the number of processes is the launcher's."""
+    trains it (``lora_app.__main__``); the number of processes is the launcher's."""
     n = cfg.distributed.num_processes if cfg.distributed.num_processes > 1 else 8
     train = f"-m lora_app train --config {shlex.quote(yaml_name)}"
     single = f"python {train}" + (" --set distributed.num_processes=1" if cfg.distributed.num_processes > 1 else "")
@@ -143,56 +143,6 @@ def trainer_args(cfg: RunConfig, model, device: str, world: int) -> dict:
             "sync_module_states": True,
         }
     return out
-
-
-def train_launched(raw: dict, runs_root: Path, token: str | None = None) -> int:
-    """``python -m lora_app train --config FILE`` started by ``accelerate launch``/torchrun (every
-    rank runs it): rank 0 runs the preflight and makes the run folder under ``runs_root`` (with
-    ``distributed.num_processes`` = the launcher's world size), every rank gets its path from rank 0
-    (accelerate's ``broadcast_object_list``; on several machines ``runs_root`` must be on a shared
-    filesystem), then every rank trains it. Returns the exit code: 2 (on every rank) when the
-    config has problems, which rank 0 prints; else :func:`lora_app.train.train`'s."""
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
-
-    from .config import ConfigError
-    from .run_folder import make_run_folder
-    from .validate import preflight
-
-    cuda = torch.cuda.is_available()
-    state = PartialState(cpu=not cuda, **({} if cuda else {"backend": "gloo"}))
-    box: list = [None]
-    if state.is_main_process:
-        dist = raw.get("distributed")
-        raw = {**raw, "distributed": {**(dist if isinstance(dist, dict) else {}), "num_processes": state.num_processes}}
-        try:
-            cfg, pre = preflight(raw, token=token)
-            runs_root.mkdir(parents=True, exist_ok=True)
-            run_id, _ = make_run_folder(runs_root, cfg)
-            box = [{"run_dir": str(runs_root / run_id), "notes": pre.notes}]
-        except ConfigError as err:
-            box = [{"problems": err.problems}]
-    broadcast_object_list(box)
-    msg = box[0]
-    if "problems" in msg:
-        if state.is_main_process:
-            print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in msg["problems"]), file=sys.stderr)
-        return 2
-    if state.is_main_process:
-        for note in msg["notes"]:
-            print(f"note: {note}")
-        print(f"run folder {msg['run_dir']} ({state.num_processes} processes)", flush=True)
-    from .train import train
-
-    code = train(msg["run_dir"])
-    if state.is_main_process:
-        from .events import RunView
-
-        view = RunView()
-        view.update(msg["run_dir"])
-        print("\n".join(view.lines))
-    return code
 
 
 def write_rank_error(run_dir: Path, message: str) -> None:
