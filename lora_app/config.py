@@ -212,9 +212,9 @@ class DistributedConfig(_Section):
     ``num_processes`` > 1: the run is started with ``accelerate launch`` (torchrun underneath, one
     process per GPU; on a CPU, processes on the gloo backend). ``ddp``: every process holds the
     whole model and averages gradients (the LoRA weights are all that is synced). ``fsdp``: the
-    base weights are sharded across the GPUs (for bases too big for one), wrapped per decoder layer
-    with ``use_orig_params`` so frozen and LoRA weights can share a shard (transformers
-    ``TrainingArguments.fsdp``). The global batch is per_device_train_batch_size x
+    base weights are sharded across the processes (for bases too big for one GPU): FSDP2, one unit
+    per decoder layer, each parameter sharded on its own so frozen and LoRA weights mix freely
+    (transformers ``TrainingArguments.fsdp``; see :func:`lora_app.launch.trainer_args`). The global batch is per_device_train_batch_size x
     gradient_accumulation_steps x num_processes.
     """
 

@@ -124,11 +124,13 @@ class NoEvents(EventWriter):
 def trainer_args(cfg: RunConfig, model, device: str, world: int) -> dict:
     """TrainingArguments for a run of ``world`` processes (none for one): gloo on a CPU (also where
     MPI is installed, which accelerate would otherwise pick); no search for unused parameters
-    (every LoRA weight is used in every forward, and the search costs a graph walk per step);
-    FSDP with the LoRA-friendly settings: full shard, auto wrap per decoder layer
-    (``_no_split_modules``, the class transformers itself keeps whole), ``use_orig_params`` so a
-    shard may mix frozen and trainable weights (source: transformers TrainingArguments.fsdp_config,
-    accelerate FullyShardedDataParallelPlugin)."""
+    (every LoRA weight is used in every forward, and the search costs a graph walk per step).
+    FSDP with the LoRA-friendly settings: FSDP2 (transformers' default ``fsdp_config["version"]``),
+    which shards every parameter on its own, so frozen base weights and trainable LoRA weights never
+    share a flat parameter (what FSDP1's ``use_orig_params=True`` was for); auto wrap per decoder
+    layer (``_no_split_modules``, the classes transformers itself keeps whole); full state dict for
+    saving (source: transformers ``TrainingArguments._process_fsdp_args``, accelerate
+    ``FullyShardedDataParallelPlugin``)."""
     if world <= 1:
         return {}
     out: dict = {"ddp_find_unused_parameters": False}
@@ -136,11 +138,13 @@ def trainer_args(cfg: RunConfig, model, device: str, world: int) -> dict:
         out["ddp_backend"] = "gloo"
     if cfg.distributed.strategy == "fsdp":
         layers = sorted(getattr(model.get_base_model(), "_no_split_modules", None) or [])
-        out["fsdp"] = "full_shard auto_wrap"
+        out["fsdp"] = True
         out["fsdp_config"] = {
-            "use_orig_params": True,
+            "version": 2,
+            "reshard_after_forward": True,  # full shard
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
             "transformer_layer_cls_to_wrap": layers,
-            "sync_module_states": True,
+            "state_dict_type": "FULL_STATE_DICT",
         }
     return out
 

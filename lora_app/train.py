@@ -344,6 +344,9 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     )
     from transformers import PrinterCallback
 
+    if fsdp:  # the Trainer's accelerator took the FSDP plugin (it shards the model when training starts)
+        layers = ",".join(args.fsdp_config.get("transformer_layer_cls_to_wrap") or [])
+        ev.emit("info", message=f"FSDP2: full shard, one unit per {layers}", fsdp=bool(trainer.is_fsdp_enabled))
     trainer.remove_callback(PrinterCallback)  # its raw {'loss': ...} prints: the events log every step already
     resume_from = last_checkpoint(run_dir) if resume else None
     base_eval, _ = heldout.eval_points(read_events(run_dir)[0])

@@ -169,8 +169,9 @@ def preflight(
 
 def distributed_problems(d: DistributedConfig, quantization: str, device: str) -> list[str]:
     """What the ``distributed`` section cannot do here: FSDP on a quantized base (bitsandbytes'
-    8-bit/4-bit weights cannot be sharded by FSDP with these settings: DDP only) or without CUDA;
-    more processes than GPUs (unless already under a launcher, which decided); fp16 without CUDA;
+    8-bit/4-bit weights cannot be sharded by FSDP with these settings: DDP only) or without CUDA
+    (accelerate's AcceleratorState takes the FSDP plugin for GPU-type devices only: on CPUs the
+    ranks would silently run DDP); more processes than GPUs (unless already under a launcher, which decided); fp16 without CUDA;
     several processes on a device that is neither CUDA nor a CPU."""
     import os
 
@@ -182,8 +183,8 @@ def distributed_problems(d: DistributedConfig, quantization: str, device: str) -
         )
     elif d.strategy == "fsdp" and d.num_processes > 1 and device != "cuda":
         out.append(
-            f"distributed.strategy: fsdp shards the base across CUDA GPUs; this machine has none ({device}). "
-            "Fix: set distributed.strategy: ddp."
+            f"distributed.strategy: fsdp shards the base across CUDA GPUs (accelerate applies FSDP on GPUs only); "
+            f"this machine has none ({device}). Fix: set distributed.strategy: ddp."
         )
     if d.num_processes > 1 and device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         import torch

@@ -178,6 +178,28 @@ def test_two_processes_train_the_same_steps_as_one_with_the_same_global_batch(jo
     assert max(rel.values()) < ADAPTER_TOL
 
 
+def test_fsdp_settings_as_transformers_reads_them(tiny_model):
+    """No two GPUs here to run FSDP (accelerate applies it to GPUs only): check that the settings
+    reach accelerate's FSDP plugin as meant (FSDP2, full shard, one unit per LlamaDecoderLayer, full
+    state dict for saving), and that the preflight refuses fsdp on this CPU machine."""
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    c = cfg(tiny_model, 2, 2)
+    c.distributed.strategy = "fsdp"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.get_base_model = lambda: model  # (a PeftModel's accessor; the plain model is its own base)
+    extra = launch.trainer_args(c, model, "cuda", 2)
+    assert extra["ddp_find_unused_parameters"] is False and "ddp_backend" not in extra
+    plugin = TrainingArguments(output_dir="unused", use_cpu=True, **extra).fsdp_plugin_args
+    assert plugin["fsdp_version"] == 2 and plugin["reshard_after_forward"] is True
+    assert plugin["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert plugin["transformer_cls_names_to_wrap"] == "LlamaDecoderLayer"
+    assert plugin["state_dict_type"] == "FULL_STATE_DICT"
+    assert launch.trainer_args(c, model, "cpu", 1) == {}
+    with pytest.raises(ConfigError, match=r"distributed\.strategy: fsdp shards the base across CUDA GPUs"):
+        preflight(c.model_dump(mode="json"))
+
+
 def test_stop_ends_every_process_of_a_two_process_run(jobs, tiny_model):
     run = jobs.submit(cfg(tiny_model, 2, 2, max_steps=5000))
     wait_for_step(jobs, run)
