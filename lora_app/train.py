@@ -309,7 +309,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         eval_steps=t.eval_steps,
         prediction_loss_only=True,
         per_device_eval_batch_size=plan.per_device_train_batch_size,
-        **launch.trainer_args(cfg, model, device, world),
+        **(extra := launch.trainer_args(cfg, model, device, world)),
     )
 
     def on_save(state):
@@ -345,7 +345,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from transformers import PrinterCallback
 
     if fsdp:  # the Trainer's accelerator took the FSDP plugin (it shards the model when training starts)
-        layers = ",".join(args.fsdp_config.get("transformer_layer_cls_to_wrap") or [])
+        layers = ",".join(extra["fsdp_config"]["transformer_layer_cls_to_wrap"])
         ev.emit("info", message=f"FSDP2: full shard, one unit per {layers}", fsdp=bool(trainer.is_fsdp_enabled))
     trainer.remove_callback(PrinterCallback)  # its raw {'loss': ...} prints: the events log every step already
     resume_from = last_checkpoint(run_dir) if resume else None
