@@ -323,6 +323,7 @@ class JobManager:
         env = {**os.environ, **self._envs.pop(run_id, {}), "PYTHONUNBUFFERED": "1"}
         try:  # accelerate launch when distributed.num_processes > 1; its ranks: see procs.signal_group
             cmd = launch.train_command(rd, RunConfig.load(rd / "config.yaml"), bool(resume))
+            launch.clear_rank_errors(rd)  # a resumed run's failure is this attempt's
             with open(rd / "train.log", "ab") as log:
                 proc = subprocess.Popen(
                     cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True

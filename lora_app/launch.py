@@ -149,6 +149,12 @@ def trainer_args(cfg: RunConfig, model, device: str, world: int) -> dict:
     return out
 
 
+def clear_rank_errors(run_dir: Path, only_mine: bool = False) -> None:
+    """Remove the ``rank-N.err`` files of an earlier attempt of the run (all, or this rank's)."""
+    for p in Path(run_dir).glob(f"rank-{rank() if only_mine else '*'}.err"):
+        p.unlink(missing_ok=True)
+
+
 def write_rank_error(run_dir: Path, message: str) -> None:
     """Record this rank's failure as ``run_dir/rank-<RANK>.err`` (JSON: rank, time, message), written
     whole (tmp + rename) so a reader never sees half of it."""

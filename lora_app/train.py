@@ -67,6 +67,7 @@ def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -
     if launch.world_size() > 1:
         from .procs import die_with_parent
 
+        launch.clear_rank_errors(run_dir, only_mine=True)  # (each rank writes only its own)
         die_with_parent()  # torchrun starts a rank in its own session: it must not outlive a killed launcher
     try:
         return _train(run_dir, ev, stop, resume, keep)

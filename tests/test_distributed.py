@@ -220,13 +220,19 @@ def test_stop_ends_every_process_of_a_two_process_run(jobs, tiny_model):
 
 
 def test_a_rank_that_crashes_fails_the_run_with_its_reason(jobs, tiny_model):
-    run = jobs.submit(cfg(tiny_model, 2, 2, max_steps=50), env={"LORA_APP_TEST_CRASH_RANK": "1"})
+    run = jobs.submit(cfg(tiny_model, 2, 2, max_steps=4), env={"LORA_APP_TEST_CRASH_RANK": "1"})
     info = wait_done(jobs, run, timeout=120)
     print(info.message)
     assert info.status == "failed"
     assert info.message.startswith("rank 1 failed: RuntimeError: test crash of rank 1"), info.message
     assert [e["status"] for e in events(jobs, run, "status")].count("failed") == 1
     assert procs.group_alive(info.pid) is False
+    # Resumed without the crash: both ranks train it to the end; the old rank-1.err is not this
+    # attempt's failure (the job manager clears it before the start).
+    jobs.resume(run)
+    info = wait_done(jobs, run, timeout=120)
+    assert info.status == "finished", info.message
+    assert not list(jobs.run_dir(run).glob("rank-*.err"))
 
 
 def test_print_commands_for_a_yaml(tmp_path, tiny_model):
