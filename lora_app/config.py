@@ -47,14 +47,22 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the training text comes from: a local file (``path``) or a Hub dataset."""
 
-    path: str | None = Field(None, json_schema_extra=_fix("upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file"))
-    dataset_id: str | None = Field(None, json_schema_extra=_fix("give a Hub dataset id as owner/name"))
-    dataset_config: str | None = None
-    split: str = "train"
-    text_column: str | None = Field(
-        None, description="None: detect it", json_schema_extra=_fix("pick one of the file's text columns")
+    path: str | None = Field(
+        None,
+        description="a local .jsonl, .json, .csv, .tsv, .parquet or .txt file",
+        json_schema_extra=_fix("upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file"),
     )
-    max_rows: int | None = Field(None, ge=1)
+    dataset_id: str | None = Field(
+        None, description="a Hub dataset id (owner/name)", json_schema_extra=_fix("give a Hub dataset id as owner/name")
+    )
+    dataset_config: str | None = Field(None, description="the Hub dataset's configuration (subset), if it has several")
+    split: str = Field("train", description="the Hub dataset's split trained on")
+    text_column: str | None = Field(
+        None,
+        description="the column trained on; empty: detected (prose before ids and labels)",
+        json_schema_extra=_fix("pick one of the file's text columns"),
+    )
+    max_rows: int | None = Field(None, ge=1, description="read at most this many rows (a Hub dataset is streamed)")
     source_name: str | None = Field(None, description="display name of an uploaded file")
     eval_path: str | None = Field(None, description="a second file whose rows are the held-out set")
     eval_source_name: str | None = Field(None, description="display name of the uploaded eval file")
@@ -65,10 +73,16 @@ class ModelConfig(_Section):
     """The base model and how it is loaded."""
 
     base_model_name_or_path: str = Field(
-        DEFAULT_BASE_MODEL, json_schema_extra=_fix("give a Hub id such as owner/name or a local model folder")
+        DEFAULT_BASE_MODEL,
+        description="a Hub id (owner/name) or a local model folder; the default, SmolLM2-135M-Instruct, is "
+        "bundled for offline use",
+        json_schema_extra=_fix("give a Hub id such as owner/name or a local model folder"),
     )
     quantization: Literal["auto", "none", "8bit", "4bit"] = Field(
-        "auto", json_schema_extra=_fix("choose auto, none, 8bit or 4bit")
+        "auto",
+        description="the base model's weights through bitsandbytes: auto = 8bit on a CUDA GPU (the reference "
+        "recipe), none elsewhere; 8bit/4bit also run on a CPU (less memory, slower steps)",
+        json_schema_extra=_fix("choose auto, none, 8bit or 4bit"),
     )
     # Here, not in training: it sets the dtype the base weights are loaded in (as quantization does),
     # and generation, which builds a ModelConfig too, then makes the same choice (lora_app.precision).
@@ -78,7 +92,9 @@ class ModelConfig(_Section):
         "check says it is faster, else float32; LoRA weights stay float32",
         json_schema_extra=_fix("choose auto, float32 or bfloat16"),
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        False, description="run the model repository's own Python code (only for a repository you trust)"
+    )
 
     @field_validator("base_model_name_or_path")
     @classmethod
@@ -91,15 +107,37 @@ class ModelConfig(_Section):
 class LoraSettings(_Section):
     """LoRA hyper-parameters, named as in ``peft.LoraConfig``."""
 
-    r: int = Field(16, ge=1, strict=True, json_schema_extra=_fix("set r to a whole number >= 1 (8 or 16 are common)"))
-    lora_alpha: float = Field(32, gt=0, json_schema_extra=_fix("set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)"))
-    lora_dropout: float = Field(0.05, ge=0, lt=1, json_schema_extra=_fix("set lora_dropout in [0, 1), e.g. 0.05"))
+    r: int = Field(
+        16,
+        ge=1,
+        strict=True,
+        description="rank of the low-rank update B @ A (trainable parameters grow linearly with r)",
+        json_schema_extra=_fix("set r to a whole number >= 1 (8 or 16 are common)"),
+    )
+    lora_alpha: float = Field(
+        32,
+        gt=0,
+        description="the update is scaled by lora_alpha / r (Hu et al. 2021, section 4.1)",
+        json_schema_extra=_fix("set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)"),
+    )
+    lora_dropout: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="dropout on the LoRA branch's input while training",
+        json_schema_extra=_fix("set lora_dropout in [0, 1), e.g. 0.05"),
+    )
     target_modules: list[str] | None = Field(
         None,
-        description="None: the architecture's default",
+        description="module names that get LoRA, comma-separated (e.g. q_proj,v_proj), or all-linear; "
+        "empty: the architecture's default",
         json_schema_extra=_fix("list module names such as q_proj,v_proj, or all-linear"),
     )
-    bias: Literal["none", "all", "lora_only"] = Field("none", json_schema_extra=_fix("choose none, all or lora_only"))
+    bias: Literal["none", "all", "lora_only"] = Field(
+        "none",
+        description="which biases train too: none, all, or those of the LoRA-wrapped modules",
+        json_schema_extra=_fix("choose none, all or lora_only"),
+    )
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -114,25 +152,58 @@ class LoraSettings(_Section):
 class TrainingSettings(_Section):
     """Trainer settings, named as in ``transformers.TrainingArguments``."""
 
-    max_steps: int = Field(200, ge=1, strict=True, json_schema_extra=_fix("set max_steps to a whole number >= 1"))
-    learning_rate: float = Field(2e-4, gt=0, json_schema_extra=_fix("set learning_rate > 0, e.g. 2e-4"))
+    max_steps: int = Field(
+        200,
+        ge=1,
+        strict=True,
+        description="optimizer steps to train (each sees batch x accumulation rows)",
+        json_schema_extra=_fix("set max_steps to a whole number >= 1"),
+    )
+    learning_rate: float = Field(
+        2e-4,
+        gt=0,
+        description="peak learning rate of AdamW, reached after the warm-up",
+        json_schema_extra=_fix("set learning_rate > 0, e.g. 2e-4"),
+    )
     per_device_train_batch_size: int = Field(
-        4, ge=1, strict=True, json_schema_extra=_fix("set per_device_train_batch_size to a whole number >= 1")
+        4,
+        ge=1,
+        strict=True,
+        description="rows per micro-batch",
+        json_schema_extra=_fix("set per_device_train_batch_size to a whole number >= 1"),
     )
     gradient_accumulation_steps: int = Field(
-        4, ge=1, strict=True, json_schema_extra=_fix("set gradient_accumulation_steps to a whole number >= 1")
+        4,
+        ge=1,
+        strict=True,
+        description="micro-batches per optimizer step",
+        json_schema_extra=_fix("set gradient_accumulation_steps to a whole number >= 1"),
     )
-    warmup_steps: int = Field(100, ge=0, strict=True, json_schema_extra=_fix("set warmup_steps to a whole number >= 0"))
+    warmup_steps: int = Field(
+        100,
+        ge=0,
+        strict=True,
+        description="steps over which the learning rate rises linearly from 0",
+        json_schema_extra=_fix("set warmup_steps to a whole number >= 0"),
+    )
     max_length: int = Field(
         256,
         ge=8,
         strict=True,
+        description="tokens per training row; longer rows are cut, keeping their EOS",
         json_schema_extra=_fix("set max_length to a whole number >= 8 (tokens per training row)"),
     )
-    seed: int = 42
-    logging_steps: int = Field(1, ge=1)
-    save_steps: int = Field(50, ge=1)
-    gradient_checkpointing: bool = False
+    seed: int = Field(42, description="seed of the data order, the held-out split and the LoRA init")
+    logging_steps: int = Field(1, ge=1, description="write the loss to the log every logging_steps steps")
+    save_steps: int = Field(
+        50,
+        ge=1,
+        description="save a checkpoint (and the adapter so far) every save_steps steps; Stop and "
+        "resume continue from the last one",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, ~30% slower steps"
+    )
     packing: bool = Field(
         True,
         description="pack rows into bins of max_length tokens; rows never attend "
@@ -143,7 +214,9 @@ class TrainingSettings(_Section):
         description="run a step's accumulation micro-batches as one "
         "forward when memory allows (same rows and gradient, faster)",
     )
-    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = Field(
+        "linear", description="the learning rate after the warm-up: linear or cosine decay to 0, or constant"
+    )
     eval_fraction: float = Field(
         0.05,
         ge=0,
@@ -313,10 +386,40 @@ def _describe(e: Mapping[str, Any]) -> str:
     return f"{loc}: {msg}{got_s}." + (f" Fix: {fix}." if fix else "")
 
 
+_SECTIONS: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "lora": LoraSettings,
+    "training": TrainingSettings,
+    "distributed": DistributedConfig,
+}
+
+
+def field_help(name: str) -> str:
+    """The one-line help of the setting ``name`` (its field's ``description``), for the form's
+    ``info=`` and the CLI's ``train --settings``; "" for a field without one."""
+    for section in _SECTIONS.values():
+        info = section.model_fields.get(name)
+        if info is not None:
+            return info.description or ""
+    return ""
+
+
+def settings_help() -> str:
+    """Every setting as ``section.field = default: help`` lines (the CLI's ``train --settings``)."""
+    d = RunConfig().model_dump(mode="json")
+    lines = []
+    for sname, section in _SECTIONS.items():
+        for name, info in section.model_fields.items():
+            line = f"{sname}.{name} = {d[sname][name]!r}"
+            lines.append(line + (f": {info.description}" if info.description else ""))
+    return "\n".join(lines)
+
+
 def field_fix(name: str) -> str | None:
     """The advice (``Fix: ...``) of the setting ``name`` (e.g. "r", "max_steps"), from its field's
     metadata in any section; None for a name without one. Field names are unique across sections."""
-    for section in (DataConfig, ModelConfig, LoraSettings, TrainingSettings, DistributedConfig):
+    for section in _SECTIONS.values():
         info = section.model_fields.get(name)
         extra = info.json_schema_extra if info is not None else None
         if isinstance(extra, dict) and isinstance(extra.get("fix"), str):

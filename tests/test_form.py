@@ -49,3 +49,20 @@ def test_distributed_settings_reach_the_config_and_are_hidden_without_several_gp
         )
         line = form.add_global_batch_line(widgets)
     assert "4 x 4 x 1 process = **16 rows" in line.value
+
+
+def test_every_form_setting_shows_its_config_fields_help():
+    """One text per setting: the widget's help under it is the field's description in config.py."""
+    import gradio as gr
+
+    from lora_app.config import RunConfig
+    from lora_app.ui import form
+
+    with gr.Blocks():
+        widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
+    assert len(widgets) >= 20
+    for key, w in widgets.items():
+        section, name = key.split(".", 1)
+        desc = type(getattr(RunConfig(), section)).model_fields[name].description
+        assert desc, f"{key} has no description in config.py"
+        assert w.info == desc, key
