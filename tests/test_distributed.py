@@ -231,7 +231,7 @@ def test_a_rank_that_crashes_fails_the_run_with_its_reason(jobs, tiny_model):
     # attempt's failure (the job manager clears it before the start).
     jobs.resume(run)
     info = wait_done(jobs, run, timeout=120)
-    assert info.status == "finished", info.message
+    assert info.status == "finished", (info.message, procs.tail(jobs.run_dir(run) / "train.log", 40))
     assert not list(jobs.run_dir(run).glob("rank-*.err"))
 
 
