@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import sys
 import time
 from pathlib import Path
@@ -46,15 +45,9 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def free_port() -> int:
-    """A TCP port free on this machine now, for the launcher's rendezvous (two runs, or a run and a
-    test, must not share torchrun's default 29500)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _accelerate_args(cfg: RunConfig, port: int | None = None) -> list[str]:
+    # port 0: torchrun's store binds a port the OS picks (no race with another run or a test for
+    # a port chosen beforehand; accelerate launch --help suggests it for automatic selection).
     d = cfg.distributed
     args = ["--multi_gpu", "--num_processes", str(d.num_processes), "--num_machines", "1", "--dynamo_backend", "no"]
     if d.mixed_precision != "auto":
@@ -71,7 +64,7 @@ def train_command(run_dir: Path, cfg: RunConfig, resume: bool = False) -> list[s
     tail = ["-m", "lora_app", "train", str(run_dir)] + (["--resume"] if resume else [])
     if cfg.distributed.num_processes <= 1:
         return [sys.executable, *tail]
-    return [sys.executable, "-m", "accelerate.commands.launch", *_accelerate_args(cfg, free_port()), *tail]
+    return [sys.executable, "-m", "accelerate.commands.launch", *_accelerate_args(cfg, 0), *tail]
 
 
 def user_commands(cfg: RunConfig, yaml_name: str = "run.yaml") -> dict[str, str]:
