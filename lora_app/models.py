@@ -372,9 +372,8 @@ def load_base_model(
     token: str | None = None,
     place: bool = True,
 ):
-    """Load the base model's weights (safetensors only) on ``device`` (CUDA: the current device, which a
-    rank sets to its LOCAL_RANK), quantized as configured; ``place=False``: an unquantized one stays on
-    the CPU (FSDP moves each rank's shard itself)."""
+    """Load the base model's weights (safetensors only) on ``device`` (CUDA: the current one, a rank's
+    LOCAL_RANK), quantized as configured; ``place=False``: an unquantized one stays on the CPU (FSDP)."""
     import torch
     from transformers import AutoModelForCausalLM
 
