@@ -4,6 +4,8 @@ python -m lora_app serve [--port 7860] [--share]
 python -m lora_app train RUN_DIR [--resume]          # what the Start button runs
 python -m lora_app train --config run.yaml [--runs DIR] [--set training.max_steps=20 ...]
 python -m lora_app train --settings                  # every setting: default and what it does
+python -m lora_app train --config run.yaml --print-commands   # the same on 1 GPU, N GPUs, N machines
+accelerate launch --multi_gpu --num_processes N -m lora_app train --config run.yaml   # one rank each
 python -m lora_app generate --adapter RUN_DIR/adapter --prompt "Two things are infinite: "
 python -m lora_app push RUN_DIR [--repo owner/name] [--private]   # token: HF_TOKEN or .env
 python -m lora_app merge RUN_DIR [--dtype bfloat16|float16|float32] [--push owner/name] [--private]
@@ -71,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         "--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help="override settings (list: --settings)"
     )
     t.add_argument("--settings", action="store_true", help="print every setting, its default and its help")
+    t.add_argument(
+        "--print-commands",
+        action="store_true",
+        help="print the commands that run this --config on one GPU, several GPUs or several machines, and exit",
+    )
     g = sub.add_parser("generate", help="complete a prompt with a base model and optional adapter")
     g.add_argument("--adapter", default=None, help="adapter folder or Hub repo id")
     g.add_argument("--base", default=None, help="base model (default: the adapter's)")
@@ -181,6 +188,71 @@ def _push(a) -> int:
     return 0
 
 
+def _train_launched(raw: dict, runs_root: Path, token: str | None = None) -> int:
+    """``python -m lora_app train --config FILE`` started by ``accelerate launch``/torchrun (every
+    rank runs it): rank 0 runs the preflight and makes the run folder under ``runs_root`` (with
+    ``distributed.num_processes`` = the launcher's world size), every rank gets its path from rank 0
+    (accelerate's ``broadcast_object_list``; on several machines ``runs_root`` must be on a shared
+    filesystem), then every rank trains it. Returns the exit code: 2 (on every rank) when the
+    config has problems, which rank 0 prints; else :func:`lora_app.train.train`'s."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from .config import ConfigError
+    from .run_folder import make_run_folder
+    from .validate import preflight
+
+    cuda = torch.cuda.is_available()
+    state = PartialState(cpu=not cuda, **({} if cuda else {"backend": "gloo"}))
+    box: list = [None]
+    if state.is_main_process:
+        dist = raw.get("distributed")
+        raw = {**raw, "distributed": {**(dist if isinstance(dist, dict) else {}), "num_processes": state.num_processes}}
+        try:
+            cfg, pre = preflight(raw, token=token)
+            runs_root.mkdir(parents=True, exist_ok=True)
+            run_id, _ = make_run_folder(runs_root, cfg)
+            box = [{"run_dir": str(runs_root / run_id), "notes": pre.notes}]
+        except ConfigError as err:
+            box = [{"problems": err.problems}]
+    broadcast_object_list(box)
+    msg = box[0]
+    if "problems" in msg:
+        if state.is_main_process:
+            print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in msg["problems"]), file=sys.stderr)
+        return 2
+    if state.is_main_process:
+        for note in msg["notes"]:
+            print(f"note: {note}")
+        print(f"run folder {msg['run_dir']} ({state.num_processes} processes)", flush=True)
+    from .train import train
+
+    code = train(msg["run_dir"])
+    if state.is_main_process:
+        from .events import RunView
+
+        view = RunView()
+        view.update(msg["run_dir"])
+        print("\n".join(view.lines))
+    return code
+
+
+def _print_commands(raw: dict, path: str) -> int:
+    from .config import ConfigError, RunConfig
+    from .launch import user_commands
+
+    try:
+        cfg = RunConfig.build(raw)
+    except ConfigError as err:
+        print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+        return 2
+    c = user_commands(cfg, path)
+    print(f"# one GPU or a CPU\n{c['single']}\n# one machine, several GPUs\n{c['multi_gpu']}")
+    print(f"# several machines: once on each (MACHINE_RANK 0, 1, ...; MASTER_ADDR = machine 0)\n{c['multi_node']}")
+    return 0
+
+
 def _train_config(a) -> int:
     from . import app_home
     from .config import ConfigError
@@ -202,6 +274,12 @@ def _train_config(a) -> int:
     except ConfigError as err:
         print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
         return 2
+    from . import launch
+
+    if a.print_commands:
+        return _print_commands(raw, a.config)
+    if launch.world_size() > 1:  # started by accelerate launch / torchrun: this process is one rank
+        return _train_launched(raw, Path(a.runs) if a.runs else app_home() / "runs", env_token())
     made: list[JobManager] = []
 
     def manager() -> JobManager:  # made only once the preflight passed: a refused config writes nothing

@@ -279,6 +279,37 @@ class TrainingSettings(_Section):
         return raw
 
 
+class DistributedConfig(_Section):
+    """How many processes train the run and how they share the model, as accelerate names it.
+
+    ``num_processes`` > 1: the run is started with ``accelerate launch`` (torchrun underneath, one
+    process per GPU; on a CPU, processes on the gloo backend). ``ddp``: every process holds the
+    whole model and averages gradients (the LoRA weights are all that is synced). ``fsdp``: the
+    base weights are sharded across the processes (for bases too big for one GPU): FSDP2, one unit
+    per decoder layer, each parameter sharded on its own so frozen and LoRA weights mix freely
+    (transformers ``TrainingArguments.fsdp``; see :func:`lora_app.launch.trainer_args`). The global batch is per_device_train_batch_size x
+    gradient_accumulation_steps x num_processes.
+    """
+
+    num_processes: int = Field(
+        1,
+        ge=1,
+        strict=True,
+        description="training processes (one per GPU); 1 = a plain process, more = accelerate launch",
+        json_schema_extra=_fix("set num_processes to a whole number >= 1 (at most the number of GPUs)"),
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: each process holds the whole model; fsdp: the base weights are sharded across GPUs",
+        json_schema_extra=_fix("choose ddp or fsdp"),
+    )
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: what model.precision chose (bf16 where fast, else none); no/bf16/fp16 force it",
+        json_schema_extra=_fix("choose auto, no, bf16 or fp16"),
+    )
+
+
 class RunConfig(_Section):
     """Everything one training run needs. Serialised as ``RUN_DIR/config.yaml``."""
 
@@ -286,6 +317,7 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -335,7 +367,7 @@ def parse_raw(text: str, json_text: bool = False) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(["config: expected a mapping with data/model/lora/training"])
+        raise ConfigError(["config: expected a mapping with data/model/lora/training/distributed"])
     return raw
 
 
@@ -359,6 +391,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "model": ModelConfig,
     "lora": LoraSettings,
     "training": TrainingSettings,
+    "distributed": DistributedConfig,
 }
 
 

@@ -130,7 +130,9 @@ def eval_trainer_class():
     batch's summed negative log-likelihood (mean loss x its predicted tokens, counted over
     ``labels[..., 1:]`` as causal-LM losses shift them) is added up, so packing and padding give
     the same number (tests/test_eval.py). Evaluation itself stays the Trainer's (eval_dataset,
-    eval_strategy="steps").
+    eval_strategy="steps"); with several processes each evaluates its share of the rows and the
+    sums are added across them (accelerate pads the last share with repeated rows to keep the
+    shares even, so a few rows may count twice).
     """
     import math
 
@@ -157,11 +159,16 @@ def eval_trainer_class():
             with torch.no_grad():
                 output = super().evaluation_loop(*args, **kwargs)
             prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
-            if self._tokens and output.metrics is not None:
-                loss = self._nll / self._tokens
+            nll, tokens = self._nll, self._tokens
+            if self.args.world_size > 1:  # each rank evaluated its share of the rows: add them up
+                t = torch.tensor([nll, float(tokens)], dtype=torch.float64, device=self.args.device)
+                t = self.accelerator.reduce(t, reduction="sum")
+                nll, tokens = float(t[0]), int(t[1])
+            if tokens and output.metrics is not None:
+                loss = nll / tokens
                 output.metrics[f"{prefix}_loss"] = loss
                 output.metrics[f"{prefix}_perplexity"] = math.exp(min(loss, 50.0))
-                output.metrics[f"{prefix}_tokens"] = self._tokens
+                output.metrics[f"{prefix}_tokens"] = tokens
             return output
 
     return EvalTrainer

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import secrets
 import shutil
 import signal
 import sqlite3
@@ -33,11 +32,11 @@ import threading
 import time
 from pathlib import Path
 
-from . import procs
+from . import launch, procs
 from .config import RunConfig
 from .events import EventWriter, RunView, read_events
 from .identity import admin_owners
-from .run_folder import checkpoint_step, last_saved
+from .run_folder import checkpoint_step, last_saved, make_run_folder
 from .run_index import _SCHEMA, ACTIVE, NotYourRun, RunInfo  # re-exported: the UI imports them from here
 
 STOP_GRACE_S = 30.0  # time for the trainer to finish its step and save before SIGKILL
@@ -92,24 +91,7 @@ class JobManager:
         closed browser tab cannot take it away mid-run. The folder appears whole or not at
         all. Returns the run id. Validate first (:func:`lora_app.validate.check_and_submit`).
         """
-        run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-        tmp = self.root / f".{run_id}.tmp"
-        tmp.mkdir(parents=True)
-        try:
-            cfg = cfg.model_copy(deep=True)
-            if cfg.data.path:
-                src = Path(cfg.data.path)
-                (tmp / "data").mkdir()
-                dst = tmp / "data" / ("train" + src.suffix.lower())
-                shutil.copyfile(src, dst)
-                cfg.data.source_name = cfg.data.source_name or src.name
-                cfg.data.path = str(self.root / run_id / "data" / dst.name)
-            cfg.save(tmp / "config.yaml")
-            EventWriter(tmp).emit("status", status="queued", message=f"run {run_id} queued")
-            os.rename(tmp, self.root / run_id)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        run_id, cfg = make_run_folder(self.root, cfg)
         data = cfg.data.dataset_id or cfg.data.source_name or ""
         with self._lock:
             self._db.execute(
@@ -338,14 +320,15 @@ class JobManager:
         if not claimed:
             return False
         rd = self.run_dir(run_id)
-        cmd = [sys.executable, "-m", "lora_app", "train", str(rd)] + (["--resume"] if resume else [])
         env = {**os.environ, **self._envs.pop(run_id, {}), "PYTHONUNBUFFERED": "1"}
-        try:
+        try:  # accelerate launch when distributed.num_processes > 1; its ranks: see procs.signal_group
+            cmd = launch.train_command(rd, RunConfig.load(rd / "config.yaml"), bool(resume))
+            launch.clear_rank_errors(rd)  # a resumed run's failure is this attempt's
             with open(rd / "train.log", "ab") as log:
                 proc = subprocess.Popen(
                     cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
                 )  # own group: cancel kills all of it
-        except OSError as err:
+        except (OSError, ValueError) as err:  # (ConfigError is a ValueError)
             self._finish(run_id, "failed", f"could not start the training process: {err}")
             return True
         self._procs[run_id] = proc
@@ -362,8 +345,11 @@ class JobManager:
             code = proc.wait() if proc else None
             if self._end_from_log(run_id):
                 return
+            ranks = launch.rank_failure(self.run_dir(run_id))  # a rank's own reason beats an exit code
             if stopping or run_id in self._stopping:
                 self._finish(run_id, "stopped", "stopped (killed before it could save)")
+            elif ranks:
+                self._finish(run_id, "failed", ranks)
             else:
                 if proc is None:
                     why = (

@@ -374,8 +374,11 @@ def load_base_model(
     for_training: bool = True,
     gradient_checkpointing: bool = False,
     token: str | None = None,
+    place: bool = True,
 ):
-    """Load the base model's weights (safetensors only) on ``device``, quantized as configured."""
+    """Load the base model's weights (safetensors only) on ``device`` (CUDA: the current one, a rank's
+    LOCAL_RANK), quantized as configured; ``place=False``: an unquantized one stays on the CPU (FSDP)."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     quant = effective_quantization(cfg, device) if for_training else "none"
@@ -397,10 +400,10 @@ def load_base_model(
             )
         )
         # The whole model on one device: GPU 0, or the CPU (bitsandbytes' CPU backend).
-        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if device == "cuda" else {"": "cpu"}
     t0 = time.time()
     model = AutoModelForCausalLM.from_pretrained(load_path, **kwargs)
-    if quant == "none" and device != "cpu":
+    if quant == "none" and device != "cpu" and place:
         model.to(device)  # type: ignore[arg-type]  # (transformers' stub of .to() omits str devices)
     if quant == "4bit" and device == "cpu" and for_training:
         _keep_4bit_trainable_on_cpu(model)

@@ -3,6 +3,10 @@ signal or wait for a whole process group, GPU memory in use, a log's last lines.
 
 A run's trainer is started with ``start_new_session=True``, so its pid is also its process
 group id; cancel signals the group, and "gone" means no live member of the group is left.
+A run of several processes is led by ``accelerate launch`` (torchrun's agent), which starts each
+rank in a session of its own (torch.distributed.elastic's SubprocessHandler: ``start_new_session``);
+so "the run's group" here is the leader's group *plus* the groups of every descendant of its
+members, remembered once seen (a rank orphaned by a killed agent is still found and signalled).
 Where /proc is missing (macOS) the checks fall back to what ``kill(0)`` can tell.
 """
 
@@ -41,34 +45,72 @@ def run_alive(pid: int, run_dir: Path) -> bool:
     return str(run_dir).encode() in cmdline
 
 
-def signal_group(pid: int, sig: int) -> None:
-    """Send ``sig`` to the process group led by ``pid``; a group already gone is not an error."""
-    try:
-        os.killpg(pid, sig)  # pid == pgid: started with start_new_session
-    except (ProcessLookupError, PermissionError):
-        pass
+#: Leader pid -> process groups seen in its run (its own and its ranks'), for signal and wait.
+_SEEN: dict[int, set[int]] = {}
 
 
-def group_members(pgid: int) -> list[int] | None:
-    """Live (non-zombie) processes in process group ``pgid``; None where /proc is missing."""
+def _table() -> dict[int, tuple[str, int, int]] | None:
+    """pid -> (state, ppid, pgrp) of every process, from /proc; None where /proc is missing."""
     proc = Path("/proc")
     if not proc.is_dir():
         return None
-    out = []
+    out = {}
     for d in proc.iterdir():
         if not d.name.isdigit():
             continue
         try:
             fields = (d / "stat").read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
+            out[int(d.name)] = (fields[0], int(fields[1]), int(fields[2]))
+        except (OSError, IndexError, ValueError):
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            out.append(int(d.name))
     return out
 
 
-def group_alive(pgid: int) -> bool:
-    """Some process of group ``pgid`` is alive (zombies do not count where /proc exists)."""
+def run_groups(pgid: int) -> set[int]:
+    """The process groups of the run led by ``pgid``: its own, and the group of every live
+    descendant of its members (the ranks torchrun started in sessions of their own), together
+    with those seen earlier for this leader."""
+    seen = _SEEN.setdefault(pgid, {pgid})
+    table = _table()
+    if table is None:
+        return set(seen)
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = [pid for pid, (_, _, pg) in table.items() if pg in seen]
+    visited: set[int] = set()
+    while todo:
+        pid = todo.pop()
+        if pid in visited:
+            continue
+        visited.add(pid)
+        for c in children.get(pid, []):
+            if table[c][2] not in seen:
+                seen.add(table[c][2])
+                todo += [p for p, (_, _, pg) in table.items() if pg == table[c][2]]
+            todo.append(c)
+    return set(seen)
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Send ``sig`` to the process group led by ``pid`` and to the groups of its run's other
+    processes (:func:`run_groups`); a group already gone is not an error."""
+    for g in run_groups(pid):
+        try:
+            os.killpg(g, sig)  # pid == pgid: started with start_new_session
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def group_members(pgid: int) -> list[int] | None:
+    """Live (non-zombie) processes in process group ``pgid``; None where /proc is missing."""
+    table = _table()
+    if table is None:
+        return None
+    return [pid for pid, (st, _, pg) in table.items() if st != "Z" and pg == pgid]
+
+
+def _one_group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -77,6 +119,15 @@ def group_alive(pgid: int) -> bool:
         return True
     members = group_members(pgid)  # killpg also answers for a group of zombies
     return True if members is None else bool(members)
+
+
+def group_alive(pgid: int) -> bool:
+    """Some process of the run led by ``pgid`` is alive: of its group, or of a rank's group seen
+    in it (:func:`run_groups`); zombies do not count where /proc exists."""
+    alive_now = any(_one_group_alive(g) for g in run_groups(pgid))
+    if not alive_now:
+        _SEEN.pop(pgid, None)
+    return alive_now
 
 
 def wait_gone(pid: int, proc: subprocess.Popen | None, timeout: float) -> bool:
@@ -90,6 +141,21 @@ def wait_gone(pid: int, proc: subprocess.Popen | None, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def die_with_parent(sig: int = 9) -> None:
+    """Ask Linux to send ``sig`` (default SIGKILL) to this process when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``): a rank whose launcher was killed must not train on alone.
+    A no-op elsewhere."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def tail(path: Path, n: int = 5) -> str:

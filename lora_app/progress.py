@@ -30,6 +30,21 @@ class TokenCounter:
         return batch
 
 
+def _stop_agreed(stop: threading.Event, args) -> bool:
+    """Whether training stops after this step. One process: its stop flag. Several: any rank's
+    flag, agreed by all (a max all-reduce of one number per step), so every rank stops after the
+    same step; a rank that stopped alone would leave the others waiting in the next step's
+    gradient all-reduce."""
+    if args.world_size <= 1:
+        return stop.is_set()
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if stop.is_set() else 0.0], device=args.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def make_callback(ev: EventWriter, stop: threading.Event, counter: TokenCounter, on_save: Callable[[Any], None]):
     """A ``transformers.TrainerCallback`` that writes the run's progress to ``ev``: ``status``
     (training), ``progress`` (step, max_steps, elapsed_s, remaining_s in seconds) every step,
@@ -61,7 +76,7 @@ def make_callback(ev: EventWriter, stop: threading.Event, counter: TokenCounter,
             )
             if state.global_step % args.save_steps == 0 and state.global_step < state.max_steps:
                 on_save(state)
-            if stop.is_set():
+            if _stop_agreed(stop, args):
                 control.should_training_stop = True
                 control.should_save = True  # a Trainer checkpoint at this step: resume goes on from here
 

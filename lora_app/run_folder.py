@@ -8,22 +8,54 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .events import read_events
+from .events import EventWriter, read_events
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 ADAPTER_DIR = "adapter"
 
 
-def save_adapter(model, run_dir: Path, card: str) -> Path:
+def make_run_folder(root: Path, cfg: RunConfig) -> tuple[str, RunConfig]:
+    """Create ``root/<run_id>`` whole or not at all: config.yaml, a private copy of the data file
+    (so a cleaned upload cache cannot take it away mid-run) and a "queued" event. Returns the run
+    id and the config as saved (its data path pointing at the copy). Raises OSError."""
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    tmp = root / f".{run_id}.tmp"
+    tmp.mkdir(parents=True)
+    try:
+        cfg = cfg.model_copy(deep=True)
+        if cfg.data.path:
+            src = Path(cfg.data.path)
+            (tmp / "data").mkdir()
+            dst = tmp / "data" / ("train" + src.suffix.lower())
+            shutil.copyfile(src, dst)
+            cfg.data.source_name = cfg.data.source_name or src.name
+            cfg.data.path = str(root / run_id / "data" / dst.name)
+        cfg.save(tmp / "config.yaml")
+        EventWriter(tmp).emit("status", status="queued", message=f"run {run_id} queued")
+        os.rename(tmp, root / run_id)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run_id, cfg
+
+
+def save_adapter(model, run_dir: Path, card: str, state_dict: dict | None = None) -> Path:
     """Write the adapter (``model.save_pretrained``: adapter_config.json + adapter_model.safetensors)
     and its model card ``card`` (README.md) to ``run_dir/adapter`` atomically: written to a tmp
-    folder, then renamed, so a reader (the Try tab, a push) never sees half an adapter. Returns the folder."""
+    folder, then renamed, so a reader (the Try tab, a push) never sees half an adapter. Returns the folder.
+    ``state_dict``: the full weights when the model's own are shards (FSDP; PEFT keeps its LoRA keys)."""
     final = run_dir / ADAPTER_DIR
     tmp = run_dir / f".{ADAPTER_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
     (tmp / "README.md").write_text(card, encoding="utf-8")
     return replace_folder(tmp, final)
 

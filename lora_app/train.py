@@ -9,6 +9,12 @@ never imported by the web server. Contract with the outside world, all inside RU
   atomically every ``save_steps`` and at the end, so a reader never sees half an adapter;
 - ``checkpoints/`` holds the Trainer state for resuming;
 - SIGTERM/SIGINT = stop: the current step finishes, the adapter is saved, status "stopped".
+
+With ``distributed.num_processes`` > 1 every rank runs this (under ``accelerate launch``, see
+:mod:`lora_app.launch`): only rank 0 writes events and the adapter; a stop is agreed by all ranks
+at the same step; a rank that fails writes ``rank-N.err`` and rank 0's "failed" names the rank
+that failed first. Test-only hook: ``LORA_APP_TEST_CRASH_RANK=N`` makes rank N raise just before
+training (tests/test_distributed.py; a natural crash of one rank only is hard to arrange).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 import traceback
 from pathlib import Path
 
+from . import launch
 from .config import ConfigError, RunConfig
 from .events import EventWriter, read_events
 from .progress import TokenCounter, make_callback
@@ -53,21 +60,35 @@ def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -
         if last and last[0] not in ("stopped", "failed", "queued"):
             print(f"Run {run_dir.name} is {last[0]}: only a stopped or failed run can be resumed.", file=sys.stderr)
             return 2
-    ev = EventWriter(run_dir)
+    ev = EventWriter(run_dir) if launch.is_main_process() else launch.NoEvents()  # one event log: rank 0's
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if launch.world_size() > 1:
+        from .procs import die_with_parent
+
+        launch.clear_rank_errors(run_dir, only_mine=True)  # (each rank writes only its own)
+        die_with_parent()  # torchrun starts a rank in its own session: it must not outlive a killed launcher
     try:
         return _train(run_dir, ev, stop, resume, keep)
     except ConfigError as err:
-        ev.emit("status", status="failed", message=str(err))
-        return 1
+        return _fail(run_dir, ev, str(err))
     except Exception as err:  # the reason goes to the UI; the traceback to stderr (run log)
         traceback.print_exc()
-        ev.emit("status", status="failed", message=_failure_message(err))
-        return 1
+        return _fail(run_dir, ev, _failure_message(err))
     finally:
         ev.close()
+
+
+def _fail(run_dir: Path, ev, message: str) -> int:
+    """Record the failure: alone, in the event log; with several ranks, in ``rank-N.err`` too, and
+    rank 0's event names the rank that failed first (waiting a few seconds for it to say why:
+    when another rank dies, rank 0 fails at once on the closed connection)."""
+    if launch.world_size() > 1:
+        launch.write_rank_error(run_dir, message)
+        message = launch.rank_failure(run_dir, wait_s=5.0 if launch.is_main_process() else 0.0) or message
+    ev.emit("status", status="failed", message=message)
+    return 1
 
 
 def _failure_message(err: BaseException) -> str:
@@ -103,6 +124,9 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     )
 
     token = os.environ.get("HF_TOKEN") or None
+    world = launch.world_size()
+    if world > 1 and torch.cuda.is_available():  # one GPU per rank: the model loads on the current device
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     set_seed(cfg.training.seed)
     if cfg.data.dataset_id:
         ev.emit("status", status="loading", message=f"reading Hub dataset {cfg.data.dataset_id}")
@@ -129,8 +153,14 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     rows = tokenize_rows(ho.train, tok, cfg.training.max_length)
     eval_rows = tokenize_rows(ho.eval, tok, cfg.training.max_length) if ho.eval else []
     ev.emit("status", status="loading", message=f"loading the weights of {cfg.model.base_model_name_or_path}")
+    fsdp = world > 1 and cfg.distributed.strategy == "fsdp"
     model = models.load_base_model(
-        cfg.model, rm.load_path, device, gradient_checkpointing=cfg.training.gradient_checkpointing, token=token
+        cfg.model,
+        rm.load_path,
+        device,
+        gradient_checkpointing=cfg.training.gradient_checkpointing,
+        token=token,
+        place=not fsdp,
     )
     available = models.linear_module_names(model)
     targets = models.expand_target_modules(
@@ -205,7 +235,9 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
             bytes_per_token=batching.activation_bytes_per_token(
                 model.config, torch.finfo(choice.torch_dtype).bits // 8
             ),
-            free_bytes=batching.free_memory_bytes(device),
+            # the ranks of one machine share its RAM (each has its own GPU)
+            free_bytes=batching.free_memory_bytes(device)
+            // (int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device == "cpu" else 1),
             packed=t.packing,
         )
     ev.emit(
@@ -219,6 +251,21 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         packing_collator(t.max_length, pad_id_of(tok)) if t.packing else PaddingCollator(pad_id_of(tok))
     )
     dtype = choice.torch_dtype  # bf16/fp16: autocast for the matmuls; the LoRA weights stay float32
+    mp = cfg.distributed.mixed_precision
+    bf16, fp16 = (
+        (dtype == torch.bfloat16, device == "cuda" and dtype == torch.float16)
+        if mp == "auto"
+        else (mp == "bf16", mp == "fp16")
+    )
+    if world > 1:
+        ev.emit(
+            "info",
+            message=f"{world} processes ({cfg.distributed.strategy}"
+            f"{', gloo' if device == 'cpu' else ''}): global batch {plan.per_device_train_batch_size} x "
+            f"{plan.gradient_accumulation_steps} x {world} = "
+            f"{plan.per_device_train_batch_size * plan.gradient_accumulation_steps * world} rows per optimizer step",
+            num_processes=world,
+        )
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps,
@@ -237,8 +284,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        bf16=dtype == torch.bfloat16,
-        fp16=device == "cuda" and dtype == torch.float16,
+        bf16=bf16,
+        fp16=fp16,
         use_cpu=device == "cpu",
         use_liger_kernel=use_liger,
         eval_strategy="steps" if eval_rows else "no",
@@ -252,9 +299,14 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         # weight still learns.
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
+        **(extra := launch.trainer_args(cfg, model, device, world)),
     )
 
     def on_save(state):
+        # FSDP: every rank takes part in gathering the full weights; only rank 0 writes them.
+        sd = trainer.accelerator.get_state_dict(trainer.model) if fsdp else None
+        if not launch.is_main_process():
+            return
         last_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
         path = save_adapter(
             model,
@@ -268,6 +320,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
                 line,
                 evals=card.eval_summary(read_events(run_dir)[0]),
             ),
+            state_dict=sd,
         )
         ev.emit("saved", step=state.global_step, path=str(path))
 
@@ -281,6 +334,9 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     )
     from transformers import PrinterCallback
 
+    if fsdp:  # the Trainer's accelerator took the FSDP plugin (it shards the model when training starts)
+        layers = ",".join(extra["fsdp_config"]["transformer_layer_cls_to_wrap"])
+        ev.emit("info", message=f"FSDP2: full shard, one unit per {layers}", fsdp=bool(trainer.is_fsdp_enabled))
     trainer.remove_callback(PrinterCallback)  # its raw {'loss': ...} prints: the events log every step already
     resume_from = last_checkpoint(run_dir) if resume else None
     base_eval, _ = heldout.eval_points(read_events(run_dir)[0])
@@ -292,6 +348,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
             message=f"held-out perplexity of the base model on {count(len(eval_rows), 'row')}",
         )
         trainer.evaluate()
+    if os.environ.get("LORA_APP_TEST_CRASH_RANK") == str(launch.rank()):  # test-only (module docstring)
+        raise RuntimeError(f"test crash of rank {launch.rank()} (LORA_APP_TEST_CRASH_RANK)")
     trainer.train(resume_from_checkpoint=resume_from)
     if keep is not None:  # for tests: the trained model itself, to compare with the reloaded adapter
         keep.update(model=model, tokenizer=tok)

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import count, models, speedups
-from .config import ConfigError, DataConfig, LoraSettings, ModelConfig, RunConfig, TrainingSettings
+from .config import (
+    ConfigError,
+    DataConfig,
+    DistributedConfig,
+    LoraSettings,
+    ModelConfig,
+    RunConfig,
+    TrainingSettings,
+)
 from .data import TextData, load_text
 
 if TYPE_CHECKING:
@@ -129,6 +137,9 @@ def preflight(
         except ValueError as err:
             problems.append(str(err))
     targets, available, trainable, total = [], [], 0, 0
+    dist = cfg.distributed if cfg else _section(DistributedConfig, raw, "distributed")
+    if model is not None and dist is not None:
+        problems += distributed_problems(dist, models.effective_quantization(model, device), device)
     if model is not None:
         q = models.quantization_problem(model, device)
         if q:
@@ -154,6 +165,43 @@ def preflight(
     return cfg, Preflight(
         td, targets, available, trainable, total, device, models.effective_quantization(cfg.model, device), notes
     )
+
+
+def distributed_problems(d: DistributedConfig, quantization: str, device: str) -> list[str]:
+    """What the ``distributed`` section cannot do here: FSDP on a quantized base (bitsandbytes'
+    8-bit/4-bit weights cannot be sharded by FSDP with these settings: DDP only) or without CUDA
+    (accelerate's AcceleratorState takes the FSDP plugin for GPU-type devices only: on CPUs the
+    ranks would silently run DDP); more processes than GPUs (unless already under a launcher, which decided); fp16 without CUDA;
+    several processes on a device that is neither CUDA nor a CPU."""
+    import os
+
+    out = []
+    if d.strategy == "fsdp" and quantization in ("8bit", "4bit"):
+        out.append(
+            f"distributed.strategy: fsdp cannot shard a {quantization} base (bitsandbytes' quantized weights "
+            "train with DDP only). Fix: set distributed.strategy: ddp, or model.quantization: none."
+        )
+    elif d.strategy == "fsdp" and d.num_processes > 1 and device != "cuda":
+        out.append(
+            f"distributed.strategy: fsdp shards the base across CUDA GPUs (accelerate applies FSDP on GPUs only); "
+            f"this machine has none ({device}). Fix: set distributed.strategy: ddp."
+        )
+    if d.num_processes > 1 and device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        import torch
+
+        n = torch.cuda.device_count()
+        if d.num_processes > n:
+            out.append(
+                f"distributed.num_processes: {d.num_processes} processes need as many GPUs; this machine has {n}. "
+                f"Fix: set num_processes to at most {n} (or run the multi-node command on a cluster)."
+            )
+    if d.num_processes > 1 and device not in ("cuda", "cpu"):
+        out.append(f"distributed.num_processes: several processes run on CUDA GPUs or CPUs, not {device}. Fix: set 1.")
+    if d.mixed_precision == "fp16" and device != "cuda":
+        out.append(
+            f"distributed.mixed_precision: fp16 needs a CUDA GPU (here: {device}). Fix: choose auto, no or bf16."
+        )
+    return out
 
 
 def warmup_note(t: TrainingSettings) -> str | None:

@@ -284,3 +284,17 @@ def test_second_tab_and_app_restart_reattach(tmp_path, page, quotes_file, tiny_m
         expect(page.get_by_role("grid", name="Your runs")).to_contain_text(run_id)
     finally:
         shutdown(demo, ctx)
+
+
+def test_the_global_batch_line_follows_the_batch_settings(app_url, page):
+    """Under the settings: per_device_train_batch_size x gradient_accumulation_steps x processes,
+    kept current as the fields change (one process on a machine without several GPUs)."""
+    url, _ = app_url
+    page.goto(url)
+    tab(page, "2. LoRA")
+    line = page.locator("#global-batch")
+    line.get_by_text("4 x 4 x 1 process = 16 rows per optimizer step").wait_for()
+    fill_settings(page, [("per_device_train_batch_size", 2), ("gradient_accumulation_steps", 8)])
+    line.get_by_text("2 x 8 x 1 process = 16 rows per optimizer step").wait_for()
+    fill_settings(page, [("gradient_accumulation_steps", 3)])
+    line.get_by_text("2 x 3 x 1 process = 6 rows per optimizer step").wait_for()

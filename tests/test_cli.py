@@ -20,6 +20,12 @@ def test_cli_settings_lists_every_field_with_its_default_and_help(capsys):
     from lora_app.config import RunConfig
 
     assert len(out) == sum(
-        len(type(getattr(RunConfig(), s)).model_fields) for s in ("data", "model", "lora", "training")
+        len(type(getattr(RunConfig(), s)).model_fields) for s in ("data", "model", "lora", "training", "distributed")
     )
-    assert {line.split(" = ")[0] for line in out} >= {"data.path", "model.precision", "lora.bias", "training.seed"}
+    assert {line.split(" = ")[0] for line in out} >= {
+        "data.path",
+        "model.precision",
+        "lora.bias",
+        "training.seed",
+        "distributed.strategy",
+    }

@@ -65,6 +65,8 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
             with gr.Tab("2. LoRA", id="lora"):
                 gr.Markdown(form.device_note())
                 widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
+                widgets |= form.build_distributed_widgets()  # only with more than one GPU
+                form.add_global_batch_line(widgets)
                 check = gr.Button("Check settings and count trainable parameters")
                 check_out = gr.Markdown()
                 estimate_df = gr.Dataframe(

@@ -143,6 +143,61 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     return w
 
 
+def gpu_count() -> int:
+    """CUDA GPUs on this machine (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def build_distributed_widgets() -> dict[str, gr.components.Component]:
+    """The ``distributed`` settings, shown only on a machine with more than one GPU (elsewhere the
+    defaults hold: one process; YAML and the CLI still take them)."""
+    n = gpu_count()
+    if n <= 1:
+        return {}
+    d = D.distributed
+    w: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        w["distributed.num_processes"] = gr.Number(
+            d.num_processes, label=f"num_processes (this machine has {n} GPUs)", info=_help("distributed.num_processes")
+        )
+        w["distributed.strategy"] = gr.Radio(
+            ["ddp", "fsdp"], value=d.strategy, label="strategy", info=_help("distributed.strategy")
+        )
+        w["distributed.mixed_precision"] = gr.Dropdown(
+            ["auto", "no", "bf16", "fp16"],
+            value=d.mixed_precision,
+            label="mixed_precision",
+            info=_help("distributed.mixed_precision"),
+        )
+    return w
+
+
+def global_batch_line(batch: object, accumulation: object, processes: object = 1) -> str:
+    """The line under the batch settings: rows per optimizer step, as the Trainer counts them
+    (per_device_train_batch_size x gradient_accumulation_steps x processes)."""
+    vals = [_num(v) for v in (batch, accumulation, processes)]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in vals):
+        return "Global batch: set whole numbers >= 1 for the batch size and accumulation."
+    b, a, p = vals
+    return (
+        f"Global batch: {b} x {a} x {p} process{'es' if p != 1 else ''} = **{b * a * p} rows per optimizer step** "
+        "(per_device_train_batch_size x gradient_accumulation_steps x processes)"
+    )
+
+
+def add_global_batch_line(widgets: Mapping[str, Block]) -> gr.Markdown:
+    """The :func:`global_batch_line` Markdown, kept current as its settings change (a private event)."""
+    keys = ["training.per_device_train_batch_size", "training.gradient_accumulation_steps"]
+    keys += [k for k in ["distributed.num_processes"] if k in widgets]
+    ins = [widgets[k] for k in keys]
+    line = gr.Markdown(global_batch_line(*[getattr(w, "value", None) for w in ins]), elem_id="global-batch")
+    for w in ins:
+        w.change(global_batch_line, ins, line, show_progress="hidden", queue=False)  # type: ignore[attr-defined]
+    return line
+
+
 def by_name(widgets: Mapping[str, Block]) -> dict[str, Block]:
     """``{"section.field": x}`` keyed by the bare field name (``r``, ``max_steps``): the
     keyword names of the Check and Start API endpoints. Field names are unique across sections."""
@@ -166,7 +221,9 @@ def _num(v):
 
 
 _KEYS = [
-    f"{section}.{name}" for section in ("model", "lora", "training") for name in type(getattr(D, section)).model_fields
+    f"{section}.{name}"
+    for section in ("model", "lora", "training", "distributed")
+    for name in type(getattr(D, section)).model_fields
 ]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from .. import launch
 from ..config import ConfigError, RunConfig
 from ..events import RunView
 from ..identity import Identity
@@ -86,6 +87,12 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
         md += f"\n\nadapter saved: try it in **5. Try it** (run `{info.id}`) or push it in **6. Hub**."
     if view.perplexity is not None or view.base_perplexity is not None:
         md += "\n\n" + _ppl_line(view)
+    try:  # the same settings on one's own GPUs or cluster (the YAML below downloads under this name)
+        md += "\n\n" + launch.commands_markdown(
+            RunConfig.load(ctx.jobs.run_dir(run_id) / "config.yaml"), _yaml_name(run_id)
+        )
+    except (ConfigError, OSError):
+        pass
     return (
         ctx.redact(ident, md),
         loss_frame(view.losses, view.evals),
@@ -98,16 +105,21 @@ def export_yaml(ctx: AppContext, run_id: str, ident: Identity | None = None) -> 
     For a visitor (``ident`` not seeing paths) the data path is the file's name only."""
     cfg = RunConfig.load(ctx.jobs.run_dir(run_id) / "config.yaml")
     YAML_DIR.mkdir(parents=True, exist_ok=True)
-    out = YAML_DIR / f"lora_app-{run_id}.yaml"
+    out = YAML_DIR / _yaml_name(run_id)
     if ident is not None and not ident.sees_paths and cfg.data.path:
         # the run's private copy of the data is a server path: a visitor gets its file name only
         cfg.data.path = Path(cfg.data.path).name
     text = cfg.to_yaml()
     out.write_text(
-        f"# lora_app run {run_id}; run it again with: python -m lora_app train --config {out.name}\n" + text,
+        f"# lora_app run {run_id}; run it again with: python -m lora_app train --config {out.name}\n"
+        f"# on several GPUs or machines: python -m lora_app train --config {out.name} --print-commands\n" + text,
         encoding="utf-8",
     )
     return out
+
+
+def _yaml_name(run_id: str) -> str:
+    return f"lora_app-{run_id}.yaml"
 
 
 def load_yaml(path: str | None, keys: list[str], data: dict | None):
