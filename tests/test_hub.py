@@ -19,7 +19,7 @@ import yaml
 
 from lora_app import hub, hub_client
 from lora_app.config import ConfigError, DataConfig, RunConfig
-from lora_app.models import HUB_ID_FILE
+from lora_app.bundled import HUB_ID_FILE
 
 ALICE, BOB, ALICE_READ = "hf_alice", "hf_bob", "hf_alice_read"
 TOKENS = (ALICE, BOB, ALICE_READ, "hf_wrong_token_123")

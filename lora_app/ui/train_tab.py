@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from .. import identity, models
+from .. import bundled, identity, models
 from ..config import DEFAULT_BASE_MODEL, ConfigError
 from ..events import RunView
 from ..jobs import ACTIVE, NotYourRun
@@ -64,7 +64,7 @@ def prepare_and_submit(ctx: AppContext, raw: dict, owner: str, token: str | None
     def work():
         try:
             base = (raw.get("model") or {}).get("base_model_name_or_path") or DEFAULT_BASE_MODEL
-            if base == DEFAULT_BASE_MODEL and not models.bundled_model_ready():
+            if base == DEFAULT_BASE_MODEL and not bundled.bundled_model_ready():
                 prep.step = (
                     "preparing the base model SmolLM2-135M-Instruct (first use: converting the "
                     "bundled copy, about 20-45 s)"
