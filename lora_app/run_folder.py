@@ -14,16 +14,34 @@ from pathlib import Path
 from .events import read_events
 
 ADAPTER_DIR = "adapter"
+#: The tokenizer files a conversation run's adapter folder holds (with the chat template it
+#: trained with, so Try it and a Hub copy render chats the same way); a push uploads them too.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+)
 
 
-def save_adapter(model, run_dir: Path, card: str) -> Path:
+def save_adapter(model, run_dir: Path, card: str, tokenizer=None) -> Path:
     """Write the adapter (``model.save_pretrained``: adapter_config.json + adapter_model.safetensors)
     and its model card ``card`` (README.md) to ``run_dir/adapter`` atomically: written to a tmp
-    folder, then renamed, so a reader (the Try tab, a push) never sees half an adapter. Returns the folder."""
+    folder, then renamed, so a reader (the Try tab, a push) never sees half an adapter. Returns the folder.
+
+    ``tokenizer``: saved too (``save_pretrained``: tokenizer.json, tokenizer_config.json with its
+    ``chat_template``...) when given: a conversation run's, with the chat template it trained with."""
     final = run_dir / ADAPTER_DIR
     tmp = run_dir / f".{ADAPTER_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
     (tmp / "README.md").write_text(card, encoding="utf-8")
     return replace_folder(tmp, final)
 
