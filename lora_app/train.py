@@ -281,7 +281,6 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         path = save_adapter(
             model,
             run_dir,
-            tokenizer=chat_tokenizer,
             card.render_card(
                 cfg,
                 rm.hub_id,
@@ -291,6 +290,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
                 line,
                 evals=card.eval_summary(read_events(run_dir)[0]),
             ),
+            tokenizer=chat_tokenizer,
         )
         ev.emit("saved", step=state.global_step, path=str(path))
 
@@ -352,7 +352,9 @@ def layout_info(td, tr, te, train_on_prompt: bool, max_length: int) -> dict:
     parts.append("loss on every token (train_on_prompt)" if train_on_prompt else "loss on the answers only")
     if td.layout == "conversation":
         parts.append(
-            "chat template: the ChatML fallback (the model has none)" if tr.template_fallback else "the model's chat template"
+            "chat template: the ChatML fallback (the model has none)"
+            if tr.template_fallback
+            else "the model's chat template"
         )
     if cut:
         parts.append(f"{count(cut, 'row')} lost part of the answer to max_length {max_length}")
