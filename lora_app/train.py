@@ -108,8 +108,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from transformers import TrainingArguments, set_seed
 
     from . import batching, card, count, heldout, models, precision, speedups
-    from .data import load_text
     from .chat_rows import tokenize_data
+    from .data import load_text
     from .text import PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of
 
     token = os.environ.get("HF_TOKEN") or None
