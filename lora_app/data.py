@@ -26,6 +26,7 @@ import pandas as pd
 from . import count, files
 from .config import ConfigError, DataConfig
 from .files import lines_of
+from .layouts import is_chat as _is_chat
 
 SUPPORTED = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
 #: Column names tried first, in order, when detecting the text column.
@@ -33,7 +34,6 @@ PREFERRED_COLUMNS = ("text", "quote", "content", "body", "sentence", "document",
 TEXT_COLUMN = files.TEXT_COLUMN
 #: A token without spaces and outside prose's alphabet: ids, hashes, labels, URLs, numbers.
 _TOKEN = re.compile(r"[A-Za-z0-9_.:/#@+=~-]+")
-_CHAT_KEYS = ({"role", "content"}, {"from", "value"})  # OpenAI-style messages, ShareGPT conversations
 
 
 def max_upload_bytes() -> int:
@@ -190,17 +190,6 @@ def as_text(v) -> str | None:
     if isinstance(v, (list, dict, tuple)):
         return json.dumps(v, ensure_ascii=False, default=str)
     return str(v)
-
-
-def _is_chat(v) -> bool:
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    return (
-        isinstance(v, list)
-        and bool(v)
-        and all(isinstance(t, dict) for t in v)
-        and any(keys <= set(v[0]) for keys in _CHAT_KEYS)
-    )
 
 
 def column_kind(values) -> str:

@@ -61,6 +61,26 @@ def _plain(v) -> Any:
     return v.tolist() if isinstance(v, np.ndarray) else v
 
 
+_CHAT_KEYS = ({"role", "content"}, {"from", "value"})  # OpenAI-style messages, ShareGPT conversations
+
+
+def is_chat(v) -> bool:
+    """Whether a cell is a conversation: a non-empty list of turns, the first with role/content
+    or from/value keys."""
+    v = _plain(v)
+    return (
+        isinstance(v, list)
+        and bool(v)
+        and all(isinstance(t, dict) for t in v)
+        and any(keys <= set(v[0]) for keys in _CHAT_KEYS)
+    )
+
+
+def _chat_column(values: list) -> bool:
+    vals = [v for v in values[:1000] if not _missing(_plain(v))]
+    return bool(vals) and all(is_chat(v) for v in vals)
+
+
 def _cols(df: pd.DataFrame) -> dict[str, str]:
     return {str(c).lower(): c for c in df.columns}
 
@@ -77,9 +97,7 @@ def layout_columns(df: pd.DataFrame, layout: str) -> list[str] | None:
         for name in CHAT_COLUMNS:
             if name in low and _has_values(df, low[name]):
                 return [low[name]]
-        from .data import column_kind
-
-        chat = [c for c in df.columns if column_kind(df[c]) == "chat"]
+        chat = [c for c in df.columns if _chat_column(df[c].tolist())]
         return chat[:1] or None
     if layout == "instruction":
         if "instruction" in low and "output" in low:
