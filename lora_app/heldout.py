@@ -62,7 +62,7 @@ def split(
                 path=data.eval_path,
                 text_column=text_column if layout == "text" else None,
                 source_name=data.eval_source_name,
-                layout=layout,  # type: ignore[arg-type]  # one of LAYOUTS, checked by DataConfig
+                layout=layout,  # one of LAYOUTS, checked by DataConfig
             )
             field = "data.eval_path"
         else:
@@ -71,7 +71,7 @@ def split(
                 dataset_config=data.dataset_config,
                 split=data.eval_split,
                 text_column=text_column if layout == "text" else None,
-                layout=layout,  # type: ignore[arg-type]
+                layout=layout,
             )
             field = "data.eval_split"
         try:

@@ -79,7 +79,7 @@ def _row_lines(td: TextData) -> list[int]:
     """The file line of each kept row (the frame's lines minus the skipped ones)."""
     df = td.frame
     lines = df.attrs.get("lines") if df is not None else None
-    if lines is None or len(lines) != len(df):
+    if df is None or lines is None or len(lines) != len(df):
         return list(range(1, len(td.texts) + 1))
     skipped = set(td.skipped_lines)
     return [int(x) for x in lines if int(x) not in skipped][: len(td.texts)]
