@@ -104,3 +104,35 @@ def plain(result: Lint) -> str:
         flag = " (over max_length: cut)" if r["over"] else ""
         parts.append(f"--- row at line {r['line']}: {r['n_tokens']} tokens{flag}\n{body}")
     return "\n".join(parts)
+
+
+def preflight_notes(td: TextData, base: str, max_length: int, train_on_prompt: bool, **tok_kw) -> list[str]:
+    """For Check and Start: the rows of a non-text layout that ``max_length`` cuts into the answer
+    (and those left with no answer), tokenized with ``base``'s tokenizer (no weights). Raises
+    ConfigError when the chat template cannot render the conversations; [] when there is no
+    tokenizer to load here (the run itself will say why)."""
+    from . import models
+    from .chat_rows import tokenize_data
+    from .config import ConfigError
+
+    if td.layout == "text":
+        return []
+    try:
+        tok = models.load_tokenizer(models.resolve_model(base).load_path, **tok_kw)
+    except ConfigError:
+        raise
+    except Exception:  # offline Hub id, gated repo ...: not this check's to report
+        return []
+    tr = tokenize_data(td.texts[:LIMIT], td.layout, tok, max_length, train_on_prompt)
+    notes = []
+    if tr.template_fallback:
+        notes.append("The base model has no chat template: conversations use the documented ChatML fallback.")
+    if tr.answers_cut:
+        notes.append(
+            f"{count(tr.answers_cut, 'row')} {'loses' if tr.answers_cut == 1 else 'lose'} part of the answer to "
+            f"max_length ({max_length} tokens){' in the first 5,000' if len(td.texts) > LIMIT else ''}. "
+            "Fix (to keep them whole): raise max_length, or shorten those rows."
+        )
+    if tr.dropped:
+        notes.append(f"{count(tr.dropped, 'row')} keep no answer token within max_length and are not trained on.")
+    return notes

@@ -109,6 +109,20 @@ def preflight(
                     f"Layout {describe(td.layout, td.layout_columns)}: loss on "
                     f"{'every token' if data.train_on_prompt else 'the answers only'} (the Data tab shows each row's tokens)."
                 )
+            if training is not None and model is not None and td.layout != "text":
+                from .lint import preflight_notes
+
+                try:  # the answers max_length cuts, the fallback template: said before Start
+                    notes += preflight_notes(
+                        td,
+                        model.base_model_name_or_path,
+                        training.max_length,
+                        data.train_on_prompt,
+                        trust_remote_code=model.trust_remote_code,
+                        token=token,
+                    )
+                except ValueError as err:  # ConfigError (a template that cannot render), or no EOS token
+                    problems += getattr(err, "problems", [str(err)])
             if training is not None:
                 from .layouts import flat_text
 

@@ -186,6 +186,25 @@ def test_preflight_reports_the_bad_row(tmp_path, tiny_model):
     assert any("ends on a user" in x and "line 1" in x for x in err.value.problems)
 
 
+def test_preflight_counts_the_answers_max_length_cuts(tmp_path, tiny_model):
+    from lora_app.validate import preflight
+
+    rows = [
+        {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "word " * n}]}
+        for n in (2, 80, 90)
+    ]
+    _, pre = preflight(
+        {
+            "data": {"path": write(tmp_path, "c.jsonl", rows)},
+            "model": {"base_model_name_or_path": str(tiny_model)},
+            "training": {"max_length": 128, "eval_fraction": 0},
+        }
+    )
+    assert any(n.startswith("Layout conversation (column messages): loss on the answers only") for n in pre.notes)
+    assert "The base model has no chat template: conversations use the documented ChatML fallback." in pre.notes
+    assert any(n.startswith("2 rows lose part of the answer to max_length (128 tokens).") for n in pre.notes), pre.notes
+
+
 def test_lint_marks_the_tokens_with_no_loss(bundled_model):
     from transformers import AutoTokenizer
 
