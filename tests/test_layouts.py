@@ -304,3 +304,16 @@ def test_a_conversation_run_on_smollm2_lowers_the_held_out_loss_on_answers(tmp_p
         AutoTokenizer.from_pretrained(rd / "adapter").chat_template
         == AutoTokenizer.from_pretrained(bundled_model).chat_template
     )
+
+
+def test_cli_data_show_prints_the_training_tokens(tmp_path, tiny_model, capsys):
+    from lora_app.__main__ import main
+
+    p = write(tmp_path, "pc.jsonl", [{"prompt": "Who said it? ", "completion": "So it goes."}] * 3)
+    assert main(["data", "--show", "1", p, "--base", str(tiny_model), "--max-length", "64"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Layout prompt/completion (columns prompt, completion): loss on the answers only.\n")
+    assert "--- row at line 1:" in out and "--- row at line 2:" not in out
+    assert "[[Who said it? ]]So it goes.<|endoftext|>" in out
+    assert main(["data", "--show", "1", p, "--layout", "conversation", "--base", str(tiny_model)]) == 2
+    assert "data.layout: 'conversation' needs a 'messages'" in capsys.readouterr().err
