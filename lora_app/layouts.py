@@ -94,9 +94,9 @@ def layout_columns(df: pd.DataFrame, layout: str) -> list[str] | None:
     ``df`` lacks them. ``text`` is never answered here (the text column is detected by data.py)."""
     low = _cols(df)
     if layout == "conversation":
-        for name in CHAT_COLUMNS:
-            if name in low and _has_values(df, low[name]):
-                return [low[name]]
+        named = [low[n] for n in CHAT_COLUMNS if n in low and _has_values(df, low[n])]
+        if named:  # both: rows of either style in one file, each row's own column read
+            return named
         chat = [c for c in df.columns if _chat_column(df[c].tolist())]
         return chat[:1] or None
     if layout == "instruction":
@@ -155,7 +155,10 @@ def to_turns(
             ]
         )
     others = _other_layouts(df, layout)
-    mine = df[cols[0] if layout != "instruction" else cols[-1]].tolist()
+    if layout == "conversation" and len(cols) > 1:  # messages where a row has them, else conversations
+        mine = [next((v for c in cols if not _missing(_plain(v := df[c].iloc[i]))), None) for i in range(len(df))]
+    else:
+        mine = df[cols[0] if layout != "instruction" else cols[-1]].tolist()
     mixed: list[int] = []
     for other_cols in others.values():
         for i, ln in enumerate(lines):
@@ -171,7 +174,7 @@ def to_turns(
             ]
         )
     if layout == "conversation":
-        return _conversations(df[cols[0]].tolist(), lines, unit) + (list(map(str, cols)),)
+        return _conversations(mine, lines, unit) + (list(map(str, cols)),)
     rows, skipped = [], []
     for i, ln in enumerate(lines):
         vals = {str(c).lower(): _plain(df[c].iloc[i]) for c in cols}

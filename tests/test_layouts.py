@@ -54,6 +54,14 @@ def learned(tok, row) -> str:
             "conversation",
             ["conversations"],
         ),
+        (  # both styles in one file: each row read from its own column
+            [
+                {"messages": TURNS},
+                {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hey"}]},
+            ],
+            "conversation",
+            ["messages", "conversations"],
+        ),
     ],
 )
 def test_layout_is_detected_with_its_columns(tmp_path, rows, layout, columns):
