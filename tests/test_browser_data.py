@@ -33,6 +33,16 @@ def test_conversation_file_shows_its_layout_and_training_tokens(app_url, page):
     assert "<|im_start|>system" in text and "You answer with one quote." in text
     assert "Economists can certainly disappoint you." in text
     assert "prompt (no loss)" in text and "answer" in text  # the legend
-    # the answer and the prompt are marked differently: the answer's token span has its own label
-    answer = view.locator("span", has_text="Economists can certainly disappoint you.").last
-    assert answer.count() == 1
+    # The answer is highlighted in the answer colour, the prompt in the no-loss grey (the legend's).
+    legend = {
+        b.inner_text(): b.evaluate("e => e.style.backgroundColor")
+        for b in page.locator("[data-testid='highlighted-text:category-legend'] button").all()
+    }
+    assert set(legend) == {"answer", "prompt (no loss)"} and legend["answer"] != legend["prompt (no loss)"]
+
+    def colour(text: str) -> str:
+        token = view.locator("span.token", has=page.locator("span.text", has_text=text)).first
+        return token.evaluate("e => e.style.backgroundColor")
+
+    assert colour("Economists can certainly disappoint you.") == legend["answer"]
+    assert colour("Give me a quote by Robert Orben.") == legend["prompt (no loss)"]
