@@ -325,3 +325,34 @@ def test_cli_data_show_prints_the_training_tokens(tmp_path, tiny_model, capsys):
     assert "[[Who said it? ]]So it goes.<|endoftext|>" in out
     assert main(["data", "--show", "1", p, "--layout", "conversation", "--base", str(tiny_model)]) == 2
     assert "data.layout: 'conversation' needs a 'messages'" in capsys.readouterr().err
+
+
+def test_a_conversation_adapter_is_pushed_with_its_tokenizer_and_layout(tmp_path, tiny_model, hub_server):
+    """The contract Try it relies on: the card's ``data_layout`` and the adapter's tokenizer with
+    the chat template it trained with, also in the Hub copy."""
+    import shutil
+
+    import yaml
+
+    from lora_app import hub
+    from lora_app.models import HUB_ID_FILE
+
+    base = tmp_path / "tiny-llama"
+    shutil.copytree(tiny_model, base)
+    (base / HUB_ID_FILE).write_text("lora-app-test/tiny-llama")
+    rows = [
+        {"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": "A."}]} for i in range(12)
+    ]
+    rd = _run(tmp_path, base, write(tmp_path, "c.jsonl", rows), 2, 1e-3, eval_rows=None)
+    ad = rd / "adapter"
+    saved = {p.name for p in ad.iterdir()}
+    assert {"tokenizer.json", "tokenizer_config.json"} <= saved
+    hub.push_adapter(rd, "alice/chat-lora", token="hf_alice")
+    stored = hub_server.files("model", "alice/chat-lora")
+    assert set(stored) == {".gitattributes", *saved}
+    meta = yaml.safe_load(stored["README.md"].decode().split("---", 2)[1])
+    assert meta["data_layout"] == "conversation"
+    assert "layout `conversation`" in stored["README.md"].decode()
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(ad).chat_template == FALLBACK_CHAT_TEMPLATE
