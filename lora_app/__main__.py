@@ -8,6 +8,7 @@ python -m lora_app train --config run.yaml --print-commands   # the same on 1 GP
 accelerate launch --multi_gpu --num_processes N -m lora_app train --config run.yaml   # one rank each
 python -m lora_app generate --adapter RUN_DIR/adapter --prompt "Two things are infinite: "
 python -m lora_app push RUN_DIR [--repo owner/name] [--private]   # token: HF_TOKEN or .env
+python -m lora_app data --show 5 FILE [--layout auto] [--base MODEL] [--max-length 256] [--train-on-prompt]
 python -m lora_app merge RUN_DIR [--dtype bfloat16|float16|float32] [--push owner/name] [--private]
 """
 
@@ -96,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     m.add_argument("--push", default=None, metavar="OWNER/NAME", help="then push the verified merge to this repo")
     m.add_argument("--private", action="store_true")
+    d = sub.add_parser("data", help="show the exact training tokens of a file's first rows (no loss: [[...]])")
+    d.add_argument("file")
+    d.add_argument("--show", type=int, default=5, metavar="N", help="rows to show (default 5)")
+    d.add_argument("--layout", default="auto", help="auto, text, prompt_completion, instruction or conversation")
+    d.add_argument("--text-column", default=None)
+    d.add_argument("--base", default=None, help="the base model whose tokenizer is used (default: the bundled one)")
+    d.add_argument("--max-length", type=int, default=None, help="tokens per row (default: training's max_length)")
+    d.add_argument("--train-on-prompt", action="store_true", help="loss on every token")
     a = ap.parse_args(argv)
 
     if a.cmd == "serve":
@@ -138,7 +147,31 @@ def main(argv: list[str] | None = None) -> int:
         return _push(a)
     if a.cmd == "merge":
         return _merge(a)
+    if a.cmd == "data":
+        return _data(a)
     return 2
+
+
+def _data(a) -> int:
+    """``data --show N FILE``: the lint (lora_app.lint) as plain text; the tokenizer only is loaded."""
+    from . import models
+    from .config import ConfigError, DataConfig, ModelConfig, TrainingSettings
+    from .data import load_text
+    from .lint import lint, plain
+
+    try:
+        cfg = DataConfig(path=a.file, layout=a.layout, text_column=a.text_column, train_on_prompt=a.train_on_prompt)
+        td = load_text(cfg)
+        base = a.base or ModelConfig().base_model_name_or_path
+        tok = models.load_tokenizer(models.resolve_model(base).load_path)
+        print(plain(lint(td, tok, a.max_length or TrainingSettings().max_length, a.show, a.train_on_prompt)))
+    except ConfigError as err:
+        print("Cannot read the data:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
+        return 2
+    except ValueError as err:  # pydantic: a bad --layout
+        print(f"Cannot read the data: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _merge(a) -> int:

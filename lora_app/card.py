@@ -13,6 +13,33 @@ from typing import Any
 from .config import RunConfig
 
 
+def resolve_data(cfg: RunConfig, events: list[dict]) -> None:
+    """Put into ``cfg`` the text column and layout the run's events say it really used (the saved
+    config.yaml may say "detect it": text_column None, layout auto)."""
+    infos = [e for e in events if e.get("type") == "info"]
+    col = next((e["text_column"] for e in infos if e.get("text_column")), None)
+    lay = next((e["layout"] for e in infos if e.get("layout")), None)
+    if col and not cfg.data.text_column:
+        cfg.data.text_column = col
+    if lay and cfg.data.layout == "auto":
+        cfg.data.layout = lay
+
+
+def _layout_sentence(cfg: RunConfig) -> str:
+    """How the rows became training text, for the card's Data section."""
+    lay = cfg.data.layout
+    if lay in ("auto", "text"):
+        return f"text column `{cfg.data.text_column or 'text'}` (layout `text`: loss on every token)"
+    what = "every token" if cfg.data.train_on_prompt else "the answers only"
+    how = {
+        "prompt_completion": "prompt + completion + EOS",
+        "instruction": "the Stanford Alpaca prompt (instruction, optional input) + output + EOS",
+        "conversation": "each conversation rendered with the chat template saved with this adapter "
+        "(its tokenizer files; the base model's own, or the ChatML fallback when it has none)",
+    }[lay]
+    return f"layout `{lay}`: {how}; loss on {what}"
+
+
 def eval_summary(events: list[dict]) -> dict | None:
     """The held-out numbers of a run from its events, or None if it was not evaluated:
     ``eval_loss``, ``perplexity`` (the last evaluation), ``base_perplexity`` (before training,
@@ -90,6 +117,8 @@ def render_card(
     }
     if cfg.data.dataset_id:
         meta["datasets"] = [cfg.data.dataset_id]
+    # The layout the run trained with (lora_app.layouts): Try it opens a chat box for "conversation".
+    meta["data_layout"] = cfg.data.layout if cfg.data.layout != "auto" else "text"
     data_name = (
         cfg.data.dataset_id or cfg.data.source_name or (cfg.data.path or "data").replace(chr(92), "/").split("/")[-1]
     )
@@ -137,7 +166,7 @@ def render_card(
 A LoRA adapter for {base_link}, trained with lora_app.
 
 ## Data
-Trained on {data_src}, text column `{cfg.data.text_column or "text"}`{rows}.
+Trained on {data_src}, {_layout_sentence(cfg)}{rows}.
 
 ## LoRA settings
 | setting | value |

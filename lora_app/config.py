@@ -62,6 +62,19 @@ class DataConfig(_Section):
         description="the column trained on; empty: detected (prose before ids and labels)",
         json_schema_extra=_fix("pick one of the file's text columns"),
     )
+    layout: Literal["auto", "text", "prompt_completion", "instruction", "conversation"] = Field(
+        "auto",
+        description="auto: detect it from the columns (messages/conversations, instruction/output, "
+        "prompt/completion, question/answer, input/output, else text); lora_app.layouts",
+        json_schema_extra=_fix("choose auto, text, prompt_completion, instruction or conversation"),
+    )
+    # LLaMA-Factory's name and default (train_on_prompt: false), one switch for every layout; TRL
+    # splits it in two (completion_only_loss, assistant_only_loss) with opposite defaults.
+    train_on_prompt: bool = Field(
+        False,
+        description="false: loss on the completion / assistant turns only; true: on every token",
+        json_schema_extra=_fix("set train_on_prompt to true or false"),
+    )
     max_rows: int | None = Field(None, ge=1, description="read at most this many rows (a Hub dataset is streamed)")
     source_name: str | None = Field(None, description="display name of an uploaded file")
     eval_path: str | None = Field(None, description="a second file whose rows are the held-out set")

@@ -26,6 +26,7 @@ import pandas as pd
 from . import count, files
 from .config import ConfigError, DataConfig
 from .files import lines_of
+from .layouts import is_chat as _is_chat
 
 SUPPORTED = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
 #: Column names tried first, in order, when detecting the text column.
@@ -33,7 +34,6 @@ PREFERRED_COLUMNS = ("text", "quote", "content", "body", "sentence", "document",
 TEXT_COLUMN = files.TEXT_COLUMN
 #: A token without spaces and outside prose's alphabet: ids, hashes, labels, URLs, numbers.
 _TOKEN = re.compile(r"[A-Za-z0-9_.:/#@+=~-]+")
-_CHAT_KEYS = ({"role", "content"}, {"from", "value"})  # OpenAI-style messages, ShareGPT conversations
 
 
 def max_upload_bytes() -> int:
@@ -51,7 +51,7 @@ class TextData:
     way (the encoding, the delimiter, numbers read as text), one sentence each.
     """
 
-    texts: list[str]
+    texts: list  # str per row (text layout), else a list of turns per row
     text_column: str
     columns: list[str]
     string_columns: list[str]
@@ -61,6 +61,10 @@ class TextData:
     skipped_lines: list[int] = field(default_factory=list)
     unit: str = "line"
     notes: list[str] = field(default_factory=list)
+    #: The layout read (:mod:`lora_app.layouts`) and its columns. Rows of a layout other than
+    #: "text" are lists of turns ``[{"role", "content"}]``, not strings.
+    layout: str = "text"
+    layout_columns: list[str] = field(default_factory=list)
 
     def skipped_line(self) -> str:
         """'2 empty rows skipped (lines 4, 7)' or ''."""
@@ -70,7 +74,12 @@ class TextData:
         return f"{count(self.skipped_empty, 'empty row')} skipped{where}"
 
     def summary(self) -> str:
-        s = f"{count(len(self.texts), 'row')} from {self.source}, text column '{self.text_column}'"
+        if self.layout != "text":
+            from .layouts import describe
+
+            s = f"{count(len(self.texts), 'row')} from {self.source}, layout {describe(self.layout, self.layout_columns)}"
+        else:
+            s = f"{count(len(self.texts), 'row')} from {self.source}, text column '{self.text_column}'"
         if self.skipped_empty:
             s += f"; {self.skipped_line()}"
         return s
@@ -183,17 +192,6 @@ def as_text(v) -> str | None:
     return str(v)
 
 
-def _is_chat(v) -> bool:
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    return (
-        isinstance(v, list)
-        and bool(v)
-        and all(isinstance(t, dict) for t in v)
-        and any(keys <= set(v[0]) for keys in _CHAT_KEYS)
-    )
-
-
 def column_kind(values) -> str:
     """'chat' (lists of role/content turns), 'list' (other lists/objects), 'number', 'token'
     (ids, labels, hashes: no spaces, ASCII symbols only), 'prose' (everything else that is text),
@@ -260,26 +258,54 @@ def detect_text_column(df: pd.DataFrame) -> str:
 
 
 def _refuse_chat(kinds: dict, chosen: str | None) -> None:
-    """Refuse rows of chat conversations unless ``chosen`` is "" (a prose column picked by hand)."""
+    """Refuse chat conversations read as text unless ``chosen`` is "" (a prose column picked by hand)."""
     chat = [c for c, k in kinds.items() if k == "chat"]
     if chat and chosen != "":
         raise ConfigError(
             [
-                f"data: the rows are chat conversations (column '{chat[0]}' holds lists of chat turns, "
-                "role/content or from/value): training on conversations is not supported yet, and the other columns are not the "
-                "text of the conversations. Fix: upload plain text rows (one 'text' per row), e.g. each "
-                "conversation written out as one text."
+                f"data.layout: the rows are chat conversations (column '{chat[0]}' holds lists of chat turns, "
+                "role/content or from/value), and the other columns are not the text of the conversations. "
+                "Fix: choose the layout conversation (or auto), or upload plain text rows."
             ]
         )
 
 
-def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str) -> TextData:
-    """Pick the text column (given or detected) and keep its non-empty rows as text.
+def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str, layout: str = "auto") -> TextData:
+    """Read the rows of ``layout`` (``auto``: detected by :func:`lora_app.layouts.detect_layout`;
+    an explicit ``text_column`` means text): for text, the text column (given or detected) and its
+    non-empty rows; else each row as a list of turns (:func:`lora_app.layouts.to_turns`).
 
     Empty rows are counted and named by line (``df.attrs["lines"]`` when the frame came from
     :func:`read_table`, else the row number). Raises ConfigError for an unknown column, a
-    column with no text, or chat conversations.
+    column with no text, chat conversations read as text, or bad rows of another layout.
     """
+    from . import layouts
+
+    if layout == "auto":
+        layout = "text" if text_column is not None else layouts.detect_layout(df)
+    if layout != "text":
+        lines = df.attrs.get("lines")
+        lines = lines if lines is not None and len(lines) == len(df) else np.arange(1, len(df) + 1)
+        unit = df.attrs.get("unit", "row")
+        rows, empty, cols = layouts.to_turns(df, layout, [int(x) for x in lines], unit)
+        if not rows:
+            raise ConfigError(
+                [f"data: no row of the {layout} layout has an answer. Fix: check the file's {', '.join(cols)} columns."]
+            )
+        return TextData(
+            rows,
+            cols[-1],
+            list(df.columns),
+            string_columns(df),
+            len(empty),
+            source,
+            df,
+            skipped_lines=empty,
+            unit=unit,
+            notes=list(df.attrs.get("notes") or []),
+            layout=layout,
+            layout_columns=cols,
+        )
     if text_column is not None and text_column not in df.columns:
         raise ConfigError(
             [f"data.text_column: no column '{text_column}'. Fix: choose one of: {', '.join(map(str, df.columns))}."]
@@ -331,12 +357,12 @@ def load_text(cfg: DataConfig, token: str | None = None) -> TextData:
     ConfigError naming the field and the fix.
     """
     if cfg.path:
-        td = frame_to_text(read_table(cfg.path), cfg.text_column, cfg.source_name or Path(cfg.path).name)
+        td = frame_to_text(read_table(cfg.path), cfg.text_column, cfg.source_name or Path(cfg.path).name, cfg.layout)
     elif cfg.dataset_id:
         from .hub_data import load_hub_frame  # imports `datasets` only when needed
 
         df = load_hub_frame(cfg.dataset_id, cfg.dataset_config, cfg.split, token=token, max_rows=cfg.max_rows)
-        td = frame_to_text(df, cfg.text_column, cfg.dataset_id)
+        td = frame_to_text(df, cfg.text_column, cfg.dataset_id, cfg.layout)
     else:
         raise ConfigError(["data: no data chosen. Fix: upload a file or give a Hub dataset id."])
     if cfg.max_rows:

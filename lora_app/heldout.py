@@ -28,16 +28,22 @@ class HeldOut:
     """``train``/``eval``: the texts each side gets; ``source``: where the eval rows come from
     (for the log and the model card); ``note``: one line for the page and the log."""
 
-    train: list[str]
-    eval: list[str]
+    train: list
+    eval: list
     source: str
     note: str
 
 
 def split(
-    texts: list[str], data: DataConfig, training: TrainingSettings, text_column: str | None, token: str | None = None
+    texts: list,
+    data: DataConfig,
+    training: TrainingSettings,
+    text_column: str | None,
+    token: str | None = None,
+    layout: str = "text",
 ) -> HeldOut:
-    """Split ``texts`` (the training rows) per the settings. Raises ConfigError naming the field
+    """Split ``texts`` (the training rows: strings, or lists of turns) per the settings; a second
+    file or split is read in the training data's ``layout`` (its ``text_column`` for text). Raises ConfigError naming the field
     and the fix when the held-out set cannot be had (too many rows asked, unreadable second file,
     unknown split)."""
     cap = training.eval_max_rows
@@ -52,14 +58,20 @@ def split(
         from .data import load_text
 
         if data.eval_path:
-            sub = DataConfig(path=data.eval_path, text_column=text_column, source_name=data.eval_source_name)
+            sub = DataConfig(
+                path=data.eval_path,
+                text_column=text_column if layout == "text" else None,
+                source_name=data.eval_source_name,
+                layout=layout,  # one of LAYOUTS, checked by DataConfig
+            )
             field = "data.eval_path"
         else:
             sub = DataConfig(
                 dataset_id=data.dataset_id,
                 dataset_config=data.dataset_config,
                 split=data.eval_split,
-                text_column=text_column,
+                text_column=text_column if layout == "text" else None,
+                layout=layout,
             )
             field = "data.eval_split"
         try:

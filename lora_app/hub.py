@@ -23,6 +23,7 @@ from pathlib import Path
 from .config import ConfigError
 from .hub_client import TOKENS_URL, HubError, User, explain, whoami
 from .repo_id import check_repo_id, is_hub_id, sanitize  # (hub.check_repo_id etc. stay importable)
+from .run_folder import TOKENIZER_FILES  # a conversation adapter's tokenizer: pushed too
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
 CARD_PLACEHOLDER = "<this repo id>"
@@ -140,9 +141,7 @@ def _card_from_run(run_dir: Path, adapter_dir: Path, base_model: str, repo_id: s
     steps = max([e.get("step", 0) for e in events if e.get("type") in ("log", "progress", "saved")] or [0])
     info = next((e for e in reversed(events) if e.get("type") == "info" and e.get("trainable_params")), None)
     line = models.trainable_line(info["trainable_params"], info["all_params"]) if info else ""
-    data_col = next((e.get("text_column") for e in events if e.get("type") == "info" and e.get("text_column")), None)
-    if data_col and not cfg.data.text_column:
-        cfg.data.text_column = data_col
+    card.resolve_data(cfg, events)
     return card.render_card(
         cfg, base_model, targets, final_loss, steps, line, repo_id=repo_id, evals=card.eval_summary(events)
     )
@@ -246,7 +245,7 @@ def preflight(
         repo_id,
         token,
         card_text,
-        own_files={".gitattributes", "README.md", *ADAPTER_FILES},
+        own_files={".gitattributes", "README.md", *ADAPTER_FILES, *TOKENIZER_FILES},
         marker="adapter_config.json",
         what="a LoRA adapter",
         validate_yaml=validate_yaml,
@@ -360,6 +359,8 @@ def push_adapter(
             json.dumps(plan.adapter_config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
         (stage / "README.md").write_text(plan.card, encoding="utf-8")
+        for name in (n for n in TOKENIZER_FILES if (plan.adapter_dir / n).is_file()):
+            shutil.copyfile(plan.adapter_dir / name, stage / name)
         api = HfApi()
         step = f"create the repo '{repo_id}'"
         try:
@@ -371,7 +372,7 @@ def push_adapter(
                 folder_path=stage,
                 token=token,
                 repo_type="model",
-                allow_patterns=list(ADAPTER_FILES),
+                allow_patterns=[*ADAPTER_FILES, *TOKENIZER_FILES],
                 commit_message=commit_message or f"LoRA adapter{' from run ' + run if run else ''} (lora_app)",
             )
         except Exception as err:

@@ -24,7 +24,10 @@ class TokenCounter:
 
     def __call__(self, features):
         held_out = bool(features) and "held_out" in features[0]
-        batch = self.collator([{"input_ids": f["input_ids"]} for f in features] if held_out else features)
+        # Held-out rows keep their labels: the held-out loss is on the same tokens as training's.
+        batch = self.collator(
+            [{k: v for k, v in f.items() if k != "held_out"} for f in features] if held_out else features
+        )
         if not held_out:
             self.tokens += int((batch["labels"] != -100).sum())
         return batch

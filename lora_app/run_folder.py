@@ -20,6 +20,19 @@ if TYPE_CHECKING:
     from .config import RunConfig
 
 ADAPTER_DIR = "adapter"
+#: The tokenizer files a conversation run's adapter folder holds (with the chat template it
+#: trained with, so Try it and a Hub copy render chats the same way); a push uploads them too.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+)
 
 
 def make_run_folder(root: Path, cfg: RunConfig) -> tuple[str, RunConfig]:
@@ -47,15 +60,19 @@ def make_run_folder(root: Path, cfg: RunConfig) -> tuple[str, RunConfig]:
     return run_id, cfg
 
 
-def save_adapter(model, run_dir: Path, card: str, state_dict: dict | None = None) -> Path:
+def save_adapter(model, run_dir: Path, card: str, state_dict: dict | None = None, tokenizer=None) -> Path:
     """Write the adapter (``model.save_pretrained``: adapter_config.json + adapter_model.safetensors)
     and its model card ``card`` (README.md) to ``run_dir/adapter`` atomically: written to a tmp
     folder, then renamed, so a reader (the Try tab, a push) never sees half an adapter. Returns the folder.
-    ``state_dict``: the full weights when the model's own are shards (FSDP; PEFT keeps its LoRA keys)."""
+    ``state_dict``: the full weights when the model's own are shards (FSDP; PEFT keeps its LoRA keys).
+    ``tokenizer``: saved too (``save_pretrained``: tokenizer.json, tokenizer_config.json with its
+    ``chat_template``...) when given: a conversation run's, with the chat template it trained with."""
     final = run_dir / ADAPTER_DIR
     tmp = run_dir / f".{ADAPTER_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
     (tmp / "README.md").write_text(card, encoding="utf-8")
     return replace_folder(tmp, final)
 

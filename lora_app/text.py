@@ -48,10 +48,11 @@ def pad_id_of(tokenizer: Any) -> int:
 
 
 class PaddingCollator:
-    """Pads a batch of ``{"input_ids": list[int]}`` to its longest row (right padding).
+    """Pads a batch of ``{"input_ids": list[int]}`` (and optional ``"labels"``, -100 on tokens
+    that carry no loss, e.g. a prompt) to its longest row (right padding).
 
     Returns ``input_ids``, ``attention_mask``, ``labels``: LongTensors of shape
-    ``(batch, longest)``; labels are -100 exactly on the padding positions.
+    ``(batch, longest)``; labels are the row's ``labels`` (else its ids) and -100 on the padding.
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
@@ -71,7 +72,7 @@ class PaddingCollator:
         for i, (f, L) in enumerate(zip(features, lengths, strict=True)):
             ids = torch.as_tensor(f["input_ids"], dtype=torch.long)
             input_ids[i, :L] = ids
-            labels[i, :L] = ids
+            labels[i, :L] = torch.as_tensor(f["labels"], dtype=torch.long) if "labels" in f else ids
             attention_mask[i, :L] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
@@ -115,7 +116,8 @@ def balanced_bins(lengths: list[int], capacity: int) -> list[list[int]]:
 class PackingCollator:
     """Packs a batch's rows into bins of at most ``capacity`` tokens, each bin flattened by
     transformers' ``DataCollatorWithFlattening`` (``position_ids`` restart at 0 for every row,
-    the first label of every row is -100), the bins stacked and right-padded.
+    the first label of every row is -100; a row's own ``labels``, e.g. -100 on a prompt, are
+    kept), the bins stacked and right-padded.
 
     Returns ``input_ids``, ``position_ids``, ``labels``: LongTensors of shape
     ``(bins, longest bin)``. Padding has label -100 and position ids 0, 1, ... of its own, so
@@ -188,13 +190,15 @@ def packing_collator(capacity: int, pad_token_id: int) -> PackingCollator:
 
 
 class TokenizedRows(torch.utils.data.Dataset):
-    """A list of token-id rows as a map-style dataset of ``{"input_ids": list[int]}``."""
+    """Token rows as a map-style dataset: ``{"input_ids": list[int]}`` for a row given as a list
+    of ids, the row itself for one given as ``{"input_ids", "labels"}``."""
 
-    def __init__(self, rows: list[list[int]]):
+    def __init__(self, rows: list[list[int]] | list[dict]):
         self.rows = rows
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.rows[i]}
+        r = self.rows[i]
+        return dict(r) if isinstance(r, dict) else {"input_ids": r}

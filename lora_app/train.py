@@ -40,7 +40,7 @@ def _held_out_rows(rows):
 
     class _HeldOutRows(TokenizedRows):
         def __getitem__(self, i: int) -> dict:
-            return {"input_ids": self.rows[i], "held_out": True}
+            return {**super().__getitem__(i), "held_out": True}
 
     return _HeldOutRows(rows)
 
@@ -113,15 +113,9 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from transformers import TrainingArguments, set_seed
 
     from . import batching, card, count, heldout, models, precision, speedups
+    from .chat_rows import tokenize_data
     from .data import load_text
-    from .text import (
-        PaddingCollator,
-        TokenizedRows,
-        packing_collator,
-        packing_keeps_rows_apart,
-        pad_id_of,
-        tokenize_rows,
-    )
+    from .text import PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of
 
     token = os.environ.get("HF_TOKEN") or None
     world = launch.world_size()
@@ -131,14 +125,18 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     if cfg.data.dataset_id:
         ev.emit("status", status="loading", message=f"reading Hub dataset {cfg.data.dataset_id}")
     td = load_text(cfg.data, token=token)
-    if not cfg.data.text_column:  # the model card names the column that was really used
+    if cfg.data.layout == "auto":  # the model card names the layout that was really used
+        cfg.data.layout = td.layout  # type: ignore[assignment]
+    if not cfg.data.text_column and td.layout == "text":  # ... and the text column
         cfg.data.text_column = td.text_column
     rm = models.resolve_model(cfg.model.base_model_name_or_path)
     device = models.device_kind()
     problem = models.quantization_problem(cfg.model, device)
     if problem:
         raise ConfigError([problem])
-    ho = heldout.split(td.texts, cfg.data, cfg.training, td.text_column, token)
+    ho = heldout.split(
+        td.texts, cfg.data, cfg.training, td.text_column if td.layout == "text" else None, token, layout=td.layout
+    )
     try:  # before the model loads: "on" without liger_kernel or a GPU is a config problem
         use_liger, liger_why = speedups.resolve_liger(cfg.training.use_liger_kernel, device)
     except ValueError as err:
@@ -150,8 +148,11 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         status="loading",
         message=f"tokenizing {count(len(ho.train) + len(ho.eval), 'row')} (max_length {cfg.training.max_length})",
     )
-    rows = tokenize_rows(ho.train, tok, cfg.training.max_length)
-    eval_rows = tokenize_rows(ho.eval, tok, cfg.training.max_length) if ho.eval else []
+    tr = tokenize_data(ho.train, td.layout, tok, cfg.training.max_length, cfg.data.train_on_prompt)
+    te = tokenize_data(ho.eval, td.layout, tok, cfg.training.max_length, cfg.data.train_on_prompt) if ho.eval else None
+    rows, eval_rows = tr.rows, te.rows if te else []
+    if td.layout != "text":
+        ev.emit("info", **layout_info(td, tr, te, cfg.data.train_on_prompt, cfg.training.max_length))
     ev.emit("status", status="loading", message=f"loading the weights of {cfg.model.base_model_name_or_path}")
     fsdp = world > 1 and cfg.distributed.strategy == "fsdp"
     model = models.load_base_model(
@@ -179,7 +180,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         message=f"{td.summary()}; {count(len(rows), 'row')} tokenized (max_length {cfg.training.max_length})",
         rows=len(rows),
         skipped_empty=td.skipped_empty,
-        text_column=td.text_column,
+        text_column=td.text_column if td.layout == "text" else None,
+        layout=td.layout,
     )
     ev.emit("info", message=ho.note, eval_rows=len(eval_rows), eval_source=ho.source)
     ev.emit(
@@ -227,7 +229,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         )
     else:
         plan = batching.plan_step(
-            [len(r) for r in rows],
+            [len(r["input_ids"]) for r in rows],
             t.per_device_train_batch_size,
             t.gradient_accumulation_steps,
             device=device,
@@ -302,6 +304,15 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         **(extra := launch.trainer_args(cfg, model, device, world)),
     )
 
+    # A conversation adapter carries its tokenizer with the chat template it was trained with, so
+    # Try it (and anyone loading it from the Hub) renders conversations the same way.
+    chat_tokenizer = None
+    if td.layout == "conversation":
+        from .chat_template import chat_template_of
+
+        chat_tokenizer = tok
+        tok.chat_template = chat_template_of(tok)[0]
+
     def on_save(state):
         # FSDP: every rank takes part in gathering the full weights; only rank 0 writes them.
         sd = trainer.accelerator.get_state_dict(trainer.model) if fsdp else None
@@ -321,6 +332,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
                 evals=card.eval_summary(read_events(run_dir)[0]),
             ),
             state_dict=sd,
+            tokenizer=chat_tokenizer,
         )
         ev.emit("saved", step=state.global_step, path=str(path))
 
@@ -373,6 +385,35 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         perplexity=summary["perplexity"] if summary else None,
     )
     return 0
+
+
+def layout_info(td, tr, te, train_on_prompt: bool, max_length: int) -> dict:
+    """The ``info`` event of a non-text layout: layout, columns, what is learned, the template, and
+    the rows whose answer ``max_length`` cut (``tr``/``te``: chat_rows.TokenRows of train/eval)."""
+    from . import count
+    from .layouts import describe
+
+    cut = tr.answers_cut + (te.answers_cut if te else 0)
+    dropped = tr.dropped + (te.dropped if te else 0)
+    parts = [f"layout {describe(td.layout, td.layout_columns)}"]
+    parts.append("loss on every token (train_on_prompt)" if train_on_prompt else "loss on the answers only")
+    if td.layout == "conversation":
+        parts.append(
+            "chat template: the ChatML fallback (the model has none)"
+            if tr.template_fallback
+            else "the model's chat template"
+        )
+    if cut:
+        parts.append(f"{count(cut, 'row')} lost part of the answer to max_length {max_length}")
+    if dropped:
+        parts.append(f"{count(dropped, 'row')} with no answer token left dropped")
+    return {
+        "message": "; ".join(parts),
+        "layout": td.layout,
+        "answers_cut": cut,
+        "rows_dropped": dropped,
+        "template_fallback": tr.template_fallback,
+    }
 
 
 def perplexity(model, tokenizer, texts: list[str], max_length: int = 256, batch_size: int = 8) -> float:

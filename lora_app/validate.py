@@ -110,10 +110,34 @@ def preflight(
                 notes.append(
                     f"{count(td.skipped_empty, 'empty row')} {'is' if td.skipped_empty == 1 else 'are'} skipped{where}."
                 )
+            if td.layout != "text":
+                from .layouts import describe
+
+                notes.append(
+                    f"Layout {describe(td.layout, td.layout_columns)}: loss on "
+                    f"{'every token' if data.train_on_prompt else 'the answers only'} (the Data tab shows each row's tokens)."
+                )
+            if training is not None and model is not None and td.layout != "text":
+                from .lint import preflight_notes
+
+                try:  # the answers max_length cuts, the fallback template: said before Start
+                    notes += preflight_notes(
+                        td,
+                        model.base_model_name_or_path,
+                        training.max_length,
+                        data.train_on_prompt,
+                        trust_remote_code=model.trust_remote_code,
+                        token=token,
+                    )
+                except ValueError as err:  # ConfigError (a template that cannot render), or no EOS token
+                    problems += getattr(err, "problems", [str(err)])
             if training is not None:
-                longest = max(len(t) for t in td.texts)
+                from .layouts import flat_text
+
+                sizes = [len(flat_text(t)) for t in td.texts]
+                longest = max(sizes)
                 if longest > training.max_length * _CHARS_PER_TOKEN:
-                    n = sum(len(t) > training.max_length * _CHARS_PER_TOKEN for t in td.texts)
+                    n = sum(x > training.max_length * _CHARS_PER_TOKEN for x in sizes)
                     notes.append(
                         f"{count(n, 'row')} {'is' if n == 1 else 'are'} longer than max_length ({training.max_length} tokens; the longest "
                         f"has {longest:,} characters): each is cut to its first {training.max_length} tokens."
@@ -122,7 +146,8 @@ def preflight(
                 from .heldout import split as heldout_split
 
                 try:  # the held-out set: said on the page before Start (or why there is none)
-                    notes.append(heldout_split(td.texts, data, training, td.text_column, token).note)
+                    col = td.text_column if td.layout == "text" else None
+                    notes.append(heldout_split(td.texts, data, training, col, token, layout=td.layout).note)
                 except ConfigError as err:
                     problems += err.problems
 

@@ -229,14 +229,18 @@ def test_id_like_columns_never_win_over_prose():
     assert detect_text_column(df) == "content_zh"
 
 
-def test_chat_conversations_are_refused_naming_the_layout(tmp_path):
+def test_chat_conversations_are_read_as_conversations_not_as_a_column(tmp_path):
+    """Chat rows were refused before layouts existed; now they are the conversation layout. A
+    non-prose column (the conversations' own, or an id) chosen as text is still refused."""
     turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]
     p = write(tmp_path, "chat.jsonl", "".join(json.dumps({"id": f"c{i}", "messages": turns}) + "\n" for i in range(3)))
-    for column in (None, "messages", "id"):
+    td = load_text(DataConfig(path=str(p)))
+    assert td.layout == "conversation" and td.layout_columns == ["messages"] and td.texts == [turns] * 3
+    for column in ("messages", "id"):
         with pytest.raises(
             ConfigError,
-            match=r"^data: the rows are chat conversations \(column 'messages' holds "
-            r"lists of chat turns.*not supported yet.*Fix: upload plain text rows",
+            match=r"^data.layout: the rows are chat conversations \(column 'messages' holds "
+            r"lists of chat turns.*Fix: choose the layout conversation",
         ):
             load_text(DataConfig(path=str(p), text_column=column))
     # A prose column chosen by hand next to the conversations is that column's text.

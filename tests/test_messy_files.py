@@ -15,6 +15,8 @@ from lora_app.data import load_text
 MESSY = Path(__file__).resolve().parent / "data" / "messy"
 
 #: file -> (texts, text column, a note that must be given) when read.
+HELLO = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+N_SHAREGPT = 1
 READ = {
     "cp1252.csv": (["It’s a café – naïve, “quoted”", "À bientôt"], "text", "Read as Windows-1252 text."),
     "latin1.txt": (["café au lait", "Über alles, señor"], "text", "Read as Windows-1252 text."),
@@ -43,6 +45,10 @@ READ = {
         "2 rows have fewer fields than the header (lines 3, 5): the missing cells are empty.",
     ),
     "ids_and_prose.jsonl": (["A calm sea."] * 4, "note", None),
+    # Chat files are read as conversations (lora_app.layouts), each row its turns; ShareGPT's
+    # from/value become role/content (human -> user, gpt -> assistant).
+    "chat_openai.jsonl": ([HELLO] * 3, "messages", None),
+    "chat_sharegpt.jsonl": ([HELLO] * N_SHAREGPT, "conversations", None),
 }
 
 #: file -> the refusal (a regex on the one problem).
@@ -62,8 +68,6 @@ REFUSED = {
     r"string.*Fix: make each line one JSON object",
     "mixed.jsonl": r"^data\.path: 'mixed\.jsonl' mixes objects with other JSON values \(line 2\)\. Fix",
     "pretty_broken.json": r"^data\.path: 'pretty_broken\.json' is not valid JSON \(line 4, column 3: Expecting value\)\. Fix",
-    "chat_openai.jsonl": r"^data: the rows are chat conversations \(column 'messages' .*Fix: upload plain text rows",
-    "chat_sharegpt.jsonl": r"^data: the rows are chat conversations \(column 'conversations' .*Fix: upload plain text",
 }
 
 

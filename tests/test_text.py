@@ -167,3 +167,36 @@ def test_opt_packed_rows_attend_to_each_other_and_the_probe_says_so(tiny_model, 
         model.train()
         assert packing_keeps_rows_apart(model) is apart
         assert model.training  # the probe leaves the mode as it found it
+
+
+def test_masked_prompts_give_the_same_loss_padded_packed_and_binned(tiny_model):
+    """Rows whose prompt carries no loss (labels -100): padding, packing and bins all keep the
+    masks and give the token-weighted loss of the answer tokens alone, row by row."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lora_app.chat_rows import tokenize_turns
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    model.config.use_cache = False
+    pairs = [("Who said: ", TEXTS[0]), ("Quote: ", TEXTS[1]), ("A long prompt, then a short answer: ", TEXTS[2])]
+    rows = tokenize_turns(
+        [[{"role": "user", "content": p}, {"role": "assistant", "content": a}] for p, a in pairs],
+        "prompt_completion",
+        tok,
+        64,
+    ).rows
+    assert all(r["labels"][0] == IGNORE_INDEX and r["labels"][-1] == tok.eos_token_id for r in rows)
+    with torch.no_grad():
+        total, count = 0.0, 0
+        for r in rows:
+            out = model(input_ids=torch.tensor([r["input_ids"]]), labels=torch.tensor([r["labels"]]))
+            n = sum(x != IGNORE_INDEX for x in r["labels"][1:])
+            total, count = total + out.loss.item() * n, count + n
+        padded_batch = PaddingCollator(pad_id_of(tok))(rows)
+        packed_batch = packing_collator(64, pad_id_of(tok))(rows)
+        binned_batch = packing_collator(max(len(r["input_ids"]) for r in rows), pad_id_of(tok))(rows)
+        assert binned_batch["input_ids"].shape[0] > 1
+        for b in (padded_batch, packed_batch, binned_batch):
+            assert int((b["labels"] != IGNORE_INDEX).sum()) == count  # the prompts stay masked
+            assert model(**b).loss.item() == pytest.approx(total / count, abs=1e-5)

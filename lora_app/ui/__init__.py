@@ -77,6 +77,16 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                     elem_id="estimate-table",
                 )
                 estimate_md = gr.Markdown(elem_id="estimate-basis")
+
+            def lint(state, base, max_length, request: gr.Request | None = None):
+                """The Data tab's training tokens, with the form's base model (its tokenizer only)."""
+                return data_tab.show_lint(state, base, max_length, token_fn(request) if token_fn else None)
+
+            data_parts["lint_button"].click(
+                lint,
+                [data_state, widgets["model.base_model_name_or_path"], widgets["training.max_length"]],
+                [data_parts["lint_md"], data_parts["lint_view"]],
+            )
             with gr.Tab("3. Train", id="train"):
                 _, reattach, train_outs, start_btn = train_tab.build(ctx, widgets, data_state, owner_state, token_fn)
             with gr.Tab("4. Runs", id="runs") as runs_tab_obj:

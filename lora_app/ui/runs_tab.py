@@ -152,7 +152,11 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
     d = cfg.data
     msg = "Settings loaded into the **2. LoRA** form."
     # The data settings the Data tab has no widget for ride along with the data choice to Start.
-    extra = {k: v for k in ("max_rows", "eval_path", "eval_source_name", "eval_split") if (v := getattr(d, k))}
+    extra = {
+        k: v
+        for k in ("max_rows", "eval_path", "eval_source_name", "eval_split", "layout", "train_on_prompt")
+        if (v := getattr(d, k)) and v != "auto"
+    }
     if d.path and Path(d.path).is_file():
         data = {
             "path": d.path,
