@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import RunConfig
+from .variants import card_rows
 
 
 def eval_summary(events: list[dict]) -> dict | None:
@@ -147,6 +148,7 @@ Trained on {data_src}, text column `{cfg.data.text_column or "text"}`{rows}.
 | lora_dropout | {lo.lora_dropout:g} |
 | target_modules | {", ".join(targets)} |
 | bias | {lo.bias} |
+{card_rows(lo)}
 
 {trainable_line}
 
@@ -157,7 +159,8 @@ Trained on {data_src}, text column `{cfg.data.text_column or "text"}`{rows}.
 | learning_rate | {t.learning_rate:g} |
 | per_device_train_batch_size | {t.per_device_train_batch_size} |
 | gradient_accumulation_steps | {t.gradient_accumulation_steps} |
-| warmup_steps | {t.warmup_steps} |
+| warmup_steps | {t.warmup()}{f" (warmup_ratio {t.warmup_ratio:g})" if t.warmup_ratio is not None else ""} |
+| lr_scheduler_type | {t.lr_scheduler_type} |
 | max_length | {t.max_length} |
 | packing | {t.packing} |
 | merge_accumulation (CPU) | {t.merge_accumulation} |

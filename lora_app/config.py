@@ -11,15 +11,19 @@ batch 4 x accumulation 4, warmup 100, 200 steps, lr 2e-4
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
 #: The bundled offline default; an adapter trained on it names this Hub id.
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+#: lora.init_lora_weights (peft.LoraConfig's names; "default" is its True), and pissa_niter_N.
+INIT_LORA_WEIGHTS = ("default", "gaussian", "pissa", "olora")
 
 
 def _fix(text: str) -> dict[str, JsonValue]:
@@ -100,6 +104,37 @@ class LoraSettings(_Section):
         json_schema_extra=_fix("list module names such as q_proj,v_proj, or all-linear"),
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", json_schema_extra=_fix("choose none, all or lora_only"))
+    # The variants PEFT has (peft.LoraConfig); the checks that need the model are in lora_app.variants.
+    use_rslora: bool = Field(
+        False,
+        description="rank-stabilized LoRA: scale lora_alpha/sqrt(r) instead of lora_alpha/r",
+        json_schema_extra=_fix("set use_rslora to true or false"),
+    )
+    use_dora: bool = Field(
+        False,
+        description="DoRA: a trained magnitude vector per output feature beside the LoRA direction (slower steps)",
+        json_schema_extra=_fix("set use_dora to true or false"),
+    )
+    init_lora_weights: str = Field(
+        "default",
+        description="default (A Kaiming-uniform, B zero), gaussian, pissa, pissa_niter_N or olora",
+        json_schema_extra=_fix("choose default, gaussian, pissa, pissa_niter_4 or olora"),
+    )
+    modules_to_save: list[str] | None = Field(
+        None,
+        description="modules trained in full beside LoRA and saved with the adapter (e.g. lm_head)",
+        json_schema_extra=_fix("list module names such as lm_head, or leave it empty"),
+    )
+    rank_pattern: dict[str, Annotated[int, Field(ge=1, strict=True)]] = Field(
+        default_factory=dict,
+        description="per-module r, keyed by a module name or regex (PEFT matches the end of the module path)",
+        json_schema_extra=_fix("map module names to whole numbers >= 1, e.g. {model.layers.0.self_attn.q_proj: 8}"),
+    )
+    alpha_pattern: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="per-module lora_alpha, keyed as rank_pattern",
+        json_schema_extra=_fix("map module names to numbers > 0, e.g. {q_proj: 16}"),
+    )
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -109,6 +144,21 @@ class LoraSettings(_Section):
         if isinstance(v, list):
             v = [p for p in (str(x).strip() for x in v) if p] or None
         return v
+
+    @field_validator("modules_to_save", mode="before")
+    @classmethod
+    def _split_saved(cls, v: Any) -> Any:
+        return cls._split(v)
+
+    @field_validator("init_lora_weights", mode="before")
+    @classmethod
+    def _init(cls, v: Any) -> Any:
+        # PEFT's True is its default init (YAML `true`); False (B random: the adapter is not a no-op
+        # at step 0) is for PEFT's own tests, not for training.
+        v = "default" if v is True else v
+        if isinstance(v, str) and (v in INIT_LORA_WEIGHTS or re.fullmatch(r"pissa_niter_[1-9]\d*", v)):
+            return v
+        raise ValueError("must be one of " + ", ".join(INIT_LORA_WEIGHTS) + " or pissa_niter_N")
 
 
 class TrainingSettings(_Section):
@@ -123,6 +173,13 @@ class TrainingSettings(_Section):
         4, ge=1, strict=True, json_schema_extra=_fix("set gradient_accumulation_steps to a whole number >= 1")
     )
     warmup_steps: int = Field(100, ge=0, strict=True, json_schema_extra=_fix("set warmup_steps to a whole number >= 0"))
+    warmup_ratio: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="warm up for this share of max_steps instead of warmup_steps (None: use warmup_steps)",
+        json_schema_extra=_fix("set warmup_ratio in [0, 1), e.g. 0.1, or leave it empty to use warmup_steps"),
+    )
     max_length: int = Field(
         256,
         ge=8,
@@ -188,6 +245,11 @@ class TrainingSettings(_Section):
         description="torch.compile each decoder layer (CUDA only; the first "
         "step pays a compile of some seconds, later steps run faster)",
     )
+
+    def warmup(self) -> int:
+        """The warm-up in optimizer steps: ``warmup_ratio`` of ``max_steps`` rounded up (as
+        transformers' ``TrainingArguments.get_warmup_steps`` does for a fraction), else ``warmup_steps``."""
+        return self.warmup_steps if self.warmup_ratio is None else math.ceil(self.max_steps * self.warmup_ratio)
 
     @field_validator("use_liger_kernel", mode="before")
     @classmethod
@@ -268,7 +330,8 @@ def parse_raw(text: str, json_text: bool = False) -> dict[str, Any]:
 
 def _describe(e: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in e["loc"])
-    field = str(e["loc"][-1]) if e["loc"] else ""
+    # (section, field, ...): an item of a list or dict field (lora.rank_pattern.q_proj) gets its field's fix
+    field = str(e["loc"][1] if len(e["loc"]) > 1 else e["loc"][-1]) if e["loc"] else ""
     # Integers given as strings or floats read better as "whole number" than pydantic's text.
     msg = e["msg"]
     if e["type"] in ("int_type", "int_parsing", "int_from_float"):

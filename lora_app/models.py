@@ -282,8 +282,11 @@ def check_target_modules(targets: list[str], available: list[str]) -> list[str]:
     ]
 
 
-def lora_config(lora: LoraSettings, targets: list[str]):
+def lora_config(lora: LoraSettings, targets: list[str], count_only: bool = False):
+    """``peft.LoraConfig`` of ``lora`` (variants: :func:`lora_app.variants.peft_kwargs`)."""
     from peft import LoraConfig
+
+    from .variants import peft_kwargs
 
     # PEFT annotates lora_alpha as int; it only divides by r, so a float (our field's type) is exact.
     return LoraConfig(
@@ -293,14 +296,17 @@ def lora_config(lora: LoraSettings, targets: list[str]):
         target_modules=list(targets),
         bias=lora.bias,
         task_type="CAUSAL_LM",
+        **peft_kwargs(lora, count_only),
     )
 
 
 def count_parameters(model_config, lora: LoraSettings, targets: list[str]) -> tuple[int, int]:
-    """(trainable, total) parameters after wrapping, computed by PEFT on the meta skeleton."""
+    """(trainable, total) parameters after wrapping, computed by PEFT on the meta skeleton: DoRA's
+    magnitude vectors and the full copies of ``modules_to_save`` count as trainable (the original
+    module stays in "total" too, as PEFT counts it)."""
     from peft import get_peft_model
 
-    peft_model = get_peft_model(skeleton(model_config), lora_config(lora, targets))
+    peft_model = get_peft_model(skeleton(model_config), lora_config(lora, targets, count_only=True))
     return peft_model.get_nb_trainable_parameters()
 
 

@@ -16,14 +16,19 @@ from .events import read_events
 ADAPTER_DIR = "adapter"
 
 
-def save_adapter(model, run_dir: Path, card: str) -> Path:
+def save_adapter(model, run_dir: Path, card: str, initial: Path | None = None) -> Path:
     """Write the adapter (``model.save_pretrained``: adapter_config.json + adapter_model.safetensors)
     and its model card ``card`` (README.md) to ``run_dir/adapter`` atomically: written to a tmp
-    folder, then renamed, so a reader (the Try tab, a push) never sees half an adapter. Returns the folder."""
+    folder, then renamed, so a reader (the Try tab, a push) never sees half an adapter. Returns the folder.
+    ``initial``: the adapter as PiSSA/OLoRA initialised it; PEFT then saves the difference as a plain
+    LoRA of twice the rank that applies to the unchanged base model (``path_initial_model_for_weight_conversion``)."""
     final = run_dir / ADAPTER_DIR
     tmp = run_dir / f".{ADAPTER_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    if initial is not None:
+        model.save_pretrained(tmp, safe_serialization=True, path_initial_model_for_weight_conversion=str(initial))
+    else:
+        model.save_pretrained(tmp, safe_serialization=True)
     (tmp / "README.md").write_text(card, encoding="utf-8")
     return replace_folder(tmp, final)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import count, models, speedups
+from . import count, models, speedups, variants
 from .config import ConfigError, DataConfig, LoraSettings, ModelConfig, RunConfig, TrainingSettings
 from .data import TextData, load_text
 
@@ -138,12 +138,16 @@ def preflight(
             problems += tokenizer_problems(model.base_model_name_or_path)
             if training is not None:
                 problems += position_problems(mc, training.max_length, model.base_model_name_or_path)
-            available = models.linear_module_names(models.skeleton(mc, model.trust_remote_code))
+            skel = models.skeleton(mc, model.trust_remote_code)
+            available = models.linear_module_names(skel)
             if lora is not None:
                 targets = models.expand_target_modules(
                     lora.target_modules or models.default_target_modules(mc.model_type, available), available
                 )
                 bad = models.check_target_modules(targets, available)
+                if not bad:  # rank_pattern keys, modules_to_save, PiSSA on a quantized base, ...
+                    quant = models.effective_quantization(model, device)
+                    bad = variants.problems(lora, [n for n, _ in skel.named_modules()], targets, quant)
                 problems += bad
                 if not bad and not problems and cfg is not None:
                     trainable, total = models.count_parameters(mc, cfg.lora, targets)
@@ -164,7 +168,7 @@ def warmup_note(t: TrainingSettings) -> str | None:
     ``max_steps`` ends at ``(max_steps - 1) / warmup_steps`` of ``learning_rate`` and never decays
     (source: transformers.optimization, ``_get_linear_schedule_with_warmup_lr_lambda``).
     """
-    if not t.warmup_steps or t.warmup_steps < t.max_steps:
+    if t.warmup_ratio is not None or not t.warmup_steps or t.warmup_steps < t.max_steps:
         return None
     peak = (t.max_steps - 1) / t.warmup_steps
     return (
