@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
+from . import presets
+
 #: The bundled offline default; an adapter trained on it names this Hub id.
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 #: lora.init_lora_weights (peft.LoraConfig's names; "default" is its True), and pissa_niter_N.
@@ -287,6 +289,10 @@ class RunConfig(_Section):
         raw = dict(data or {})
         for k, v in sections.items():
             raw.setdefault(k, {}).update(v) if isinstance(v, dict) else raw.__setitem__(k, v)
+        try:  # a top-level `preset:` (lora_app.presets) puts its values under the ones given
+            raw = presets.apply(raw)
+        except ValueError as err:
+            raise ConfigError([str(err)]) from None
         try:
             return cls.model_validate(raw)
         except ValidationError as err:

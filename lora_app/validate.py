@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import count, models, speedups, variants
+from . import count, models, presets, speedups, variants
 from .config import ConfigError, DataConfig, LoraSettings, ModelConfig, RunConfig, TrainingSettings
 from .data import TextData, load_text
 
@@ -76,6 +76,10 @@ def preflight(
             cfg = RunConfig.build(raw)
         except ConfigError as err:
             problems += err.problems
+            try:  # the sections below are checked with the preset's values, as build saw them
+                raw = presets.apply(raw)
+            except ValueError:
+                pass
     data = cfg.data if cfg else _section(DataConfig, raw, "data")
     model = cfg.model if cfg else _section(ModelConfig, raw, "model")
     lora = cfg.lora if cfg else _section(LoraSettings, raw, "lora")
