@@ -176,7 +176,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     ev.emit(
         "info",
         message=f"{line} | device {device}, quantization "
-        f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}, "
+        f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}{variants.summary(cfg.lora)}, "
         f"loaded in {time.time() - t_start:.1f} s",
         trainable_params=trainable,
         all_params=total,

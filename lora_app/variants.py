@@ -105,6 +105,18 @@ def problems(lora: LoraSettings, module_paths: list[str], targets: list[str], qu
     return out
 
 
+def summary(lora: LoraSettings) -> str:
+    """The variants that differ from plain LoRA, for the run log: ", rsLoRA, DoRA, init pissa" or ""."""
+    parts = [name for on, name in ((lora.use_rslora, "rsLoRA"), (lora.use_dora, "DoRA")) if on]
+    if lora.init_lora_weights != "default":
+        parts.append(f"init {lora.init_lora_weights}")
+    if lora.modules_to_save:
+        parts.append(f"modules_to_save {','.join(lora.modules_to_save)}")
+    if lora.rank_pattern or lora.alpha_pattern:
+        parts.append(f"rank_pattern {len(lora.rank_pattern)} / alpha_pattern {len(lora.alpha_pattern)} keys")
+    return "".join(", " + p for p in parts)
+
+
 def card_rows(lora: LoraSettings) -> str:
     """The model card's table rows of the variant settings (every one, also when off)."""
 

@@ -67,3 +67,31 @@ def test_form_values_of_each_preset_build_that_preset():
     fast = RunConfig.build({"preset": FAST})
     keys = ["training.warmup_ratio", "training.learning_rate", "lora.modules_to_save"]
     assert form.from_config(fast, keys) == [0.1, 1e-3, ""]
+
+
+def test_the_form_preset_dropdown_fills_the_widgets(tmp_path):
+    from lora_app.jobs import JobManager
+    from lora_app.ui import build_app
+    from lora_app.ui.common import AppContext
+
+    jm = JobManager(tmp_path / "runs")
+    try:
+        demo = build_app(AppContext(jm, None, frozenset()))
+        (bf,) = [b for b in demo.fns.values() if getattr(b.fn, "__name__", "") == "fill"]
+        assert [i.elem_id for i in bf.inputs] == ["preset"] and bf.inputs[0].value == REFERENCE
+        labels = [o.label.split(" ")[0] for o in bf.outputs]
+        fast = dict(zip(labels, bf.fn(FAST), strict=True))
+        assert fast == {
+            "gradient_accumulation_steps": 4,
+            "learning_rate": 1e-3,
+            "lora_alpha": 32,
+            "max_steps": 50,
+            "per_device_train_batch_size": 4,
+            "r": 16,
+            "warmup_ratio": 0.1,
+            "warmup_steps": 0,
+        }
+        ref = dict(zip(labels, bf.fn(REFERENCE), strict=True))
+        assert {k: ref[k] for k in REFERENCE_VALUES} == REFERENCE_VALUES and ref["warmup_ratio"] is None
+    finally:
+        jm.close()

@@ -81,6 +81,10 @@ def test_every_option_reaches_the_peft_model_and_the_count_is_the_real_one(tmp_p
     assert pf.trainable == real  # counted on the meta skeleton before anything was loaded
     info = next(e for e in read_events(rd)[0] if e.get("trainable_params") is not None)
     assert info["trainable_params"] == real
+    assert (
+        "targets q_proj,v_proj, rsLoRA, DoRA, init gaussian, modules_to_save model.norm, rank_pattern 1 / "
+        in (info["message"])
+    )
 
 
 def test_count_parameters_adds_dora_magnitudes_and_saved_module_copies(tiny_model):
