@@ -1,7 +1,8 @@
 """Quality per minute: held-out perplexity against training time, reference recipe vs faster recipes.
 
     python bench/bench_quality.py [--budget-s 240] [--recipes "reference recipe,fast default"]
-                                  [--variants rslora,dora] [--eval-every 10] [--holdout 200]
+                                  [--variants rslora,dora] [--candidates training.learning_rate=2e-3,...]
+                                  [--eval-every 10] [--holdout 200]
                                   [--model PATH_OR_ID] [--tag NAME] [--dry-run]
 
 Each recipe is a preset of lora_app/presets.py run by the app itself (``python -m lora_app train
@@ -42,7 +43,26 @@ import yaml
 
 from lora_app.presets import FAST, PRESETS, REFERENCE
 
-VARIANTS = {"rslora": {"use_rslora": True}, "dora": {"use_dora": True}}
+VARIANTS = {"rslora": {"lora": {"use_rslora": True}}, "dora": {"lora": {"use_dora": True}}}
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, dict]:
+    """``["training.learning_rate=2e-3", ...]`` -> ``{"training": {"learning_rate": 0.002}}`` (YAML values).
+    Raises ValueError for a pair that is not SECTION.FIELD=VALUE."""
+    out: dict[str, dict] = {}
+    for pair in pairs:
+        key, eq, val = pair.partition("=")
+        section, dot, field = key.strip().partition(".")
+        if not (eq and dot and section and field):
+            raise ValueError(f"{pair!r}: expected SECTION.FIELD=VALUE, e.g. training.learning_rate=2e-3")
+        v = yaml.safe_load(val)
+        if isinstance(v, str):  # YAML 1.1 reads 2e-3 (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        out.setdefault(section, {})[field] = v
+    return out
 
 
 def curve(events: list[dict]) -> list[dict]:
@@ -132,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout", type=int, default=200, help="last quotes held out")
     ap.add_argument("--model", default=None, help="base model (default: the bundled SmolLM2-135M-Instruct)")
     ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help="for every recipe")
+    ap.add_argument(
+        "--candidates",
+        nargs="*",
+        default=[],
+        metavar="PAIRS",
+        help="more recipes: the fast default with SECTION.FIELD=VALUE pairs, comma-separated, one argument each "
+        "(e.g. training.learning_rate=2e-3,training.max_steps=40)",
+    )
     ap.add_argument("--tag", default="")
     ap.add_argument("--dry-run", action="store_true", help="4 steps a recipe on few rows (tests)")
     ap.add_argument("--keep", action="store_true", help="keep the run folders (printed) instead of removing them")
@@ -154,18 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     for fname, texts in (("train.jsonl", train_texts), ("heldout.jsonl", eval_texts)):
         with open(root / fname, "w", encoding="utf-8") as f:
             f.writelines(json.dumps({"quote": t}) + "\n" for t in texts)
-    extra: dict[str, dict] = {}
-    for pair in a.set:
-        key, _, val = pair.partition("=")
-        section, _, field = key.partition(".")
-        extra.setdefault(section, {})[field] = yaml.safe_load(val)
-
-    runs = [(r, r, {}) for r in recipes] + [(f"{FAST} + {v}", FAST, VARIANTS[v]) for v in variants]
+    try:
+        extra = parse_pairs(a.set)
+        cands = [(f"{FAST} + {c}", FAST, parse_pairs(c.split(","))) for c in a.candidates]
+    except ValueError as err:
+        ap.error(str(err))
+    runs: list[tuple[str, str, dict]] = [(r, r, {}) for r in recipes]
+    runs += [(f"{FAST} + {v}", FAST, VARIANTS[v]) for v in variants] + cands
     machine = common.machine_info("cpu")
     print(f"CPU: {machine.get('cpu')} flags {','.join(machine.get('cpu_flags', []))}; load {common.loadavg()}")
     results = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM of the bench ends its run too (above)
-    for name, preset, lora in runs:
+    for name, preset, over in runs:
         t = {
             "eval_steps": 2 if a.dry_run else a.eval_every,
             "eval_max_rows": holdout,
@@ -173,15 +201,16 @@ def main(argv: list[str] | None = None) -> int:
             "logging_steps": 1,
             **({"max_steps": 4, "warmup_ratio": 0.25, "max_length": 48} if a.dry_run else {}),
         }
-        raw = {
+        raw: dict = {
             "preset": preset,
             "data": {"path": str(root / "train.jsonl"), "eval_path": str(root / "heldout.jsonl")},
             "model": {"base_model_name_or_path": a.model or "HuggingFaceTB/SmolLM2-135M-Instruct"},
-            "lora": {**lora, **extra.get("lora", {})},
-            "training": {**t, **extra.get("training", {})},
+            "lora": {},
+            "training": t,
         }
-        if "model" in extra:
-            raw["model"].update(extra["model"])
+        for layer in (extra, over):  # --set for all, then the recipe's own changes
+            for section, values in layer.items():
+                raw.setdefault(section, {}).update(values)
         res = run_recipe(name, raw, root, a.budget_s)
         results.append(res)
         pts = ", ".join(f"{p['step']}:{p['train_s']:.0f}s/{p['perplexity']:.2f}" for p in res["curve"])

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -37,3 +39,13 @@ def test_bench_quality_dry_run(tmp_path, tiny_model):
     assert res["reference_target"] == ref["curve"][-1]
     assert "first at or below the reference" in proc.stdout
     assert not list(tmp_path.glob("bench-quality-*"))  # run folders removed
+
+
+def test_candidates_and_set_pairs_parse_as_yaml_values():
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_quality import parse_pairs
+
+    got = parse_pairs("training.learning_rate=2e-3,training.max_steps=40,lora.use_dora=true".split(","))
+    assert got == {"training": {"learning_rate": 2e-3, "max_steps": 40}, "lora": {"use_dora": True}}
+    with pytest.raises(ValueError, match="expected SECTION.FIELD=VALUE"):
+        parse_pairs(["learning_rate=2e-3"])
