@@ -153,7 +153,11 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         cfg.lora.target_modules or models.default_target_modules(model.config.model_type, available), available
     )
     problems = models.check_target_modules(targets, available) or variants.problems(
-        cfg.lora, [n for n, _ in model.named_modules()], targets, models.effective_quantization(cfg.model, device)
+        cfg.lora,
+        [n for n, _ in model.named_modules()],
+        targets,
+        models.effective_quantization(cfg.model, device),
+        device,
     )
     if problems:
         raise ConfigError(problems)

@@ -151,7 +151,7 @@ def preflight(
                 bad = models.check_target_modules(targets, available)
                 if not bad:  # rank_pattern keys, modules_to_save, PiSSA on a quantized base, ...
                     quant = models.effective_quantization(model, device)
-                    bad = variants.problems(lora, [n for n, _ in skel.named_modules()], targets, quant)
+                    bad = variants.problems(lora, [n for n, _ in skel.named_modules()], targets, quant, device)
                 problems += bad
                 if not bad and not problems and cfg is not None:
                     trainable, total = models.count_parameters(mc, cfg.lora, targets)

@@ -52,11 +52,20 @@ def _matches(key: str, path: str) -> bool:
         return False
 
 
-def problems(lora: LoraSettings, module_paths: list[str], targets: list[str], quantization: str) -> list[str]:
+def problems(
+    lora: LoraSettings, module_paths: list[str], targets: list[str], quantization: str, device: str = "cpu"
+) -> list[str]:
     """Every problem of the variant settings for a model with these module paths (``named_modules``
-    of the meta skeleton), LoRA ``targets`` (leaf names) and effective ``quantization``
-    (none | 8bit | 4bit), one line each naming the field and the fix; [] if fine."""
+    of the meta skeleton), LoRA ``targets`` (leaf names), effective ``quantization`` (none | 8bit |
+    4bit) and ``device``, one line each naming the field and the fix; [] if fine."""
     out: list[str] = []
+    if lora.use_dora and quantization == "8bit" and device == "cpu":
+        # Found by running it: PEFT's DoRA init dequantizes the Int8 weight, after which bitsandbytes
+        # 0.50's CPU int8 matmul fails on the first forward (col_stats is None). 4-bit and CUDA are fine.
+        out.append(
+            "lora.use_dora: DoRA on an 8-bit base fails in bitsandbytes' CPU backend. Fix: set model.quantization "
+            "to 4bit or none, or turn use_dora off."
+        )
     targeted = [p for p in module_paths if p.rsplit(".", 1)[-1] in targets]
     for field, pattern in (("rank_pattern", lora.rank_pattern), ("alpha_pattern", lora.alpha_pattern)):
         bad = [k for k in pattern if not any(_matches(k, p) for p in targeted)]

@@ -4,6 +4,8 @@ are refused with a message naming the field and the fix, and are listed in the m
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ from lora_app.validate import preflight
 QV = ["q_proj", "v_proj"]
 
 
-def make_run(tmp_path, tiny_model, lora: dict, steps: int = 4, **training):
+def make_run(tmp_path, tiny_model, lora: dict, steps: int = 4, model: dict | None = None, **training):
     from conftest import EXAMPLE_QUOTES
 
     rd = tmp_path / "run"
@@ -29,7 +31,7 @@ def make_run(tmp_path, tiny_model, lora: dict, steps: int = 4, **training):
     cfg = RunConfig.build(
         {
             "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 40},
-            "model": {"base_model_name_or_path": str(tiny_model), "precision": "float32"},
+            "model": {"base_model_name_or_path": str(tiny_model), "precision": "float32", **(model or {})},
             "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": QV, **lora},
             "training": t,
         }
@@ -122,6 +124,16 @@ def test_dora_and_rslora_train_save_and_reload(tmp_path, tiny_model, variant):
     assert "| " + variant + " | True |" in (rd / "adapter" / "README.md").read_text()
 
 
+def test_dora_on_a_4bit_base_trains(tmp_path, tiny_model):
+    pytest.importorskip("bitsandbytes")
+    rd, _ = make_run(tmp_path, tiny_model, {"use_dora": True}, steps=3, model={"quantization": "4bit"})
+    pm = trained(rd)["model"]
+    q = pm.base_model.model.model.layers[0].self_attn.q_proj
+    assert type(q.base_layer).__name__ == "Linear4bit" and q.lora_magnitude_vector["default"].weight.shape == (64,)
+    losses = [e["loss"] for e in read_events(rd)[0] if e["type"] == "log"]
+    assert len(losses) == 3 and all(map(math.isfinite, losses))
+
+
 @pytest.mark.parametrize("init", ["pissa", "olora"])
 def test_pissa_and_olora_save_an_adapter_of_the_unchanged_base(tmp_path, tiny_model, init):
     from peft import PeftModel
@@ -179,6 +191,12 @@ def test_bad_values_are_refused_with_the_field_and_the_fix(tmp_path, tiny_model)
         and "loaded 8bit. Fix: set model.quantization to none" in m
         for m in p
     )
+    if models.device_kind() == "cpu":
+        p = _problems(tmp_path, tiny_model, {"use_dora": True}, {"quantization": "8bit"})
+        assert p == [
+            "lora.use_dora: DoRA on an 8-bit base fails in bitsandbytes' CPU backend. Fix: set model.quantization "
+            "to 4bit or none, or turn use_dora off."
+        ]
     p = _problems(tmp_path, tiny_model, {"init_lora_weights": "olora", "use_dora": True})
     assert (
         p[0].startswith("lora.init_lora_weights: olora with use_dora cannot be saved") and "Fix: turn use_dora" in p[0]
