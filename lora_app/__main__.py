@@ -3,6 +3,7 @@
 python -m lora_app serve [--port 7860] [--share]
 python -m lora_app train RUN_DIR [--resume]          # what the Start button runs
 python -m lora_app train --config run.yaml [--runs DIR] [--preset "fast default"] [--set training.max_steps=20 ...]
+python -m lora_app train --settings                  # every setting: default and what it does
 python -m lora_app generate --adapter RUN_DIR/adapter --prompt "Two things are infinite: "
 python -m lora_app push RUN_DIR [--repo owner/name] [--private]   # token: HF_TOKEN or .env
 python -m lora_app merge RUN_DIR [--dtype bfloat16|float16|float32] [--push owner/name] [--private]
@@ -66,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true")
     t.add_argument("--config", help="a config.yaml/.json saved from the app")
     t.add_argument("--runs", default=None, help="folder for new run folders (default LORA_APP_HOME/runs)")
-    t.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
+    t.add_argument(
+        "--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help="override settings (list: --settings)"
+    )
+    t.add_argument("--settings", action="store_true", help="print every setting, its default and its help")
     t.add_argument(
         "--preset",
         default=None,
@@ -100,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if a.cmd == "train":
+        if a.settings:
+            from .config import settings_help
+
+            print(settings_help())
+            return 0
         if a.run_dir and not a.config:
             from .train import train
 

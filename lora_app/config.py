@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
 from . import presets
+from .variants import LoraVariantFields
 
 #: The bundled offline default; an adapter trained on it names this Hub id.
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-#: lora.init_lora_weights (peft.LoraConfig's names; "default" is its True), and pissa_niter_N.
-INIT_LORA_WEIGHTS = ("default", "gaussian", "pissa", "olora")
 
 
 def _fix(text: str) -> dict[str, JsonValue]:
@@ -53,14 +51,22 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the training text comes from: a local file (``path``) or a Hub dataset."""
 
-    path: str | None = Field(None, json_schema_extra=_fix("upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file"))
-    dataset_id: str | None = Field(None, json_schema_extra=_fix("give a Hub dataset id as owner/name"))
-    dataset_config: str | None = None
-    split: str = "train"
-    text_column: str | None = Field(
-        None, description="None: detect it", json_schema_extra=_fix("pick one of the file's text columns")
+    path: str | None = Field(
+        None,
+        description="a local .jsonl, .json, .csv, .tsv, .parquet or .txt file",
+        json_schema_extra=_fix("upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file"),
     )
-    max_rows: int | None = Field(None, ge=1)
+    dataset_id: str | None = Field(
+        None, description="a Hub dataset id (owner/name)", json_schema_extra=_fix("give a Hub dataset id as owner/name")
+    )
+    dataset_config: str | None = Field(None, description="the Hub dataset's configuration (subset), if it has several")
+    split: str = Field("train", description="the Hub dataset's split trained on")
+    text_column: str | None = Field(
+        None,
+        description="the column trained on; empty: detected (prose before ids and labels)",
+        json_schema_extra=_fix("pick one of the file's text columns"),
+    )
+    max_rows: int | None = Field(None, ge=1, description="read at most this many rows (a Hub dataset is streamed)")
     source_name: str | None = Field(None, description="display name of an uploaded file")
     eval_path: str | None = Field(None, description="a second file whose rows are the held-out set")
     eval_source_name: str | None = Field(None, description="display name of the uploaded eval file")
@@ -71,10 +77,16 @@ class ModelConfig(_Section):
     """The base model and how it is loaded."""
 
     base_model_name_or_path: str = Field(
-        DEFAULT_BASE_MODEL, json_schema_extra=_fix("give a Hub id such as owner/name or a local model folder")
+        DEFAULT_BASE_MODEL,
+        description="a Hub id (owner/name) or a local model folder; the default, SmolLM2-135M-Instruct, is "
+        "bundled for offline use",
+        json_schema_extra=_fix("give a Hub id such as owner/name or a local model folder"),
     )
     quantization: Literal["auto", "none", "8bit", "4bit"] = Field(
-        "auto", json_schema_extra=_fix("choose auto, none, 8bit or 4bit")
+        "auto",
+        description="the base model's weights through bitsandbytes: auto = 8bit on a CUDA GPU (the reference "
+        "recipe), none elsewhere; 8bit/4bit also run on a CPU (less memory, slower steps)",
+        json_schema_extra=_fix("choose auto, none, 8bit or 4bit"),
     )
     # Here, not in training: it sets the dtype the base weights are loaded in (as quantization does),
     # and generation, which builds a ModelConfig too, then makes the same choice (lora_app.precision).
@@ -84,7 +96,9 @@ class ModelConfig(_Section):
         "check says it is faster, else float32; LoRA weights stay float32",
         json_schema_extra=_fix("choose auto, float32 or bfloat16"),
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        False, description="run the model repository's own Python code (only for a repository you trust)"
+    )
 
     @field_validator("base_model_name_or_path")
     @classmethod
@@ -94,48 +108,40 @@ class ModelConfig(_Section):
         return v.strip()
 
 
-class LoraSettings(_Section):
-    """LoRA hyper-parameters, named as in ``peft.LoraConfig``."""
+class LoraSettings(_Section, LoraVariantFields):
+    """LoRA hyper-parameters, named as in ``peft.LoraConfig``; PEFT's variants (rsLoRA, DoRA, ...) come
+    from :class:`lora_app.variants.LoraVariantFields` (listed first in a dump)."""
 
-    r: int = Field(16, ge=1, strict=True, json_schema_extra=_fix("set r to a whole number >= 1 (8 or 16 are common)"))
-    lora_alpha: float = Field(32, gt=0, json_schema_extra=_fix("set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)"))
-    lora_dropout: float = Field(0.05, ge=0, lt=1, json_schema_extra=_fix("set lora_dropout in [0, 1), e.g. 0.05"))
+    r: int = Field(
+        16,
+        ge=1,
+        strict=True,
+        description="rank of the low-rank update B @ A (trainable parameters grow linearly with r)",
+        json_schema_extra=_fix("set r to a whole number >= 1 (8 or 16 are common)"),
+    )
+    lora_alpha: float = Field(
+        32,
+        gt=0,
+        description="the update is scaled by lora_alpha / r (Hu et al. 2021, section 4.1)",
+        json_schema_extra=_fix("set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)"),
+    )
+    lora_dropout: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="dropout on the LoRA branch's input while training",
+        json_schema_extra=_fix("set lora_dropout in [0, 1), e.g. 0.05"),
+    )
     target_modules: list[str] | None = Field(
         None,
-        description="None: the architecture's default",
+        description="module names that get LoRA, comma-separated (e.g. q_proj,v_proj), or all-linear; "
+        "empty: the architecture's default",
         json_schema_extra=_fix("list module names such as q_proj,v_proj, or all-linear"),
     )
-    bias: Literal["none", "all", "lora_only"] = Field("none", json_schema_extra=_fix("choose none, all or lora_only"))
-    # The variants PEFT has (peft.LoraConfig); the checks that need the model are in lora_app.variants.
-    use_rslora: bool = Field(
-        False,
-        description="rank-stabilized LoRA: scale lora_alpha/sqrt(r) instead of lora_alpha/r",
-        json_schema_extra=_fix("set use_rslora to true or false"),
-    )
-    use_dora: bool = Field(
-        False,
-        description="DoRA: a trained magnitude vector per output feature beside the LoRA direction (slower steps)",
-        json_schema_extra=_fix("set use_dora to true or false"),
-    )
-    init_lora_weights: str = Field(
-        "default",
-        description="default (A Kaiming-uniform, B zero), gaussian, pissa, pissa_niter_N or olora",
-        json_schema_extra=_fix("choose default, gaussian, pissa, pissa_niter_4 or olora"),
-    )
-    modules_to_save: list[str] | None = Field(
-        None,
-        description="modules trained in full beside LoRA and saved with the adapter (e.g. lm_head)",
-        json_schema_extra=_fix("list module names such as lm_head, or leave it empty"),
-    )
-    rank_pattern: dict[str, Annotated[int, Field(ge=1, strict=True)]] = Field(
-        default_factory=dict,
-        description="per-module r, keyed by a module name or regex (PEFT matches the end of the module path)",
-        json_schema_extra=_fix("map module names to whole numbers >= 1, e.g. {model.layers.0.self_attn.q_proj: 8}"),
-    )
-    alpha_pattern: dict[str, Annotated[float, Field(gt=0)]] = Field(
-        default_factory=dict,
-        description="per-module lora_alpha, keyed as rank_pattern",
-        json_schema_extra=_fix("map module names to numbers > 0, e.g. {q_proj: 16}"),
+    bias: Literal["none", "all", "lora_only"] = Field(
+        "none",
+        description="which biases train too: none, all, or those of the LoRA-wrapped modules",
+        json_schema_extra=_fix("choose none, all or lora_only"),
     )
 
     @field_validator("target_modules", mode="before")
@@ -147,51 +153,69 @@ class LoraSettings(_Section):
             v = [p for p in (str(x).strip() for x in v) if p] or None
         return v
 
-    @field_validator("modules_to_save", mode="before")
-    @classmethod
-    def _split_saved(cls, v: Any) -> Any:
-        return cls._split(v)
-
-    @field_validator("init_lora_weights", mode="before")
-    @classmethod
-    def _init(cls, v: Any) -> Any:
-        # PEFT's True is its default init (YAML `true`); False (B random: the adapter is not a no-op
-        # at step 0) is for PEFT's own tests, not for training.
-        v = "default" if v is True else v
-        if isinstance(v, str) and (v in INIT_LORA_WEIGHTS or re.fullmatch(r"pissa_niter_[1-9]\d*", v)):
-            return v
-        raise ValueError("must be one of " + ", ".join(INIT_LORA_WEIGHTS) + " or pissa_niter_N")
-
 
 class TrainingSettings(_Section):
     """Trainer settings, named as in ``transformers.TrainingArguments``."""
 
-    max_steps: int = Field(200, ge=1, strict=True, json_schema_extra=_fix("set max_steps to a whole number >= 1"))
-    learning_rate: float = Field(2e-4, gt=0, json_schema_extra=_fix("set learning_rate > 0, e.g. 2e-4"))
+    max_steps: int = Field(
+        200,
+        ge=1,
+        strict=True,
+        description="optimizer steps to train (each sees batch x accumulation rows)",
+        json_schema_extra=_fix("set max_steps to a whole number >= 1"),
+    )
+    learning_rate: float = Field(
+        2e-4,
+        gt=0,
+        description="peak learning rate of AdamW, reached after the warm-up",
+        json_schema_extra=_fix("set learning_rate > 0, e.g. 2e-4"),
+    )
     per_device_train_batch_size: int = Field(
-        4, ge=1, strict=True, json_schema_extra=_fix("set per_device_train_batch_size to a whole number >= 1")
+        4,
+        ge=1,
+        strict=True,
+        description="rows per micro-batch",
+        json_schema_extra=_fix("set per_device_train_batch_size to a whole number >= 1"),
     )
     gradient_accumulation_steps: int = Field(
-        4, ge=1, strict=True, json_schema_extra=_fix("set gradient_accumulation_steps to a whole number >= 1")
+        4,
+        ge=1,
+        strict=True,
+        description="micro-batches per optimizer step",
+        json_schema_extra=_fix("set gradient_accumulation_steps to a whole number >= 1"),
     )
-    warmup_steps: int = Field(100, ge=0, strict=True, json_schema_extra=_fix("set warmup_steps to a whole number >= 0"))
+    warmup_steps: int = Field(
+        100,
+        ge=0,
+        strict=True,
+        description="steps over which the learning rate rises linearly from 0",
+        json_schema_extra=_fix("set warmup_steps to a whole number >= 0"),
+    )
     warmup_ratio: float | None = Field(
         None,
         ge=0,
         lt=1,
-        description="warm up for this share of max_steps instead of warmup_steps (None: use warmup_steps)",
+        description="warm up for this share of max_steps instead of warmup_steps (empty: use warmup_steps)",
         json_schema_extra=_fix("set warmup_ratio in [0, 1), e.g. 0.1, or leave it empty to use warmup_steps"),
     )
     max_length: int = Field(
         256,
         ge=8,
         strict=True,
+        description="tokens per training row; longer rows are cut, keeping their EOS",
         json_schema_extra=_fix("set max_length to a whole number >= 8 (tokens per training row)"),
     )
-    seed: int = 42
-    logging_steps: int = Field(1, ge=1)
-    save_steps: int = Field(50, ge=1)
-    gradient_checkpointing: bool = False
+    seed: int = Field(42, description="seed of the data order, the held-out split and the LoRA init")
+    logging_steps: int = Field(1, ge=1, description="write the loss to the log every logging_steps steps")
+    save_steps: int = Field(
+        50,
+        ge=1,
+        description="save a checkpoint (and the adapter so far) every save_steps steps; Stop and "
+        "resume continue from the last one",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, ~30% slower steps"
+    )
     packing: bool = Field(
         True,
         description="pack rows into bins of max_length tokens; rows never attend "
@@ -202,7 +226,9 @@ class TrainingSettings(_Section):
         description="run a step's accumulation micro-batches as one "
         "forward when memory allows (same rows and gradient, faster)",
     )
-    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = Field(
+        "linear", description="the learning rate after the warm-up: linear or cosine decay to 0, or constant"
+    )
     eval_fraction: float = Field(
         0.05,
         ge=0,
@@ -350,10 +376,39 @@ def _describe(e: Mapping[str, Any]) -> str:
     return f"{loc}: {msg}{got_s}." + (f" Fix: {fix}." if fix else "")
 
 
+_SECTIONS: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "lora": LoraSettings,
+    "training": TrainingSettings,
+}
+
+
+def field_help(name: str) -> str:
+    """The one-line help of the setting ``name`` (its field's ``description``), for the form's
+    ``info=`` and the CLI's ``train --settings``; "" for a field without one."""
+    for section in _SECTIONS.values():
+        info = section.model_fields.get(name)
+        if info is not None:
+            return info.description or ""
+    return ""
+
+
+def settings_help() -> str:
+    """Every setting as ``section.field = default: help`` lines (the CLI's ``train --settings``)."""
+    d = RunConfig().model_dump(mode="json")
+    lines = []
+    for sname, section in _SECTIONS.items():
+        for name, info in section.model_fields.items():
+            line = f"{sname}.{name} = {d[sname][name]!r}"
+            lines.append(line + (f": {info.description}" if info.description else ""))
+    return "\n".join(lines)
+
+
 def field_fix(name: str) -> str | None:
     """The advice (``Fix: ...``) of the setting ``name`` (e.g. "r", "max_steps"), from its field's
     metadata in any section; None for a name without one. Field names are unique across sections."""
-    for section in (DataConfig, ModelConfig, LoraSettings, TrainingSettings):
+    for section in _SECTIONS.values():
         info = section.model_fields.get(name)
         extra = info.json_schema_extra if info is not None else None
         if isinstance(extra, dict) and isinstance(extra.get("fix"), str):

@@ -70,6 +70,11 @@ class Generator:
             device = models.device_kind()
             mcfg = ModelConfig(base_model_name_or_path=key_base, trust_remote_code=trust_remote_code)
             tok = models.load_tokenizer(rm.load_path, trust_remote_code, token)
+            # Batched generation pads on the left (each row's new tokens follow its own prompt);
+            # a tokenizer without a pad token pads with EOS, masked out (no token is added).
+            tok.padding_side = "left"
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
             model = models.load_base_model(mcfg, rm.load_path, device, for_training=False, token=token)
             desc = f"base {rm.hub_id}" + (" (bundled offline copy)" if rm.bundled else "")
             if adapter:
@@ -96,6 +101,27 @@ class Generator:
         ``temperature`` 0 means greedy decoding. ``use_adapter=False`` generates from the base
         model of a loaded adapter (PEFT's ``disable_adapter``), for side-by-side comparison.
         """
+        model_prompt(prompt)  # an empty prompt is refused before a model is loaded
+        loaded = self.load(adapter, base, token)
+        ids = loaded.tokenizer(model_prompt(prompt))["input_ids"]
+        yield from self.stream_ids(ids, loaded, max_new_tokens, temperature, top_p, seed, use_adapter)
+
+    def stream_ids(
+        self,
+        input_ids: list[int],
+        loaded: Loaded,
+        max_new_tokens: int = 40,
+        temperature: float = 0.0,
+        top_p: float = 0.95,
+        seed: int = 0,
+        use_adapter: bool = True,
+        stop_ids: list[int] | None = None,
+        stop_strings: list[str] | None = None,
+    ) -> Iterator[str]:
+        """Yield the text generated after ``input_ids`` (one row of token ids) so far, special
+        tokens skipped. ``stop_ids`` end generation besides the model's EOS (transformers takes
+        a list as ``eos_token_id``); ``stop_strings`` end it at a text that is no single token
+        (transformers' StopStringCriteria); the stop string itself is still in the text."""
         import contextlib
 
         import torch
@@ -103,19 +129,26 @@ class Generator:
 
         from .text import pad_id_of  # (text imports torch: not at app start)
 
-        model_prompt(prompt)  # an empty prompt is refused before a model is loaded
-        loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
-        inputs = tok(model_prompt(prompt), return_tensors="pt").to(next(model.parameters()).device)
+        dev = next(model.parameters()).device
+        ids = torch.tensor([input_ids], dtype=torch.long, device=dev)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        kw = dict(
-            **inputs,
+        kw: dict[str, Any] = dict(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,
             streamer=streamer,
             pad_token_id=pad_id_of(tok),
             **sampling_args(temperature, top_p),
         )
-        ctx = model.disable_adapter() if (adapter and not use_adapter) else contextlib.nullcontext()
+        if stop_ids:
+            eos = model.generation_config.eos_token_id
+            eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+            kw["eos_token_id"] = list(dict.fromkeys([*eos, *stop_ids]))
+        if stop_strings:
+            kw.update(stop_strings=stop_strings, tokenizer=tok)
+        off = loaded.adapter and not use_adapter
+        ctx = model.disable_adapter() if off else contextlib.nullcontext()
         errors: list[BaseException] = []
 
         def run():
@@ -186,25 +219,24 @@ class Generator:
     ) -> list[str]:
         """Complete several prompts in one batch (prompt excluded from each result).
 
-        Prompts are padded on the *left* with an attention mask, so every row's new tokens
-        follow its own last prompt token directly; with greedy decoding a batch gives the same
-        tokens as one prompt at a time.
+        Prompts are padded on the *left* (the loaded tokenizer's ``padding_side``) with an
+        attention mask, so every row's new tokens follow its own last prompt token directly;
+        with greedy decoding a batch gives the same tokens as one prompt at a time.
         """
         import contextlib
 
         import torch
 
-        from .text import pad_id_of
-
         loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
-        ids, mask = left_pad([tok(model_prompt(p))["input_ids"] for p in prompts], pad_id_of(tok))
+        enc = tok([model_prompt(p) for p in prompts], padding=True, return_tensors="pt")
+        ids = enc["input_ids"]
         dev = next(model.parameters()).device
         kw = dict(
             input_ids=ids.to(dev),
-            attention_mask=mask.to(dev),
+            attention_mask=enc["attention_mask"].to(dev),
             max_new_tokens=max_new_tokens,
-            pad_token_id=pad_id_of(tok),
+            pad_token_id=tok.pad_token_id,
             **sampling_args(temperature, top_p),
         )
         ctx = model.disable_adapter() if (loaded.adapter and not use_adapter) else contextlib.nullcontext()
@@ -221,20 +253,6 @@ def sampling_args(temperature: float, top_p: float) -> dict[str, Any]:
     if temperature > 0:
         return {"do_sample": True, "temperature": temperature, "top_p": top_p}
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-
-
-def left_pad(rows: list[list[int]], pad: int):
-    """``(input_ids, attention_mask)`` tensors with each row right-aligned (padding on the left)."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r) :] = 1
-    return ids, mask
 
 
 def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> str:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import app_home
+from . import app_home, variants
 from .config import DEFAULT_BASE_MODEL, ConfigError, LoraSettings, ModelConfig
 from .quiet import quiet_bitsandbytes
 
@@ -265,7 +265,12 @@ def default_target_modules(model_type: str, available: list[str]) -> list[str]:
 
 def expand_target_modules(targets: list[str], available: list[str]) -> list[str]:
     """PEFT's shorthand ``all-linear`` (every linear layer except the output head) made explicit,
-    so the adapter config and the model card list the real names."""
+    so the adapter config and the model card list the real names.
+
+    Not left to PEFT: it accepts ``all-linear`` and trains the same modules (same count on a tiny
+    Llama: 32,768 trainable either way), but it writes every full module path into
+    ``adapter_config.json`` (``model.layers.0.mlp.down_proj``, ... : 210 names for SmolLM2's 30
+    layers) where the 7 leaf names say the same and fit the card and the Runs tab."""
     if [t.lower() for t in targets] == ["all-linear"]:
         return list(available)
     return targets
@@ -283,27 +288,13 @@ def check_target_modules(targets: list[str], available: list[str]) -> list[str]:
 
 
 def lora_config(lora: LoraSettings, targets: list[str], count_only: bool = False):
-    """``peft.LoraConfig`` of ``lora`` (variants: :func:`lora_app.variants.peft_kwargs`)."""
     from peft import LoraConfig
 
-    from .variants import peft_kwargs
-
-    # PEFT annotates lora_alpha as int; it only divides by r, so a float (our field's type) is exact.
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]
-        lora_dropout=lora.lora_dropout,
-        target_modules=list(targets),
-        bias=lora.bias,
-        task_type="CAUSAL_LM",
-        **peft_kwargs(lora, count_only),
-    )
+    return LoraConfig(**variants.lora_kwargs(lora, targets, count_only))
 
 
 def count_parameters(model_config, lora: LoraSettings, targets: list[str]) -> tuple[int, int]:
-    """(trainable, total) parameters after wrapping, computed by PEFT on the meta skeleton: DoRA's
-    magnitude vectors and the full copies of ``modules_to_save`` count as trainable (the original
-    module stays in "total" too, as PEFT counts it)."""
+    """(trainable, total) parameters after wrapping, by PEFT on the meta skeleton (DoRA, modules_to_save: counted)."""
     from peft import get_peft_model
 
     peft_model = get_peft_model(skeleton(model_config), lora_config(lora, targets, count_only=True))

@@ -1,7 +1,7 @@
 """The LoRA variants PEFT already has, as lora_app offers them: rsLoRA, DoRA, the initialisations
 (gaussian, PiSSA, OLoRA), modules trained in full (``modules_to_save``) and per-module ``rank_pattern``
-/ ``alpha_pattern``. The fields live in :class:`lora_app.config.LoraSettings`; here are what they
-become in ``peft.LoraConfig`` and the checks that need the model (its module names, its
+/ ``alpha_pattern``: their fields (:class:`LoraVariantFields`, part of ``config.LoraSettings``), what
+they become in ``peft.LoraConfig`` (:func:`lora_kwargs`) and the checks that need the model (its module names, its
 quantization), run on the meta skeleton before any weight is read.
 
 Sources (peft 0.21.2, ``peft/tuners/lora/config.py`` and ``layer.py``): rsLoRA scales by
@@ -17,20 +17,99 @@ PEFT does not support with rsLoRA plus rank/alpha patterns); patterns match a mo
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from .config import LoraSettings
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+#: lora.init_lora_weights (peft.LoraConfig's names; "default" is its True), and pissa_niter_N.
+INIT_LORA_WEIGHTS = ("default", "gaussian", "pissa", "olora")
 #: The initialisations that change the base weights (the adapter is converted when saved).
 MUTATING = ("pissa", "olora")
 
 
-def mutates_base(lora: LoraSettings) -> bool:
+def _fix(text: str) -> dict[str, JsonValue]:
+    return {"fix": text}  # as lora_app.config._fix: the advice appended to a validation message
+
+
+class LoraVariantFields(BaseModel):
+    """The variant fields of :class:`lora_app.config.LoraSettings`, named as in ``peft.LoraConfig``
+    (here, beside their checks, so that config.py stays one screenful per section)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    use_rslora: bool = Field(
+        False,
+        description="rank-stabilized LoRA: scale lora_alpha/sqrt(r) instead of lora_alpha/r",
+        json_schema_extra=_fix("set use_rslora to true or false"),
+    )
+    use_dora: bool = Field(
+        False,
+        description="DoRA: a trained magnitude vector per output feature beside the LoRA direction (slower steps)",
+        json_schema_extra=_fix("set use_dora to true or false"),
+    )
+    init_lora_weights: str = Field(
+        "default",
+        description="default (A Kaiming-uniform, B zero), gaussian, pissa, pissa_niter_N or olora; pissa/olora "
+        "need a base that is not quantized and are saved as a LoRA of the unchanged base",
+        json_schema_extra=_fix("choose default, gaussian, pissa, pissa_niter_4 or olora"),
+    )
+    modules_to_save: list[str] | None = Field(
+        None,
+        description="modules trained in full beside LoRA and saved with the adapter (e.g. lm_head)",
+        json_schema_extra=_fix("list module names such as lm_head, or leave it empty"),
+    )
+    rank_pattern: dict[str, Annotated[int, Field(ge=1, strict=True)]] = Field(
+        default_factory=dict,
+        description="per-module r, keyed by a module name or regex (PEFT matches the end of the module path)",
+        json_schema_extra=_fix("map module names to whole numbers >= 1, e.g. {model.layers.0.self_attn.q_proj: 8}"),
+    )
+    alpha_pattern: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="per-module lora_alpha, keyed as rank_pattern",
+        json_schema_extra=_fix("map module names to numbers > 0, e.g. {q_proj: 16}"),
+    )
+
+    @field_validator("modules_to_save", mode="before")
+    @classmethod
+    def _split_saved(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.replace(";", ",").split(",")
+        if isinstance(v, list):
+            v = [p for p in (str(x).strip() for x in v) if p] or None
+        return v
+
+    @field_validator("init_lora_weights", mode="before")
+    @classmethod
+    def _init(cls, v: Any) -> Any:
+        # PEFT's True is its default init (YAML `true`); False (B random: the adapter is not a no-op
+        # at step 0) is for PEFT's own tests, not for training.
+        v = "default" if v is True else v
+        if isinstance(v, str) and (v in INIT_LORA_WEIGHTS or re.fullmatch(r"pissa_niter_[1-9]\d*", v)):
+            return v
+        raise ValueError("must be one of " + ", ".join(INIT_LORA_WEIGHTS) + " or pissa_niter_N")
+
+
+def mutates_base(lora: LoraVariantFields) -> bool:
     """True for PiSSA (``pissa``, ``pissa_niter_N``) and OLoRA: their init rewrites the base weights."""
     return lora.init_lora_weights.startswith(MUTATING)
 
 
-def peft_kwargs(lora: LoraSettings, count_only: bool = False) -> dict[str, Any]:
+def lora_kwargs(lora: Any, targets: list[str], count_only: bool = False) -> dict[str, Any]:
+    """Every keyword of ``peft.LoraConfig`` for ``lora`` (a :class:`lora_app.config.LoraSettings`)
+    and the LoRA ``targets``; ``count_only``: see :func:`peft_kwargs`."""
+    # PEFT annotates lora_alpha as int; it only divides by r, so a float (our field's type) is exact.
+    return dict(
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=list(targets),
+        bias=lora.bias,
+        task_type="CAUSAL_LM",
+        **peft_kwargs(lora, count_only),
+    )
+
+
+def peft_kwargs(lora: LoraVariantFields, count_only: bool = False) -> dict[str, Any]:
     """The variant keywords of ``peft.LoraConfig`` for ``lora``. ``count_only``: PEFT's default
     init instead of PiSSA/OLoRA (an SVD/QR cannot run on the meta skeleton, and it changes no
     parameter count)."""
@@ -53,7 +132,7 @@ def _matches(key: str, path: str) -> bool:
 
 
 def problems(
-    lora: LoraSettings, module_paths: list[str], targets: list[str], quantization: str, device: str = "cpu"
+    lora: LoraVariantFields, module_paths: list[str], targets: list[str], quantization: str, device: str = "cpu"
 ) -> list[str]:
     """Every problem of the variant settings for a model with these module paths (``named_modules``
     of the meta skeleton), LoRA ``targets`` (leaf names), effective ``quantization`` (none | 8bit |
@@ -114,7 +193,7 @@ def problems(
     return out
 
 
-def summary(lora: LoraSettings) -> str:
+def summary(lora: LoraVariantFields) -> str:
     """The variants that differ from plain LoRA, for the run log: ", rsLoRA, DoRA, init pissa" or ""."""
     parts = [name for on, name in ((lora.use_rslora, "rsLoRA"), (lora.use_dora, "DoRA")) if on]
     if lora.init_lora_weights != "default":
@@ -126,7 +205,7 @@ def summary(lora: LoraSettings) -> str:
     return "".join(", " + p for p in parts)
 
 
-def card_rows(lora: LoraSettings) -> str:
+def card_rows(lora: LoraVariantFields) -> str:
     """The model card's table rows of the variant settings (every one, also when off)."""
 
     def pat(d: dict) -> str:

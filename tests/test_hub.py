@@ -437,12 +437,15 @@ PROMPTS = ["Two things are infinite: ", "Be yourself;", "The only way to do grea
 
 
 def test_batch_pads_left_and_matches_one_at_a_time(run_dir, hub_model):
-    from lora_app.generate import Generator, left_pad
+    from lora_app.generate import Generator
 
-    ids, mask = left_pad([[1, 2, 3], [4]], pad=0)
-    assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     gen = Generator()
     kw = dict(adapter=str(run_dir / "adapter"), base=str(hub_model), max_new_tokens=10)
+    tok = gen.load(kw["adapter"], kw["base"]).tokenizer
+    enc = tok(["ab", "a b c d"], padding=True)  # the loaded tokenizer pads on the left, masked
+    short, long_ = enc["input_ids"]
+    assert len(short) == len(long_) and short[0] == tok.pad_token_id and enc["attention_mask"][0][0] == 0
+    assert enc["attention_mask"][0][-1] == 1 and short[-1] != tok.pad_token_id
     for use_adapter in (False, True):
         batch = gen.complete_batch(PROMPTS, use_adapter=use_adapter, **kw)
         single = [gen.complete_batch([p], use_adapter=use_adapter, **kw)[0] for p in PROMPTS]

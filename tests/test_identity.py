@@ -20,6 +20,7 @@ PUBLIC_API = {
     "/run",
     "/generate",
     "/compare",
+    "/chat",
     "/push",
     "/use_example",
     "/load_file",
@@ -151,6 +152,7 @@ def test_api_lists_exactly_the_named_actions(tmp_path):
         params = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in info["named_endpoints"].items()}
         assert params["/runs"] == ["selected"] and params["/stop"] == ["run_id"] and params["/run"] == ["run_id"]
         assert params["/generate"] == ["adapter", "prompt", "max_new_tokens", "temperature"]
+        assert params["/chat"] == ["adapter", "message", "history", "system_prompt", "max_new_tokens", "temperature"]
         assert params["/push"] == ["run_id", "repo_id", "private", "base_model_id"]
         assert {"r", "lora_alpha", "target_modules", "max_steps", "learning_rate", "base_model_name_or_path"} <= set(
             params["/train"]
@@ -199,6 +201,13 @@ def test_forged_owners_and_other_peoples_runs_get_nothing(tmp_path, tiny_model, 
                 assert "of yours" in where and out == "", ref
                 where, base, adapted = attacker.predict(ref, "Hi", 4, 0.0, 0, api_name="/compare")
                 assert "of yours" in where and adapted == "", ref
+                where, shown, box = attacker.predict(ref, "Hi", [], "", 4, 0.0, api_name="/chat")
+                assert "of yours" in where and shown == [] and box == "Hi", ref
+                both = _fn(attacker, "chat_side_by_side")
+                where, base, adapted = attacker.predict(ref, "Hi", [], "", 4, 0.0, 0, fn_index=both)
+                assert "of yours" in where and base == adapted == [], ref
+                mode, note = attacker.predict(ref, fn_index=_fn(attacker, "detect_layout"))
+                assert note == "", ref  # nothing read from their adapter's card
             assert "not one of your runs" in attacker.predict(run_id, "eve/x", False, "", api_name="/push")
         # the live-log follower (the Train tab's re-attach) shows nothing of theirs either
         status, *_ = attacker.predict(fn_index=_fn(attacker, "reattach"))
@@ -288,6 +297,9 @@ def test_a_script_trains_lists_and_tries_its_own_run(tmp_path, tiny_model):
         assert [row[0] for row in table["data"]] == [run.id]
         where, text = app.predict(run.id, "Hello", 4, 0.0, api_name="/generate")
         assert f"adapter [runs]/{run.id}/adapter" in where and text
+        where, shown, box = app.predict(run.id, "Hello", [], "", 4, 0.0, api_name="/chat")
+        assert f"adapter [runs]/{run.id}/adapter" in where and "chat template: fallback (ChatML)" in where
+        assert [m["role"] for m in shown] == ["user", "assistant"] and shown[0]["content"][0]["text"] == "Hello", shown
         other = Client(url, verbose=False)  # another script: nothing of the first one's
         assert other.predict(None, api_name="/runs")[0]["data"] == []
         assert "of yours" in other.predict(run.id, "Hello", 4, 0.0, api_name="/generate")[0]

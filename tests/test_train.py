@@ -7,7 +7,7 @@ import torch
 
 from lora_app.config import RunConfig
 from lora_app.events import read_events
-from lora_app.train import enable_gradient_checkpointing, train
+from lora_app.train import train
 
 
 def make_run(tmp_path, tiny_model, **training):
@@ -87,28 +87,39 @@ def test_loss_goes_down_and_adapter_reloads_exactly(tmp_path, tiny_model, packin
     assert (got - base_logits).abs().max().item() > 1e-3  # the adapter really changes the model
 
 
-def test_gradient_checkpointing_gives_every_lora_weight_a_gradient(tiny_model):
+def test_gradient_checkpointing_gives_every_lora_weight_a_gradient(tiny_model, tmp_path):
+    """Through the Trainer's own option (activation_checkpointing, non-reentrant, as train.py sets
+    it): checkpointing is on, and after two steps every LoRA weight has moved (lora_B starts at 0,
+    so lora_A's gradient is 0 until one step is taken; a checkpointed block that gave no gradient
+    would leave its weights at their start)."""
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from lora_app.config import LoraSettings
     from lora_app.models import lora_config
+    from lora_app.text import PaddingCollator, TokenizedRows
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     model = get_peft_model(model, lora_config(LoraSettings(r=4, lora_dropout=0.0), ["q_proj", "v_proj", "down_proj"]))
-    enable_gradient_checkpointing(model)
-    model.train()
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    assert len(start) == 2 * 3 * 2  # A and B x 3 modules x 2 layers
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        learning_rate=0.01,
+        per_device_train_batch_size=2,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        activation_checkpointing=True,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+    )
+    rows = TokenizedRows([[5, 17, 42, 99, 7, 3, 8, 9], [11, 12, 13, 14, 2]])
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=PaddingCollator(0))
+    trainer.train()  # (the Trainer turns checkpointing on when training starts)
     assert model.base_model.model.model.gradient_checkpointing
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    ids = torch.tensor([[5, 17, 42, 99, 7, 3, 8, 9]])
-    for _ in range(2):  # lora_B starts at 0, so lora_A's gradient is 0 until one step is taken
-        opt.zero_grad()
-        model(input_ids=ids, labels=ids).loss.backward()
-        opt.step()
-    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
-    assert len(lora) == 2 * 3 * 2  # A and B x 3 modules x 2 layers
-    zero = [n for n, p in lora.items() if p.grad is None or p.grad.abs().sum() == 0]
-    assert zero == []
+    still = [n for n, p in model.named_parameters() if "lora_" in n and torch.equal(p.detach(), start[n])]
+    assert still == []
 
 
 def test_bad_target_module_fails_the_run_with_the_list(tmp_path, tiny_model):

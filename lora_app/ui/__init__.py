@@ -31,6 +31,7 @@ PUBLIC_API = (
     "run",
     "generate",
     "compare",
+    "chat",
     "push",
     "use_example",
     "load_file",

@@ -12,12 +12,19 @@ from collections.abc import Mapping
 import gradio as gr
 from gradio.blocks import Block
 
-from ..config import INIT_LORA_WEIGHTS, RunConfig
+from ..config import RunConfig, field_help
 from ..models import device_kind
 from ..presets import DEFAULT as DEFAULT_PRESET
 from ..presets import PRESETS
+from ..variants import INIT_LORA_WEIGHTS
 
 D = RunConfig()  # defaults
+
+
+def _help(key: str) -> str:
+    # The help under each widget is its config field's description (lora_app/config.py): one text
+    # for the form, the CLI (`train --settings`) and the docs.
+    return field_help(key.split(".", 1)[1])
 
 
 def device_note() -> str:
@@ -41,23 +48,23 @@ def build_model_widgets() -> dict[str, gr.components.Component]:
     w["model.base_model_name_or_path"] = gr.Textbox(
         D.model.base_model_name_or_path,
         label="Base model (Hub id or local folder)",
-        info="Default: SmolLM2-135M-Instruct, bundled for offline use.",
+        info=_help("model.base_model_name_or_path"),
     )
-    gpu = device_kind() == "cuda"
     w["model.quantization"] = gr.Radio(
         ["auto", "none", "8bit", "4bit"],
         value="auto",
         label="Quantization of the base",
-        info="auto = 8bit on a CUDA GPU, none elsewhere" + ("" if gpu else " (8bit/4bit run on the CPU too, slower)"),
+        info=_help("model.quantization"),
     )
     w["model.precision"] = gr.Dropdown(
         ["auto", "float32", "bfloat16"],
         value=D.model.precision,
         label="precision",
-        info="auto = bfloat16 on a GPU with bf16 or a CPU with AVX512-BF16/AMX where it measures faster, else "
-        "float32; LoRA weights stay float32",
+        info=_help("model.precision"),
     )
-    w["model.trust_remote_code"] = gr.Checkbox(False, label="trust_remote_code (runs the model repo's own code)")
+    w["model.trust_remote_code"] = gr.Checkbox(
+        False, label="trust_remote_code (runs the model repo's own code)", info=_help("model.trust_remote_code")
+    )
     return w
 
 
@@ -67,28 +74,36 @@ def build_model_widgets() -> dict[str, gr.components.Component]:
 def build_lora_widgets() -> dict[str, gr.components.Component]:
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
-        w["lora.r"] = gr.Number(D.lora.r, label="r")
-        w["lora.lora_alpha"] = gr.Number(D.lora.lora_alpha, label="lora_alpha")
-        w["lora.lora_dropout"] = gr.Number(D.lora.lora_dropout, label="lora_dropout", step=0.01)
+        w["lora.r"] = gr.Number(D.lora.r, label="r", info=_help("lora.r"))
+        w["lora.lora_alpha"] = gr.Number(D.lora.lora_alpha, label="lora_alpha", info=_help("lora.lora_alpha"))
+        w["lora.lora_dropout"] = gr.Number(
+            D.lora.lora_dropout, label="lora_dropout", step=0.01, info=_help("lora.lora_dropout")
+        )
     with gr.Row():
         w["lora.target_modules"] = gr.Textbox(
-            "", label="target_modules", placeholder="empty = the architecture's default (q_proj,v_proj)"
+            "",
+            label="target_modules",
+            placeholder="empty = the architecture's default (q_proj,v_proj)",
+            info=_help("lora.target_modules"),
         )
-        w["lora.bias"] = gr.Dropdown(["none", "all", "lora_only"], value=D.lora.bias, label="bias")
+        w["lora.bias"] = gr.Dropdown(
+            ["none", "all", "lora_only"], value=D.lora.bias, label="bias", info=_help("lora.bias")
+        )
     with gr.Row():  # PEFT's variants (lora_app/variants.py checks them against the model at Check)
-        w["lora.use_rslora"] = gr.Checkbox(D.lora.use_rslora, label="use_rslora (scale lora_alpha/sqrt(r))")
-        w["lora.use_dora"] = gr.Checkbox(D.lora.use_dora, label="use_dora (magnitude vectors; slower steps)")
+        w["lora.use_rslora"] = gr.Checkbox(D.lora.use_rslora, label="use_rslora", info=_help("lora.use_rslora"))
+        w["lora.use_dora"] = gr.Checkbox(D.lora.use_dora, label="use_dora", info=_help("lora.use_dora"))
         w["lora.init_lora_weights"] = gr.Dropdown(
             list(INIT_LORA_WEIGHTS),
             value=D.lora.init_lora_weights,
             allow_custom_value=True,  # pissa_niter_N (fast SVD)
             label="init_lora_weights",
-            info="pissa/olora need a base that is not quantized; the adapter is saved for the unchanged base",
+            info=_help("lora.init_lora_weights"),
         )
         w["lora.modules_to_save"] = gr.Textbox(
             "",
             label="modules_to_save",
-            placeholder="empty = none; e.g. lm_head (trained in full, saved with the adapter)",
+            placeholder="empty = none; e.g. lm_head",
+            info=_help("lora.modules_to_save"),
         )
     gr.Markdown(
         "Per-module `rank_pattern` / `alpha_pattern` are set in a YAML config only (`lora: {rank_pattern: "
@@ -123,36 +138,56 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     t = D.training
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
-        w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps")
-        w["training.learning_rate"] = gr.Number(t.learning_rate, label="learning_rate")
-        w["training.warmup_steps"] = gr.Number(t.warmup_steps, label="warmup_steps")
+        w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps", info=_help("training.max_steps"))
+        w["training.learning_rate"] = gr.Number(
+            t.learning_rate, label="learning_rate", info=_help("training.learning_rate")
+        )
+        w["training.warmup_steps"] = gr.Number(
+            t.warmup_steps, label="warmup_steps", info=_help("training.warmup_steps")
+        )
         w["training.warmup_ratio"] = gr.Number(
-            t.warmup_ratio, label="warmup_ratio (share of max_steps; empty = warmup_steps)", step=0.05
+            t.warmup_ratio, label="warmup_ratio", step=0.05, info=_help("training.warmup_ratio")
         )
         w["training.cap_warmup"] = gr.Checkbox(
-            t.cap_warmup, label="cap_warmup (warmup_steps >= max_steps: warm up for a tenth of the run instead)"
+            t.cap_warmup,
+            label="cap_warmup",
+            info=_help("training.cap_warmup"),
         )
     with gr.Row():
         w["training.per_device_train_batch_size"] = gr.Number(
-            t.per_device_train_batch_size, label="per_device_train_batch_size"
+            t.per_device_train_batch_size,
+            label="per_device_train_batch_size",
+            info=_help("training.per_device_train_batch_size"),
         )
         w["training.gradient_accumulation_steps"] = gr.Number(
-            t.gradient_accumulation_steps, label="gradient_accumulation_steps"
+            t.gradient_accumulation_steps,
+            label="gradient_accumulation_steps",
+            info=_help("training.gradient_accumulation_steps"),
         )
-        w["training.max_length"] = gr.Number(t.max_length, label="max_length (tokens per row)")
+        w["training.max_length"] = gr.Number(
+            t.max_length, label="max_length (tokens per row)", info=_help("training.max_length")
+        )
     with gr.Row():
-        w["training.packing"] = gr.Checkbox(t.packing, label="packing (no padding; rows never attend to each other)")
+        w["training.packing"] = gr.Checkbox(t.packing, label="packing", info=_help("training.packing"))
         w["training.merge_accumulation"] = gr.Checkbox(
-            t.merge_accumulation, label="merge_accumulation (one forward per step when memory allows)"
+            t.merge_accumulation,
+            label="merge_accumulation",
+            info=_help("training.merge_accumulation"),
         )
         w["training.gradient_checkpointing"] = gr.Checkbox(
-            t.gradient_checkpointing, label="gradient_checkpointing (less memory, ~30% slower)"
+            t.gradient_checkpointing,
+            label="gradient_checkpointing",
+            info=_help("training.gradient_checkpointing"),
         )
-        w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps")
+        w["training.save_steps"] = gr.Number(t.save_steps, label="save_steps", info=_help("training.save_steps"))
     with gr.Row():  # held-out evaluation (lora_app/heldout.py); Check says what it will be for the data
-        w["training.eval_fraction"] = gr.Number(t.eval_fraction, label="eval_fraction (held out; 0 = off)", step=0.01)
-        w["training.eval_max_rows"] = gr.Number(t.eval_max_rows, label="eval_max_rows")
-        w["training.eval_steps"] = gr.Number(t.eval_steps, label="eval_steps")
+        w["training.eval_fraction"] = gr.Number(
+            t.eval_fraction, label="eval_fraction", step=0.01, info=_help("training.eval_fraction")
+        )
+        w["training.eval_max_rows"] = gr.Number(
+            t.eval_max_rows, label="eval_max_rows", info=_help("training.eval_max_rows")
+        )
+        w["training.eval_steps"] = gr.Number(t.eval_steps, label="eval_steps", info=_help("training.eval_steps"))
     return w
 
 

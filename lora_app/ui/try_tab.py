@@ -1,4 +1,5 @@
-"""Try tab: complete a prompt with a finished run's adapter, a folder or a Hub adapter repo."""
+"""Try tab: complete a prompt with a finished run's adapter, a folder or a Hub adapter repo; an
+adapter trained on conversations is tried in a chat box instead (:mod:`.chat_panel`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gradio as gr
 from ..config import ConfigError
 from ..identity import Identity
 from ..jobs import NotYourRun
-from . import compare
+from . import chat_panel, compare
 from .common import READ_ONLY, AppContext, problems_md
 
 DEFAULT_PROMPT = "Two things are infinite: "
@@ -30,14 +31,47 @@ def build(ctx: AppContext, owner_state, token_fn):
         label="Adapter: one of your runs, a Hub adapter (owner/name) or a local folder",
         placeholder="filled in when you pick a run",
     )
-    prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2)
+    with gr.Row():
+        mode = gr.Radio(
+            [("Complete a prompt", "Completion"), ("Chat", "Chat")],
+            value="Completion",
+            label="Mode",
+            scale=1,
+            elem_id="try-mode",
+            info="Chat for an adapter trained on conversations (chosen from its model card)",
+        )
+        layout_note = gr.Markdown(elem_id="try-layout")
     with gr.Row():
         max_new = gr.Slider(1, 256, value=48, step=1, label="max_new_tokens")
         temp = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature (0 = greedy)")
-    go = gr.Button("Generate", variant="primary")
     where = gr.Markdown()
-    output = gr.Textbox(label="Completion", lines=6, interactive=False)
-    side = compare.build(ctx, adapter, prompt, max_new, temp, where, owner_state, token_fn)
+    with gr.Column(visible=True) as completion_col:
+        prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2)
+        go = gr.Button("Generate", variant="primary")
+        output = gr.Textbox(label="Completion", lines=6, interactive=False)
+        side = compare.build(ctx, adapter, prompt, max_new, temp, where, owner_state, token_fn)
+    with gr.Column(visible=False) as chat_col:
+        chat_parts = chat_panel.build(ctx, adapter, max_new, temp, where, owner_state, token_fn)
+
+    def detect_layout(adapter, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
+        """Chat mode for an adapter whose model card says it was trained on conversations, else
+        Completion; nothing changes for a reference the caller may not read."""
+        token = token_fn(request) if token_fn else None
+        try:
+            ref = ctx.adapter_ref(ctx.who(owner, profile), adapter)
+        except NotYourRun:
+            return gr.update(), ""
+        if not ref:
+            return gr.update(), ""
+        from ..chat import adapter_layout
+
+        layout = adapter_layout(ref, token)
+        if layout == "conversation":
+            return "Chat", "Trained on **conversations**: tried as a chat, in the template it was trained with."
+        return "Completion", f"Trained on **{layout.replace('_', '/')}** data: tried as a completion."
+
+    def show_mode(m):
+        return gr.update(visible=m != "Chat"), gr.update(visible=m == "Chat")
 
     def do_refresh(owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         return gr.update(choices=finished_runs(ctx, ctx.who(owner, profile)))
@@ -56,12 +90,7 @@ def build(ctx: AppContext, owner_state, token_fn):
         token = token_fn(request) if token_fn else None
         ident = ctx.who(owner, profile)
         try:
-            ref = ctx.adapter_ref(ident, adapter)
-            loaded = (
-                ctx.generator.load(ref, None, token=token)
-                if ref
-                else ctx.generator.load(None, _default_base(), token=token)
-            )
+            loaded = chat_panel.load_for(ctx, ident, adapter, token)
             what = ctx.redact(ident, loaded.description)
             yield what, ""
             for partial in ctx.generator.stream(
@@ -79,12 +108,20 @@ def build(ctx: AppContext, owner_state, token_fn):
             yield problems_md([ctx.redact(ident, p) for p in err.problems]), ""
 
     refresh.click(do_refresh, [owner_state], [run_pick], **READ_ONLY)
-    run_pick.change(lambda v: v or gr.update(), [run_pick], [adapter])
+    run_pick.change(lambda v: v or gr.update(), [run_pick], [adapter]).then(
+        detect_layout, [adapter, owner_state], [mode, layout_note]
+    )
+    for ev in (adapter.blur, adapter.submit):  # not .change: a typed Hub id would be looked up per keystroke
+        ev(detect_layout, [adapter, owner_state], [mode, layout_note])
+    mode.change(show_mode, [mode], [completion_col, chat_col])
     go.click(generate, [adapter, prompt, max_new, temp, owner_state], [where, output], api_name="generate")
-    return {"run_pick": run_pick, "refresh": do_refresh, "adapter": adapter, "output": output, **side}
-
-
-def _default_base() -> str:
-    from ..config import DEFAULT_BASE_MODEL
-
-    return DEFAULT_BASE_MODEL
+    return {
+        "run_pick": run_pick,
+        "refresh": do_refresh,
+        "adapter": adapter,
+        "output": output,
+        "mode": mode,
+        "detect_layout": detect_layout,
+        **side,
+        **chat_parts,
+    }

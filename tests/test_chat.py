@@ -1,0 +1,244 @@
+"""lora_app.chat: an adapter trained on conversations, tried as a conversation (layout from its
+card, the template it was trained with, prompt ids, the reply ending at the end-of-turn token),
+on tiny models whose replies are known exactly (tests/chat_models.py)."""
+
+from __future__ import annotations
+
+import pytest
+from chat_models import END_TEMPLATE, bigram_model, chatml_tokenizer, save_adapter
+
+from lora_app import chat
+from lora_app.chat_template import FALLBACK_CHAT_TEMPLATE
+from lora_app.config import ConfigError
+from lora_app.generate import Generator, Loaded
+
+ALICE = "hf_alice"
+HI = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.fixture(scope="module")
+def chatml(tmp_path_factory):
+    """A bigram model with ChatML tokens: after "<|im_start|>assistant\\n" it says " no", then
+    <|im_end|>, then (if not stopped) "zzz...". Returns (folder, tokenizer, ids)."""
+    tok = chatml_tokenizer()
+    ids = {
+        "nl": tok.convert_tokens_to_ids("Ċ"),
+        "A": tok.convert_tokens_to_ids("Ġn"),
+        "B": tok.convert_tokens_to_ids("o"),
+        "eot": tok.convert_tokens_to_ids("<|im_end|>"),
+        "C": tok.convert_tokens_to_ids("z"),
+    }
+    assert len(set(ids.values())) == 5 and ids["eot"] == len(tok) - 1
+    table = {ids["nl"]: ids["A"], ids["A"]: ids["B"], ids["B"]: ids["eot"], ids["eot"]: ids["C"], ids["C"]: ids["C"]}
+    return bigram_model(tmp_path_factory.mktemp("chatml") / "base", tok, table), tok, ids
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """A bigram model on the tiny tokenizer without a chat template or ChatML tokens: after a
+    newline it says " no", then "[END]" (five plain tokens), then "zzz..."."""
+    from tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    seq = ["Ċ", "Ġn", "o", "[", "E", "N", "D", "]", "z"]
+    ids = [tok.convert_tokens_to_ids(t) for t in seq]
+    assert len(set(ids)) == len(ids) and tok.chat_template is None
+    table = dict(zip(ids[:-1], ids[1:], strict=True)) | {ids[-1]: ids[-1]}
+    return bigram_model(tmp_path_factory.mktemp("plain") / "base", tok, table), tok
+
+
+def test_layout_is_read_from_the_adapter_card(chatml, tmp_path):
+    base, _, _ = chatml
+    conv = save_adapter(base, tmp_path / "conv")
+    assert chat.adapter_layout(str(conv)) == "conversation"
+    assert chat.adapter_layout(str(save_adapter(base, tmp_path / "pc", layout="prompt_completion"))) == (
+        "prompt_completion"
+    )
+    older = save_adapter(base, tmp_path / "older", layout=None)  # a card from before layouts
+    assert chat.adapter_layout(str(older)) == "text"
+    odd = save_adapter(base, tmp_path / "odd", layout="{nonsense: 1}")
+    assert chat.adapter_layout(str(odd)) == "text"
+    (older / "README.md").unlink()  # no card at all
+    assert chat.adapter_layout(str(older)) == "text"
+    assert chat.adapter_layout(None) == chat.adapter_layout("  ") == "text"
+
+
+def test_layout_and_template_of_a_hub_adapter_read_with_the_token(chatml, tmp_path, hub_server):
+    base, _, ids = chatml
+    folder = save_adapter(base, tmp_path / "hub", template=END_TEMPLATE)
+    hub_server.create_repo("model", "alice/chatty", private=True)
+    for p in folder.iterdir():
+        hub_server.add_file("model", "alice/chatty", p.name, p.read_bytes())
+    # private: not readable by another account (asked first: huggingface_hub answers a refused
+    # request from its cache once a file of the repo is there)
+    assert chat.adapter_layout("alice/chatty", token="hf_bob") == "text"
+    assert chat.adapter_layout("alice/chatty", token=ALICE) == "conversation"
+    assert chat.saved_chat_template("alice/chatty", token=ALICE) == END_TEMPLATE
+    # a Hub adapter without a saved template: the base's own is used
+    hub_server.create_repo("model", "alice/plain-card")
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+        hub_server.add_file("model", "alice/plain-card", name, (folder / name).read_bytes())
+    assert chat.saved_chat_template("alice/plain-card", token=ALICE) is None
+    gen = Generator()
+    loaded = gen.load("alice/plain-card", token=ALICE)
+    assert chat.chat_template_for(loaded, ALICE)[1] == "the base model's"
+    assert list(chat.stream_chat(gen, HI, loaded, 8, token=ALICE))[-1] == "no"
+
+
+def test_template_order_adapter_then_base_then_fallback(chatml, plain, tmp_path):
+    base, tok, _ = chatml
+    with_tmpl = save_adapter(base, tmp_path / "a", template=END_TEMPLATE)
+    without = save_adapter(base, tmp_path / "b")
+
+    def pick(tokenizer, adapter):
+        return chat.chat_template_for(Loaded(None, tokenizer, str(base), adapter and str(adapter), ""))
+
+    assert pick(tok, with_tmpl) == (END_TEMPLATE, "the adapter's")
+    assert pick(tok, without) == (tok.chat_template, "the base model's")
+    assert pick(plain[1], without) == (FALLBACK_CHAT_TEMPLATE, "fallback (ChatML)")
+    assert pick(plain[1], None) == (FALLBACK_CHAT_TEMPLATE, "fallback (ChatML)")
+    # transformers 4 kept the template in tokenizer_config.json (also as a list of named ones)
+    import json
+
+    (without / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": [{"name": "default", "template": "T1"}, {"name": "tool_use", "template": "T2"}]})
+    )
+    assert pick(tok, without) == ("T1", "the adapter's")
+
+
+def test_prompt_ids_are_apply_chat_template_s_and_keep_every_turn(chatml, plain):
+    conv = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello there"},
+        {"role": "user", "content": "And then?"},
+    ]
+    for tok, tmpl in ((chatml[1], chatml[1].chat_template), (plain[1], FALLBACK_CHAT_TEMPLATE)):
+        ids = chat.prompt_ids(tok, conv, tmpl)
+        want = tok.apply_chat_template(conv, chat_template=tmpl, add_generation_prompt=True, tokenize=True)
+        assert ids == list(want["input_ids"] if isinstance(want, dict) or hasattr(want, "keys") else want)
+        assert tok.decode(ids) == (
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\nHello there<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n"
+            "<|im_start|>assistant\n"
+        )
+    # the base template's default system turn comes when the user gives none
+    assert (
+        chatml[1]
+        .decode(chat.prompt_ids(chatml[1], HI, chatml[1].chat_template))
+        .startswith("<|im_start|>system\nYou are a tiny test model.<|im_end|>")
+    )
+
+
+def test_end_of_turn_is_a_token_or_a_stop_string(chatml, plain):
+    tok, ids = chatml[1], chatml[2]
+    assert chat.end_of_turn(tok, tok.chat_template) == ([ids["eot"]], [])
+    assert chat.end_of_turn(plain[1], FALLBACK_CHAT_TEMPLATE) == ([], ["<|im_end|>"])  # plain text here
+    assert chat.end_of_turn(plain[1], END_TEMPLATE) == ([], ["[END]"])
+    assert chat.end_of_turn(plain[1], "{{ messages[0]['content'] }}") == ([], [])  # nothing after a turn
+    glued = "{% for m in messages %}{{ m['content'] + '<|im_end|><|im_start|>' }}{% endfor %}"
+    assert chat.end_of_turn(tok, glued) == ([ids["eot"]], [])  # no space after the marker
+    assert chat.cut_reply(" no[END]zz", ["[END]"]) == " no"
+    assert chat.cut_reply(" no[EN", ["[END]"]) == " no"  # a marker still arriving is held back
+    assert chat.cut_reply(" no[x", ["[END]"]) == " no[x"
+
+
+def test_the_reply_stops_at_the_end_of_turn_token_which_is_not_shown(chatml, tmp_path):
+    base, _, ids = chatml
+    gen = Generator()
+    loaded = gen.load(str(save_adapter(base, tmp_path / "ad")))
+    steps = list(chat.stream_chat(gen, HI, loaded, max_new_tokens=10))
+    assert steps[-1] == "no" and "n" in steps  # streamed: " n" shown before " no"
+    assert all("<|im_end|>" not in s and "z" not in s for s in steps)
+    # the same model not told where the turn ends runs on past it: the stop is what ends it
+    prompt = chat.prompt_ids(loaded.tokenizer, HI, loaded.tokenizer.chat_template)
+    assert (
+        list(gen.stream_ids(prompt, loaded, max_new_tokens=6))[-1] == " nozzz"
+    )  # " n", "o", <|im_end|> (not shown), "z" x3
+
+
+def test_a_plain_text_end_of_turn_stops_too(plain, tmp_path):
+    """The adapter's saved template ends a turn with "[END]", five tokens of this vocabulary."""
+    base, tok = plain
+    gen = Generator()
+    loaded = gen.load(str(save_adapter(base, tmp_path / "ad", template=END_TEMPLATE)))
+    assert chat.chat_template_for(loaded) == (END_TEMPLATE, "the adapter's")
+    steps = list(chat.stream_chat(gen, HI, loaded, max_new_tokens=12))
+    assert steps[-1] == "no" and not any("[" in s or "z" in s for s in steps)
+    prompt = chat.prompt_ids(tok, HI, END_TEMPLATE)
+    assert list(gen.stream_ids(prompt, loaded, max_new_tokens=9))[-1] == " no[END]zz"
+
+
+def test_side_by_side_sends_the_same_conversation_to_base_and_adapter(chatml, tmp_path):
+    base, tok, ids = chatml
+    ad = save_adapter(base, tmp_path / "ad", swap=(ids["nl"], ids["B"]))  # the adapter skips " n"
+    gen = Generator()
+    loaded = gen.load(str(ad))
+    *_, (base_reply, adapter_reply) = chat.compare_chat(gen, HI, loaded, max_new_tokens=8)
+    assert (base_reply, adapter_reply) == ("no", "o")
+    assert list(chat.stream_chat(gen, HI, loaded, 8))[-1] == "o"  # with the adapter, as in Chat
+    with pytest.raises(ConfigError, match="adapter: none chosen"):
+        list(chat.compare_chat(gen, HI, gen.load(None, str(base))))
+
+
+def test_bad_conversations_are_refused_before_any_model_loads():
+    for msgs, want in (
+        ([], "message: is empty"),
+        ([{"role": "user", "content": "  "}], "message: is empty"),
+        ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], "message: is empty"),
+        ([{"role": "tool", "content": "x"}, {"role": "user", "content": "Hi"}], "message 1: role 'tool'"),
+        ([{"role": "user", "content": ["x"]}], "message 1: its content is not text"),
+    ):
+        with pytest.raises(ConfigError, match=want):
+            chat.check_messages(msgs)
+
+
+def test_the_chat_box_keeps_the_history_over_turns(chatml, tmp_path):
+    """The Try tab's chat handler (as Gradio calls it): each reply is appended to the history the
+    Chatbot sent, which the next turn sends back, whole, to the model."""
+    import gradio as gr
+
+    from lora_app import identity
+    from lora_app.jobs import JobManager
+    from lora_app.ui import chat_panel, try_tab
+    from lora_app.ui.common import AppContext
+
+    ad = save_adapter(chatml[0], tmp_path / "ad")
+    jobs = JobManager(tmp_path / "runs")
+    try:
+        with gr.Blocks() as demo:
+            parts = try_tab.build(AppContext(jobs, Generator(), frozenset()), gr.State(None), None)
+        reply = next(f.fn for f in demo.fns.values() if f.name == "chat_reply")
+        owner, _ = identity.issue(identity.signing_key(jobs.root))
+        assert parts["detect_layout"](str(ad), owner)[0] == "Chat"
+        assert parts["detect_layout"]("", owner)[0] == gr.update()
+        steps = list(reply(str(ad), "Hi", [], "", 8, 0.0, owner))
+        where, shown, _ = steps[-1]
+        assert "chat template: the base model's" in where
+        # the message box is emptied once, then left alone (what is typed meanwhile stays)
+        assert steps[0][2] == "" and all(st[2] == gr.skip() for st in steps[1:])
+        assert shown == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "no"}]
+        # the Chatbot sends its value back as Gradio normalises it: content as a list of parts
+        as_sent = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in shown]
+        *_, (where, shown2, _) = reply(str(ad), "More?", as_sent, "Be brief.", 8, 0.0, owner)
+        assert shown2 == shown + [{"role": "user", "content": "More?"}, {"role": "assistant", "content": "no"}]
+        _, msgs = chat_panel.conversation(as_sent, "More?", "Be brief.")
+        assert msgs == [{"role": "system", "content": "Be brief."}, *shown, {"role": "user", "content": "More?"}]
+        # an empty message: said, the history kept, nothing generated
+        where, kept, box = list(reply(str(ad), "  ", shown, "", 8, 0.0, owner))[-1]
+        assert "message: is empty" in where and kept == shown
+    finally:
+        jobs.close()
+
+
+@pytest.mark.slow
+def test_smollm2_answers_in_its_template_and_stops_at_im_end(bundled_model):
+    """The bundled SmolLM2-135M-Instruct: its own template, <|im_end|> (id 2) ends the turn."""
+    gen = Generator()
+    loaded = gen.load(None, str(bundled_model))
+    tmpl, source = chat.chat_template_for(loaded)
+    assert source == "the base model's" and chat.end_of_turn(loaded.tokenizer, tmpl) == ([2], [])
+    steps = list(chat.stream_chat(gen, [{"role": "user", "content": "What is the capital of France?"}], loaded, 100))
+    assert "Paris" in steps[-1] and len(steps) > 3, steps  # streamed, token by token
+    n = len(loaded.tokenizer(steps[-1])["input_ids"])
+    assert n < 40 and "im_end" not in steps[-1], (n, steps[-1])  # ended by the turn, not by max_new_tokens
