@@ -39,6 +39,9 @@ def _adapter_file(ref: str, name: str, token: str | None) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
+    from .hub_client import check_readable
+
+    check_readable(ref, token)  # the cache would answer a refused request (hub_client.check_readable)
     try:
         return Path(hf_hub_download(ref, name, token=token))
     except EntryNotFoundError:

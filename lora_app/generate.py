@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import models
+from . import hub_client, models
 from .config import ConfigError, ModelConfig
 
 
@@ -50,6 +50,9 @@ class Generator:
             if adapter:
                 from peft import PeftConfig
 
+                refused = None if Path(adapter).expanduser().is_dir() else hub_client.refusal(adapter, token)
+                if refused is not None:  # asked before huggingface_hub's cache can answer for the Hub
+                    raise ConfigError([_adapter_not_found(adapter, refused, token)])
                 try:
                     pc = PeftConfig.from_pretrained(adapter, token=token)
                 except Exception as err:
@@ -67,6 +70,8 @@ class Generator:
                 return cur
             self._loaded = None  # free the old one before loading the next
             rm = models.resolve_model(key_base)
+            if not rm.bundled and not Path(rm.load_path).is_dir():
+                hub_client.check_readable(rm.load_path, token)
             device = models.device_kind()
             mcfg = ModelConfig(base_model_name_or_path=key_base, trust_remote_code=trust_remote_code)
             tok = models.load_tokenizer(rm.load_path, trust_remote_code, token)
@@ -257,9 +262,10 @@ def sampling_args(temperature: float, top_p: float) -> dict[str, Any]:
 
 def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> str:
     """Why ``PeftConfig.from_pretrained(adapter)`` failed, in plain words (PEFT wraps the cause)."""
-    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    cause = err.__cause__ or err
+    # PEFT wraps the Hub's error (its cause); huggingface_hub's own errors chain the HTTP error instead
+    cause = err if isinstance(err, HfHubHTTPError) else (err.__cause__ or err)
     if (Path(adapter).expanduser() / "adapter_config.json").is_file():  # there, but PEFT could not read it
         return (
             f"adapter: {Path(adapter) / 'adapter_config.json'} cannot be read ({type(cause).__name__}: "

@@ -223,6 +223,43 @@ def forget_cached(token: str | None) -> None:
 
 
 # -- errors --------------------------------------------------------------------------------
+def refusal(repo_id: str, token: str | None, repo_type: str = "model") -> Exception | None:
+    """The Hub's refusal to let ``token`` (None: anonymous) read ``repo_id`` (RepositoryNotFoundError,
+    GatedRepoError, or an HTTP error such as 401/403), or None when it may, when the Hub cannot be
+    reached (no one to ask: the cache serves, as offline) or when ``repo_id`` is no repo id at all
+    (the caller's own loading explains that).
+
+    Why ask first: ``hf_hub_download`` answers a refused request (401/404: "private, and no or the
+    wrong token") from its local cache when the file is there, so on a shared server a visitor
+    could otherwise load another visitor's private adapter or model the server once downloaded.
+    """
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().repo_info(repo_id, repo_type=repo_type, token=token or False, timeout=10)
+    except ValueError:  # huggingface_hub's HFValidationError: not a repo id
+        return None
+    except Exception as err:
+        return None if is_network_error(err) else err
+    return None
+
+
+def check_readable(repo_id: str, token: str | None, repo_type: str = "model") -> None:
+    """Raise HubError (one line naming the fix) when the Hub refuses ``token`` reading ``repo_id``
+    (:func:`refusal`); call it before anything of the repo is read through huggingface_hub's cache."""
+    err = refusal(repo_id, token, repo_type)
+    if err is None:
+        return
+    if _status(err) in (401, 404) and not token:
+        raise HubError(
+            [
+                f"hub: '{repo_id}' is private or does not exist. Fix: sign in (or paste a token) with an "
+                "account that may read it, or check the repo id."
+            ]
+        )
+    raise HubError([explain(err, f"read {repo_id}", repo_id)])
+
+
 def _status(err: BaseException) -> int | None:
     resp = getattr(err, "response", None)
     return getattr(resp, "status_code", None)

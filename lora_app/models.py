@@ -170,6 +170,10 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
     from transformers import AutoConfig
 
     rm = resolve_model(cfg.base_model_name_or_path)
+    if not rm.bundled and not Path(rm.load_path).is_dir() and hub_reachable():
+        from .hub_client import check_readable
+
+        check_readable(rm.load_path, token)  # the cache would answer a refused request
     try:
         mc = AutoConfig.from_pretrained(rm.load_path, trust_remote_code=cfg.trust_remote_code, token=token)
     except ValueError as err:

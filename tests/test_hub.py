@@ -436,6 +436,37 @@ def test_try_adapter_from_hub_side_by_side_and_misfits(hub_server, run_dir, hub_
 PROMPTS = ["Two things are infinite: ", "Be yourself;", "The only way to do great work is to love what you"]
 
 
+def test_a_private_hub_adapter_in_the_servers_cache_is_not_served_to_another_visitor(hub_server, run_dir, hub_model):
+    """huggingface_hub answers a refused request (401/404) from its cache when the file is there:
+    once alice has loaded her private adapter on a shared server, bob and an anonymous visitor
+    naming it must still be refused, by the Hub, not served from the cache. Same for a private base
+    model in the preflight and for the Try tab's layout probe."""
+    from lora_app.chat import adapter_layout
+    from lora_app.config import ModelConfig
+    from lora_app.generate import Generator
+    from lora_app.models import load_model_config
+
+    upload_base(hub_server, hub_model)
+    hub.push_adapter(run_dir, "alice/secret", private=True, token=ALICE)
+    assert Generator().load("alice/secret", token=ALICE).adapter == "alice/secret"  # now in the cache
+    for who in (BOB, None):
+        with pytest.raises(ConfigError, match="there is no Hub repo 'alice/secret', or it is private"):
+            Generator().load("alice/secret", token=who)
+    gen = Generator()
+    gen.load("alice/secret", token=ALICE)
+    with pytest.raises(ConfigError, match="private"):  # the same Generator, its loaded model cached too
+        gen.load("alice/secret", token=BOB)
+    with pytest.raises(ConfigError, match="'alice/secret' is private or does not exist"):
+        hub_client.check_readable("alice/secret", None)
+    assert adapter_layout("alice/secret", token=BOB) == "text"  # refused: the completion box, nothing read
+
+    hub_server.create_repo("model", "alice/private-base", private=True)
+    upload_base(hub_server, hub_model, "alice/private-base")
+    assert load_model_config(ModelConfig(base_model_name_or_path="alice/private-base"), token=ALICE)
+    with pytest.raises(ConfigError, match="private"):
+        load_model_config(ModelConfig(base_model_name_or_path="alice/private-base"), token=BOB)
+
+
 def test_batch_pads_left_and_matches_one_at_a_time(run_dir, hub_model):
     from lora_app.generate import Generator
 
