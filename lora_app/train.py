@@ -234,7 +234,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         learning_rate=t.learning_rate,
         per_device_train_batch_size=plan.per_device_train_batch_size,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
-        warmup_steps=t.warmup(),  # warmup_ratio, when given, as steps (the card and the log say the same)
+        warmup_steps=t.warmup(),  # warmup_ratio, when given, as steps (the model card shows both)
         lr_scheduler_type=t.lr_scheduler_type,
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
