@@ -2,7 +2,7 @@
 
 python -m lora_app serve [--port 7860] [--share]
 python -m lora_app train RUN_DIR [--resume]          # what the Start button runs
-python -m lora_app train --config run.yaml [--runs DIR] [--set training.max_steps=20 ...]
+python -m lora_app train --config run.yaml [--runs DIR] [--preset "fast default"] [--set training.max_steps=20 ...]
 python -m lora_app train --settings                  # every setting: default and what it does
 python -m lora_app train --config run.yaml --print-commands   # the same on 1 GPU, N GPUs, N machines
 accelerate launch --multi_gpu --num_processes N -m lora_app train --config run.yaml   # one rank each
@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         "--print-commands",
         action="store_true",
         help="print the commands that run this --config on one GPU, several GPUs or several machines, and exit",
+    )
+    t.add_argument(
+        "--preset",
+        default=None,
+        help="'reference recipe' or 'fast default' (lora_app/presets.py): its values under the config's and --set's",
     )
     g = sub.add_parser("generate", help="complete a prompt with a base model and optional adapter")
     g.add_argument("--adapter", default=None, help="adapter folder or Hub repo id")
@@ -295,11 +300,13 @@ def _train_config(a) -> int:
     from .jobs import JobManager
     from .validate import check_and_submit
 
-    if not a.config:
-        print("train: give RUN_DIR or --config FILE", file=sys.stderr)
+    if not a.config and not a.preset:
+        print("train: give RUN_DIR, --config FILE or --preset NAME", file=sys.stderr)
         return 2
     try:
-        raw = _load_raw(a.config)
+        raw = _load_raw(a.config) if a.config else {}
+        if a.preset is not None:  # the command line's preset wins over one named in the file
+            raw["preset"] = a.preset
         for sec, vals in _overrides(a.set).items():
             if not isinstance(raw.get(sec), dict):
                 raw[sec] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import RunConfig
+from .variants import card_rows
 
 
 def resolve_data(cfg: RunConfig, events: list[dict]) -> None:
@@ -176,6 +177,7 @@ Trained on {data_src}, {_layout_sentence(cfg)}{rows}.
 | lora_dropout | {lo.lora_dropout:g} |
 | target_modules | {", ".join(targets)} |
 | bias | {lo.bias} |
+{card_rows(lo)}
 
 {trainable_line}
 
@@ -186,7 +188,8 @@ Trained on {data_src}, {_layout_sentence(cfg)}{rows}.
 | learning_rate | {t.learning_rate:g} |
 | per_device_train_batch_size | {t.per_device_train_batch_size} |
 | gradient_accumulation_steps | {t.gradient_accumulation_steps} |
-| warmup_steps | {t.warmup_steps} |
+| warmup_steps | {t.warmup()}{f" (warmup_ratio {t.warmup_ratio:g})" if t.warmup_ratio is not None else ""} |
+| lr_scheduler_type | {t.lr_scheduler_type} |
 | max_length | {t.max_length} |
 | packing | {t.packing} |
 | merge_accumulation (CPU) | {t.merge_accumulation} |

@@ -11,12 +11,16 @@ batch 4 x accumulation 4, warmup 100, 200 steps, lr 2e-4
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
+
+from . import presets
+from .variants import LoraVariantFields
 
 #: The bundled offline default; an adapter trained on it names this Hub id.
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -117,8 +121,9 @@ class ModelConfig(_Section):
         return v.strip()
 
 
-class LoraSettings(_Section):
-    """LoRA hyper-parameters, named as in ``peft.LoraConfig``."""
+class LoraSettings(_Section, LoraVariantFields):
+    """LoRA hyper-parameters, named as in ``peft.LoraConfig``; PEFT's variants (rsLoRA, DoRA, ...) come
+    from :class:`lora_app.variants.LoraVariantFields` (listed first in a dump)."""
 
     r: int = Field(
         16,
@@ -199,6 +204,13 @@ class TrainingSettings(_Section):
         description="steps over which the learning rate rises linearly from 0",
         json_schema_extra=_fix("set warmup_steps to a whole number >= 0"),
     )
+    warmup_ratio: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="warm up for this share of max_steps instead of warmup_steps (empty: use warmup_steps)",
+        json_schema_extra=_fix("set warmup_ratio in [0, 1), e.g. 0.1, or leave it empty to use warmup_steps"),
+    )
     max_length: int = Field(
         256,
         ge=8,
@@ -275,6 +287,11 @@ class TrainingSettings(_Section):
         "step pays a compile of some seconds, later steps run faster)",
     )
 
+    def warmup(self) -> int:
+        """The warm-up in optimizer steps: ``warmup_ratio`` of ``max_steps`` rounded up (as
+        transformers' ``TrainingArguments.get_warmup_steps`` does for a fraction), else ``warmup_steps``."""
+        return self.warmup_steps if self.warmup_ratio is None else math.ceil(self.max_steps * self.warmup_ratio)
+
     @field_validator("use_liger_kernel", mode="before")
     @classmethod
     def _liger_yaml_bool(cls, v: Any) -> Any:
@@ -343,6 +360,10 @@ class RunConfig(_Section):
         raw = dict(data or {})
         for k, v in sections.items():
             raw.setdefault(k, {}).update(v) if isinstance(v, dict) else raw.__setitem__(k, v)
+        try:  # a top-level `preset:` (lora_app.presets) puts its values under the ones given
+            raw = presets.apply(raw)
+        except ValueError as err:
+            raise ConfigError([str(err)]) from None
         try:
             return cls.model_validate(raw)
         except ValidationError as err:
@@ -386,7 +407,8 @@ def parse_raw(text: str, json_text: bool = False) -> dict[str, Any]:
 
 def _describe(e: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in e["loc"])
-    field = str(e["loc"][-1]) if e["loc"] else ""
+    # (section, field, ...): an item of a list or dict field (lora.rank_pattern.q_proj) gets its field's fix
+    field = str(e["loc"][1] if len(e["loc"]) > 1 else e["loc"][-1]) if e["loc"] else ""
     # Integers given as strings or floats read better as "whole number" than pydantic's text.
     msg = e["msg"]
     if e["type"] in ("int_type", "int_parsing", "int_from_float"):

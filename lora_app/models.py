@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import variants
 from .bundled import HUB_ID_FILE, bundled_model_dir
 from .config import DEFAULT_BASE_MODEL, ConfigError, LoraSettings, ModelConfig
 from .quiet import quiet_bitsandbytes
@@ -222,25 +223,17 @@ def check_target_modules(targets: list[str], available: list[str]) -> list[str]:
     ]
 
 
-def lora_config(lora: LoraSettings, targets: list[str]):
+def lora_config(lora: LoraSettings, targets: list[str], count_only: bool = False):
     from peft import LoraConfig
 
-    # PEFT annotates lora_alpha as int; it only divides by r, so a float (our field's type) is exact.
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]
-        lora_dropout=lora.lora_dropout,
-        target_modules=list(targets),
-        bias=lora.bias,
-        task_type="CAUSAL_LM",
-    )
+    return LoraConfig(**variants.lora_kwargs(lora, targets, count_only))
 
 
 def count_parameters(model_config, lora: LoraSettings, targets: list[str]) -> tuple[int, int]:
-    """(trainable, total) parameters after wrapping, computed by PEFT on the meta skeleton."""
+    """(trainable, total) parameters after wrapping, by PEFT on the meta skeleton (DoRA, modules_to_save: counted)."""
     from peft import get_peft_model
 
-    peft_model = get_peft_model(skeleton(model_config), lora_config(lora, targets))
+    peft_model = get_peft_model(skeleton(model_config), lora_config(lora, targets, count_only=True))
     return peft_model.get_nb_trainable_parameters()
 
 

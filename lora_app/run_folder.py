@@ -60,17 +60,24 @@ def make_run_folder(root: Path, cfg: RunConfig) -> tuple[str, RunConfig]:
     return run_id, cfg
 
 
-def save_adapter(model, run_dir: Path, card: str, state_dict: dict | None = None, tokenizer=None) -> Path:
+def save_adapter(
+    model, run_dir: Path, card: str, state_dict: dict | None = None, tokenizer=None, initial: Path | None = None
+) -> Path:
     """Write the adapter (``model.save_pretrained``: adapter_config.json + adapter_model.safetensors)
     and its model card ``card`` (README.md) to ``run_dir/adapter`` atomically: written to a tmp
     folder, then renamed, so a reader (the Try tab, a push) never sees half an adapter. Returns the folder.
     ``state_dict``: the full weights when the model's own are shards (FSDP; PEFT keeps its LoRA keys).
     ``tokenizer``: saved too (``save_pretrained``: tokenizer.json, tokenizer_config.json with its
-    ``chat_template``...) when given: a conversation run's, with the chat template it trained with."""
+    ``chat_template``...) when given: a conversation run's, with the chat template it trained with.
+    ``initial``: the adapter as PiSSA/OLoRA initialised it; PEFT then saves the difference as a plain
+    LoRA of twice the rank that applies to the unchanged base model (``path_initial_model_for_weight_conversion``)."""
     final = run_dir / ADAPTER_DIR
     tmp = run_dir / f".{ADAPTER_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
+    kw: dict = {"state_dict": state_dict} if state_dict else {}
+    if initial is not None:
+        kw["path_initial_model_for_weight_conversion"] = str(initial)
+    model.save_pretrained(tmp, safe_serialization=True, **kw)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     (tmp / "README.md").write_text(card, encoding="utf-8")

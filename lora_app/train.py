@@ -112,7 +112,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from peft import get_peft_model
     from transformers import TrainingArguments, set_seed
 
-    from . import batching, card, count, heldout, models, precision, speedups
+    from . import batching, card, count, heldout, models, precision, speedups, variants
     from .chat_rows import tokenize_data
     from .data import load_text
     from .text import PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of
@@ -167,10 +167,19 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     targets = models.expand_target_modules(
         cfg.lora.target_modules or models.default_target_modules(model.config.model_type, available), available
     )
-    problems = models.check_target_modules(targets, available)
+    problems = models.check_target_modules(targets, available) or variants.problems(
+        cfg.lora,
+        [n for n, _ in model.named_modules()],
+        targets,
+        models.effective_quantization(cfg.model, device),
+        device,
+    )
     if problems:
         raise ConfigError(problems)
     model = get_peft_model(model, models.lora_config(cfg.lora, targets))
+    initial = run_dir / "initial_adapter"  # PiSSA/OLoRA: A and B at init, to save a plain LoRA of the base
+    if variants.mutates_base(cfg.lora) and launch.is_main_process() and not (resume and initial.is_dir()):
+        model.save_pretrained(initial, safe_serialization=True)
     # The adapter must name the Hub id, not the local folder the weights were read from.
     model.peft_config["default"].base_model_name_or_path = rm.hub_id
     trainable, total = model.get_nb_trainable_parameters()
@@ -187,7 +196,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     ev.emit(
         "info",
         message=f"{line} | device {device}, quantization "
-        f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}, "
+        f"{models.effective_quantization(cfg.model, device)}, targets {','.join(targets)}{variants.summary(cfg.lora)}, "
         f"loaded in {time.time() - t_start:.1f} s",
         trainable_params=trainable,
         all_params=total,
@@ -274,7 +283,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         learning_rate=t.learning_rate,
         per_device_train_batch_size=plan.per_device_train_batch_size,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
-        warmup_steps=t.warmup_steps,
+        warmup_steps=t.warmup(),  # warmup_ratio, when given, as steps (the model card shows both)
         lr_scheduler_type=t.lr_scheduler_type,
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
@@ -333,6 +342,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
             ),
             state_dict=sd,
             tokenizer=chat_tokenizer,
+            initial=initial if variants.mutates_base(cfg.lora) else None,
         )
         ev.emit("saved", step=state.global_step, path=str(path))
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import count, models, speedups
+from . import count, models, presets, speedups, variants
 from .config import (
     ConfigError,
     DataConfig,
@@ -84,6 +84,10 @@ def preflight(
             cfg = RunConfig.build(raw)
         except ConfigError as err:
             problems += err.problems
+            try:  # the sections below are checked with the preset's values, as build saw them
+                raw = presets.apply(raw)
+            except ValueError:
+                pass
     data = cfg.data if cfg else _section(DataConfig, raw, "data")
     model = cfg.model if cfg else _section(ModelConfig, raw, "model")
     lora = cfg.lora if cfg else _section(LoraSettings, raw, "lora")
@@ -174,12 +178,16 @@ def preflight(
             problems += tokenizer_problems(model.base_model_name_or_path)
             if training is not None:
                 problems += position_problems(mc, training.max_length, model.base_model_name_or_path)
-            available = models.linear_module_names(models.skeleton(mc, model.trust_remote_code))
+            skel = models.skeleton(mc, model.trust_remote_code)
+            available = models.linear_module_names(skel)
             if lora is not None:
                 targets = models.expand_target_modules(
                     lora.target_modules or models.default_target_modules(mc.model_type, available), available
                 )
                 bad = models.check_target_modules(targets, available)
+                if not bad:  # rank_pattern keys, modules_to_save, PiSSA on a quantized base, ...
+                    quant = models.effective_quantization(model, device)
+                    bad = variants.problems(lora, [n for n, _ in skel.named_modules()], targets, quant, device)
                 problems += bad
                 if not bad and not problems and cfg is not None:
                     trainable, total = models.count_parameters(mc, cfg.lora, targets)
@@ -237,7 +245,7 @@ def warmup_note(t: TrainingSettings) -> str | None:
     ``max_steps`` ends at ``(max_steps - 1) / warmup_steps`` of ``learning_rate`` and never decays
     (source: transformers.optimization, ``_get_linear_schedule_with_warmup_lr_lambda``).
     """
-    if not t.warmup_steps or t.warmup_steps < t.max_steps:
+    if t.warmup_ratio is not None or not t.warmup_steps or t.warmup_steps < t.max_steps:
         return None
     peak = (t.max_steps - 1) / t.warmup_steps
     return (

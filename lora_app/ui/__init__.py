@@ -64,9 +64,11 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 data_state, data_parts = data_tab.build(token_fn)
             with gr.Tab("2. LoRA", id="lora"):
                 gr.Markdown(form.device_note())
+                preset = form.build_preset_widget()
                 widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
                 widgets |= form.build_distributed_widgets()  # only with more than one GPU
                 form.add_global_batch_line(widgets)
+                form.wire_preset(preset, widgets)
                 check = gr.Button("Check settings and count trainable parameters")
                 check_out = gr.Markdown()
                 estimate_df = gr.Dataframe(

@@ -14,6 +14,9 @@ from gradio.blocks import Block
 
 from ..config import RunConfig, field_help
 from ..models import device_kind
+from ..presets import DEFAULT as DEFAULT_PRESET
+from ..presets import PRESETS
+from ..variants import INIT_LORA_WEIGHTS
 
 D = RunConfig()  # defaults
 
@@ -86,7 +89,49 @@ def build_lora_widgets() -> dict[str, gr.components.Component]:
         w["lora.bias"] = gr.Dropdown(
             ["none", "all", "lora_only"], value=D.lora.bias, label="bias", info=_help("lora.bias")
         )
+    with gr.Row():  # PEFT's variants (lora_app/variants.py checks them against the model at Check)
+        w["lora.use_rslora"] = gr.Checkbox(D.lora.use_rslora, label="use_rslora", info=_help("lora.use_rslora"))
+        w["lora.use_dora"] = gr.Checkbox(D.lora.use_dora, label="use_dora", info=_help("lora.use_dora"))
+        w["lora.init_lora_weights"] = gr.Dropdown(
+            list(INIT_LORA_WEIGHTS),
+            value=D.lora.init_lora_weights,
+            allow_custom_value=True,  # pissa_niter_N (fast SVD)
+            label="init_lora_weights",
+            info=_help("lora.init_lora_weights"),
+        )
+        w["lora.modules_to_save"] = gr.Textbox(
+            "",
+            label="modules_to_save",
+            placeholder="empty = none; e.g. lm_head",
+            info=_help("lora.modules_to_save"),
+        )
+    gr.Markdown(
+        "Per-module `rank_pattern` / `alpha_pattern` are set in a YAML config only (`lora: {rank_pattern: "
+        "{q_proj: 8}}`, then `python -m lora_app train --config run.yaml`); the form does not carry them."
+    )
     return w
+
+
+def build_preset_widget() -> gr.Dropdown:
+    """The preset dropdown (lora_app/presets.py); :func:`wire_preset` makes it fill the form."""
+    return gr.Dropdown(
+        list(PRESETS),
+        value=DEFAULT_PRESET,
+        label="preset",
+        info="fills r, lora_alpha, learning_rate, warm-up, max_steps and the batch; each stays editable",
+        elem_id="preset",
+    )
+
+
+def wire_preset(preset: gr.Dropdown, widgets: Mapping[str, gr.components.Component]) -> None:
+    """On a change of ``preset``, set the form's widgets to that preset's values."""
+    keys = sorted({f"{sec}.{name}" for p in PRESETS.values() for sec, vals in p.items() for name in vals})
+
+    def fill(name: str) -> list:
+        values = {f"{sec}.{k}": v for sec, vals in PRESETS.get(name, {}).items() for k, v in vals.items()}
+        return [values[k] if k in values else gr.update() for k in keys]
+
+    preset.change(fill, inputs=preset, outputs=[widgets[k] for k in keys], queue=False)
 
 
 def build_training_widgets() -> dict[str, gr.components.Component]:
@@ -99,6 +144,9 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
         )
         w["training.warmup_steps"] = gr.Number(
             t.warmup_steps, label="warmup_steps", info=_help("training.warmup_steps")
+        )
+        w["training.warmup_ratio"] = gr.Number(
+            t.warmup_ratio, label="warmup_ratio", step=0.05, info=_help("training.warmup_ratio")
         )
         w["training.cap_warmup"] = gr.Checkbox(
             t.cap_warmup,
@@ -234,7 +282,7 @@ def to_raw(values: dict[str, object], data: dict | None) -> dict:
     raw: dict[str, dict] = {"data": dict(data or {})}
     for key, v in values.items():
         section, name = key.split(".", 1)
-        if name == "target_modules" and (v is None or (isinstance(v, str) and not v.strip())):
+        if name in ("target_modules", "modules_to_save") and (v is None or (isinstance(v, str) and not v.strip())):
             v = None
         raw.setdefault(section, {})[name] = _num(v)
     return raw
@@ -253,5 +301,8 @@ def from_config(cfg: RunConfig, keys: list[str]) -> list:
     for key in keys:
         section, name = key.split(".", 1)
         v = dump[section][name]
-        out.append(",".join(v) if name == "target_modules" and v else ("" if v is None else v))
+        listed = name in ("target_modules", "modules_to_save") and v
+        out.append(
+            ",".join(v) if listed else (None if v is None and name == "warmup_ratio" else "" if v is None else v)
+        )
     return out

@@ -151,6 +151,8 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
     out = [values[k] if k in values else gr.update() for k in keys]
     d = cfg.data
     msg = "Settings loaded into the **2. LoRA** form."
+    if cfg.lora.rank_pattern or cfg.lora.alpha_pattern:  # no widget for them (lora_app/ui/form.py)
+        msg += " Its rank_pattern/alpha_pattern are YAML-only: train it with `python -m lora_app train --config FILE`."
     # The data settings the Data tab has no widget for ride along with the data choice to Start.
     extra = {
         k: v

@@ -1,0 +1,71 @@
+"""Named settings presets (issue 14, section 3): the reference recipe exactly, and a faster recipe
+measured to reach the reference's held-out perplexity sooner (bench/bench_quality.py, RESULTS.md).
+
+A preset is only a set of values: the form fills its widgets with them, ``--preset`` on the CLI
+and a top-level ``preset:`` key in a YAML config put them under whatever else is given (a value
+set explicitly wins), and a run's config.yaml records the resulting values, never the name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REFERENCE = "reference recipe"
+FAST = "fast default"
+
+#: name -> {section: {field: value}}. The reference recipe: the PEFT int8 example's values
+#: (huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb), which are also
+#: RunConfig's defaults. The fast recipe: a higher learning rate with a warm-up of a tenth of a
+#: shorter run (issue 14: lr 1e-3, warmup 6, 60 steps reached 52.9 vs the reference's 52.6 at
+#: 0.30x its time); measured by bench/bench_quality.py, see bench/RESULTS.md.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    REFERENCE: {
+        "lora": {"r": 16, "lora_alpha": 32},
+        "training": {
+            "learning_rate": 2e-4,
+            "warmup_steps": 100,
+            "warmup_ratio": None,
+            "max_steps": 200,
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 4,
+        },
+    },
+    FAST: {
+        "lora": {"r": 16, "lora_alpha": 32},
+        "training": {
+            "learning_rate": 1e-3,
+            "warmup_steps": 0,
+            "warmup_ratio": 0.1,
+            "max_steps": 50,
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 4,
+        },
+    },
+}
+
+#: The preset whose values are RunConfig's defaults (the form's preset dropdown starts on it).
+DEFAULT = REFERENCE
+
+
+def problem(name: Any) -> str | None:
+    """Why ``name`` is not a preset (one line naming the field and the fix), or None."""
+    if name in PRESETS:
+        return None
+    return f"preset: {name!r} is not a preset. Fix: choose one of {', '.join(repr(p) for p in PRESETS)}."
+
+
+def apply(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (a nested config dict) with its top-level ``preset`` key replaced by the preset's
+    values, under the values ``raw`` sets itself. Returns ``raw`` unchanged when it names no preset.
+    Raises ValueError (:func:`problem`'s line) for an unknown name."""
+    if "preset" not in raw:
+        return raw
+    raw = dict(raw)
+    name = raw.pop("preset")
+    bad = problem(name)
+    if bad:
+        raise ValueError(bad)
+    for section, values in PRESETS[name].items():
+        given = raw.get(section)
+        raw[section] = {**values, **given} if isinstance(given, dict) else (given if section in raw else dict(values))
+    return raw
