@@ -103,9 +103,17 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
 
     rm = resolve_model(cfg.base_model_name_or_path)
     if not rm.bundled and not Path(rm.load_path).is_dir() and hub_reachable():
-        from .hub_client import check_readable
+        from .hub_client import refusal
 
-        check_readable(rm.load_path, token)  # the cache would answer a refused request
+        # Asked first: huggingface_hub's cache would answer a refused request (hub_client.refusal).
+        if refusal(rm.load_path, token) is not None:
+            raise ConfigError(
+                [
+                    f"{FIELD}: model '{cfg.base_model_name_or_path}' was not found (or is private to you). Fix: "
+                    "check the Hub id (owner/name) or the folder path; for a private model, sign in with an "
+                    "account that may read it."
+                ]
+            )
     try:
         mc = AutoConfig.from_pretrained(rm.load_path, trust_remote_code=cfg.trust_remote_code, token=token)
     except ValueError as err:
