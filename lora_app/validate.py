@@ -266,9 +266,12 @@ def check_and_submit(
     env: dict | None = None,
 ) -> tuple[str, Preflight]:
     """Preflight, then queue the run: what Start and the CLI do. Raises ConfigError (listing
-    every problem) before anything is written; returns ``(run_id, preflight)``. ``jobs``: the
+    every problem; :class:`lora_app.jobs.QueueFull` when ``owner`` has as many runs waiting as one
+    person may) before anything is written; returns ``(run_id, preflight)``. ``jobs``: the
     job manager, or a function that makes it, called only once the preflight passed (the CLI:
     a refused config leaves no runs folder behind)."""
+    if not callable(jobs):  # the per-person limit of waiting runs: said before a second of preflight
+        jobs.check_room(owner)
     cfg, pre = preflight(config, token=token)
     jm = jobs() if callable(jobs) else jobs
     return jm.submit(cfg, owner=owner, env=env), pre
