@@ -39,18 +39,11 @@ from . import fair_queue, procs
 from .config import RunConfig
 from .events import EventWriter, RunView, read_events
 from .identity import admin_owners
-from .run_folder import checkpoint_step, last_saved
+from .run_folder import checkpoint_step, create_folder, kept_line
 from .run_index import _SCHEMA, ACTIVE, NotYourRun, QueueFull, RunInfo  # re-exported: the UI imports them from here
 
 STOP_GRACE_S = 30.0  # time for the trainer to finish its step and save before SIGKILL
 START_TIMEOUT_S = 60.0  # a run claimed by a manager that never got a pid within this is failed
-
-
-def _kept(run_dir: Path) -> str:
-    saved = last_saved(run_dir)
-    if not saved:
-        return " No adapter had been saved yet."
-    return f" The adapter saved at step {saved['step']} is kept in {saved['path']}."
 
 
 class JobManager:
@@ -101,38 +94,37 @@ class JobManager:
         return [RunInfo(*r) for r in self._sql(f"SELECT * FROM runs {where}", args)]
 
     # -- submit / query -------------------------------------------------------------------
-    def submit(self, cfg: RunConfig, owner: str = "local", env: dict | None = None) -> str:
-        """Create the run folder (config + a private copy of the data) and queue the run.
-
-        The data file is copied into the run folder now, so a cleaned upload cache or a
-        closed browser tab cannot take it away mid-run. The folder appears whole or not at
-        all. Returns the run id. Validate first (:func:`lora_app.validate.check_and_submit`).
+    def submit(
+        self,
+        cfg: RunConfig,
+        owner: str = "local",
+        env: dict | None = None,
+        checkpoint: Path | None = None,
+        history: builtins.list[dict] | None = None,
+    ) -> str:
+        """Create the run folder (:func:`lora_app.run_folder.create_folder`: config + a private
+        copy of the data, appearing whole or not at all) and queue the run. Returns the run id. Validate first (:func:`lora_app.validate.check_and_submit`).
         Raises :class:`QueueFull` when ``owner`` already has ``max_waiting`` runs waiting.
+        ``checkpoint`` (a ``checkpoint-<step>`` folder) and ``history`` (earlier events): the run
+        starts as a resume of them (:func:`lora_app.hub_resume.resume_from_hub`).
         """
         self.check_room(owner)
         run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-        tmp = self.root / f".{run_id}.tmp"
-        tmp.mkdir(parents=True)
-        try:
-            cfg = cfg.model_copy(deep=True)
-            if cfg.data.path:
-                src = Path(cfg.data.path)
-                (tmp / "data").mkdir()
-                dst = tmp / "data" / ("train" + src.suffix.lower())
-                shutil.copyfile(src, dst)
-                cfg.data.source_name = cfg.data.source_name or src.name
-                cfg.data.path = str(self.root / run_id / "data" / dst.name)
-            cfg.save(tmp / "config.yaml")
-            EventWriter(tmp).emit("status", status="queued", message=f"run {run_id} queued")
-            os.rename(tmp, self.root / run_id)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        cfg = create_folder(self.root, run_id, cfg, checkpoint, history)
         data = cfg.data.dataset_id or cfg.data.source_name or ""
         with self._lock:
             self._db.execute(
-                "INSERT INTO runs (id, owner, status, created, base_model, data, message) VALUES (?,?,?,?,?,?,?)",
-                (run_id, owner, "queued", time.time(), cfg.model.base_model_name_or_path, data, ""),
+                "INSERT INTO runs (id, owner, status, created, base_model, data, message, resume) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    owner,
+                    "queued",
+                    time.time(),
+                    cfg.model.base_model_name_or_path,
+                    data,
+                    "",
+                    int(bool(checkpoint)),
+                ),
             )
             if env:
                 self._envs[run_id] = dict(env)
@@ -242,7 +234,7 @@ class JobManager:
             with self._lock:
                 self._stopping.discard(run_id)
         self._wake.set()
-        return procs.stop_report(run_id, pid, gone, killed, time.time() - t0, mem_before, mem_after) + _kept(
+        return procs.stop_report(run_id, pid, gone, killed, time.time() - t0, mem_before, mem_after) + kept_line(
             self.run_dir(run_id)
         )
 

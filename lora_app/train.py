@@ -7,7 +7,8 @@ never imported by the web server. Contract with the outside world, all inside RU
 - appends to ``events.jsonl`` (see :mod:`lora_app.events`);
 - writes ``adapter/`` (adapter_config.json + adapter_model.safetensors + README.md), replaced
   atomically every ``save_steps`` and at the end, so a reader never sees half an adapter;
-- ``checkpoints/`` holds the Trainer state for resuming;
+- ``checkpoints/`` holds the Trainer state for resuming (with ``training.hub_checkpoints`` also
+  what goes to the Hub at each save: :mod:`lora_app.checkpoint_push`);
 - SIGTERM/SIGINT = stop: the current step finishes, the adapter is saved, status "stopped".
 """
 
@@ -107,7 +108,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from peft import get_peft_model
     from transformers import TrainingArguments, set_seed
 
-    from . import batching, card, count, heldout, models, precision, speedups
+    from . import batching, card, checkpoint_push, count, heldout, models, precision, speedups
     from .data import load_text
     from .text import (
         PaddingCollator,
@@ -263,6 +264,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         eval_steps=t.eval_steps,
         prediction_loss_only=True,
         per_device_eval_batch_size=plan.per_device_train_batch_size,
+        **checkpoint_push.training_arguments(t),  # training.hub_checkpoints: the Trainer's own push
     )
 
     def on_save(state):
@@ -282,7 +284,11 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         )
         ev.emit("saved", step=state.global_step, path=str(path))
 
-    trainer = heldout.eval_trainer_class()(
+    trainer_cls = heldout.eval_trainer_class()
+    if t.hub_checkpoints:  # config, data and events go up with each checkpoint; push failures are warnings
+        checkpoint_push.stage(run_dir)
+        trainer_cls = checkpoint_push.trainer_class(trainer_cls, run_dir, ev)
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=TokenizedRows(rows),
@@ -304,6 +310,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         )
         trainer.evaluate()
     trainer.train(resume_from_checkpoint=resume_from)
+    if t.hub_checkpoints:
+        checkpoint_push.finish(trainer, run_dir, ev)
     if keep is not None:  # for tests: the trained model itself, to compare with the reloaded adapter
         keep.update(model=model, tokenizer=tok)
     state = trainer.state

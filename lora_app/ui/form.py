@@ -107,6 +107,15 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
         w["training.eval_fraction"] = gr.Number(t.eval_fraction, label="eval_fraction (held out; 0 = off)", step=0.01)
         w["training.eval_max_rows"] = gr.Number(t.eval_max_rows, label="eval_max_rows")
         w["training.eval_steps"] = gr.Number(t.eval_steps, label="eval_steps")
+    with gr.Row():  # checkpoints on the Hub (lora_app/checkpoint_push.py): a run that survives a restart
+        w["training.hub_checkpoints"] = gr.Checkbox(
+            t.hub_checkpoints,
+            label="hub_checkpoints: keep checkpoints on the Hub (private repo of yours, every save_steps; "
+            "Runs tab: Resume from the Hub)",
+        )
+        w["training.hub_model_id"] = gr.Textbox(
+            "", label="hub_model_id (owner/name)", placeholder="empty = <you>/<base>-lora-<data>-ckpt-<time>"
+        )
     return w
 
 

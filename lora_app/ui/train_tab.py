@@ -199,6 +199,10 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             owner, _ = identity.issue(ctx.key)
             ident = ctx.who(owner)
         token = token_fn(request) if token_fn else None
+        if settings.get("hub_checkpoints"):  # a push: the caller's own write token (never the Space's)
+            from .hub_tab import request_token
+
+            token = request_token(request, write=True)
         assert ident.owner is not None  # (issued just above when missing)
         try:
             ctx.check_base_folder(ident, settings.get("base_model_name_or_path"))
