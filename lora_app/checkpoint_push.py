@@ -83,7 +83,7 @@ def trainer_class(base: type, run_dir: Path, ev: EventWriter) -> type:
                 super().init_hf_repo(token=token, private=private)
             except Exception as err:  # no network, a revoked token: the run goes on without pushes for now
                 self.hub_model_id = None
-                ev.emit("info", message=_warning(self.args.hub_model_id, "create or reach", err), hub_push="failed")
+                ev.emit("info", message=_warning(self.args.hub_model_id, "create", err), hub_push="failed")
 
         def _push_from_checkpoint(self, checkpoint_folder):
             report(self, ev)
@@ -151,6 +151,6 @@ def _warning(repo_id: str | None, action: str, err: BaseException) -> str:
     from .hub_client import explain
 
     return (
-        f"Warning: could not {action} the checkpoint repo {repo_id} ({explain(err, action + ' the repo', repo_id)}); "
-        "training goes on, and the next save tries again."
+        f"Warning: checkpoint not pushed to {repo_id}: {explain(err, action + ' the checkpoint repo', repo_id)} "
+        "Training goes on; the next save tries again."
     )

@@ -134,6 +134,7 @@ def test_checkpoints_on_the_hub_survive_a_lost_run_folder(hub_server, tiny_model
     assert resumed.keys() == whole.keys() and len(whole) > 0
     diff = max(float((resumed[k] - whole[k]).abs().max()) for k in whole)
     scale = max(float(whole[k].abs().max()) for k in whole)
+    print(f"resumed vs uninterrupted: max |diff| {diff:.3g}, max |w| {scale:.3g}, stopped at {step}")
     assert diff <= 1e-5 * max(scale, 1.0), (diff, scale)
     assert any(float(whole[k].abs().max()) > 0 for k in whole if "lora_B" in k)  # it trained
 
@@ -169,8 +170,8 @@ def test_push_failures_are_warnings_retried_at_the_next_save(hub_server, tiny_mo
     assert events[-1]["status"] == "finished"
     pushes = hub_pushes(rd)
     failed = [e for e in pushes if e["hub_push"] == "failed"]
-    assert failed and all(e["message"].startswith("Warning: could not") for e in failed)
-    assert "training goes on" in failed[0]["message"] and ALICE not in failed[0]["message"]
+    assert failed and all(e["message"].startswith("Warning: checkpoint not pushed to alice/flaky") for e in failed)
+    assert "could not reach the Hub" in failed[0]["message"] and "next save tries again" in failed[0]["message"]
     ok = [e for e in pushes if e["hub_push"] == "ok"]
     assert ok and ok[-1]["step"] == 24, pushes
     assert json.loads(hub_server.files("model", "alice/flaky")[MARKER])["global_step"] == 24
