@@ -130,6 +130,14 @@ def resume_from_hub(jobs: JobManager, repo_id: str, owner: str, token: str | Non
             )
         step = int(json.loads((root / MARKER).read_text(encoding="utf-8"))["global_step"])
         cfg = RunConfig.load(root / "config.yaml")
+        if step >= cfg.training.max_steps:
+            raise HubError(
+                [
+                    f"hub.repo_id: the run in '{repo_id}' already finished (step {step} of max_steps "
+                    f"{cfg.training.max_steps}): nothing to resume. Its adapter is in the repo's root: try it "
+                    "with its repo id in the Try tab."
+                ]
+            )
         for name, field in (("train", "path"), ("eval", "eval_path")):
             if getattr(cfg.data, field):
                 found = sorted((root / "data").glob(name + ".*")) if (root / "data").is_dir() else []

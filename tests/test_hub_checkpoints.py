@@ -6,6 +6,8 @@ a run whose folder is gone resumed from the Hub to the same adapter as an uninte
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -120,6 +122,8 @@ def test_checkpoints_on_the_hub_survive_a_lost_run_folder(hub_server, tiny_model
         assert new[-1]["message"] == f"starting at step {step}"
         assert json.loads(hub_server.files("model", repo)[MARKER])["global_step"] == STEPS
         assert no_token_in(jm.run_dir(rid2), ALICE) == []
+        with pytest.raises(ConfigError, match=f"already finished \\(step {STEPS} of max_steps {STEPS}\\)"):
+            resume_from_hub(jm, repo, "hf:alice", ALICE)
         resumed = load_file(jm.run_dir(rid2) / "adapter" / "adapter_model.safetensors")
     finally:
         jm.shutdown(grace_s=5)
@@ -177,3 +181,59 @@ def test_push_failures_are_warnings_retried_at_the_next_save(hub_server, tiny_mo
     assert json.loads(hub_server.files("model", "alice/flaky")[MARKER])["global_step"] == 24
     assert no_token_in(rd, ALICE) == []
     assert torch.isfinite(torch.tensor([e["loss"] for e in events if e["type"] == "log"])).all()
+
+
+@pytest.mark.browser
+def test_runs_tab_resumes_from_the_hub(hub_server, tiny_model, tmp_path, monkeypatch):
+    """The Runs tab's Resume from the Hub, in a browser: a checkpoint repo (pushed by a run
+    stopped at step 4, whose folder is gone) becomes a new run of this browser that finishes."""
+    from browser import button, free_port, launch, shutdown, tab
+    from playwright.sync_api import expect, sync_playwright
+
+    from lora_app.train import train
+
+    monkeypatch.setenv("HF_TOKEN", ALICE)  # off a Space: the app's token (as after `hf auth login`)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    cfg = hub_cfg(tiny_model, max_steps=STEPS, save_steps=2, hub_model_id="alice/ui-ckpt")
+    cfg.save(gone / "config.yaml")
+
+    def stop_at_step_4():  # SIGTERM, as Stop sends it: the run saves (and pushes) where it is
+        wait_for(lambda: [e for e in read_events(gone)[0] if e.get("step", 0) >= 4], timeout=300, what="step 4")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=stop_at_step_4, daemon=True).start()
+    try:
+        assert train(gone) == 0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    step = json.loads(hub_server.files("model", "alice/ui-ckpt")[MARKER])["global_step"]
+    assert 4 <= step < STEPS and read_events(gone)[0][-1]["status"] == "stopped"
+
+    port = free_port()
+    demo, ctx = launch(tmp_path / "runs", port)
+    try:
+        from browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"http://127.0.0.1:{port}/")
+            tab(page, "4. Runs")
+            page.get_by_text("Resume from the Hub (a run whose folder is gone").click()
+            page.get_by_label("Checkpoint repo (owner/name)").fill("alice/nothing-here")
+            button(page, "Resume from the Hub").click()
+            page.locator("#runs-action").get_by_text("not found").wait_for()
+            page.get_by_label("Checkpoint repo (owner/name)").fill("alice/ui-ckpt")
+            button(page, "Resume from the Hub").click()
+            page.locator("#runs-action").get_by_text("it continues").wait_for()
+            assert f"at step {step + 1}" in page.locator("#runs-action").inner_text()
+            (run,) = ctx.jobs.list()
+            wait_for(lambda: ctx.jobs.get(run.id).status == "finished", timeout=300, what="the resumed run")
+            button(page, "Refresh").click()
+            expect(page.locator("#runs-table")).to_contain_text("finished", timeout=60_000)
+            browser.close()
+    finally:
+        shutdown(demo, ctx)
