@@ -13,6 +13,10 @@ and this module adds:
   whole folder and the newer checkpoint again. A repo that cannot be created when the Trainer
   starts (``init_hf_repo`` raises, which would fail the run) is a warning too, tried again at
   each save. Nothing here ever fails the run.
+- the Trainer uploads the live ``checkpoint-<step>`` folder in the background, and its checkpoint
+  rotation (``save_total_limit=1``) deletes that folder at the next save, often before the
+  upload started ("is not a directory"); here a copy (``_hub_push/``, one checkpoint's size on
+  disk) is uploaded instead, replaced only once its push is done.
 - the run travels with its checkpoint: ``config.yaml``, the data copy (``data/``) and the
   events a resume needs (``lora_app_events.jsonl``: losses, held-out points and the batching
   plan, no folder paths) are put in the output folder, so the Trainer uploads them too.
@@ -34,6 +38,7 @@ from .events import EventWriter, read_events
 
 OUTPUT_DIR = "checkpoints"  # the Trainer's output_dir inside the run folder
 EVENTS_FILE = "lora_app_events.jsonl"
+PUSH_COPY = "_hub_push"  # the copy of the checkpoint being uploaded, in the output folder
 
 
 def training_arguments(t) -> dict[str, Any]:
@@ -87,15 +92,23 @@ def trainer_class(base: type, run_dir: Path, ev: EventWriter) -> type:
 
         def _push_from_checkpoint(self, checkpoint_folder):
             report(self, ev)
+            pip = self.push_in_progress
+            if pip is not None and not pip.is_done():
+                return  # as the Trainer does (hub_always_push off): the next save pushes a newer one
             if self.hub_model_id is None:
                 self.init_hf_repo()
                 if self.hub_model_id is None:
                     return
+            # The upload runs later, in the background, while the Trainer's checkpoint rotation
+            # (save_total_limit=1) deletes this folder at the next save: upload a copy that
+            # nothing touches until its push is done (the root upload skips "_*" paths).
+            copy = run_dir / OUTPUT_DIR / PUSH_COPY
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(checkpoint_folder, copy / Path(checkpoint_folder).name)
             stage(run_dir)  # the events up to this checkpoint travel with it
-            pip = self.push_in_progress
             before = set(pip.jobs) if pip is not None else set()
             try:
-                super()._push_from_checkpoint(checkpoint_folder)  # skipped while the last push still runs
+                super()._push_from_checkpoint(str(copy / Path(checkpoint_folder).name))
             except Exception as err:
                 ev.emit("info", message=_warning(self.hub_model_id, "push to", err), hub_push="failed")
             steps = self.__dict__.setdefault("_job_step", {})

@@ -101,7 +101,9 @@ def test_checkpoints_on_the_hub_survive_a_lost_run_folder(hub_server, tiny_model
         assert "last-checkpoint/rng_state.pth" in files and "last-checkpoint/optimizer.pt" in files
         assert RunConfig.model_validate(yaml.safe_load(files["config.yaml"])).training.hub_model_id == repo
         oks = [e for e in hub_pushes(jm.run_dir(rid)) if e["hub_push"] == "ok"]
-        assert oks and oks[-1]["step"] == step and not [e for e in hub_pushes(jm.run_dir(rid)) if e["hub_push"] != "ok"]
+        assert oks and oks[-1]["step"] == step
+        failed = [e["message"] for e in hub_pushes(jm.run_dir(rid)) if e["hub_push"] != "ok"]
+        assert not failed, failed
         # The token: in the process's environment only, never in a file of the run folder or the repo.
         assert no_token_in(jm.run_dir(rid), ALICE) == []
         assert [p for p, b in files.items() if ALICE.encode() in b] == []
