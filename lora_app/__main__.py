@@ -238,7 +238,7 @@ def _train_launched(raw: dict, runs_root: Path, token: str | None = None) -> int
     from accelerate.utils import broadcast_object_list
 
     from .config import ConfigError
-    from .run_folder import make_run_folder
+    from .run_folder import create_folder, new_run_id
     from .validate import preflight
 
     cuda = torch.cuda.is_available()
@@ -250,7 +250,8 @@ def _train_launched(raw: dict, runs_root: Path, token: str | None = None) -> int
         try:
             cfg, pre = preflight(raw, token=token)
             runs_root.mkdir(parents=True, exist_ok=True)
-            run_id, _ = make_run_folder(runs_root, cfg)
+            run_id = new_run_id()
+            create_folder(runs_root, run_id, cfg)
             box = [{"run_dir": str(runs_root / run_id), "notes": pre.notes}]
         except ConfigError as err:
             box = [{"problems": err.problems}]

@@ -287,6 +287,26 @@ class TrainingSettings(_Section):
         "step pays a compile of some seconds, later steps run faster)",
     )
 
+    hub_checkpoints: bool = Field(
+        False,
+        description="keep checkpoints on the Hub: every save_steps the Trainer pushes its checkpoint "
+        "(last-checkpoint/) and the run's config.yaml to a private repo of yours (hub_model_id), in the "
+        "background; a failed push is a warning, retried at the next save. Needs a write token",
+    )
+    hub_model_id: str | None = Field(
+        None,
+        description="the repo of hub_checkpoints, owner/name (empty: <you>/<base>-lora-<data>-ckpt-<time>)",
+        json_schema_extra=_fix("write it as owner/name, e.g. alice/my-run-checkpoints, or leave it empty"),
+    )
+
+    @field_validator("hub_model_id", mode="before")
+    @classmethod
+    def _hub_model_id(cls, v: Any) -> Any:
+        v = v.strip() if isinstance(v, str) else v
+        if v and (v.count("/") != 1 or not all(v.split("/"))):
+            raise ValueError(f"'{v}' is not a Hub repo id (owner/name)")
+        return v or None
+
     def warmup(self) -> int:
         """The warm-up in optimizer steps: ``warmup_ratio`` of ``max_steps`` rounded up (as
         transformers' ``TrainingArguments.get_warmup_steps`` does for a fraction), else ``warmup_steps``."""

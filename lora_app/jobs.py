@@ -1,4 +1,4 @@
-"""Training jobs: one device, a FIFO queue, one process group per run, cancel, run index.
+"""Training jobs: one device, a queue fair between people, one process group per run, cancel, run index.
 
 The web server only ever talks to :class:`JobManager`; training happens in a child process
 (``python -m lora_app train RUN_DIR``) in its own session/process group, so a crash, an OOM
@@ -11,7 +11,9 @@ a queued run is started by the new app, a run still going is adopted (followed b
 until it exits), and one whose process died while the app was down gets its end from its
 event log.
 
-Process groups and /proc: :mod:`lora_app.procs`.
+Process groups and /proc: :mod:`lora_app.procs`. The queue's order (round robin between
+owners, oldest first within an owner) and the per-person limit of waiting runs:
+:mod:`lora_app.fair_queue`.
 
 Who may do what: every run has an ``owner`` string (``hf:<user>`` with a Hub login, else the
 browser's server-signed id; see :mod:`lora_app.identity`, which decides who is asking). :meth:`JobManager.cancel`, :meth:`delete` and :meth:`resume` take the
@@ -32,12 +34,12 @@ import threading
 import time
 from pathlib import Path
 
-from . import launch, procs
+from . import fair_queue, launch, procs
 from .config import RunConfig
 from .events import EventWriter, RunView, read_events
 from .identity import admin_owners
-from .run_folder import checkpoint_step, last_saved, make_run_folder
-from .run_index import _SCHEMA, ACTIVE, NotYourRun, RunInfo  # re-exported: the UI imports them from here
+from .run_folder import checkpoint_step, create_folder, kept_line, new_run_id
+from .run_index import _SCHEMA, ACTIVE, NotYourRun, QueueFull, RunInfo  # re-exported: the UI imports them from here
 
 STOP_GRACE_S = 30.0  # time for the trainer to finish its step and save before SIGKILL
 START_TIMEOUT_S = 60.0  # a run claimed by a manager that never got a pid within this is failed
@@ -50,13 +52,20 @@ class JobManager:
     holds across every JobManager on the same ``root``, in this process or another (the
     CLI), because a run is claimed in the index before it is started. ``admins``: owners who
     may act on every run (default: from ``ADMIN_USERS``). ``env`` given to :meth:`submit` is
-    added to that run's environment (never written to disk).
+    added to that run's environment (never written to disk). ``max_waiting``: waiting runs per
+    owner (default: ``LORA_APP_MAX_WAITING_PER_PERSON``, 3; 0: no limit).
     """
 
     def __init__(
-        self, root: str | Path, max_running: int = 1, poll_s: float = 0.25, admins: frozenset[str] | None = None
+        self,
+        root: str | Path,
+        max_running: int = 1,
+        poll_s: float = 0.25,
+        admins: frozenset[str] | None = None,
+        max_waiting: int | None = None,
     ):
         self.root = Path(root).resolve()
+        self.max_waiting = fair_queue.max_waiting_per_person() if max_waiting is None else max_waiting
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_running = max_running
         self.poll_s = poll_s
@@ -84,19 +93,37 @@ class JobManager:
         return [RunInfo(*r) for r in self._sql(f"SELECT * FROM runs {where}", args)]
 
     # -- submit / query -------------------------------------------------------------------
-    def submit(self, cfg: RunConfig, owner: str = "local", env: dict | None = None) -> str:
-        """Create the run folder (config + a private copy of the data) and queue the run.
-
-        The data file is copied into the run folder now, so a cleaned upload cache or a
-        closed browser tab cannot take it away mid-run. The folder appears whole or not at
-        all. Returns the run id. Validate first (:func:`lora_app.validate.check_and_submit`).
+    def submit(
+        self,
+        cfg: RunConfig,
+        owner: str = "local",
+        env: dict | None = None,
+        checkpoint: Path | None = None,
+        history: builtins.list[dict] | None = None,
+    ) -> str:
+        """Create the run folder (:func:`lora_app.run_folder.create_folder`: config + a private
+        copy of the data, appearing whole or not at all) and queue the run. Returns the run id. Validate first (:func:`lora_app.validate.check_and_submit`).
+        Raises :class:`QueueFull` when ``owner`` already has ``max_waiting`` runs waiting.
+        ``checkpoint`` (a ``checkpoint-<step>`` folder) and ``history`` (earlier events): the run
+        starts as a resume of them (:func:`lora_app.hub_resume.resume_from_hub`).
         """
-        run_id, cfg = make_run_folder(self.root, cfg)
+        self.check_room(owner)
+        run_id = new_run_id()
+        cfg = create_folder(self.root, run_id, cfg, checkpoint, history)
         data = cfg.data.dataset_id or cfg.data.source_name or ""
         with self._lock:
             self._db.execute(
-                "INSERT INTO runs (id, owner, status, created, base_model, data, message) VALUES (?,?,?,?,?,?,?)",
-                (run_id, owner, "queued", time.time(), cfg.model.base_model_name_or_path, data, ""),
+                "INSERT INTO runs (id, owner, status, created, base_model, data, message, resume) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    owner,
+                    "queued",
+                    time.time(),
+                    cfg.model.base_model_name_or_path,
+                    data,
+                    "",
+                    int(bool(checkpoint)),
+                ),
             )
             if env:
                 self._envs[run_id] = dict(env)
@@ -128,10 +155,26 @@ class JobManager:
         if not (owner is None or admin or self.is_admin(owner) or info.owner == owner):
             raise NotYourRun(f"Run {info.id} belongs to someone else: you can see and stop only your own runs.")
 
+    def check_room(self, owner: str) -> None:
+        """Raise :class:`QueueFull` (a ConfigError: one line naming the setting and the fix) when
+        ``owner`` has ``max_waiting`` runs waiting already; a running run does not count."""
+        n = self._sql("SELECT COUNT(*) FROM runs WHERE owner=? AND status='queued'", (owner,))[0][0]
+        if self.max_waiting > 0 and n >= self.max_waiting:
+            raise QueueFull([fair_queue.full_line(n, self.max_waiting)])
+
+    def line(self) -> builtins.list[RunInfo]:
+        """The waiting runs in the order they will start (:func:`lora_app.fair_queue.fair_order`)."""
+        rows = self._runs("WHERE status='queued' ORDER BY created, rowid")
+        last = dict(self._sql("SELECT owner, MAX(started) FROM runs WHERE started IS NOT NULL GROUP BY owner"))
+        by_id = {r.id: r for r in rows}
+        return [
+            by_id[i] for i in fair_queue.fair_order([fair_queue.Waiting(r.id, r.owner, r.created) for r in rows], last)
+        ]
+
     def queue_position(self, run_id: str) -> int | None:
-        """0 = running or next; None if the run is not waiting or running."""
-        active = self._runs("WHERE status IN ('running','queued') ORDER BY status='queued', created, rowid")
-        ids = [r.id for r in active]
+        """0 = running or next; None if the run is not waiting or running. Waiting runs count
+        from the number running, in the fair order :meth:`line`."""
+        ids = [r.id for r in self.running()] + [r.id for r in self.line()]
         return ids.index(run_id) if run_id in ids else None
 
     def running(self) -> builtins.list[RunInfo]:
@@ -190,32 +233,9 @@ class JobManager:
             with self._lock:
                 self._stopping.discard(run_id)
         self._wake.set()
-        took = time.time() - t0
-        text = f"Run {run_id} stopped after {took:.1f} s"
-        text += (
-            f": process {pid} and its process group are gone"
-            if gone
-            else f": process group {pid} is STILL ALIVE after SIGKILL"
+        return procs.stop_report(run_id, pid, gone, killed, time.time() - t0, mem_before, mem_after) + kept_line(
+            self.run_dir(run_id)
         )
-        text += " (killed after the grace period)." if killed else "."
-        if mem_before is not None and mem_after is not None:
-            text += (
-                " GPU memory in use: "
-                + ", ".join(
-                    f"GPU{i} {b:,} MiB before, {a:,} MiB after"
-                    for i, (b, a) in enumerate(zip(mem_before, mem_after, strict=False))
-                )
-                + "."
-            )
-        else:
-            text += " CPU run: no device memory to report; the process is gone."
-        saved = last_saved(self.run_dir(run_id))
-        text += (
-            f" The adapter saved at step {saved['step']} is kept in {saved['path']}."
-            if saved
-            else " No adapter had been saved yet."
-        )
-        return text
 
     def delete(self, run_id: str, owner: str | None = None, *, admin: bool = False) -> str:
         """Remove a run and its folder (a queued or running one is stopped first).
@@ -298,10 +318,10 @@ class JobManager:
                 pass
 
     def _start_next(self) -> bool:
-        nxt = self._sql("SELECT id, resume FROM runs WHERE status='queued' ORDER BY created, rowid LIMIT 1")
-        if not nxt:
+        line = self.line()  # fair between owners; another manager may claim first: the claim checks
+        if not line:
             return False
-        run_id, resume = nxt[0]
+        run_id, resume = line[0].id, line[0].resume
         # Claim it in one statement: no other manager on this root starts it, or goes over max_running.
         # A resumed run keeps its first start time; claim and pid are then one transaction, so that no
         # manager sees it running with no pid and an old start, and fails it as never started.

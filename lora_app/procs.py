@@ -181,3 +181,33 @@ def gpu_memory_used_mib() -> list[int] | None:
         return [int(x) for x in out.split()]
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return None
+
+
+def stop_report(
+    run_id: str,
+    pid: int | None,
+    gone: bool,
+    killed: bool,
+    took_s: float,
+    mem_before: list[int] | None,
+    mem_after: list[int] | None,
+) -> str:
+    """The sentence Stop answers with: how long it took (seconds), whether the process group
+    ``pid`` is gone, whether SIGKILL was needed, and each GPU's memory in use (MiB) before and
+    after (None: a CPU run)."""
+    text = f"Run {run_id} stopped after {took_s:.1f} s"
+    text += (
+        f": process {pid} and its process group are gone"
+        if gone
+        else f": process group {pid} is STILL ALIVE after SIGKILL"
+    )
+    text += " (killed after the grace period)." if killed else "."
+    if mem_before is not None and mem_after is not None:
+        pairs = zip(mem_before, mem_after, strict=False)
+        return (
+            text
+            + " GPU memory in use: "
+            + ", ".join(f"GPU{i} {b:,} MiB before, {a:,} MiB after" for i, (b, a) in enumerate(pairs))
+            + "."
+        )
+    return text + " CPU run: no device memory to report; the process is gone."

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .events import EventWriter, read_events
 
 if TYPE_CHECKING:
-    from .config import RunConfig
+    pass
 
 ADAPTER_DIR = "adapter"
 #: The tokenizer files a conversation run's adapter folder holds (with the chat template it
@@ -35,29 +35,9 @@ TOKENIZER_FILES = (
 )
 
 
-def make_run_folder(root: Path, cfg: RunConfig) -> tuple[str, RunConfig]:
-    """Create ``root/<run_id>`` whole or not at all: config.yaml, a private copy of the data file
-    (so a cleaned upload cache cannot take it away mid-run) and a "queued" event. Returns the run
-    id and the config as saved (its data path pointing at the copy). Raises OSError."""
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    tmp = root / f".{run_id}.tmp"
-    tmp.mkdir(parents=True)
-    try:
-        cfg = cfg.model_copy(deep=True)
-        if cfg.data.path:
-            src = Path(cfg.data.path)
-            (tmp / "data").mkdir()
-            dst = tmp / "data" / ("train" + src.suffix.lower())
-            shutil.copyfile(src, dst)
-            cfg.data.source_name = cfg.data.source_name or src.name
-            cfg.data.path = str(root / run_id / "data" / dst.name)
-        cfg.save(tmp / "config.yaml")
-        EventWriter(tmp).emit("status", status="queued", message=f"run {run_id} queued")
-        os.rename(tmp, root / run_id)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return run_id, cfg
+def new_run_id() -> str:
+    """A run id: its local start time and 6 random hex digits, e.g. ``20261201-031700-a1b2c3``."""
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 def save_adapter(
@@ -116,3 +96,44 @@ def last_saved(run_dir: Path) -> dict | None:
     events, _ = read_events(run_dir)
     saved = [e for e in events if e.get("type") == "saved"]
     return saved[-1] if saved and (run_dir / ADAPTER_DIR / "adapter_config.json").exists() else None
+
+
+def kept_line(run_dir: Path) -> str:
+    """The end of Stop's answer: which saved adapter is kept (:func:`last_saved`)."""
+    saved = last_saved(run_dir)
+    if not saved:
+        return " No adapter had been saved yet."
+    return f" The adapter saved at step {saved['step']} is kept in {saved['path']}."
+
+
+def create_folder(root: Path, run_id: str, cfg, checkpoint: Path | None = None, history: list[dict] | None = None):
+    """Make ``root/run_id``: ``config.yaml`` (``cfg``, a RunConfig, with ``data.path`` pointing at
+    the copy), ``data/train<ext>`` (a private copy of the data file, so a cleaned upload cache or
+    a closed browser tab cannot take it away mid-run), ``events.jsonl`` (``history``, then
+    "queued"), and ``checkpoints/<checkpoint's name>`` when a checkpoint is given (a resume).
+    The folder appears whole or not at all (built as ``.run_id.tmp``, then renamed). Returns
+    the config as saved."""
+    tmp = root / f".{run_id}.tmp"
+    tmp.mkdir(parents=True)
+    try:
+        cfg = cfg.model_copy(deep=True)
+        if cfg.data.path:
+            src = Path(cfg.data.path)
+            (tmp / "data").mkdir()
+            dst = tmp / "data" / ("train" + src.suffix.lower())
+            shutil.copyfile(src, dst)
+            cfg.data.source_name = cfg.data.source_name or src.name
+            cfg.data.path = str(root / run_id / "data" / dst.name)
+        cfg.save(tmp / "config.yaml")
+        if checkpoint is not None:
+            shutil.copytree(checkpoint, tmp / "checkpoints" / Path(checkpoint).name)
+        writer = EventWriter(tmp)
+        for e in history or []:
+            writer.emit(**e)
+        writer.emit("status", status="queued", message=f"run {run_id} queued")
+        writer.close()
+        os.rename(tmp, root / run_id)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return cfg

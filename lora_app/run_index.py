@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .config import ConfigError
+
 ACTIVE = ("queued", "running")
 _SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, owner TEXT, status TEXT, created REAL, started REAL, ended REAL,
@@ -17,6 +19,11 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
 
 class NotYourRun(PermissionError):
     """Raised when someone acts on a run that another person started."""
+
+
+class QueueFull(ConfigError):
+    """Raised by :meth:`lora_app.jobs.JobManager.submit` when the owner has as many runs waiting
+    as one person may (``LORA_APP_MAX_WAITING_PER_PERSON``); ``problems``: the one line to show."""
 
 
 @dataclass

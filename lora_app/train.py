@@ -7,7 +7,8 @@ never imported by the web server. Contract with the outside world, all inside RU
 - appends to ``events.jsonl`` (see :mod:`lora_app.events`);
 - writes ``adapter/`` (adapter_config.json + adapter_model.safetensors + README.md), replaced
   atomically every ``save_steps`` and at the end, so a reader never sees half an adapter;
-- ``checkpoints/`` holds the Trainer state for resuming;
+- ``checkpoints/`` holds the Trainer state for resuming (with ``training.hub_checkpoints`` also
+  what goes to the Hub at each save: :mod:`lora_app.checkpoint_push`);
 - SIGTERM/SIGINT = stop: the current step finishes, the adapter is saved, status "stopped".
 
 With ``distributed.num_processes`` > 1 every rank runs this (under ``accelerate launch``, see
@@ -112,7 +113,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from peft import get_peft_model
     from transformers import TrainingArguments, set_seed
 
-    from . import batching, card, count, heldout, models, precision, speedups, variants
+    from . import batching, card, checkpoint_push, count, heldout, models, precision, speedups, variants
     from .chat_rows import tokenize_data
     from .data import load_text
     from .text import PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of
@@ -311,6 +312,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
         **(extra := launch.trainer_args(cfg, model, device, world)),
+        **checkpoint_push.training_arguments(t),  # training.hub_checkpoints: the Trainer's own push
     )
 
     # A conversation adapter carries its tokenizer with the chat template it was trained with, so
@@ -346,7 +348,11 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         )
         ev.emit("saved", step=state.global_step, path=str(path))
 
-    trainer = heldout.eval_trainer_class()(
+    trainer_cls = heldout.eval_trainer_class()
+    if t.hub_checkpoints:  # config, data and events go up with each checkpoint; push failures are warnings
+        checkpoint_push.stage(run_dir)
+        trainer_cls = checkpoint_push.trainer_class(trainer_cls, run_dir, ev)
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=TokenizedRows(rows),
@@ -373,6 +379,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     if os.environ.get("LORA_APP_TEST_CRASH_RANK") == str(launch.rank()):  # test-only (module docstring)
         raise RuntimeError(f"test crash of rank {launch.rank()} (LORA_APP_TEST_CRASH_RANK)")
     trainer.train(resume_from_checkpoint=resume_from)
+    if t.hub_checkpoints:
+        checkpoint_push.finish(trainer, run_dir, ev)
     if keep is not None:  # for tests: the trained model itself, to compare with the reloaded adapter
         keep.update(model=model, tokenizer=tok)
     state = trainer.state

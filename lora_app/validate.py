@@ -347,9 +347,35 @@ def check_and_submit(
     env: dict | None = None,
 ) -> tuple[str, Preflight]:
     """Preflight, then queue the run: what Start and the CLI do. Raises ConfigError (listing
-    every problem) before anything is written; returns ``(run_id, preflight)``. ``jobs``: the
+    every problem; :class:`lora_app.jobs.QueueFull` when ``owner`` has as many runs waiting as one
+    person may; the Hub push preflight's problems for ``training.hub_checkpoints``) before anything
+    is written, before any GPU time; returns ``(run_id, preflight)``. ``jobs``: the
     job manager, or a function that makes it, called only once the preflight passed (the CLI:
     a refused config leaves no runs folder behind)."""
-    cfg, pre = preflight(config, token=token)
+    if not callable(jobs):  # the per-person limit of waiting runs: said before a second of preflight
+        jobs.check_room(owner)
+    try:
+        cfg, pre = preflight(config, token=token)
+    except ConfigError as err:  # a run that would push: its Hub problems are reported with the rest
+        raise ConfigError(err.problems + _hub_problems(config, token)) from None
+    from .hub_resume import with_checkpoint_repo  # training.hub_checkpoints: token, namespace, repo state
+
+    cfg = with_checkpoint_repo(cfg, token)
     jm = jobs() if callable(jobs) else jobs
     return jm.submit(cfg, owner=owner, env=env), pre
+
+
+def _hub_problems(config: RunConfig | dict[str, Any], token: str | None) -> list[str]:
+    """The checkpoint push preflight's problems of a config that has other problems too."""
+    from .hub_resume import checkpoint_repo
+
+    raw = config.model_dump() if isinstance(config, RunConfig) else config
+    t = _section(TrainingSettings, raw, "training")
+    if t is None or not t.hub_checkpoints:
+        return []
+    base = str((raw.get("model") or {}).get("base_model_name_or_path") or "base")
+    try:
+        checkpoint_repo(t, base, "data", token)
+    except ConfigError as err:
+        return err.problems
+    return []

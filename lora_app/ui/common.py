@@ -14,12 +14,13 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from .. import app_home, identity
+from .. import app_home, fair_queue, identity
 from ..config import RunConfig
 from ..events import RunView
 from ..generate import Generator
 from ..identity import Identity
 from ..jobs import JobManager, NotYourRun, RunInfo
+from ..run_folder import checkpoint_step
 
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "quotes.jsonl"
 # Read-only handlers (lists, details, the Hub tab's run picker) share one group of 8 workers:
@@ -186,23 +187,67 @@ CSS = """
 
 
 def queue_note(jobs: JobManager, run_id: str) -> str:
-    """For a waiting person (Markdown): their place in the queue and how far the running run is."""
-    pos = jobs.queue_position(run_id)
-    running = jobs.running()
-    ahead = (pos or 0) - len(running)
+    """For a waiting person (Markdown): their place in the fair line (:meth:`JobManager.line`),
+    how far the running run is, and when their run should start (:func:`start_estimate`)."""
+    line = jobs.line()
+    ids = [r.id for r in line]
     text = f"Run `{run_id}` is **queued**"
-    if pos is None:
+    if run_id not in ids:
         return text + "."
+    ahead = ids.index(run_id)
     text += f": {ahead} waiting run(s) ahead of it" if ahead > 0 else ": it is next in line"
-    me = jobs.get(run_id)
+    me = line[ahead]
+    running = jobs.running()
     for r in running:
         v = jobs.view(r.id)
         left = f", about {fmt_duration(v.remaining_s)} left" if v.remaining_s is not None else ""
-        if me is None or r.owner != me.owner:  # another person's run: its progress, never its id
+        if r.owner != me.owner:  # another person's run: its progress, never its id
             text += f". Another run is training (step {v.step}/{v.max_steps or '?'}{left})"
             continue
         text += f". Running now: `{r.id}` at step {v.step}/{v.max_steps or '?'}{left}"
-    return text + "."
+    return text + ". " + start_estimate(jobs, line[: ahead + 1], running)
+
+
+def _step_cost(jobs: JobManager, run_id: str) -> tuple[int, float] | None:
+    """(optimizer steps left to train, tokens per step at most: rows x max_length) of a run,
+    from its config.yaml and checkpoint; None when the folder cannot be read."""
+    try:
+        t = RunConfig.load(jobs.run_dir(run_id) / "config.yaml").training
+    except Exception:
+        return None
+    done = checkpoint_step(jobs.run_dir(run_id)) or 0
+    return max(t.max_steps - done, 0), float(
+        t.per_device_train_batch_size * t.gradient_accumulation_steps * t.max_length
+    )
+
+
+def start_estimate(jobs: JobManager, upto: list[RunInfo], running: list[RunInfo]) -> str:
+    """One sentence: when the last run of ``upto`` (the line up to and including it) should start.
+
+    Basis (said in the sentence): the running run's remaining time from its own progress events
+    (its measured seconds per step x steps left), and for each waiting run ahead its steps left
+    x the running run's measured seconds per step, scaled by tokens per step (rows x
+    max_length, an upper bound). The preflight's hardware estimate (:mod:`lora_app.estimate`)
+    is not used: it needs the model's config for each run, a Hub call per page refresh, and it
+    names hardware tiers, not this machine. One device: runs start one after another."""
+    if not running:
+        return "It starts as soon as the scheduler picks it (nothing is training now)."
+    v = jobs.view(running[0].id)
+    cost = _step_cost(jobs, running[0].id)
+    if v.remaining_s is None or not v.max_steps or v.step >= v.max_steps or cost is None:
+        return "Estimated start: not known yet (the running run has not measured its speed)."
+    per_step = v.remaining_s / (v.max_steps - v.step)
+    per_token = per_step / cost[1]
+    durations = [None if (c := _step_cost(jobs, r.id)) is None else c[0] * c[1] * per_token for r in upto]
+    wait = fair_queue.start_estimates(durations, v.remaining_s)[-1]
+    if wait is None:
+        return "Estimated start: not known (a run ahead has no readable settings)."
+    at = time.strftime("%H:%M UTC", time.gmtime(time.time() + wait))
+    return (
+        f"Estimated start: in about {fmt_duration(wait)} (around {at}): the running run's {fmt_duration(v.remaining_s)} "
+        f"left, plus {len(upto) - 1} run(s) ahead at its measured {per_step:.2f} s/step (scaled by each run's rows x "
+        "max_length per step)."
+    )
 
 
 def run_summary(jobs: JobManager, info: RunInfo) -> dict:

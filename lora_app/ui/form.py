@@ -188,6 +188,18 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
             t.eval_max_rows, label="eval_max_rows", info=_help("training.eval_max_rows")
         )
         w["training.eval_steps"] = gr.Number(t.eval_steps, label="eval_steps", info=_help("training.eval_steps"))
+    with gr.Row():  # checkpoints on the Hub (lora_app/checkpoint_push.py): a run that survives a restart
+        w["training.hub_checkpoints"] = gr.Checkbox(
+            t.hub_checkpoints,
+            label="hub_checkpoints: keep checkpoints on the Hub (Runs tab: Resume from the Hub)",
+            info=_help("training.hub_checkpoints"),
+        )
+        w["training.hub_model_id"] = gr.Textbox(
+            "",
+            label="hub_model_id (owner/name)",
+            placeholder="empty = <you>/<base>-lora-<data>-ckpt-<time>",
+            info=_help("training.hub_model_id"),
+        )
     return w
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from .. import launch
 from ..config import ConfigError, RunConfig
 from ..events import RunView
+from ..hub_resume import resume_from_hub
 from ..identity import Identity
 from ..jobs import ACTIVE, NotYourRun
 from . import form, merge_panel
@@ -220,6 +221,13 @@ def build(
     plot = loss_plot(height=240, elem_id="runs-plot")
     log = gr.Textbox(label="Run log", lines=12, max_lines=12, interactive=False, elem_id="runs-log")
     merge_parts = merge_panel.build(ctx, pick, owner_state, token_fn)
+    with gr.Accordion("Resume from the Hub (a run whose folder is gone, e.g. after a Space restart)", open=False):
+        hub_repo = gr.Textbox(
+            label="Checkpoint repo (owner/name)",
+            placeholder="the hub_model_id of a run with hub_checkpoints",
+            elem_id="runs-hub-repo",
+        )
+        hub_resume_b = gr.Button("Resume from the Hub", elem_id="runs-hub-resume")
     with gr.Accordion("Load settings from a YAML file into the form", open=False):
         yaml_up = gr.File(
             label="config.yaml", file_types=[".yaml", ".yml", ".json"], type="filepath", elem_id="runs-yaml-upload"
@@ -272,6 +280,18 @@ def build(
         """Queue a stopped or failed run of yours again, from its last checkpoint."""
         return act(ctx.jobs.resume, run_id, owner, profile)
 
+    def resume_hub(repo, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
+        """A new run of yours that continues the last checkpoint in the Hub repo ``repo``."""
+        ident = ctx.who(owner, profile)
+        if ident.owner is None:
+            return "Reload the page first: this browser has no id yet."
+        token = token_fn(request) if token_fn else None
+        try:
+            run_id, step = resume_from_hub(ctx.jobs, repo, ident.owner, token)
+        except ConfigError as err:  # HubError, QueueFull: each names the fix
+            return problems_md(err.problems)
+        return f"Run `{run_id}` is queued: it continues `{html.escape(repo.strip())}` at step {step + 1}."
+
     def delete_click(
         run_id, armed_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None
     ):
@@ -308,6 +328,11 @@ def build(
     )
     if follow is not None and follow_outputs is not None:
         ev.then(follow, [owner_state], follow_outputs, concurrency_limit=None)  # lasts the whole run
+    ev = hub_resume_b.click(resume_hub, [hub_repo, owner_state], [action]).then(
+        do_refresh, [owner_state, pick], refresh_outs
+    )
+    if follow is not None and follow_outputs is not None:
+        ev.then(follow, [owner_state], follow_outputs, concurrency_limit=None)
     delete_b.click(delete_click, [pick, armed, owner_state], [action, armed], concurrency_limit=None).then(
         do_refresh, [owner_state, pick], refresh_outs
     )

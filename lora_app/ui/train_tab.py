@@ -16,7 +16,7 @@ import gradio as gr
 from .. import bundled, identity, models
 from ..config import DEFAULT_BASE_MODEL, ConfigError
 from ..events import RunView
-from ..jobs import ACTIVE, NotYourRun
+from ..jobs import ACTIVE, NotYourRun, QueueFull
 from ..validate import Preflight, check_and_submit
 from . import form
 from .common import AppContext, loss_frame, loss_plot, problems_md, progress_html, queue_note
@@ -199,11 +199,23 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             owner, _ = identity.issue(ctx.key)
             ident = ctx.who(owner)
         token = token_fn(request) if token_fn else None
+        if settings.get("hub_checkpoints"):  # a push: the caller's own write token (never the Space's)
+            from .hub_tab import request_token
+
+            token = request_token(request, write=True)
         assert ident.owner is not None  # (issued just above when missing)
         try:
             ctx.check_base_folder(ident, settings.get("base_model_name_or_path"))
-        except NotYourRun as err:
-            yield None, problems_md([str(err)]), gr.update(), gr.update(), gr.update(), owner
+            ctx.jobs.check_room(ident.owner)  # the per-person limit of waiting runs, before any work
+        except (NotYourRun, QueueFull) as err:
+            yield (
+                None,
+                problems_md(getattr(err, "problems", None) or [str(err)]),
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                owner,
+            )
             return
         prep = prepare_and_submit(ctx, form.to_raw(form.by_key(settings), data), ident.owner, token)
         for line in wait_preparation(prep):
