@@ -149,3 +149,32 @@ def tokenize_data(rows: list, layout: str, tokenizer, max_length: int, train_on_
         ids = tokenize_rows(rows, tokenizer, max_length)
         return TokenRows([{"input_ids": r, "labels": list(r)} for r in ids])
     return tokenize_turns(rows, layout, tokenizer, max_length, train_on_prompt)
+
+
+def layout_info(td, tr, te, train_on_prompt: bool, max_length: int) -> dict:
+    """The ``info`` event of a non-text layout: layout, columns, what is learned, the template, and
+    the rows whose answer ``max_length`` cut (``tr``/``te``: chat_rows.TokenRows of train/eval)."""
+    from . import count
+    from .layouts import describe
+
+    cut = tr.answers_cut + (te.answers_cut if te else 0)
+    dropped = tr.dropped + (te.dropped if te else 0)
+    parts = [f"layout {describe(td.layout, td.layout_columns)}"]
+    parts.append("loss on every token (train_on_prompt)" if train_on_prompt else "loss on the answers only")
+    if td.layout == "conversation":
+        parts.append(
+            "chat template: the ChatML fallback (the model has none)"
+            if tr.template_fallback
+            else "the model's chat template"
+        )
+    if cut:
+        parts.append(f"{count(cut, 'row')} lost part of the answer to max_length {max_length}")
+    if dropped:
+        parts.append(f"{count(dropped, 'row')} with no answer token left dropped")
+    return {
+        "message": "; ".join(parts),
+        "layout": td.layout,
+        "answers_cut": cut,
+        "rows_dropped": dropped,
+        "template_fallback": tr.template_fallback,
+    }

@@ -1,8 +1,8 @@
 """The one typed run configuration, shared by the UI, the CLI, the subprocess and the tests.
 
-A run is described by :class:`RunConfig` (data + model + lora + training). It is validated
-once, with every problem reported together (:class:`ConfigError`), before any model is
-loaded. Defaults are the reference recipe of the PEFT int8 example (facebook/opt-6.7b,
+A run is described by :class:`RunConfig` (data + model + lora + training + distributed; the
+sections and their fields are in :mod:`lora_app.settings`). It is validated once, with every
+problem reported together (:class:`ConfigError`), before any model is loaded. Defaults are the reference recipe of the PEFT int8 example (facebook/opt-6.7b,
 english_quotes): r=16, lora_alpha=32, q_proj/v_proj, lora_dropout=0.05, bias="none",
 batch 4 x accumulation 4, warmup 100, 200 steps, lr 2e-4
 (source: huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb).
@@ -11,25 +11,35 @@ batch 4 x accumulation 4, warmup 100, 200 steps, lr 2e-4
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError
 
 from . import presets
-from .variants import LoraVariantFields
+from .settings import (
+    DEFAULT_BASE_MODEL,
+    DataConfig,
+    DistributedConfig,
+    LoraSettings,
+    ModelConfig,
+    TrainingSettings,
+    _Section,
+)
 
-#: The bundled offline default; an adapter trained on it names this Hub id.
-DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def _fix(text: str) -> dict[str, JsonValue]:
-    """A field's one line of advice, kept on the field (``json_schema_extra={"fix": ...}``):
-    appended to its validation message so that every error names the field *and* the fix."""
-    return {"fix": text}
+# The sections live in settings.py; the rest of the app imports them from here, with RunConfig.
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "ConfigError",
+    "DataConfig",
+    "DistributedConfig",
+    "LoraSettings",
+    "ModelConfig",
+    "RunConfig",
+    "TrainingSettings",
+]
 
 
 class ConfigError(ValueError):
@@ -42,322 +52,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(_Section):
-    """Where the training text comes from: a local file (``path``) or a Hub dataset."""
-
-    path: str | None = Field(
-        None,
-        description="a local .jsonl, .json, .csv, .tsv, .parquet or .txt file",
-        json_schema_extra=_fix("upload a .jsonl, .json, .csv, .tsv, .parquet or .txt file"),
-    )
-    dataset_id: str | None = Field(
-        None, description="a Hub dataset id (owner/name)", json_schema_extra=_fix("give a Hub dataset id as owner/name")
-    )
-    dataset_config: str | None = Field(None, description="the Hub dataset's configuration (subset), if it has several")
-    split: str = Field("train", description="the Hub dataset's split trained on")
-    text_column: str | None = Field(
-        None,
-        description="the column trained on; empty: detected (prose before ids and labels)",
-        json_schema_extra=_fix("pick one of the file's text columns"),
-    )
-    layout: Literal["auto", "text", "prompt_completion", "instruction", "conversation"] = Field(
-        "auto",
-        description="auto: detect it from the columns (messages/conversations, instruction/output, "
-        "prompt/completion, question/answer, input/output, else text); lora_app.layouts",
-        json_schema_extra=_fix("choose auto, text, prompt_completion, instruction or conversation"),
-    )
-    # LLaMA-Factory's name and default (train_on_prompt: false), one switch for every layout; TRL
-    # splits it in two (completion_only_loss, assistant_only_loss) with opposite defaults.
-    train_on_prompt: bool = Field(
-        False,
-        description="false: loss on the completion / assistant turns only; true: on every token",
-        json_schema_extra=_fix("set train_on_prompt to true or false"),
-    )
-    max_rows: int | None = Field(None, ge=1, description="read at most this many rows (a Hub dataset is streamed)")
-    source_name: str | None = Field(None, description="display name of an uploaded file")
-    eval_path: str | None = Field(None, description="a second file whose rows are the held-out set")
-    eval_source_name: str | None = Field(None, description="display name of the uploaded eval file")
-    eval_split: str | None = Field(None, description="a split of the Hub dataset used as the held-out set")
-
-
-class ModelConfig(_Section):
-    """The base model and how it is loaded."""
-
-    base_model_name_or_path: str = Field(
-        DEFAULT_BASE_MODEL,
-        description="a Hub id (owner/name) or a local model folder; the default, SmolLM2-135M-Instruct, is "
-        "bundled for offline use",
-        json_schema_extra=_fix("give a Hub id such as owner/name or a local model folder"),
-    )
-    quantization: Literal["auto", "none", "8bit", "4bit"] = Field(
-        "auto",
-        description="the base model's weights through bitsandbytes: auto = 8bit on a CUDA GPU (the reference "
-        "recipe), none elsewhere; 8bit/4bit also run on a CPU (less memory, slower steps)",
-        json_schema_extra=_fix("choose auto, none, 8bit or 4bit"),
-    )
-    # Here, not in training: it sets the dtype the base weights are loaded in (as quantization does),
-    # and generation, which builds a ModelConfig too, then makes the same choice (lora_app.precision).
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto",
-        description="auto: bfloat16 on a GPU with bf16 or a CPU with avx512_bf16/amx_bf16 where a measured "
-        "check says it is faster, else float32; LoRA weights stay float32",
-        json_schema_extra=_fix("choose auto, float32 or bfloat16"),
-    )
-    trust_remote_code: bool = Field(
-        False, description="run the model repository's own Python code (only for a repository you trust)"
-    )
-
-    @field_validator("base_model_name_or_path")
-    @classmethod
-    def _non_empty(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be empty")
-        return v.strip()
-
-
-class LoraSettings(_Section, LoraVariantFields):
-    """LoRA hyper-parameters, named as in ``peft.LoraConfig``; PEFT's variants (rsLoRA, DoRA, ...) come
-    from :class:`lora_app.variants.LoraVariantFields` (listed first in a dump)."""
-
-    r: int = Field(
-        16,
-        ge=1,
-        strict=True,
-        description="rank of the low-rank update B @ A (trainable parameters grow linearly with r)",
-        json_schema_extra=_fix("set r to a whole number >= 1 (8 or 16 are common)"),
-    )
-    lora_alpha: float = Field(
-        32,
-        gt=0,
-        description="the update is scaled by lora_alpha / r (Hu et al. 2021, section 4.1)",
-        json_schema_extra=_fix("set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)"),
-    )
-    lora_dropout: float = Field(
-        0.05,
-        ge=0,
-        lt=1,
-        description="dropout on the LoRA branch's input while training",
-        json_schema_extra=_fix("set lora_dropout in [0, 1), e.g. 0.05"),
-    )
-    target_modules: list[str] | None = Field(
-        None,
-        description="module names that get LoRA, comma-separated (e.g. q_proj,v_proj), or all-linear; "
-        "empty: the architecture's default",
-        json_schema_extra=_fix("list module names such as q_proj,v_proj, or all-linear"),
-    )
-    bias: Literal["none", "all", "lora_only"] = Field(
-        "none",
-        description="which biases train too: none, all, or those of the LoRA-wrapped modules",
-        json_schema_extra=_fix("choose none, all or lora_only"),
-    )
-
-    @field_validator("target_modules", mode="before")
-    @classmethod
-    def _split(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [p.strip() for p in v.replace(";", ",").split(",")]
-        if isinstance(v, list):
-            v = [p for p in (str(x).strip() for x in v) if p] or None
-        return v
-
-
-class TrainingSettings(_Section):
-    """Trainer settings, named as in ``transformers.TrainingArguments``."""
-
-    max_steps: int = Field(
-        200,
-        ge=1,
-        strict=True,
-        description="optimizer steps to train (each sees batch x accumulation rows)",
-        json_schema_extra=_fix("set max_steps to a whole number >= 1"),
-    )
-    learning_rate: float = Field(
-        2e-4,
-        gt=0,
-        description="peak learning rate of AdamW, reached after the warm-up",
-        json_schema_extra=_fix("set learning_rate > 0, e.g. 2e-4"),
-    )
-    per_device_train_batch_size: int = Field(
-        4,
-        ge=1,
-        strict=True,
-        description="rows per micro-batch",
-        json_schema_extra=_fix("set per_device_train_batch_size to a whole number >= 1"),
-    )
-    gradient_accumulation_steps: int = Field(
-        4,
-        ge=1,
-        strict=True,
-        description="micro-batches per optimizer step",
-        json_schema_extra=_fix("set gradient_accumulation_steps to a whole number >= 1"),
-    )
-    warmup_steps: int = Field(
-        100,
-        ge=0,
-        strict=True,
-        description="steps over which the learning rate rises linearly from 0",
-        json_schema_extra=_fix("set warmup_steps to a whole number >= 0"),
-    )
-    warmup_ratio: float | None = Field(
-        None,
-        ge=0,
-        lt=1,
-        description="warm up for this share of max_steps instead of warmup_steps (empty: use warmup_steps)",
-        json_schema_extra=_fix("set warmup_ratio in [0, 1), e.g. 0.1, or leave it empty to use warmup_steps"),
-    )
-    max_length: int = Field(
-        256,
-        ge=8,
-        strict=True,
-        description="tokens per training row; longer rows are cut, keeping their EOS",
-        json_schema_extra=_fix("set max_length to a whole number >= 8 (tokens per training row)"),
-    )
-    seed: int = Field(42, description="seed of the data order, the held-out split and the LoRA init")
-    logging_steps: int = Field(1, ge=1, description="write the loss to the log every logging_steps steps")
-    save_steps: int = Field(
-        50,
-        ge=1,
-        description="save a checkpoint (and the adapter so far) every save_steps steps; Stop and "
-        "resume continue from the last one",
-    )
-    gradient_checkpointing: bool = Field(
-        False, description="recompute activations in the backward pass: less memory, ~30% slower steps"
-    )
-    packing: bool = Field(
-        True,
-        description="pack rows into bins of max_length tokens; rows never attend "
-        "to each other (models that ignore packed position ids, e.g. OPT, are padded)",
-    )
-    merge_accumulation: bool = Field(
-        True,
-        description="run a step's accumulation micro-batches as one "
-        "forward when memory allows (same rows and gradient, faster)",
-    )
-    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = Field(
-        "linear", description="the learning rate after the warm-up: linear or cosine decay to 0, or constant"
-    )
-    eval_fraction: float = Field(
-        0.05,
-        ge=0,
-        lt=1,
-        description="share of the rows held out for evaluation (when no second file or split is given)",
-        json_schema_extra=_fix("set eval_fraction in [0, 1), e.g. 0.05 (0 turns held-out evaluation off)"),
-    )
-    eval_max_rows: int = Field(
-        200,
-        ge=1,
-        strict=True,
-        description="at most this many held-out rows",
-        json_schema_extra=_fix("set eval_max_rows to a whole number >= 1, e.g. 200"),
-    )
-    eval_rows: int | None = Field(
-        None,
-        ge=1,
-        strict=True,
-        description="exactly this many held-out rows (instead of eval_fraction)",
-        json_schema_extra=_fix("set eval_rows to a whole number >= 1, or leave it empty to use eval_fraction"),
-    )
-    eval_steps: int = Field(
-        50,
-        ge=1,
-        strict=True,
-        description="evaluate every eval_steps steps, and at the end",
-        json_schema_extra=_fix("set eval_steps to a whole number >= 1, e.g. 50"),
-    )
-    cap_warmup: bool = Field(
-        False,
-        description="when warmup_steps >= max_steps, warm up for a tenth of the run "
-        "instead (else the learning rate only rises; the preflight warns)",
-    )
-    use_liger_kernel: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, and a linear cross-entropy "
-        "that never builds the full logits): auto = on when training on a CUDA GPU and liger-kernel is "
-        "installed, else off (the log says which); on = required (an error names the fix); off = never",
-    )
-    torch_compile: bool = Field(
-        False,
-        description="torch.compile each decoder layer (CUDA only; the first "
-        "step pays a compile of some seconds, later steps run faster)",
-    )
-
-    hub_checkpoints: bool = Field(
-        False,
-        description="keep checkpoints on the Hub: every save_steps the Trainer pushes its checkpoint "
-        "(last-checkpoint/) and the run's config.yaml to a private repo of yours (hub_model_id), in the "
-        "background; a failed push is a warning, retried at the next save. Needs a write token",
-    )
-    hub_model_id: str | None = Field(
-        None,
-        description="the repo of hub_checkpoints, owner/name (empty: <you>/<base>-lora-<data>-ckpt-<time>)",
-        json_schema_extra=_fix("write it as owner/name, e.g. alice/my-run-checkpoints, or leave it empty"),
-    )
-
-    @field_validator("hub_model_id", mode="before")
-    @classmethod
-    def _hub_model_id(cls, v: Any) -> Any:
-        v = v.strip() if isinstance(v, str) else v
-        if v and (v.count("/") != 1 or not all(v.split("/"))):
-            raise ValueError(f"'{v}' is not a Hub repo id (owner/name)")
-        return v or None
-
-    def warmup(self) -> int:
-        """The warm-up in optimizer steps: ``warmup_ratio`` of ``max_steps`` rounded up (as
-        transformers' ``TrainingArguments.get_warmup_steps`` does for a fraction), else ``warmup_steps``."""
-        return self.warmup_steps if self.warmup_ratio is None else math.ceil(self.max_steps * self.warmup_ratio)
-
-    @field_validator("use_liger_kernel", mode="before")
-    @classmethod
-    def _liger_yaml_bool(cls, v: Any) -> Any:
-        # YAML 1.1 (yaml.safe_load) reads a bare on/off as True/False
-        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
-
-    @model_validator(mode="before")
-    @classmethod
-    def _cap_warmup(cls, raw: Any) -> Any:
-        # Applied to the raw values, so config.yaml records the warm-up that really runs.
-        if isinstance(raw, dict) and raw.get("cap_warmup") is True:
-            w, m = raw.get("warmup_steps", 100), raw.get("max_steps", 200)
-            if type(w) is int and type(m) is int and m >= 1 and w >= m:
-                raw = {**raw, "warmup_steps": m // 10}
-        return raw
-
-
-class DistributedConfig(_Section):
-    """How many processes train the run and how they share the model, as accelerate names it.
-
-    ``num_processes`` > 1: the run is started with ``accelerate launch`` (torchrun underneath, one
-    process per GPU; on a CPU, processes on the gloo backend). ``ddp``: every process holds the
-    whole model and averages gradients (the LoRA weights are all that is synced). ``fsdp``: the
-    base weights are sharded across the processes (for bases too big for one GPU): FSDP2, one unit
-    per decoder layer, each parameter sharded on its own so frozen and LoRA weights mix freely
-    (transformers ``TrainingArguments.fsdp``; see :func:`lora_app.launch.trainer_args`). The global batch is per_device_train_batch_size x
-    gradient_accumulation_steps x num_processes.
-    """
-
-    num_processes: int = Field(
-        1,
-        ge=1,
-        strict=True,
-        description="training processes (one per GPU); 1 = a plain process, more = accelerate launch",
-        json_schema_extra=_fix("set num_processes to a whole number >= 1 (at most the number of GPUs)"),
-    )
-    strategy: Literal["ddp", "fsdp"] = Field(
-        "ddp",
-        description="ddp: each process holds the whole model; fsdp: the base weights are sharded across GPUs",
-        json_schema_extra=_fix("choose ddp or fsdp"),
-    )
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto",
-        description="auto: what model.precision chose (bf16 where fast, else none); no/bf16/fp16 force it",
-        json_schema_extra=_fix("choose auto, no, bf16 or fp16"),
-    )
 
 
 class RunConfig(_Section):

@@ -12,6 +12,7 @@ training process call the same :func:`split`), so the page can say what will hap
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -192,3 +193,42 @@ def eval_points(events: list[dict]) -> tuple[dict | None, list[dict]]:
     evals = [e for e in events if e.get("type") == "eval"]
     base = next((e for e in evals if e.get("base")), None)
     return base, [e for e in evals if not e.get("base")]
+
+
+def held_out_rows(rows):
+    """The held-out rows as a dataset whose items say so (``held_out``: the token counter leaves them
+    out of the training-token count)."""
+    from .text import TokenizedRows
+
+    class _HeldOutRows(TokenizedRows):
+        def __getitem__(self, i: int) -> dict:
+            return {**super().__getitem__(i), "held_out": True}
+
+    return _HeldOutRows(rows)
+
+
+def perplexity(model, tokenizer, texts: list[str], max_length: int = 256, batch_size: int = 8) -> float:
+    """exp(mean token negative log-likelihood) over ``texts``, each ending with EOS, labels as
+    in training (padding excluded). Runs under ``torch.no_grad`` on the model's device."""
+    import torch
+
+    from .text import PaddingCollator, pad_id_of, tokenize_rows
+
+    rows = tokenize_rows(texts, tokenizer, max_length)
+    collate = PaddingCollator(pad_id_of(tokenizer))
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            b = {k: v.to(dev) for k, v in collate([{"input_ids": r} for r in rows[i : i + batch_size]]).items()}
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+            labels = b["labels"][:, 1:]
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            total += nll.item()
+            count += int((labels != -100).sum())
+    model.train(was_training)
+    return math.exp(total / count)

@@ -16,7 +16,7 @@ from .events import EventWriter
 
 class TokenCounter:
     """Wraps a collator and counts the label-carrying (non-padding) training tokens it hands out;
-    held-out rows (marked ``held_out`` by ``train._held_out_rows``) are collated but not counted."""
+    held-out rows (marked ``held_out`` by ``heldout.held_out_rows``) are collated but not counted."""
 
     def __init__(self, collator):
         self.collator = collator

@@ -20,7 +20,6 @@ training (tests/test_distributed.py; a natural crash of one rank only is hard to
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -34,16 +33,6 @@ from .config import ConfigError, RunConfig
 from .events import EventWriter, read_events
 from .progress import TokenCounter, make_callback
 from .run_folder import last_checkpoint, save_adapter
-
-
-def _held_out_rows(rows):
-    from .text import TokenizedRows
-
-    class _HeldOutRows(TokenizedRows):
-        def __getitem__(self, i: int) -> dict:
-            return {**super().__getitem__(i), "held_out": True}
-
-    return _HeldOutRows(rows)
 
 
 def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -> int:
@@ -113,7 +102,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     from peft import get_peft_model
     from transformers import TrainingArguments, set_seed
 
-    from . import batching, card, checkpoint_push, count, heldout, models, precision, speedups, variants
+    from . import batching, card, chat_rows, checkpoint_push, count, heldout, models, precision, speedups, variants
     from .chat_rows import tokenize_data
     from .data import load_text
     from .text import PaddingCollator, TokenizedRows, packing_collator, packing_keeps_rows_apart, pad_id_of
@@ -153,7 +142,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     te = tokenize_data(ho.eval, td.layout, tok, cfg.training.max_length, cfg.data.train_on_prompt) if ho.eval else None
     rows, eval_rows = tr.rows, te.rows if te else []
     if td.layout != "text":
-        ev.emit("info", **layout_info(td, tr, te, cfg.data.train_on_prompt, cfg.training.max_length))
+        ev.emit("info", **chat_rows.layout_info(td, tr, te, cfg.data.train_on_prompt, cfg.training.max_length))
     ev.emit("status", status="loading", message=f"loading the weights of {cfg.model.base_model_name_or_path}")
     fsdp = world > 1 and cfg.distributed.strategy == "fsdp"
     model = models.load_base_model(
@@ -357,7 +346,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         args=args,
         train_dataset=TokenizedRows(rows),
         data_collator=counter,
-        eval_dataset=_held_out_rows(eval_rows) if eval_rows else None,
+        eval_dataset=heldout.held_out_rows(eval_rows) if eval_rows else None,
         callbacks=[make_callback(ev, stop, counter, on_save)],
     )
     from transformers import PrinterCallback
@@ -403,62 +392,6 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         perplexity=summary["perplexity"] if summary else None,
     )
     return 0
-
-
-def layout_info(td, tr, te, train_on_prompt: bool, max_length: int) -> dict:
-    """The ``info`` event of a non-text layout: layout, columns, what is learned, the template, and
-    the rows whose answer ``max_length`` cut (``tr``/``te``: chat_rows.TokenRows of train/eval)."""
-    from . import count
-    from .layouts import describe
-
-    cut = tr.answers_cut + (te.answers_cut if te else 0)
-    dropped = tr.dropped + (te.dropped if te else 0)
-    parts = [f"layout {describe(td.layout, td.layout_columns)}"]
-    parts.append("loss on every token (train_on_prompt)" if train_on_prompt else "loss on the answers only")
-    if td.layout == "conversation":
-        parts.append(
-            "chat template: the ChatML fallback (the model has none)"
-            if tr.template_fallback
-            else "the model's chat template"
-        )
-    if cut:
-        parts.append(f"{count(cut, 'row')} lost part of the answer to max_length {max_length}")
-    if dropped:
-        parts.append(f"{count(dropped, 'row')} with no answer token left dropped")
-    return {
-        "message": "; ".join(parts),
-        "layout": td.layout,
-        "answers_cut": cut,
-        "rows_dropped": dropped,
-        "template_fallback": tr.template_fallback,
-    }
-
-
-def perplexity(model, tokenizer, texts: list[str], max_length: int = 256, batch_size: int = 8) -> float:
-    """exp(mean token negative log-likelihood) over ``texts``, each ending with EOS, labels as
-    in training (padding excluded). Runs under ``torch.no_grad`` on the model's device."""
-    import torch
-
-    from .text import PaddingCollator, pad_id_of, tokenize_rows
-
-    rows = tokenize_rows(texts, tokenizer, max_length)
-    collate = PaddingCollator(pad_id_of(tokenizer))
-    total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            b = {k: v.to(dev) for k, v in collate([{"input_ids": r} for r in rows[i : i + batch_size]]).items()}
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
-            labels = b["labels"][:, 1:]
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
-            )
-            total += nll.item()
-            count += int((labels != -100).sum())
-    model.train(was_training)
-    return math.exp(total / count)
 
 
 if __name__ == "__main__":  # pragma: no cover - the CLI in __main__ is the usual entry

@@ -10,7 +10,8 @@ import yaml
 from lora_app.config import ConfigError, DataConfig, RunConfig, TrainingSettings
 from lora_app.events import RunView, read_events
 from lora_app.heldout import split
-from lora_app.train import perplexity, train
+from lora_app.heldout import perplexity
+from lora_app.train import train
 from tiny import sample_texts
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from lora_app.config import RunConfig
-from lora_app.train import perplexity
+from lora_app.heldout import perplexity
 
 HELD_OUT = 150  # the last quotes of the file; never trained on
 
