@@ -15,7 +15,8 @@
 - ``train_on_prompt``: labels equal input_ids everywhere (the text layout's rule).
 
 Cutting at ``max_length``: a prompt/completion row loses prompt tokens first (its start, after
-a BOS), then the answer's end; a conversation is cut at its end. A cut answer gets no EOS (a
+a BOS), then the answer's end; a conversation's user turn before its last answer loses its start
+first (the answer kept whole where that is enough), then the conversation is cut at its end. A cut answer gets no EOS (a
 model must not learn to stop mid-answer); the row is counted as ``answers_cut``. A row left with
 no learned token is dropped and counted.
 """
@@ -103,13 +104,35 @@ def assistant_spans(turns: list[dict], tok, template: str) -> tuple[str, list[tu
     return full, spans
 
 
-def _conversation(turns, tok, template, max_length, train_on_prompt):
+def _render(turns, tok, template, train_on_prompt):
     text, spans = assistant_spans(turns, tok, template)
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     starts = [s for s, _ in enc["offset_mapping"]]
     learned = [any(a <= s < b for a, b in spans) for s in starts]
     labels = [i if (train_on_prompt or k) else IGNORE_INDEX for i, k in zip(ids, learned, strict=True)]
+    return ids, labels, learned
+
+
+def _conversation(turns, tok, template, max_length, train_on_prompt):
+    ids, labels, learned = _render(turns, tok, template, train_on_prompt)
+    if len(ids) > max_length and any(learned[max_length:]) and not train_on_prompt:
+        # The prompt side gives way first: the user turn before the last answer loses its start
+        # (its end, next to the answer, stays), as a prompt/completion row's prompt does. A few
+        # tries: the template's text around the turn re-tokenizes a little differently.
+        last = max(i for i, t in enumerate(turns) if t["role"] == "assistant")
+        user = next((i for i in range(last - 1, -1, -1) if turns[i]["role"] == "user"), None)
+        for _ in range(4 if user is not None else 0):
+            words = tok(turns[user]["content"], add_special_tokens=False)["input_ids"]
+            over = len(ids) - max_length
+            if over <= 0 or not words:
+                break
+            shorter = [dict(t) for t in turns]
+            shorter[user]["content"] = tok.decode(words[min(len(words), over + 1) :]).lstrip()
+            s_ids, s_labels, s_learned = _render(shorter, tok, template, train_on_prompt)
+            if sum(s_learned) < sum(learned[:max_length]):  # no better: the answer was cut anyway
+                break
+            turns, ids, labels, learned = shorter, s_ids, s_labels, s_learned
     cut = len(ids) > max_length and any(learned[max_length:])
     return ids[:max_length], labels[:max_length], cut
 

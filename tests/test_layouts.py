@@ -121,6 +121,30 @@ def test_a_long_prompt_is_cut_before_the_answer_and_cut_answers_are_counted():
 
 
 @pytest.mark.parametrize("template", [None, OWN_TEMPLATE], ids=["no-template-fallback", "own-template"])
+def test_a_conversation_too_long_loses_its_prompt_before_its_answer(template):
+    """The user turn before the last answer gives way first (its end, next to the answer, stays):
+    the answer and its end-of-turn marker are learned whole and no answer counts as cut. An answer
+    longer than max_length on its own is still cut, and counted."""
+    tok = build_tokenizer()
+    if template:
+        tok.chat_template = template
+    turns = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "word " * 120 + "who said it?"},
+        {"role": "assistant", "content": "Einstein."},
+    ]
+    out = tokenize_turns([turns], "conversation", tok, 128)  # (ChatML's markers are ~100 plain tokens here)
+    (r,) = out.rows
+    assert out.answers_cut == 0 and len(r["input_ids"]) <= 128
+    end = "<|im_end|>" if template is None else tok.eos_token
+    assert learned(tok, r).replace(" ", "") == f"Einstein.{end}".replace(" ", "")
+    assert "who said it?" in tok.decode(r["input_ids"])  # the prompt's end, next to the answer, stays
+    long_answer = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "word " * 120}]
+    out = tokenize_turns([long_answer], "conversation", tok, 128)
+    assert out.answers_cut == 1 and len(out.rows[0]["input_ids"]) == 128
+
+
+@pytest.mark.parametrize("template", [None, OWN_TEMPLATE], ids=["no-template-fallback", "own-template"])
 def test_conversation_learns_every_assistant_turn_with_its_end_of_turn(template):
     tok = build_tokenizer()
     tok.chat_template = template
