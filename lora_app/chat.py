@@ -130,13 +130,29 @@ def check_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return out
 
 
-def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], template: str) -> list[int]:
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], template: str, source: str = "given") -> list[int]:
     """The token ids the model is given: ``apply_chat_template(messages, chat_template=template,
-    add_generation_prompt=True)`` (the template adds any BOS itself, as in training)."""
-    enc = tokenizer.apply_chat_template(
-        messages, chat_template=template, add_generation_prompt=True, tokenize=True, return_dict=True
-    )
-    return list(enc["input_ids"])
+    add_generation_prompt=True)`` (the template adds any BOS itself, as in training).
+
+    A template is code from the adapter's (or base model's) author, run by transformers' Jinja
+    sandbox: one that does not parse, raises (``raise_exception``), fails on these messages or
+    renders no text raises ConfigError naming ``source`` ("the adapter's", ...) and the fix."""
+    try:
+        enc = tokenizer.apply_chat_template(
+            messages, chat_template=template, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        ids = list(enc["input_ids"])
+        why = "" if ids else "it renders no text for this conversation"
+    except Exception as err:  # jinja2's TemplateError kinds, or a TypeError inside the template
+        why = f"{type(err).__name__}: {err}"
+    if why:
+        raise ConfigError(
+            [
+                f"chat template ({source}): {why}. Fix: correct chat_template.jinja (or the tokenizer's "
+                "chat_template) saved with the model, or try it as a completion."
+            ]
+        )
+    return ids
 
 
 def end_of_turn(tokenizer: Any, template: str) -> tuple[list[int], list[str]]:
@@ -198,12 +214,12 @@ def stream_chat(
     the template's end-of-turn token (see :func:`end_of_turn`) or EOS, neither shown.
     Raises ConfigError for a bad conversation (:func:`check_messages`)."""
     msgs = check_messages(messages)
-    template, _ = chat_template_for(loaded, token)
-    ids = prompt_ids(loaded.tokenizer, msgs, template)
+    template, source = chat_template_for(loaded, token)
+    ids = prompt_ids(loaded.tokenizer, msgs, template, source)
     stop_ids, stop_strings = end_of_turn(loaded.tokenizer, template)
     text = ""
     for text in gen.stream_ids(
-        ids, loaded, max_new_tokens, temperature, top_p, seed, use_adapter, stop_ids, stop_strings
+        ids, loaded, max_new_tokens, temperature, top_p, seed, use_adapter, stop_ids, stop_strings, "conversation"
     ):
         yield cut_reply(text, stop_strings).strip()
     yield cut_reply(text, stop_strings).strip()

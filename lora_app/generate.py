@@ -122,11 +122,17 @@ class Generator:
         use_adapter: bool = True,
         stop_ids: list[int] | None = None,
         stop_strings: list[str] | None = None,
+        what: str = "prompt",
     ) -> Iterator[str]:
         """Yield the text generated after ``input_ids`` (one row of token ids) so far, special
         tokens skipped. ``stop_ids`` end generation besides the model's EOS (transformers takes
         a list as ``eos_token_id``); ``stop_strings`` end it at a text that is no single token
-        (transformers' StopStringCriteria); the stop string itself is still in the text."""
+        (transformers' StopStringCriteria); the stop string itself is still in the text.
+
+        Raises ConfigError (naming ``what``: "prompt", "conversation") when ``input_ids`` fill the
+        model's ``max_position_embeddings``; ``max_new_tokens`` is cut to the positions left.
+        (Positions past it are untrained, and a visitor's 10,000-turn history would otherwise
+        hold the shared generate lock for minutes of CPU.)"""
         import contextlib
 
         import torch
@@ -135,6 +141,16 @@ class Generator:
         from .text import pad_id_of  # (text imports torch: not at app start)
 
         tok, model = loaded.tokenizer, loaded.model
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if isinstance(context, int) and context > 0:
+            if len(input_ids) >= context:
+                fix = "clear the conversation (or shorten the message)" if what == "conversation" else "shorten it"
+                raise ConfigError(
+                    [
+                        f"{what}: {len(input_ids)} tokens; this model reads at most {context}, its reply included. Fix: {fix}."
+                    ]
+                )
+            max_new_tokens = min(max_new_tokens, context - len(input_ids))
         dev = next(model.parameters()).device
         ids = torch.tensor([input_ids], dtype=torch.long, device=dev)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)

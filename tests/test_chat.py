@@ -193,6 +193,59 @@ def test_bad_conversations_are_refused_before_any_model_loads():
             chat.check_messages(msgs)
 
 
+def test_a_template_that_fails_is_a_problem_not_a_crash(chatml, tmp_path):
+    """A chat template is code from the adapter's author: one that does not parse, raises
+    (``raise_exception``), reads past the messages or renders nothing is a problem naming the
+    template and the fix, in the chat box's message too (found by the breaker: an uncaught
+    TemplateSyntaxError / TemplateError / UndefinedError / a reshape RuntimeError)."""
+    base = chatml[0]
+    gen = Generator()
+    for i, (tmpl, why) in enumerate(
+        (
+            ("{% for %}garbage {{", "Expected an expression"),
+            ("{{ raise_exception('no system role') }}", "no system role"),
+            ("{{ messages[5]['content'] }}", "no element 5"),
+            ("{{ 1 + 'a' }}", "unsupported operand"),
+            ("{# renders nothing #}", "renders no text"),
+        )
+    ):
+        loaded = gen.load(str(save_adapter(base, tmp_path / f"ad{i}", template=tmpl)))
+        with pytest.raises(ConfigError) as err:
+            list(chat.stream_chat(gen, HI, loaded, max_new_tokens=4))
+        (problem,) = err.value.problems
+        assert problem.startswith("chat template (the adapter's): ") and why in problem, problem
+        assert "Fix: correct chat_template.jinja" in problem
+
+
+def test_a_conversation_longer_than_the_model_reads_is_refused_fast(chatml, tmp_path):
+    """10,000 turns (far past the model's 512 positions) were all fed to generate(): 77 s of CPU
+    for a tiny model on a shared server, past the positions it was trained on. Now a problem
+    naming the length and the fix, before generate(); a reply that would run past the end is cut
+    to fit (found by the breaker)."""
+    import time
+
+    gen = Generator()
+    loaded = gen.load(str(save_adapter(chatml[0], tmp_path / "ad")))
+    long = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "no"}] * 5000 + HI
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        list(chat.stream_chat(gen, long, loaded, max_new_tokens=8))
+    assert time.perf_counter() - t0 < 20
+    (problem,) = err.value.problems
+    n = len(chat.prompt_ids(loaded.tokenizer, long, loaded.tokenizer.chat_template))
+    assert problem == (
+        f"conversation: {n} tokens; this model reads at most 512, its reply included. "
+        "Fix: clear the conversation (or shorten the message)."
+    )
+    # the same check guards a plain completion prompt
+    want = r"^prompt: \d+ tokens; this model reads at most 512, its reply included\. Fix: shorten it\.$"
+    with pytest.raises(ConfigError, match=want):
+        list(gen.stream("Hi " * 600, adapter=loaded.adapter))
+    # a prompt that fits but whose reply would not: max_new_tokens cut to what is left
+    ids = [loaded.tokenizer.convert_tokens_to_ids("Ċ")] * 508
+    assert list(gen.stream_ids(ids, loaded, max_new_tokens=50))[-1] == " noz"  # 4 tokens: 508 + 4 = 512 positions
+
+
 def test_the_chat_box_keeps_the_history_over_turns(chatml, tmp_path):
     """The Try tab's chat handler (as Gradio calls it): each reply is appended to the history the
     Chatbot sent, which the next turn sends back, whole, to the model."""
