@@ -129,6 +129,27 @@ def test_preflight_says_a_quantized_base_trains_with_ddp_only(tiny_model):
     assert preflight(raw)[0].distributed.strategy == "ddp"
 
 
+def test_more_processes_than_cpu_cores_are_refused_on_a_cpu(tiny_model):
+    """num_processes 1000 on a CPU server started 1000 ranks, each loading the model (found by the
+    breaker): refused by preflight, naming the cores, before any process starts."""
+    import os
+
+    from lora_app.models import device_kind
+
+    if device_kind() != "cpu":
+        pytest.skip("the CPU rule; GPUs have their own (as many processes as GPUs)")
+    cores = os.cpu_count() or 1
+    for n in (cores + 1, 1000):
+        with pytest.raises(ConfigError) as err:
+            preflight(cfg(tiny_model, n, 2).model_dump(mode="json"))
+        assert err.value.problems == [
+            f"distributed.num_processes: {n} processes on the CPU need as many cores; this machine has {cores}. "
+            f"Fix: set num_processes to at most {cores} (or run the multi-node command on a cluster)."
+        ]
+    if cores >= 2:
+        assert preflight(cfg(tiny_model, 2, 2).model_dump(mode="json"))[0].distributed.num_processes == 2
+
+
 def test_rank_failure_names_the_first_rank_that_failed(tmp_path, monkeypatch):
     assert launch.rank_failure(tmp_path) is None
     monkeypatch.setenv("RANK", "1")
