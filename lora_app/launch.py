@@ -75,7 +75,9 @@ def user_commands(cfg: RunConfig, yaml_name: str = "run.yaml") -> dict[str, str]
     names them. Under a launcher, ``train --config`` makes the run folder on rank 0 and every rank
     trains it (``lora_app.__main__``); the number of processes is the launcher's."""
     n = cfg.distributed.num_processes if cfg.distributed.num_processes > 1 else 8
-    train = f"-m lora_app train --config {shlex.quote(yaml_name)}"
+    # shlex.quote for the shell; "--config=" for a name argparse would take for an option ("-x.yaml")
+    sep = "=" if yaml_name.startswith("-") else " "
+    train = f"-m lora_app train --config{sep}{shlex.quote(yaml_name)}"
     single = f"python {train}" + (" --set distributed.num_processes=1" if cfg.distributed.num_processes > 1 else "")
     mp = "" if cfg.distributed.mixed_precision == "auto" else f" --mixed_precision {cfg.distributed.mixed_precision}"
     return {

@@ -106,6 +106,32 @@ def test_user_commands_name_the_yaml_and_the_processes(tiny_model):
     assert launch.user_commands(cfg(tiny_model, 1, 2))["single"] == "python -m lora_app train --config run.yaml"
 
 
+def test_printed_commands_run_for_yaml_names_a_shell_or_argparse_would_misread(tmp_path, tiny_model):
+    """Each printed command, run as printed (the shell splits it, argparse reads it), gets the YAML
+    it names: spaces, quotes, $ and a leading dash (``--config -my.yaml`` was "expected one
+    argument"; found by the breaker)."""
+    import os
+    import shlex
+
+    for i, name in enumerate(("-my.yaml", "my run's $HOME.yaml", "--help.yaml")):
+        d = tmp_path / str(i)
+        d.mkdir()
+        cfg(tiny_model, 2, 2).save(d / name)
+        for where, cmd in launch.user_commands(RunConfig.load(d / name), name).items():
+            argv = shlex.split(cmd)
+            tail = argv[argv.index("lora_app") + 1 :]
+            out = subprocess.run(
+                [sys.executable, "-m", "lora_app", *tail, "--print-commands"],
+                cwd=d,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert out.returncode == 0, (where, cmd, out.stderr[-500:])
+            assert out.stdout.startswith("# one GPU or a CPU\n"), out.stdout  # the YAML was found and read
+
+
 def test_config_problems_name_the_field_and_the_fix(tiny_model):
     with pytest.raises(ConfigError) as err:
         RunConfig.build({"distributed": {"num_processes": 0, "strategy": "zero3", "mixed_precision": "fp8"}})
