@@ -7,7 +7,7 @@ time: loading the bundled 135M model takes ~1 s; keeping several would cost thei
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,13 @@ class Generator:
         base: str | None = None,
         token: str | None = None,
         trust_remote_code: bool = False,
+        check_base: Callable[[str], None] | None = None,
     ) -> Loaded:
         """Load ``base`` (default: the base the adapter names) and apply ``adapter``.
 
+        ``check_base(base)`` is called before anything is loaded, with the base that will load
+        (the adapter's ``base_model_name_or_path`` when ``base`` is None): on a shared server the
+        caller's folder rule, which it raises to refuse (an adapter may name any folder there).
         Raises ConfigError when the adapter cannot be found or does not fit the base model.
         """
         adapter = (adapter or "").strip() or None
@@ -58,6 +62,8 @@ class Generator:
                 except Exception as err:
                     raise ConfigError([_adapter_not_found(adapter, err, token)]) from None
                 key_base = base or pc.base_model_name_or_path
+            if key_base and check_base is not None:
+                check_base(key_base)
             from .validate import adapter_base_problem
 
             bad_base = adapter_base_problem(key_base, from_adapter=adapter is not None and not base)

@@ -284,6 +284,59 @@ def test_the_chat_box_keeps_the_history_over_turns(chatml, tmp_path):
         jobs.close()
 
 
+def test_an_adapter_cannot_bring_another_visitors_run_as_its_base(chatml, tmp_path, monkeypatch):
+    """An adapter (a Hub repo of one's own, or a folder) whose adapter_config.json names another
+    visitor's run folder as its base model: Try it (chat, completion, both side by side) loaded that
+    folder for anyone (found by the breaker; only the Train tab applied the base-folder rule).
+    Now the folder rule of the Train tab applies to the base an adapter names too."""
+    import json
+    import shutil
+
+    import gradio as gr
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app import identity
+    from lora_app.config import RunConfig
+    from lora_app.jobs import JobManager
+    from lora_app.ui import try_tab
+    from lora_app.ui.common import AppContext
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    jobs = JobManager(tmp_path / "runs", max_running=0)  # queued runs never start
+    alice, _ = identity.issue(identity.signing_key(jobs.root))
+    owner, _ = identity.issue(identity.signing_key(jobs.root))
+    try:
+        victim = jobs.submit(
+            RunConfig.build(
+                {"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(chatml[0])}}
+            ),
+            owner=alice,
+        )
+        secret = jobs.run_dir(victim) / "merged"  # e.g. alice's merged model
+        shutil.copytree(chatml[0], secret)
+        evil = save_adapter(chatml[0], tmp_path / "evil")
+        conf = json.loads((evil / "adapter_config.json").read_text())
+        for base in (str(secret), f"{tmp_path}/runs/../runs/{victim}/merged"):
+            conf["base_model_name_or_path"] = base
+            (evil / "adapter_config.json").write_text(json.dumps(conf))
+            gen = Generator()
+            with gr.Blocks() as demo:
+                try_tab.build(AppContext(jobs, gen, frozenset()), gr.State(None), None)
+            fns = {f.name: f.fn for f in demo.fns.values()}
+            where, shown, box = list(fns["chat_reply"](str(evil), "Hi", [], "", 4, 0.0, owner))[-1]
+            assert "of yours" in where and shown == [] and box == "Hi", where
+            where, out = list(fns["generate"](str(evil), "Hi", 4, 0.0, owner))[-1]
+            assert "of yours" in where and out == "", where
+            where, base_out, adapted = list(fns["side_by_side"](str(evil), "Hi", 4, 0.0, 0, owner))[-1]
+            assert "of yours" in where and base_out == adapted == "", where
+            assert gen._loaded is None  # nothing of alice's was loaded
+            # alice herself may: her own run as the base
+            where, shown, _ = list(fns["chat_reply"](str(evil), "Hi", [], "", 4, 0.0, alice))[-1]
+            assert shown[-1] == {"role": "assistant", "content": "no"}, where
+    finally:
+        jobs.close()
+
+
 @pytest.mark.slow
 def test_smollm2_answers_in_its_template_and_stops_at_im_end(bundled_model):
     """The bundled SmolLM2-135M-Instruct: its own template, <|im_end|> (id 2) ends the turn."""
