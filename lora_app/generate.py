@@ -43,9 +43,8 @@ class Generator:
     ) -> Loaded:
         """Load ``base`` (default: the base the adapter names) and apply ``adapter``.
 
-        ``check_base(base)`` is called before anything is loaded, with the base that will load
-        (the adapter's ``base_model_name_or_path`` when ``base`` is None): on a shared server the
-        caller's folder rule, which it raises to refuse (an adapter may name any folder there).
+        ``check_base(base)``, called before loading with the base that will load (maybe the
+        adapter's own choice), raises to refuse it: a shared server's folder rule.
         Raises ConfigError when the adapter cannot be found or does not fit the base model.
         """
         adapter = (adapter or "").strip() or None
@@ -135,10 +134,8 @@ class Generator:
         a list as ``eos_token_id``); ``stop_strings`` end it at a text that is no single token
         (transformers' StopStringCriteria); the stop string itself is still in the text.
 
-        Raises ConfigError (naming ``what``: "prompt", "conversation") when ``input_ids`` fill the
-        model's ``max_position_embeddings``; ``max_new_tokens`` is cut to the positions left.
-        (Positions past it are untrained, and a visitor's 10,000-turn history would otherwise
-        hold the shared generate lock for minutes of CPU.)"""
+        ConfigError (naming ``what``) when ``input_ids`` fill the model's max_position_embeddings
+        (a 10,000-turn history held the generate lock for minutes); max_new_tokens cut to fit."""
         import contextlib
 
         import torch
@@ -146,17 +143,9 @@ class Generator:
 
         from .text import pad_id_of  # (text imports torch: not at app start)
 
+        check_seed(seed)
         tok, model = loaded.tokenizer, loaded.model
-        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        if isinstance(context, int) and context > 0:
-            if len(input_ids) >= context:
-                fix = "clear the conversation (or shorten the message)" if what == "conversation" else "shorten it"
-                raise ConfigError(
-                    [
-                        f"{what}: {len(input_ids)} tokens; this model reads at most {context}, its reply included. Fix: {fix}."
-                    ]
-                )
-            max_new_tokens = min(max_new_tokens, context - len(input_ids))
+        max_new_tokens = _room(input_ids, model, max_new_tokens, what)
         dev = next(model.parameters()).device
         ids = torch.tensor([input_ids], dtype=torch.long, device=dev)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
@@ -254,6 +243,7 @@ class Generator:
 
         import torch
 
+        check_seed(seed)
         loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
         enc = tok([model_prompt(p) for p in prompts], padding=True, return_tensors="pt")
@@ -377,6 +367,22 @@ def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
             ]
         )
     return model
+
+
+def _room(input_ids: list[int], model, max_new_tokens: int, what: str) -> int:
+    n, context = len(input_ids), getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(context, int) or context <= 0:
+        return max_new_tokens
+    fix = "clear the conversation (or shorten the message)" if what == "conversation" else "shorten it"
+    if n >= context:
+        raise ConfigError([f"{what}: {n} tokens; this model reads at most {context}, its reply included. Fix: {fix}."])
+    return min(max_new_tokens, context - n)
+
+
+def check_seed(seed: int) -> None:
+    """ConfigError unless torch.manual_seed takes ``seed`` (0 to 2**64 - 1; else an overflow error)."""
+    if not 0 <= seed < 2**64:
+        raise ConfigError([f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}."])
 
 
 def model_prompt(prompt: str) -> str:

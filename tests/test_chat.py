@@ -246,6 +246,20 @@ def test_a_conversation_longer_than_the_model_reads_is_refused_fast(chatml, tmp_
     assert list(gen.stream_ids(ids, loaded, max_new_tokens=50))[-1] == " noz"  # 4 tokens: 508 + 4 = 512 positions
 
 
+def test_a_seed_torch_cannot_take_is_a_problem_not_a_crash(chatml, tmp_path):
+    """The side-by-side seed box has a minimum but no maximum: a script sent 2**64 and
+    torch.manual_seed raised "Overflow when unpacking long long" in the generate thread, an
+    uncaught error (found by the breaker). Now a problem naming the seed's range; the largest
+    seed torch takes still works."""
+    gen = Generator()
+    loaded = gen.load(str(save_adapter(chatml[0], tmp_path / "ad")))
+    for seed in (2**64, 10**30, -1):
+        with pytest.raises(ConfigError) as err:
+            list(chat.compare_chat(gen, HI, loaded, max_new_tokens=4, seed=seed))
+        assert err.value.problems == [f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}."]
+    assert list(chat.stream_chat(gen, HI, loaded, max_new_tokens=4, seed=2**64 - 1))[-1] == "no"
+
+
 def test_the_chat_box_keeps_the_history_over_turns(chatml, tmp_path):
     """The Try tab's chat handler (as Gradio calls it): each reply is appended to the history the
     Chatbot sent, which the next turn sends back, whole, to the model."""
