@@ -243,7 +243,7 @@ def _train_launched(raw: dict, runs_root: Path, token: str | None = None) -> int
     return code
 
 
-def _print_commands(raw: dict, path: str, sets: list[str]) -> int:
+def _print_commands(raw: dict, path: str, sets: list[str], runs: str | None) -> int:
     from .config import ConfigError, RunConfig
     from .launch import user_commands
 
@@ -252,7 +252,7 @@ def _print_commands(raw: dict, path: str, sets: list[str]) -> int:
     except ConfigError as err:
         print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
         return 2
-    c = user_commands(cfg, path, sets)
+    c = user_commands(cfg, path, sets, runs)
     print(f"# one GPU or a CPU\n{c['single']}\n# one machine, several GPUs\n{c['multi_gpu']}")
     print(f"# several machines: once on each (MACHINE_RANK 0, 1, ...; MASTER_ADDR = machine 0)\n{c['multi_node']}")
     return 0
@@ -282,7 +282,7 @@ def _train_config(a) -> int:
     from . import launch
 
     if a.print_commands:
-        return _print_commands(raw, a.config, a.set or [])
+        return _print_commands(raw, a.config, a.set or [], a.runs)
     if launch.world_size() > 1:  # started by accelerate launch / torchrun: this process is one rank
         return _train_launched(raw, Path(a.runs) if a.runs else app_home() / "runs", env_token())
     made: list[JobManager] = []

@@ -283,8 +283,9 @@ def test_a_rank_that_crashes_fails_the_run_with_its_reason(jobs, tiny_model):
 
 
 def test_printed_commands_keep_the_set_overrides(tmp_path, tiny_model, capsys):
-    """``train --config run.yaml --set training.max_steps=7 --print-commands`` printed commands
-    without the --set: run as printed they trained the YAML's 3 steps (found by the breaker)."""
+    """``train --config run.yaml --set training.max_steps=7 --runs DIR --print-commands`` printed
+    commands without the --set and --runs: run as printed they trained the YAML's 3 steps into
+    the default runs folder (found by the breaker)."""
     import shlex
 
     from lora_app.__main__ import _overrides, main
@@ -292,7 +293,7 @@ def test_printed_commands_keep_the_set_overrides(tmp_path, tiny_model, capsys):
     y = tmp_path / "run.yaml"
     cfg(tiny_model, 2, 2).save(y)
     sets = ["training.max_steps=7", "data.text_column=my col"]
-    argv = ["train", "--config", str(y), "--print-commands"]
+    argv = ["train", "--config", str(y), "--print-commands", "--runs", "/shared/my runs"]
     assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
     assert len(printed) == 3
@@ -301,6 +302,7 @@ def test_printed_commands_keep_the_set_overrides(tmp_path, tiny_model, capsys):
         given = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
         over = _overrides(given)
         assert over["training"]["max_steps"] == 7 and over["data"]["text_column"] == "my col", cmd
+        assert args[args.index("--runs") + 1] == "/shared/my runs", cmd  # --runs kept too
     # the one-process command's own --set comes last, so it wins
     assert shlex.split(printed[0])[-2:] == ["--set", "distributed.num_processes=1"]
 
