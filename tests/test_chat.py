@@ -217,6 +217,31 @@ def test_a_template_that_fails_is_a_problem_not_a_crash(chatml, tmp_path):
         assert "Fix: correct chat_template.jinja" in problem
 
 
+def test_a_template_that_never_ends_is_stopped(chatml, tmp_path):
+    """A Hub adapter is anyone's: its chat_template.jinja with nested loops of range(100000)
+    (the sandbox's largest) rendered for hours, holding a web worker's CPU (found by the breaker).
+    Rendering now has a deadline; the problem names it."""
+    import time
+
+    loop = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    gen = Generator()
+    loaded = gen.load(str(save_adapter(chatml[0], tmp_path / "ad", template=loop + "{{ messages[0]['content'] }}")))
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        list(chat.stream_chat(gen, HI, loaded, max_new_tokens=4))
+    took = time.perf_counter() - t0
+    assert chat.RENDER_LIMIT_S <= took < chat.RENDER_LIMIT_S + 5, took
+    assert err.value.problems == [
+        f"chat template (the adapter's): it did not finish rendering in {chat.RENDER_LIMIT_S:g} s. "
+        "Fix: correct chat_template.jinja (or the tokenizer's chat_template) saved with the model, "
+        "or try it as a completion."
+    ]
+    # the end of turn is looked for under the same deadline (EOS alone then)
+    t0 = time.perf_counter()
+    assert chat.end_of_turn(loaded.tokenizer, loop) == ([], [])
+    assert time.perf_counter() - t0 < chat.RENDER_LIMIT_S + 5
+
+
 def test_a_conversation_longer_than_the_model_reads_is_refused_fast(chatml, tmp_path):
     """10,000 turns (far past the model's 512 positions) were all fed to generate(): 77 s of CPU
     for a tiny model on a shared server, past the positions it was trained on. Now a problem
