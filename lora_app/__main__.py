@@ -71,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", help="a config.yaml/.json saved from the app")
     t.add_argument("--runs", default=None, help="folder for new run folders (default LORA_APP_HOME/runs)")
     t.add_argument(
-        "--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help="override settings (list: --settings)"
+        "--set",
+        nargs="*",
+        action="extend",  # "--set a=1 --set b=2" keeps both (the default "store" kept only the last)
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override settings (list: --settings)",
     )
     t.add_argument("--settings", action="store_true", help="print every setting, its default and its help")
     t.add_argument(
@@ -277,7 +282,7 @@ def _train_launched(raw: dict, runs_root: Path, token: str | None = None) -> int
     return code
 
 
-def _print_commands(raw: dict, path: str) -> int:
+def _print_commands(raw: dict, path: str, sets: list[str], runs: str | None) -> int:
     from .config import ConfigError, RunConfig
     from .launch import user_commands
 
@@ -286,7 +291,7 @@ def _print_commands(raw: dict, path: str) -> int:
     except ConfigError as err:
         print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
         return 2
-    c = user_commands(cfg, path)
+    c = user_commands(cfg, path, sets, runs)
     print(f"# one GPU or a CPU\n{c['single']}\n# one machine, several GPUs\n{c['multi_gpu']}")
     print(f"# several machines: once on each (MACHINE_RANK 0, 1, ...; MASTER_ADDR = machine 0)\n{c['multi_node']}")
     return 0
@@ -318,7 +323,7 @@ def _train_config(a) -> int:
     from . import launch
 
     if a.print_commands:
-        return _print_commands(raw, a.config)
+        return _print_commands(raw, a.config, a.set or [], a.runs)
     if launch.world_size() > 1:  # started by accelerate launch / torchrun: this process is one rank
         return _train_launched(raw, Path(a.runs) if a.runs else app_home() / "runs", env_token())
     made: list[JobManager] = []

@@ -26,6 +26,37 @@ ROLES = ("system", "user", "assistant")
 # A template's markers around an assistant turn are found by rendering this text and looking at
 # what the template writes right after it (no model, no network).
 _MARK = "\u2063lora-app-turn-end\u2063"
+#: Seconds a chat template may take to render. A template is code from whoever made the adapter
+#: (any Hub repo): transformers' Jinja sandbox bounds each range() but not nested loops, which
+#: could hold a web worker's CPU for hours. Real templates render a long conversation in < 0.1 s.
+RENDER_LIMIT_S = 5.0
+
+
+class RenderTimeout(Exception):
+    """A chat template ran past :data:`RENDER_LIMIT_S`."""
+
+
+def _render(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` (a template render), stopped with RenderTimeout after
+    :data:`RENDER_LIMIT_S`: a trace function in this thread (``sys.settrace``) checks the clock on
+    every Python line the compiled Jinja template runs and raises there. Tracing costs little
+    here: tokenizing, the bulk of the work, is Rust code that is not traced."""
+    import sys
+    import time
+
+    deadline = time.monotonic() + RENDER_LIMIT_S
+
+    def tracer(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise RenderTimeout(f"it did not finish rendering in {RENDER_LIMIT_S:g} s")
+        return tracer
+
+    old = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        sys.settrace(old)
 
 
 def _adapter_file(ref: str, name: str, token: str | None) -> Path | None:
@@ -130,13 +161,36 @@ def check_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return out
 
 
-def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], template: str) -> list[int]:
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], template: str, source: str = "given") -> list[int]:
     """The token ids the model is given: ``apply_chat_template(messages, chat_template=template,
-    add_generation_prompt=True)`` (the template adds any BOS itself, as in training)."""
-    enc = tokenizer.apply_chat_template(
-        messages, chat_template=template, add_generation_prompt=True, tokenize=True, return_dict=True
-    )
-    return list(enc["input_ids"])
+    add_generation_prompt=True)`` (the template adds any BOS itself, as in training).
+
+    A template is code from the adapter's (or base model's) author, run by transformers' Jinja
+    sandbox: one that does not parse, raises (``raise_exception``), fails on these messages or
+    renders no text raises ConfigError naming ``source`` ("the adapter's", ...) and the fix."""
+    try:
+        enc = _render(
+            tokenizer.apply_chat_template,
+            messages,
+            chat_template=template,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+        )
+        ids = list(enc["input_ids"])
+        why = "" if ids else "it renders no text for this conversation"
+    except RenderTimeout as err:
+        why = str(err)
+    except Exception as err:  # jinja2's TemplateError kinds, or a TypeError inside the template
+        why = f"{type(err).__name__}: {err}"
+    if why:
+        raise ConfigError(
+            [
+                f"chat template ({source}): {why}. Fix: correct chat_template.jinja (or the tokenizer's "
+                "chat_template) saved with the model, or try it as a completion."
+            ]
+        )
+    return ids
 
 
 def end_of_turn(tokenizer: Any, template: str) -> tuple[list[int], list[str]]:
@@ -150,7 +204,7 @@ def end_of_turn(tokenizer: Any, template: str) -> tuple[list[int], list[str]]:
     """
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _MARK}]
     try:
-        text = tokenizer.apply_chat_template(msgs, chat_template=template, tokenize=False)
+        text = _render(tokenizer.apply_chat_template, msgs, chat_template=template, tokenize=False)
     except Exception:  # a template that needs more (a system turn, tools): EOS alone then
         return [], []
     after = text.split(_MARK, 1)[1].lstrip() if _MARK in text else ""
@@ -198,12 +252,12 @@ def stream_chat(
     the template's end-of-turn token (see :func:`end_of_turn`) or EOS, neither shown.
     Raises ConfigError for a bad conversation (:func:`check_messages`)."""
     msgs = check_messages(messages)
-    template, _ = chat_template_for(loaded, token)
-    ids = prompt_ids(loaded.tokenizer, msgs, template)
+    template, source = chat_template_for(loaded, token)
+    ids = prompt_ids(loaded.tokenizer, msgs, template, source)
     stop_ids, stop_strings = end_of_turn(loaded.tokenizer, template)
     text = ""
     for text in gen.stream_ids(
-        ids, loaded, max_new_tokens, temperature, top_p, seed, use_adapter, stop_ids, stop_strings
+        ids, loaded, max_new_tokens, temperature, top_p, seed, use_adapter, stop_ids, stop_strings, "conversation"
     ):
         yield cut_reply(text, stop_strings).strip()
     yield cut_reply(text, stop_strings).strip()

@@ -7,7 +7,7 @@ time: loading the bundled 135M model takes ~1 s; keeping several would cost thei
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,12 @@ class Generator:
         base: str | None = None,
         token: str | None = None,
         trust_remote_code: bool = False,
+        check_base: Callable[[str], None] | None = None,
     ) -> Loaded:
         """Load ``base`` (default: the base the adapter names) and apply ``adapter``.
 
+        ``check_base(base)``, called before loading with the base that will load (maybe the
+        adapter's own choice), raises to refuse it: a shared server's folder rule.
         Raises ConfigError when the adapter cannot be found or does not fit the base model.
         """
         adapter = (adapter or "").strip() or None
@@ -58,6 +61,8 @@ class Generator:
                 except Exception as err:
                     raise ConfigError([_adapter_not_found(adapter, err, token)]) from None
                 key_base = base or pc.base_model_name_or_path
+            if key_base and check_base is not None:
+                check_base(key_base)
             from .validate import adapter_base_problem
 
             bad_base = adapter_base_problem(key_base, from_adapter=adapter is not None and not base)
@@ -122,11 +127,15 @@ class Generator:
         use_adapter: bool = True,
         stop_ids: list[int] | None = None,
         stop_strings: list[str] | None = None,
+        what: str = "prompt",
     ) -> Iterator[str]:
         """Yield the text generated after ``input_ids`` (one row of token ids) so far, special
         tokens skipped. ``stop_ids`` end generation besides the model's EOS (transformers takes
         a list as ``eos_token_id``); ``stop_strings`` end it at a text that is no single token
-        (transformers' StopStringCriteria); the stop string itself is still in the text."""
+        (transformers' StopStringCriteria); the stop string itself is still in the text.
+
+        ConfigError (naming ``what``) when ``input_ids`` fill the model's max_position_embeddings
+        (a 10,000-turn history held the generate lock for minutes); max_new_tokens cut to fit."""
         import contextlib
 
         import torch
@@ -134,7 +143,9 @@ class Generator:
 
         from .text import pad_id_of  # (text imports torch: not at app start)
 
+        check_seed(seed)
         tok, model = loaded.tokenizer, loaded.model
+        max_new_tokens = _room(input_ids, model, max_new_tokens, what)
         dev = next(model.parameters()).device
         ids = torch.tensor([input_ids], dtype=torch.long, device=dev)
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
@@ -232,6 +243,7 @@ class Generator:
 
         import torch
 
+        check_seed(seed)
         loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
         enc = tok([model_prompt(p) for p in prompts], padding=True, return_tensors="pt")
@@ -355,6 +367,22 @@ def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
             ]
         )
     return model
+
+
+def _room(input_ids: list[int], model, max_new_tokens: int, what: str) -> int:
+    n, context = len(input_ids), getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(context, int) or context <= 0:
+        return max_new_tokens
+    fix = "clear the conversation (or shorten the message)" if what == "conversation" else "shorten it"
+    if n >= context:
+        raise ConfigError([f"{what}: {n} tokens; this model reads at most {context}, its reply included. Fix: {fix}."])
+    return min(max_new_tokens, context - n)
+
+
+def check_seed(seed: int) -> None:
+    """ConfigError unless torch.manual_seed takes ``seed`` (0 to 2**64 - 1; else an overflow error)."""
+    if not 0 <= seed < 2**64:
+        raise ConfigError([f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}."])
 
 
 def model_prompt(prompt: str) -> str:

@@ -67,15 +67,25 @@ def train_command(run_dir: Path, cfg: RunConfig, resume: bool = False) -> list[s
     return [sys.executable, "-m", "accelerate.commands.launch", *_accelerate_args(cfg, 0), *tail]
 
 
-def user_commands(cfg: RunConfig, yaml_name: str = "run.yaml") -> dict[str, str]:
+def user_commands(
+    cfg: RunConfig, yaml_name: str = "run.yaml", sets: list[str] | None = None, runs: str | None = None
+) -> dict[str, str]:
     """The shell commands that run this config's YAML (saved as ``yaml_name``) elsewhere, by where:
     ``single`` (one GPU or a CPU), ``multi_gpu`` (one machine, N processes: N =
     ``distributed.num_processes``, or 8 as an example when it is 1), ``multi_node`` (2 machines x N
     processes; run once per machine with its ``--machine_rank``). Flags as ``accelerate launch --help``
     names them. Under a launcher, ``train --config`` makes the run folder on rank 0 and every rank
-    trains it (``lora_app.__main__``); the number of processes is the launcher's."""
+    trains it (``lora_app.__main__``); the number of processes is the launcher's. ``sets``: the
+    ``--set section.key=value`` overrides given with the YAML and ``runs`` (``--runs DIR``), kept
+    in every command."""
     n = cfg.distributed.num_processes if cfg.distributed.num_processes > 1 else 8
-    train = f"-m lora_app train --config {shlex.quote(yaml_name)}"
+    # shlex.quote for the shell; "--config=" for a name argparse would take for an option ("-x.yaml")
+    sep = "=" if yaml_name.startswith("-") else " "
+    train = f"-m lora_app train --config{sep}{shlex.quote(yaml_name)}" + "".join(
+        f" --set {shlex.quote(s)}" for s in sets or []
+    )
+    if runs:
+        train += f" --runs {shlex.quote(runs)}" if not runs.startswith("-") else f" --runs={shlex.quote(runs)}"
     single = f"python {train}" + (" --set distributed.num_processes=1" if cfg.distributed.num_processes > 1 else "")
     mp = "" if cfg.distributed.mixed_precision == "auto" else f" --mixed_precision {cfg.distributed.mixed_precision}"
     return {

@@ -205,7 +205,7 @@ def distributed_problems(d: DistributedConfig, quantization: str, device: str) -
     8-bit/4-bit weights cannot be sharded by FSDP with these settings: DDP only) or without CUDA
     (accelerate's AcceleratorState takes the FSDP plugin for GPU-type devices only: on CPUs the
     ranks would silently run DDP); more processes than GPUs (unless already under a launcher, which decided); fp16 without CUDA;
-    several processes on a device that is neither CUDA nor a CPU."""
+    more processes than CPU cores on a CPU; several processes on a device that is neither CUDA nor a CPU."""
     import os
 
     out = []
@@ -228,6 +228,14 @@ def distributed_problems(d: DistributedConfig, quantization: str, device: str) -
                 f"distributed.num_processes: {d.num_processes} processes need as many GPUs; this machine has {n}. "
                 f"Fix: set num_processes to at most {n} (or run the multi-node command on a cluster)."
             )
+    cores = os.cpu_count() or 1
+    if d.num_processes > cores and device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # Each rank is a process with its own copy of the model: 1000 of them on a shared server's
+        # CPUs would exhaust its memory long before a step (found by the breaker).
+        out.append(
+            f"distributed.num_processes: {d.num_processes} processes on the CPU need as many cores; this machine "
+            f"has {cores}. Fix: set num_processes to at most {cores} (or run the multi-node command on a cluster)."
+        )
     if d.num_processes > 1 and device not in ("cuda", "cpu"):
         out.append(f"distributed.num_processes: several processes run on CUDA GPUs or CPUs, not {device}. Fix: set 1.")
     if d.mixed_precision == "fp16" and device != "cuda":

@@ -193,6 +193,98 @@ def test_bad_conversations_are_refused_before_any_model_loads():
             chat.check_messages(msgs)
 
 
+def test_a_template_that_fails_is_a_problem_not_a_crash(chatml, tmp_path):
+    """A chat template is code from the adapter's author: one that does not parse, raises
+    (``raise_exception``), reads past the messages or renders nothing is a problem naming the
+    template and the fix, in the chat box's message too (found by the breaker: an uncaught
+    TemplateSyntaxError / TemplateError / UndefinedError / a reshape RuntimeError)."""
+    base = chatml[0]
+    gen = Generator()
+    for i, (tmpl, why) in enumerate(
+        (
+            ("{% for %}garbage {{", "Expected an expression"),
+            ("{{ raise_exception('no system role') }}", "no system role"),
+            ("{{ messages[5]['content'] }}", "no element 5"),
+            ("{{ 1 + 'a' }}", "unsupported operand"),
+            ("{# renders nothing #}", "renders no text"),
+        )
+    ):
+        loaded = gen.load(str(save_adapter(base, tmp_path / f"ad{i}", template=tmpl)))
+        with pytest.raises(ConfigError) as err:
+            list(chat.stream_chat(gen, HI, loaded, max_new_tokens=4))
+        (problem,) = err.value.problems
+        assert problem.startswith("chat template (the adapter's): ") and why in problem, problem
+        assert "Fix: correct chat_template.jinja" in problem
+
+
+def test_a_template_that_never_ends_is_stopped(chatml, tmp_path):
+    """A Hub adapter is anyone's: its chat_template.jinja with nested loops of range(100000)
+    (the sandbox's largest) rendered for hours, holding a web worker's CPU (found by the breaker).
+    Rendering now has a deadline; the problem names it."""
+    import time
+
+    loop = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    gen = Generator()
+    loaded = gen.load(str(save_adapter(chatml[0], tmp_path / "ad", template=loop + "{{ messages[0]['content'] }}")))
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        list(chat.stream_chat(gen, HI, loaded, max_new_tokens=4))
+    took = time.perf_counter() - t0
+    assert chat.RENDER_LIMIT_S <= took < chat.RENDER_LIMIT_S + 5, took
+    assert err.value.problems == [
+        f"chat template (the adapter's): it did not finish rendering in {chat.RENDER_LIMIT_S:g} s. "
+        "Fix: correct chat_template.jinja (or the tokenizer's chat_template) saved with the model, "
+        "or try it as a completion."
+    ]
+    # the end of turn is looked for under the same deadline (EOS alone then)
+    t0 = time.perf_counter()
+    assert chat.end_of_turn(loaded.tokenizer, loop) == ([], [])
+    assert time.perf_counter() - t0 < chat.RENDER_LIMIT_S + 5
+
+
+def test_a_conversation_longer_than_the_model_reads_is_refused_fast(chatml, tmp_path):
+    """10,000 turns (far past the model's 512 positions) were all fed to generate(): 77 s of CPU
+    for a tiny model on a shared server, past the positions it was trained on. Now a problem
+    naming the length and the fix, before generate(); a reply that would run past the end is cut
+    to fit (found by the breaker)."""
+    import time
+
+    gen = Generator()
+    loaded = gen.load(str(save_adapter(chatml[0], tmp_path / "ad")))
+    long = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "no"}] * 5000 + HI
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        list(chat.stream_chat(gen, long, loaded, max_new_tokens=8))
+    assert time.perf_counter() - t0 < 20
+    (problem,) = err.value.problems
+    n = len(chat.prompt_ids(loaded.tokenizer, long, loaded.tokenizer.chat_template))
+    assert problem == (
+        f"conversation: {n} tokens; this model reads at most 512, its reply included. "
+        "Fix: clear the conversation (or shorten the message)."
+    )
+    # the same check guards a plain completion prompt
+    want = r"^prompt: \d+ tokens; this model reads at most 512, its reply included\. Fix: shorten it\.$"
+    with pytest.raises(ConfigError, match=want):
+        list(gen.stream("Hi " * 600, adapter=loaded.adapter))
+    # a prompt that fits but whose reply would not: max_new_tokens cut to what is left
+    ids = [loaded.tokenizer.convert_tokens_to_ids("Ċ")] * 508
+    assert list(gen.stream_ids(ids, loaded, max_new_tokens=50))[-1] == " noz"  # 4 tokens: 508 + 4 = 512 positions
+
+
+def test_a_seed_torch_cannot_take_is_a_problem_not_a_crash(chatml, tmp_path):
+    """The side-by-side seed box has a minimum but no maximum: a script sent 2**64 and
+    torch.manual_seed raised "Overflow when unpacking long long" in the generate thread, an
+    uncaught error (found by the breaker). Now a problem naming the seed's range; the largest
+    seed torch takes still works."""
+    gen = Generator()
+    loaded = gen.load(str(save_adapter(chatml[0], tmp_path / "ad")))
+    for seed in (2**64, 10**30, -1):
+        with pytest.raises(ConfigError) as err:
+            list(chat.compare_chat(gen, HI, loaded, max_new_tokens=4, seed=seed))
+        assert err.value.problems == [f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}."]
+    assert list(chat.stream_chat(gen, HI, loaded, max_new_tokens=4, seed=2**64 - 1))[-1] == "no"
+
+
 def test_the_chat_box_keeps_the_history_over_turns(chatml, tmp_path):
     """The Try tab's chat handler (as Gradio calls it): each reply is appended to the history the
     Chatbot sent, which the next turn sends back, whole, to the model."""
@@ -227,6 +319,59 @@ def test_the_chat_box_keeps_the_history_over_turns(chatml, tmp_path):
         # an empty message: said, the history kept, nothing generated
         where, kept, box = list(reply(str(ad), "  ", shown, "", 8, 0.0, owner))[-1]
         assert "message: is empty" in where and kept == shown
+    finally:
+        jobs.close()
+
+
+def test_an_adapter_cannot_bring_another_visitors_run_as_its_base(chatml, tmp_path, monkeypatch):
+    """An adapter (a Hub repo of one's own, or a folder) whose adapter_config.json names another
+    visitor's run folder as its base model: Try it (chat, completion, both side by side) loaded that
+    folder for anyone (found by the breaker; only the Train tab applied the base-folder rule).
+    Now the folder rule of the Train tab applies to the base an adapter names too."""
+    import json
+    import shutil
+
+    import gradio as gr
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app import identity
+    from lora_app.config import RunConfig
+    from lora_app.jobs import JobManager
+    from lora_app.ui import try_tab
+    from lora_app.ui.common import AppContext
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    jobs = JobManager(tmp_path / "runs", max_running=0)  # queued runs never start
+    alice, _ = identity.issue(identity.signing_key(jobs.root))
+    owner, _ = identity.issue(identity.signing_key(jobs.root))
+    try:
+        victim = jobs.submit(
+            RunConfig.build(
+                {"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(chatml[0])}}
+            ),
+            owner=alice,
+        )
+        secret = jobs.run_dir(victim) / "merged"  # e.g. alice's merged model
+        shutil.copytree(chatml[0], secret)
+        evil = save_adapter(chatml[0], tmp_path / "evil")
+        conf = json.loads((evil / "adapter_config.json").read_text())
+        for base in (str(secret), f"{tmp_path}/runs/../runs/{victim}/merged"):
+            conf["base_model_name_or_path"] = base
+            (evil / "adapter_config.json").write_text(json.dumps(conf))
+            gen = Generator()
+            with gr.Blocks() as demo:
+                try_tab.build(AppContext(jobs, gen, frozenset()), gr.State(None), None)
+            fns = {f.name: f.fn for f in demo.fns.values()}
+            where, shown, box = list(fns["chat_reply"](str(evil), "Hi", [], "", 4, 0.0, owner))[-1]
+            assert "of yours" in where and shown == [] and box == "Hi", where
+            where, out = list(fns["generate"](str(evil), "Hi", 4, 0.0, owner))[-1]
+            assert "of yours" in where and out == "", where
+            where, base_out, adapted = list(fns["side_by_side"](str(evil), "Hi", 4, 0.0, 0, owner))[-1]
+            assert "of yours" in where and base_out == adapted == "", where
+            assert gen._loaded is None  # nothing of alice's was loaded
+            # alice herself may: her own run as the base
+            where, shown, _ = list(fns["chat_reply"](str(evil), "Hi", [], "", 4, 0.0, alice))[-1]
+            assert shown[-1] == {"role": "assistant", "content": "no"}, where
     finally:
         jobs.close()
 

@@ -29,3 +29,19 @@ def test_cli_settings_lists_every_field_with_its_default_and_help(capsys):
         "training.seed",
         "distributed.strategy",
     }
+
+
+def test_cli_repeated_set_options_all_apply(tmp_path, capsys):
+    """``--set a=1 --set b=2``: argparse's default "store" kept only the last --set, so the first
+    override was silently dropped (found by the breaker). Both problems are reported now."""
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app.__main__ import main
+
+    y = tmp_path / "run.yaml"
+    y.write_text(f"data:\n  path: '{EXAMPLE_QUOTES}'\n", encoding="utf-8")
+    argv = ["train", "--config", str(y), "--runs", str(tmp_path / "runs")]
+    assert main(argv + ["--set", "training.max_steps=0", "--set", "lora.r=0"]) == 2
+    err = capsys.readouterr().err
+    assert "training.max_steps" in err and "lora.r" in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing queued

@@ -106,6 +106,32 @@ def test_user_commands_name_the_yaml_and_the_processes(tiny_model):
     assert launch.user_commands(cfg(tiny_model, 1, 2))["single"] == "python -m lora_app train --config run.yaml"
 
 
+def test_printed_commands_run_for_yaml_names_a_shell_or_argparse_would_misread(tmp_path, tiny_model):
+    """Each printed command, run as printed (the shell splits it, argparse reads it), gets the YAML
+    it names: spaces, quotes, $ and a leading dash (``--config -my.yaml`` was "expected one
+    argument"; found by the breaker)."""
+    import os
+    import shlex
+
+    for i, name in enumerate(("-my.yaml", "my run's $HOME.yaml", "--help.yaml")):
+        d = tmp_path / str(i)
+        d.mkdir()
+        cfg(tiny_model, 2, 2).save(d / name)
+        for where, cmd in launch.user_commands(RunConfig.load(d / name), name).items():
+            argv = shlex.split(cmd)
+            tail = argv[argv.index("lora_app") + 1 :]
+            out = subprocess.run(
+                [sys.executable, "-m", "lora_app", *tail, "--print-commands"],
+                cwd=d,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert out.returncode == 0, (where, cmd, out.stderr[-500:])
+            assert out.stdout.startswith("# one GPU or a CPU\n"), out.stdout  # the YAML was found and read
+
+
 def test_config_problems_name_the_field_and_the_fix(tiny_model):
     with pytest.raises(ConfigError) as err:
         RunConfig.build({"distributed": {"num_processes": 0, "strategy": "zero3", "mixed_precision": "fp8"}})
@@ -127,6 +153,27 @@ def test_preflight_says_a_quantized_base_trains_with_ddp_only(tiny_model):
     ]
     raw["distributed"]["strategy"] = "ddp"
     assert preflight(raw)[0].distributed.strategy == "ddp"
+
+
+def test_more_processes_than_cpu_cores_are_refused_on_a_cpu(tiny_model):
+    """num_processes 1000 on a CPU server started 1000 ranks, each loading the model (found by the
+    breaker): refused by preflight, naming the cores, before any process starts."""
+    import os
+
+    from lora_app.models import device_kind
+
+    if device_kind() != "cpu":
+        pytest.skip("the CPU rule; GPUs have their own (as many processes as GPUs)")
+    cores = os.cpu_count() or 1
+    for n in (cores + 1, 1000):
+        with pytest.raises(ConfigError) as err:
+            preflight(cfg(tiny_model, n, 2).model_dump(mode="json"))
+        assert err.value.problems == [
+            f"distributed.num_processes: {n} processes on the CPU need as many cores; this machine has {cores}. "
+            f"Fix: set num_processes to at most {cores} (or run the multi-node command on a cluster)."
+        ]
+    if cores >= 2:
+        assert preflight(cfg(tiny_model, 2, 2).model_dump(mode="json"))[0].distributed.num_processes == 2
 
 
 def test_rank_failure_names_the_first_rank_that_failed(tmp_path, monkeypatch):
@@ -233,6 +280,31 @@ def test_a_rank_that_crashes_fails_the_run_with_its_reason(jobs, tiny_model):
     info = wait_done(jobs, run, timeout=120)
     assert info.status == "finished", (info.message, procs.tail(jobs.run_dir(run) / "train.log", 40))
     assert not list(jobs.run_dir(run).glob("rank-*.err"))
+
+
+def test_printed_commands_keep_the_set_overrides(tmp_path, tiny_model, capsys):
+    """``train --config run.yaml --set training.max_steps=7 --runs DIR --print-commands`` printed
+    commands without the --set and --runs: run as printed they trained the YAML's 3 steps into
+    the default runs folder (found by the breaker)."""
+    import shlex
+
+    from lora_app.__main__ import _overrides, main
+
+    y = tmp_path / "run.yaml"
+    cfg(tiny_model, 2, 2).save(y)
+    sets = ["training.max_steps=7", "data.text_column=my col"]
+    argv = ["train", "--config", str(y), "--print-commands", "--runs", "/shared/my runs"]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert len(printed) == 3
+    for cmd in printed:
+        args = shlex.split(cmd)
+        given = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+        over = _overrides(given)
+        assert over["training"]["max_steps"] == 7 and over["data"]["text_column"] == "my col", cmd
+        assert args[args.index("--runs") + 1] == "/shared/my runs", cmd  # --runs kept too
+    # the one-process command's own --set comes last, so it wins
+    assert shlex.split(printed[0])[-2:] == ["--set", "distributed.num_processes=1"]
 
 
 def test_print_commands_for_a_yaml(tmp_path, tiny_model):

@@ -16,13 +16,15 @@ from .common import AppContext, problems_md
 
 def load_for(ctx: AppContext, ident, adapter: str | None, token: str | None):
     """Load what the Try tab answers with: the caller's adapter (ownership checked by
-    ``ctx.adapter_ref``, raising NotYourRun) on its base, else the default base model alone."""
+    ``ctx.adapter_ref``, raising NotYourRun) on its base, else the default base model alone. The
+    base an adapter names follows the Train tab's folder rule (``ctx.check_base_folder``): an
+    adapter of one's own must not bring another visitor's run folder in as its base."""
     from ..config import DEFAULT_BASE_MODEL
 
     ref = ctx.adapter_ref(ident, adapter)
-    return (
-        ctx.generator.load(ref, None, token=token) if ref else ctx.generator.load(None, DEFAULT_BASE_MODEL, token=token)
-    )
+    if not ref:
+        return ctx.generator.load(None, DEFAULT_BASE_MODEL, token=token)
+    return ctx.generator.load(ref, None, token=token, check_base=lambda base: ctx.check_base_folder(ident, base))
 
 
 def conversation(history: Any, message: str | None, system_prompt: str | None) -> tuple[list[dict], list[dict]]:

@@ -7,6 +7,7 @@ import gradio as gr
 
 from ..config import ConfigError
 from ..jobs import NotYourRun
+from . import chat_panel
 from .common import AppContext, problems_md
 
 
@@ -46,8 +47,7 @@ def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, t
             )
             return
         try:
-            ref = ctx.adapter_ref(ident, adapter)  # before any model is loaded
-            loaded = ctx.generator.load(ref, None, token=token)
+            loaded = chat_panel.load_for(ctx, ident, adapter, token)  # ownership checked before any load
             s, n, t = int(seed or 0), int(max_new_tokens), float(temperature)
             head = (
                 f"{ctx.redact(ident, loaded.description)} · same prompt, seed {s}, max_new_tokens {n}, "
