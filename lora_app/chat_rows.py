@@ -122,7 +122,9 @@ def _conversation(turns, tok, template, max_length, train_on_prompt):
         # tries: the template's text around the turn re-tokenizes a little differently.
         last = max(i for i, t in enumerate(turns) if t["role"] == "assistant")
         user = next((i for i in range(last - 1, -1, -1) if turns[i]["role"] == "user"), None)
-        for _ in range(4 if user is not None else 0):
+        for _ in range(4):
+            if user is None:
+                break
             words = tok(turns[user]["content"], add_special_tokens=False)["input_ids"]
             over = len(ids) - max_length
             if over <= 0 or not words:
