@@ -145,8 +145,10 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
         w["training.warmup_steps"] = gr.Number(
             t.warmup_steps, label="warmup_steps", info=_help("training.warmup_steps")
         )
-        w["training.warmup_ratio"] = gr.Number(
-            t.warmup_ratio, label="warmup_ratio", step=0.05, info=_help("training.warmup_ratio")
+        # A text box, not a Number: an empty Number is None, which makes the /check and /train API
+        # require the argument (gradio_client), and scripts that never set it would break.
+        w["training.warmup_ratio"] = gr.Textbox(
+            "", label="warmup_ratio", placeholder="empty = use warmup_steps", info=_help("training.warmup_ratio")
         )
         w["training.cap_warmup"] = gr.Checkbox(
             t.cap_warmup,
@@ -287,6 +289,9 @@ _KEYS = [
 ]
 
 
+_EMPTY_IS_NONE = ("target_modules", "modules_to_save", "warmup_ratio", "hub_model_id")
+
+
 def to_raw(values: dict[str, object], data: dict | None) -> dict:
     """The nested dict :meth:`RunConfig.build` takes, from ``{"section.field": value}`` and the
     data source; nothing is checked here (:func:`lora_app.validate.preflight` reports every
@@ -294,7 +299,7 @@ def to_raw(values: dict[str, object], data: dict | None) -> dict:
     raw: dict[str, dict] = {"data": dict(data or {})}
     for key, v in values.items():
         section, name = key.split(".", 1)
-        if name in ("target_modules", "modules_to_save") and (v is None or (isinstance(v, str) and not v.strip())):
+        if name in _EMPTY_IS_NONE and (v is None or (isinstance(v, str) and not v.strip())):
             v = None
         raw.setdefault(section, {})[name] = _num(v)
     return raw
@@ -314,7 +319,5 @@ def from_config(cfg: RunConfig, keys: list[str]) -> list:
         section, name = key.split(".", 1)
         v = dump[section][name]
         listed = name in ("target_modules", "modules_to_save") and v
-        out.append(
-            ",".join(v) if listed else (None if v is None and name == "warmup_ratio" else "" if v is None else v)
-        )
+        out.append(",".join(v) if listed else ("" if v is None else v))
     return out
