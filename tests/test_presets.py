@@ -25,12 +25,13 @@ def test_the_reference_recipe_is_exactly_the_reference_values_and_the_default():
     cfg = RunConfig.from_yaml("preset: reference recipe\n")
     assert _training(cfg) == REFERENCE_VALUES
     assert (cfg.lora.r, cfg.lora.lora_alpha, cfg.training.warmup_ratio, cfg.training.warmup()) == (16, 32, None, 100)
+    assert cfg.lora.use_rslora is False
     assert cfg == RunConfig()  # the app's defaults are the reference recipe
 
 
 def test_the_fast_preset_warms_up_a_tenth_of_its_run_and_given_values_win():
     cfg = RunConfig.from_yaml("preset: fast default\ntraining:\n  max_steps: 80\n")
-    assert (cfg.training.learning_rate, cfg.training.warmup_ratio) == (1e-3, 0.1)
+    assert (cfg.training.learning_rate, cfg.training.warmup_ratio, cfg.lora.use_rslora) == (1e-3, 0.1, True)
     assert (cfg.training.max_steps, cfg.training.warmup()) == (80, 8)  # ceil(80 * 0.1), as transformers
     # a run's config.yaml records the values, not the name: it reloads to the same settings
     assert RunConfig.from_yaml(cfg.to_yaml()) == cfg and "preset" not in cfg.to_yaml()
@@ -88,6 +89,7 @@ def test_the_form_preset_dropdown_fills_the_widgets(tmp_path):
             "max_steps": 50,
             "per_device_train_batch_size": 4,
             "r": 16,
+            "use_rslora": True,
             "warmup_ratio": 0.1,
             "warmup_steps": 0,
         }
