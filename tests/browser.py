@@ -4,6 +4,7 @@ port, and the helpers that drive the form (tabs, buttons, settings). The fixture
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def fill_settings(page, settings: list[tuple[str, object]]) -> None:
     """Type each ``(label, value)`` into the settings form; Tab blurs it, so Gradio commits it."""
     for label, value in settings:
         field = page.get_by_label(label, exact=True)
+        if field.count() == 0:  # a Textbox with `info`: its accessible name is not its label's text
+            exact = re.compile(rf"^\s*{re.escape(label)}(\s|$)")  # the label's text, then the help
+            field = page.locator("label").filter(has_text=exact).locator("textarea, input").first
         field.fill(str(value))
         field.press("Tab")
 
