@@ -45,7 +45,10 @@ def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -
         what = "does not exist" if not run_dir.exists() else "is not a run folder (it holds no config.yaml)"
         print(f"{run_dir} {what}: give a run folder, or a config file with --config.", file=sys.stderr)
         return 2
-    if resume:  # the app queues a resume as "queued"; a finished run's adapter must not be trained on and overwritten
+    # The app queues a resume as "queued"; a finished run's adapter must not be trained on and
+    # overwritten. Rank 0 alone decides: the others would read the events rank 0 has started writing
+    # ("loading": a race the 2-process resume test lost on a quiet machine) and refuse.
+    if resume and launch.is_main_process():
         last = [e.get("status") for e in read_events(run_dir)[0] if e.get("type") == "status"][-1:]
         if last and last[0] not in ("stopped", "failed", "queued"):
             print(f"Run {run_dir.name} is {last[0]}: only a stopped or failed run can be resumed.", file=sys.stderr)
