@@ -39,7 +39,7 @@ app: setup
 
 # Lint, format and type checks first (settings in pyproject.toml): seconds, before minutes of tests.
 lint: setup-test
-	$(BIN)/python -m ruff check lora_app
+	$(BIN)/python -m ruff check lora_app tests bench app.py
 	$(BIN)/python -m ruff format --check lora_app
 	$(BIN)/python -m mypy
 

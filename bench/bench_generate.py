@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 PROMPTS = ["Two things are infinite:", "The secret of getting ahead is", "“A dream will always"]
 

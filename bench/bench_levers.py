@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 # name -> settings; each differs from "app default" in one thing (the reference data path is
 # the classic recipe's batches on the same model: no EOS, DataCollatorForLanguageModeling padding)
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling
 
     from lora_app import models
-    from lora_app.text import PaddingCollator, pad_id_of, packing_collator, tokenize_rows
+    from lora_app.text import PaddingCollator, packing_collator, pad_id_of, tokenize_rows
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
                 model.gradient_checkpointing_disable()
                 model.disable_input_require_grads()
 
-    def check(lv: dict, idx: list[int]) -> tuple[float, "torch.Tensor"]:
+    def check(lv: dict, idx: list[int]) -> tuple[float, torch.Tensor]:
         """Loss and LoRA gradient of one step with dropout off (eval mode): an exact lever
         reproduces the default's to rounding; dropout would otherwise differ call to call."""
         model.eval()

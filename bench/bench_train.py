@@ -141,7 +141,7 @@ class Instrument:
                 self.profiled = set(range(start + 1, n + 1))
                 self.profile = profile_summary(self.prof, wall, self.profile_steps)
                 self.prof = None
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             self.profile = {"error": f"{type(err).__name__}: {err}"[:500]}
             self.prof, self.profile_steps = None, 0
 

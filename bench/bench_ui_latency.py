@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 sys.path.insert(0, str(common.REPO / "tests"))  # tiny.py (no conftest: that starts a fake Hub)
 CHROMIUM = "/usr/bin/chromium"

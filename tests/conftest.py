@@ -9,7 +9,6 @@ import sys
 import tempfile
 
 import pytest
-
 from hub_server import HubServer
 
 HUB_USERS = {"hf_alice": "alice", "hf_bob": "bob", "hf_alice_read": "alice"}

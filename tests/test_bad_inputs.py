@@ -16,13 +16,12 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLE_QUOTES
 
 from lora_app.config import ConfigError
 from lora_app.jobs import JobManager
 from lora_app.ui import form
 from lora_app.validate import check_and_submit, preflight
-
-from conftest import EXAMPLE_QUOTES
 
 ROWS = [{"quote": "It’s fine.", "author": "me"}, {"quote": "So it goes.", "author": "you"}]
 
@@ -524,10 +523,9 @@ def test_adapter_naming_another_machines_base_folder(tmp_path, capsys):
 
     import gradio as gr
 
-    from lora_app.ui import try_tab
-
     from lora_app import identity
     from lora_app.jobs import JobManager
+    from lora_app.ui import try_tab
     from lora_app.ui.common import AppContext
 
     jobs = JobManager(tmp_path / "runs")

@@ -125,10 +125,9 @@ def test_run_gpu_dry_run_without_gradio_datasets_gguf(tmp_path):
 def test_make_model_shape_is_smollm2_1_7b():
     """The GPU model's shape, built on the meta device (no memory): 1.71 B parameters as SmolLM2-1.7B."""
     sys.path.insert(0, str(REPO / "bench"))
+    import make_model
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
-
-    import make_model
 
     with torch.device("meta"):
         m = AutoModelForCausalLM.from_config(LlamaConfig(**make_model.SHAPES["smollm2-1.7b"]))

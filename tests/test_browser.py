@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser import CHROMIUM, button, fill_settings, free_port, launch, set_base_model, shutdown, tab
 from conftest import QUOTES, REPO
 

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from browser import CHROMIUM, button, tab
 
 CHAT = Path(__file__).parent / "data" / "quotes_chat.jsonl"

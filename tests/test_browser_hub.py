@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser import CHROMIUM, button, fill_settings, free_port, set_base_model, tab
 from test_browser import shots  # noqa: F401  (a fixture)
 from test_hub import ALICE, BASE_ID, hub_model, upload_base  # noqa: F401  (hub_model is a fixture)
@@ -150,9 +149,9 @@ def visitors_app(tmp_path, hub_model, hub_server, monkeypatch):
     """The app as on a Space with OAuth and an admin who is neither visitor (ADMIN_USERS=carol),
     no runs yet; alice signs in through Gradio's local OAuth mock, bob through /test-login/bob."""
     import gradio.oauth
+    from conftest import HUB_USERS
     from huggingface_hub import constants
 
-    from conftest import HUB_USERS
     from lora_app.generate import Generator
     from lora_app.jobs import JobManager
     from lora_app.ui import CSS, build_app
@@ -182,7 +181,7 @@ def visitors_app(tmp_path, hub_model, hub_server, monkeypatch):
 
 def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(
     visitors_app, page, hub_server, shots, hub_model, tmp_path
-):  # noqa: F811
+):
     """Before: a signed-in visitor who is not an admin found their run in Runs but neither in
     "Try it" nor in "Hub" (both looked runs up by the browser id; the run belongs to hf:alice)."""
     url, ctx = visitors_app
@@ -283,7 +282,6 @@ def test_signed_in_visitor_trains_tries_and_pushes_own_run_others_see_none(
         page.wait_for_timeout(1000)
         assert "/on_load" not in page.inner_text("body") and "/reattach" not in page.inner_text("body")
         from gradio_client import Client
-
         from test_identity import PUBLIC_API
 
         api = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
@@ -334,13 +332,13 @@ def _failure_screenshot(page, tmp_path):
         raise
 
 
-def test_login_push_and_try_side_by_side(app, page, hub_server, shots, tmp_path):  # noqa: F811
+def test_login_push_and_try_side_by_side(app, page, hub_server, shots, tmp_path):
     url, ctx, run_id = app
     with _failure_screenshot(page, tmp_path):
         _flow(page, url, ctx, run_id, hub_server, shots)
 
 
-def test_oauth_sign_in_push_and_try_side_by_side(oauth_app, page, hub_server, shots, tmp_path):  # noqa: F811
+def test_oauth_sign_in_push_and_try_side_by_side(oauth_app, page, hub_server, shots, tmp_path):
     url, ctx, run_id = oauth_app
     with _failure_screenshot(page, tmp_path):
         _oauth_flow(page, url, run_id, hub_server, shots)

@@ -15,7 +15,6 @@ import re
 import time
 
 import pytest
-
 from browser import CHROMIUM, button, fill_settings, set_base_model, tab
 
 MAX_STEPS = 400  # far more than the test waits for: it stops the run itself

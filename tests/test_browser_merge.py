@@ -8,7 +8,6 @@ import re
 import time
 
 import pytest
-
 from browser import CHROMIUM, button, fill_settings, free_port, launch, set_base_model, shutdown, tab
 from test_browser import quotes_file  # noqa: F401  (a fixture)
 
@@ -19,7 +18,7 @@ pytestmark = [
 
 
 @pytest.mark.slow
-def test_estimate_table_on_check_and_merge_button(tmp_path, page, quotes_file, tiny_model):  # noqa: F811
+def test_estimate_table_on_check_and_merge_button(tmp_path, page, quotes_file, tiny_model):
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     demo, ctx = launch(tmp_path / "runs", port)

@@ -87,6 +87,7 @@ def test_cpu_estimate_within_25_percent_of_a_real_runs_peak_memory(tmp_path, bun
     """The bundled model on CPU, a real 3-step run in its own process: its peak RSS (the
     training process alone, measured by a wrapper through RUSAGE_CHILDREN) against the estimate."""
     from conftest import EXAMPLE_QUOTES
+
     from lora_app.validate import preflight
 
     raw = {

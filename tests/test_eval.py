@@ -6,13 +6,12 @@ import math
 
 import pytest
 import yaml
+from tiny import sample_texts
 
 from lora_app.config import ConfigError, DataConfig, RunConfig, TrainingSettings
 from lora_app.events import RunView, read_events
-from lora_app.heldout import split
-from lora_app.heldout import perplexity
+from lora_app.heldout import perplexity, split
 from lora_app.train import train
-from tiny import sample_texts
 
 
 def test_split_fraction_cap_seed_and_too_small():
@@ -34,6 +33,7 @@ def test_split_fraction_cap_seed_and_too_small():
 
 def test_eval_rows_larger_than_the_data_is_a_preflight_problem(tiny_model):
     from conftest import EXAMPLE_QUOTES
+
     from lora_app.validate import preflight
 
     raw = {
@@ -54,6 +54,7 @@ def test_eval_rows_larger_than_the_data_is_a_preflight_problem(tiny_model):
 
 def test_second_file_as_the_held_out_set(tmp_path, tiny_model):
     from conftest import EXAMPLE_QUOTES
+
     from lora_app.validate import preflight
 
     ev = tmp_path / "held.csv"
@@ -161,8 +162,8 @@ def test_hub_split_as_the_held_out_set(hub_server):
     """data/train.jsonl + data/validation.jsonl on the (fake) Hub: the validation split is the
     held-out set; an unknown split is a problem named data.eval_split."""
     import datasets  # noqa: F401  (conftest turns off the parquet-export lookup once imported)
-
     from conftest import EXAMPLE_QUOTES
+
     from lora_app.data import load_text
 
     lines = EXAMPLE_QUOTES.read_text().splitlines()

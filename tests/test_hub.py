@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from lora_app import hub, hub_client
-from lora_app.config import ConfigError, DataConfig, RunConfig
 from lora_app.bundled import HUB_ID_FILE
+from lora_app.config import ConfigError, DataConfig, RunConfig
 
 ALICE, BOB, ALICE_READ = "hf_alice", "hf_bob", "hf_alice_read"
 TOKENS = (ALICE, BOB, ALICE_READ, "hf_wrong_token_123")
@@ -306,7 +306,6 @@ def test_repo_ids():
 def _seed_quotes(hub_server, n=24):
     import pyarrow as pa
     import pyarrow.parquet as pq
-
     from conftest import EXAMPLE_QUOTES
 
     rows = [json.loads(line) for line in EXAMPLE_QUOTES.read_text().splitlines()[:n]]

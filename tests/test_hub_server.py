@@ -13,6 +13,7 @@ import datasets
 import httpx2
 import pytest
 import torch
+from hub_server import HubServer
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -21,8 +22,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from safetensors.torch import save_file
-
-from hub_server import HubServer
 
 ALICE, BOB, ALICE_READ = "hf_alice", "hf_bob", "hf_alice_read"
 README = "---\nlicense: mit\ntags:\n- lora\n---\n# Tiny\nA test card.\n"

@@ -81,11 +81,12 @@ def test_only_ids_this_server_signed_are_owners(tmp_path, monkeypatch):
 
 # -- the app through gradio_client -----------------------------------------------------------
 def _serve(tmp_path, max_running=1):
+    from browser import free_port
+
     from lora_app.generate import Generator
     from lora_app.jobs import JobManager
     from lora_app.ui import build_app
     from lora_app.ui.common import AppContext
-    from browser import free_port
 
     ctx = AppContext(JobManager(tmp_path / "runs", max_running=max_running, poll_s=0.1), Generator(), frozenset())
     demo = build_app(ctx)

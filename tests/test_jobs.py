@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLE_QUOTES, REPO
 
 from lora_app.config import RunConfig
 from lora_app.events import read_events
 from lora_app.jobs import JobManager, NotYourRun
 from lora_app.procs import alive, group_members
 from lora_app.ui.common import queue_note, run_summary
-
-from conftest import EXAMPLE_QUOTES, REPO
 
 TARGETS = ["q_proj", "v_proj"]
 
@@ -318,8 +317,8 @@ def events_of(rd):
 def test_yaml_download_loads_into_the_form_and_runs_from_the_cli(tmp_path, tiny_model):
     import gradio as gr
 
-    from lora_app.ui import form
     from lora_app.identity import Identity
+    from lora_app.ui import form
     from lora_app.ui.common import AppContext
     from lora_app.ui.runs_tab import export_yaml, load_yaml, run_detail, runs_frame
 

@@ -5,12 +5,12 @@ import logging
 
 import pytest
 import torch
+from test_train import make_run
 
 from lora_app.config import ModelConfig
 from lora_app.events import read_events
 from lora_app.models import load_base_model, quantization_problem
 from lora_app.train import train
-from test_train import make_run
 
 
 @pytest.mark.parametrize("quant", ["8bit", "4bit"])

@@ -9,11 +9,11 @@ from collections import namedtuple
 import pytest
 import torch
 import yaml
+from test_train import make_run
 
 from lora_app import merge
 from lora_app.config import ConfigError
 from lora_app.train import train
-from test_train import make_run
 
 
 def _trained(tmp_path, base, quant=None):
@@ -151,10 +151,11 @@ def test_cli_merge_then_push_to_the_hub_and_load_back(hub_server, tmp_path, tiny
 def test_runs_tab_merge_button_runs_the_merge_process_for_the_owner_only(tmp_path, tiny_model, jobs):
     import time
 
+    from test_train import make_run
+
     from lora_app.config import RunConfig
     from lora_app.ui import build_app
     from lora_app.ui.common import AppContext
-    from test_train import make_run
 
     cfg = RunConfig.load(make_run(tmp_path, tiny_model, max_steps=4, save_steps=4) / "config.yaml")
     from lora_app import identity

@@ -7,6 +7,7 @@ from lora_app.config import ConfigError, ModelConfig, RunConfig
 
 def test_all_linear_means_every_linear_layer(tiny_model):
     from conftest import EXAMPLE_QUOTES
+
     from lora_app.validate import validate
 
     cfg = RunConfig.build(

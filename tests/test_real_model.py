@@ -15,10 +15,10 @@ HELD_OUT = 150  # the last quotes of the file; never trained on
 @pytest.mark.slow
 def test_real_run_lowers_held_out_perplexity(tmp_path, jobs, bundled_model):
     import torch
+    from conftest import QUOTES
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from conftest import QUOTES
     from lora_app.generate import Generator
 
     rows = [json.loads(line) for line in QUOTES.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny import build_tokenizer
 
 from lora_app.text import (
     IGNORE_INDEX,
@@ -13,7 +14,6 @@ from lora_app.text import (
     pad_id_of,
     tokenize_rows,
 )
-from tiny import build_tokenizer
 
 TEXTS = ["“Be yourself; everyone else is already taken.”", "“So it goes.”", "Hi"]
 

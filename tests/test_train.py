@@ -135,9 +135,10 @@ def test_bad_target_module_fails_the_run_with_the_list(tmp_path, tiny_model):
 
 
 def test_an_opt_run_with_packing_on_pads_instead(tmp_path, tiny_opt):
+    from conftest import EXAMPLE_QUOTES
+
     from lora_app.config import RunConfig
     from lora_app.train import train
-    from conftest import EXAMPLE_QUOTES
 
     rd = tmp_path / "run"
     rd.mkdir()

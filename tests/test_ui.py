@@ -4,13 +4,13 @@
 def test_a_follower_stops_when_its_page_moved_on_to_another_run(tmp_path, tiny_model):
     """Start in a tab that follows an earlier run: the old follower must stop by itself, even if
     Gradio's cancel loses the race (CI once showed the other run's status in the second tab)."""
+    import threading
+
     from conftest import EXAMPLE_QUOTES
 
     from lora_app.config import RunConfig
     from lora_app.jobs import JobManager
     from lora_app.ui.common import AppContext
-    import threading
-
     from lora_app.ui.train_tab import follow
 
     jm = JobManager(tmp_path / "runs", max_running=0, poll_s=0.1)  # nothing starts: the run stays queued

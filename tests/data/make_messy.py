@@ -19,11 +19,11 @@ FILES: dict[str, bytes] = {
     "utf16le_nobom.csv": "text,author\nHello there, friend,me\nGood day to you,you\n".replace(
         "Hello there, friend", '"Hello there, friend"'
     ).encode("utf-16-le"),
-    "tab.tsv": "text\tauthor\nHello, world\tme\nGood morning, everyone\tyou\n".encode(),
-    "pipe.csv": "text|author\nHello, world|me\nGood morning; everyone|you\n".encode(),
-    "decimal_commas.csv": "text;price\nGood bread, fresh;2,50\nCheap wine;3,99\n".encode(),
-    "multiline.csv": 'text,author\n"First line\nsecond line, same cell",me\n"She said ""hi""",you\nPlain,them\n'.encode(),
-    "crlf_trailing.csv": "text,author,\r\nHello there,me,\r\nGood day,you,\r\n".encode(),
+    "tab.tsv": b"text\tauthor\nHello, world\tme\nGood morning, everyone\tyou\n",
+    "pipe.csv": b"text|author\nHello, world|me\nGood morning; everyone|you\n",
+    "decimal_commas.csv": b"text;price\nGood bread, fresh;2,50\nCheap wine;3,99\n",
+    "multiline.csv": b'text,author\n"First line\nsecond line, same cell",me\n"She said ""hi""",you\nPlain,them\n',
+    "crlf_trailing.csv": b"text,author,\r\nHello there,me,\r\nGood day,you,\r\n",
     "array.json": json.dumps([{"text": "One"}, {"text": "Two"}]).encode(),
     "strings.json": json.dumps(["Just a sentence.", "Another one."]).encode(),
     "columns.json": json.dumps({"text": ["One", "Two", "Three"], "author": ["a", "b", "c"]}).encode(),
