@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
-from .generate import Generator, Loaded
+from .generate import Generator, Loaded, side_by_side
 
 LAYOUTS = ("text", "prompt_completion", "instruction", "conversation")
 ROLES = ("system", "user", "assistant")
@@ -275,14 +275,10 @@ def compare_chat(
 ) -> Iterator[tuple[str, str]]:
     """Side by side: yield ``(base reply, adapter reply)`` to the same conversation, the base
     (adapter switched off) first, with the same template, seed and settings."""
-    if not loaded.adapter:
-        raise ConfigError(["adapter: none chosen. Fix: pick a finished run or type an adapter repo id (owner/name)."])
-    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, token=token)
-    base = ""
-    for base in stream_chat(gen, messages, loaded, use_adapter=False, **kw):  # type: ignore[arg-type]
-        yield base, ""
-    for reply in stream_chat(gen, messages, loaded, use_adapter=True, **kw):  # type: ignore[arg-type]
-        yield base, reply
+    return side_by_side(
+        loaded.adapter,
+        lambda on: stream_chat(gen, messages, loaded, max_new_tokens, temperature, top_p, seed, token, on),
+    )
 
 
 def messages_from_history(history: list[Any] | None, system_prompt: str | None = None) -> list[dict[str, str]]:

@@ -25,6 +25,35 @@ class Loaded:
     description: str
 
 
+#: What a side-by-side comparison says when no adapter is given (completion and chat alike).
+NO_ADAPTER = (
+    "adapter: none chosen. Fix: pick a finished run or type an adapter repo id (owner/name) to compare with "
+    "its base model."
+)
+
+
+def side_by_side(adapter: str | None, stream: Callable[[bool], Iterator[str]]) -> Iterator[tuple[str, str]]:
+    """Yield ``(base text, adapter text)``: ``stream(False)`` (the adapter switched off) to its end,
+    then ``stream(True)``, the same prompt, seed and settings for both, so each side is exactly what
+    one plain generation with / without the adapter gives. Raises ConfigError (:data:`NO_ADAPTER`)
+    when ``adapter`` is empty."""
+    if not (adapter or "").strip():
+        raise ConfigError([NO_ADAPTER])
+    base = ""
+    for base in stream(False):
+        yield base, ""
+    for text in stream(True):
+        yield base, text
+
+
+def _adapter_switch(loaded: Loaded, use_adapter: bool):
+    """The context generation runs in: PEFT's ``disable_adapter()`` for the base model of a loaded
+    adapter, else nothing."""
+    import contextlib
+
+    return loaded.model.disable_adapter() if loaded.adapter and not use_adapter else contextlib.nullcontext()
+
+
 class Generator:
     """Loads and caches one model for generation; thread-safe."""
 
@@ -136,12 +165,9 @@ class Generator:
 
         ConfigError (naming ``what``) when ``input_ids`` fill the model's max_position_embeddings
         (a 10,000-turn history held the generate lock for minutes); max_new_tokens cut to fit."""
-        import contextlib
 
         import torch
         from transformers import TextIteratorStreamer
-
-        from .text import pad_id_of  # (text imports torch: not at app start)
 
         check_seed(seed)
         tok, model = loaded.tokenizer, loaded.model
@@ -154,7 +180,7 @@ class Generator:
             attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,
             streamer=streamer,
-            pad_token_id=pad_id_of(tok),
+            pad_token_id=tok.pad_token_id,  # (load() gave every tokenizer one)
             **sampling_args(temperature, top_p),
         )
         if stop_ids:
@@ -163,8 +189,7 @@ class Generator:
             kw["eos_token_id"] = list(dict.fromkeys([*eos, *stop_ids]))
         if stop_strings:
             kw.update(stop_strings=stop_strings, tokenizer=tok)
-        off = loaded.adapter and not use_adapter
-        ctx = model.disable_adapter() if off else contextlib.nullcontext()
+        ctx = _adapter_switch(loaded, use_adapter)
         errors: list[BaseException] = []
 
         def run():
@@ -204,22 +229,10 @@ class Generator:
         with the same seed and settings, one after the other, so each is exactly what a plain
         Generate with / without the adapter would give.
         """
-        if not (adapter or "").strip():
-            raise ConfigError(
-                [
-                    "adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
-                    "(owner/name) to compare with its base model."
-                ]
-            )
-        base_text = ""
-        for base_text in self.stream(
-            prompt, adapter, base, max_new_tokens, temperature, top_p, seed, token, use_adapter=False
-        ):
-            yield base_text, ""
-        for text in self.stream(
-            prompt, adapter, base, max_new_tokens, temperature, top_p, seed, token, use_adapter=True
-        ):
-            yield base_text, text
+        yield from side_by_side(
+            adapter,
+            lambda on: self.stream(prompt, adapter, base, max_new_tokens, temperature, top_p, seed, token, on),
+        )
 
     def complete_batch(
         self,
@@ -239,7 +252,6 @@ class Generator:
         attention mask, so every row's new tokens follow its own last prompt token directly;
         with greedy decoding a batch gives the same tokens as one prompt at a time.
         """
-        import contextlib
 
         import torch
 
@@ -256,7 +268,7 @@ class Generator:
             pad_token_id=tok.pad_token_id,
             **sampling_args(temperature, top_p),
         )
-        ctx = model.disable_adapter() if (loaded.adapter and not use_adapter) else contextlib.nullcontext()
+        ctx = _adapter_switch(loaded, use_adapter)
         with self._gen_lock, ctx, torch.inference_mode():
             torch.manual_seed(seed)
             out = model.generate(**kw)

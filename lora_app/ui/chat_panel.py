@@ -10,6 +10,7 @@ import gradio as gr
 
 from .. import chat
 from ..config import ConfigError
+from ..generate import NO_ADAPTER
 from ..jobs import NotYourRun
 from .common import AppContext, problems_md
 
@@ -106,12 +107,7 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
         ident = ctx.who(owner, profile)
         try:
             if not (adapter or "").strip():
-                raise ConfigError(
-                    [
-                        "adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
-                        "(owner/name) to compare with its base model."
-                    ]
-                )
+                raise ConfigError([NO_ADAPTER])
             shown, msgs = conversation(history, message, system_prompt)
             loaded = load_for(ctx, ident, adapter, token)
             s, n, t = int(seed or 0), int(max_new_tokens), float(temperature)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..config import ConfigError
+from ..generate import NO_ADAPTER
 from ..jobs import NotYourRun
 from . import chat_panel
 from .common import AppContext, problems_md
@@ -36,12 +37,7 @@ def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, t
         ident = ctx.who(owner, profile)
         if not (adapter or "").strip():
             yield (
-                problems_md(
-                    [
-                        "adapter: none chosen. Fix: pick a finished run or type an adapter repo id "
-                        "(owner/name) to compare with its base model."
-                    ]
-                ),
+                problems_md([NO_ADAPTER]),
                 "",
                 "",
             )
