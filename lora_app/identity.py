@@ -48,11 +48,6 @@ class Identity:
     local: bool = False
 
     @property
-    def hub_user(self) -> str | None:
-        """The Hub user name when signed in with Hugging Face, else None."""
-        return self.owner[3:] if self.owner and self.owner.startswith("hf:") else None
-
-    @property
     def sees_paths(self) -> bool:
         return self.admin or self.local
 

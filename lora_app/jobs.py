@@ -147,10 +147,6 @@ class JobManager:
         """The runs ``owner`` may see: their own, or all of them for an admin."""
         return self.list(None if admin or self.is_admin(owner) else (owner or "anonymous"))
 
-    def may_manage(self, run_id: str, owner: str | None, admin: bool = False) -> bool:
-        info = self.get(run_id)
-        return info is not None and (owner is None or admin or self.is_admin(owner) or info.owner == owner)
-
     def _check_owner(self, info: RunInfo, owner: str | None, admin: bool) -> None:
         if not (owner is None or admin or self.is_admin(owner) or info.owner == owner):
             raise NotYourRun(f"Run {info.id} belongs to someone else: you can see and stop only your own runs.")
