@@ -20,45 +20,15 @@ from typing import Any
 
 from .config import ConfigError
 from .generate import Generator, Loaded, side_by_side
+from .template_process import RENDER_LIMIT_S as RENDER_LIMIT_S  # the deadline each render runs under
+from .template_process import apply_chat_template
+from .template_sandbox import TemplateRefused
 
 LAYOUTS = ("text", "prompt_completion", "instruction", "conversation")
 ROLES = ("system", "user", "assistant")
 # A template's markers around an assistant turn are found by rendering this text and looking at
 # what the template writes right after it (no model, no network).
 _MARK = "\u2063lora-app-turn-end\u2063"
-#: Seconds a chat template may take to render. A template is code from whoever made the adapter
-#: (any Hub repo): transformers' Jinja sandbox bounds each range() but not nested loops, which
-#: could hold a web worker's CPU for hours. Real templates render a long conversation in < 0.1 s.
-RENDER_LIMIT_S = 5.0
-
-
-class RenderTimeout(Exception):
-    """A chat template ran past :data:`RENDER_LIMIT_S`."""
-
-
-def _render(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` (a template render), stopped with RenderTimeout after
-    :data:`RENDER_LIMIT_S`: a trace function in this thread (``sys.settrace``) checks the clock on
-    every Python line the compiled Jinja template runs and raises there. Tracing costs little
-    here: tokenizing, the bulk of the work, is Rust code that is not traced."""
-    import sys
-    import time
-
-    deadline = time.monotonic() + RENDER_LIMIT_S
-
-    def tracer(frame, event, arg):
-        if time.monotonic() > deadline:
-            raise RenderTimeout(f"it did not finish rendering in {RENDER_LIMIT_S:g} s")
-        return tracer
-
-    old = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        sys.settrace(old)
-
-
 def _adapter_file(ref: str, name: str, token: str | None) -> Path | None:
     """``name`` from the adapter folder, or from the Hub repo ``ref`` (huggingface_hub's cache,
     the user's token); None when it has no such file. Hub errors other than a missing file
@@ -165,12 +135,13 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], template: str, so
     """The token ids the model is given: ``apply_chat_template(messages, chat_template=template,
     add_generation_prompt=True)`` (the template adds any BOS itself, as in training).
 
-    A template is code from the adapter's (or base model's) author, run by transformers' Jinja
-    sandbox: one that does not parse, raises (``raise_exception``), fails on these messages or
-    renders no text raises ConfigError naming ``source`` ("the adapter's", ...) and the fix."""
+    A template is code from the adapter's (or base model's) author, rendered in the capped
+    sandbox process (:mod:`lora_app.template_process`): one that does not parse, raises
+    (``raise_exception``), fails on these messages, renders no text, or would take more memory
+    or time than allowed raises ConfigError naming ``source`` ("the adapter's", ...) and the fix."""
     try:
-        enc = _render(
-            tokenizer.apply_chat_template,
+        enc = apply_chat_template(
+            tokenizer,
             messages,
             chat_template=template,
             add_generation_prompt=True,
@@ -179,7 +150,7 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], template: str, so
         )
         ids = list(enc["input_ids"])
         why = "" if ids else "it renders no text for this conversation"
-    except RenderTimeout as err:
+    except TemplateRefused as err:  # a bomb: too big or too slow
         why = str(err)
     except Exception as err:  # jinja2's TemplateError kinds, or a TypeError inside the template
         why = f"{type(err).__name__}: {err}"
@@ -204,7 +175,7 @@ def end_of_turn(tokenizer: Any, template: str) -> tuple[list[int], list[str]]:
     """
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _MARK}]
     try:
-        text = _render(tokenizer.apply_chat_template, msgs, chat_template=template, tokenize=False)
+        text = apply_chat_template(tokenizer, msgs, chat_template=template, tokenize=False)
     except Exception:  # a template that needs more (a system turn, tools): EOS alone then
         return [], []
     after = text.split(_MARK, 1)[1].lstrip() if _MARK in text else ""

@@ -69,18 +69,22 @@ def assistant_spans(turns: list[dict], tok, template: str) -> tuple[str, list[tu
     ``[start, end)`` of its assistant turns (end-of-turn marker included, trailing whitespace not).
 
     Raises ConfigError when the template does not render a conversation's prefixes as prefixes
-    of the whole (then spans cannot be found by rendering), or fails to render it.
+    of the whole (then spans cannot be found by rendering), fails to render it, or would take
+    more memory or time than :mod:`lora_app.template_process` allows (rendered there).
     """
+    from .template_process import apply_chat_template, refused_message
+    from .template_sandbox import TemplateRefused
+
     try:
-        full = tok.apply_chat_template(turns, chat_template=template, tokenize=False)
+        full = apply_chat_template(tok, turns, chat_template=template, tokenize=False)
         spans = []
         for i, t in enumerate(turns):
             if t["role"] != "assistant":
                 continue
-            before = tok.apply_chat_template(
-                turns[:i], chat_template=template, tokenize=False, add_generation_prompt=True
+            before = apply_chat_template(
+                tok, turns[:i], chat_template=template, tokenize=False, add_generation_prompt=True
             )
-            through = tok.apply_chat_template(turns[: i + 1], chat_template=template, tokenize=False)
+            through = apply_chat_template(tok, turns[: i + 1], chat_template=template, tokenize=False)
             if not (full.startswith(through) and through.startswith(before)):
                 raise ConfigError(
                     [
@@ -94,6 +98,8 @@ def assistant_spans(turns: list[dict], tok, template: str) -> tuple[str, list[tu
             spans.append((len(before), max(end, len(before))))
     except ConfigError:
         raise
+    except TemplateRefused as err:  # a bomb (lora_app.template_sandbox): its size or time, and whose
+        raise ConfigError([refused_message(getattr(tok, "name_or_path", "") or "the model", str(err))]) from None
     except Exception as err:  # jinja raise_exception(...) in a template: say which and why
         raise ConfigError(
             [
