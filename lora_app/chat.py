@@ -29,6 +29,8 @@ ROLES = ("system", "user", "assistant")
 # A template's markers around an assistant turn are found by rendering this text and looking at
 # what the template writes right after it (no model, no network).
 _MARK = "\u2063lora-app-turn-end\u2063"
+
+
 def _adapter_file(ref: str, name: str, token: str | None) -> Path | None:
     """``name`` from the adapter folder, or from the Hub repo ``ref`` (huggingface_hub's cache,
     the user's token); None when it has no such file. Hub errors other than a missing file

@@ -89,8 +89,12 @@ def serve() -> None:
     from . import template_sandbox
 
     template_sandbox.compile_template("{{ messages }}").render(messages=[])  # imports done before the cap
-    cap = _vm_size() + MEMORY_LIMIT_MB * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    size = _vm_size()
+    if size:  # Linux. Elsewhere (macOS has no VmSize and ignores RLIMIT_AS) layer 1 and the deadline remain
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = size + MEMORY_LIMIT_MB * 2**20
+        cap = cap if hard == resource.RLIM_INFINITY else min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     _send(stdout, b'{"ready": true}')
     while True:
@@ -121,7 +125,6 @@ def serve() -> None:
 def _start() -> subprocess.Popen:
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from lora_app.template_process import serve; serve()"],
         stdin=subprocess.PIPE,
@@ -183,7 +186,7 @@ def render_in_child(template: str, kwargs: dict) -> str:
     raise _error_kind(str(reply.get("kind")))(str(reply.get("error")))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _error_kind(name: str) -> type:
     """A jinja2.TemplateError subclass named as the child's exception (UndefinedError, TypeError ...),
     so a message reads as it did when templates rendered in this process. Only the name crosses:
@@ -219,7 +222,7 @@ def _install() -> None:
         def compile_routed(chat_template: str) -> Any:
             return _ChildTemplate(chat_template) if _ROUTE.get() else original(chat_template)
 
-        ctu._compile_jinja_template = compile_routed
+        ctu._compile_jinja_template = compile_routed  # type: ignore[assignment]
         _installed = True
 
 

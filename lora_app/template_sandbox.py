@@ -134,10 +134,10 @@ class CappedEnvironment(ImmutableSandboxedEnvironment):
         _check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         """Size a str method's result before calling it (every call in a template comes here)."""
         if isinstance(__obj, types.BuiltinMethodType) and isinstance(getattr(__obj, "__self__", None), str):
-            _check_str_method(__obj.__name__, __obj.__self__, args, kwargs)
+            _check_str_method(__obj.__name__, str(__obj.__self__), args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Any:
@@ -148,7 +148,7 @@ class CappedEnvironment(ImmutableSandboxedEnvironment):
         return wrapped
 
     @staticmethod
-    def concat(chunks: Any) -> str:  # type: ignore[override]
+    def concat(chunks: Any) -> str:
         """The rendered text (and each block's), refused as soon as it passes MAX_CHARS items
         (jinja2's compiled code calls ``environment.concat``, jinja2/compiler.py)."""
         out, n = [], 0
@@ -213,6 +213,7 @@ def _checked(fn: Any, check: Any, materialize: bool = False) -> Any:
     return with_ctx
 
 
+@functools.lru_cache(maxsize=64)
 def compile_template(chat_template: str) -> Any:
     """``chat_template`` compiled as transformers compiles it (``_cached_compile_jinja_template``,
     transformers/utils/chat_template_utils.py) but in a :class:`CappedEnvironment`: a

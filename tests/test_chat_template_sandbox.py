@@ -35,7 +35,10 @@ BOMBS = {
         "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
         "'+' of two sequences",
     ),
-    "output loop": ("{% for a in range(100000) %}{% for b in range(1000) %}{{ 'x' * 64 }}{% endfor %}{% endfor %}", "the rendered text"),
+    "output loop": (
+        "{% for a in range(100000) %}{% for b in range(1000) %}{{ 'x' * 64 }}{% endfor %}{% endfor %}",
+        "the rendered text",
+    ),
     # no single step is too big: 5 lists of 16 Mi items (640 MB) end at the child's memory cap
     "step by step": (
         "{% set s = 'x' * 16000000 %}{{ [s|list, s|list, s|list, s|list, s|list]|length }}",
@@ -111,7 +114,11 @@ GEMMA = (
 )
 CONVS = [
     HI,
-    [{"role": "user", "content": "Hi  there"}, {"role": "assistant", "content": "Yo"}, {"role": "user", "content": "é?"}],
+    [
+        {"role": "user", "content": "Hi  there"},
+        {"role": "assistant", "content": "Yo"},
+        {"role": "user", "content": "é?"},
+    ],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2"}],
 ]
 
@@ -210,3 +217,41 @@ def test_the_data_tab_and_training_say_whose_template_it_was(tmp_path):
         tokenize_data([rows[0]["messages"]], "conversation", t, 128)
     (problem,) = err.value.problems
     assert problem.startswith("chat_template of ") and "'*' of a str of length 1 by 10,000,000,000" in problem
+
+
+def test_a_bomb_in_the_base_model_s_template_fails_the_training_run(tmp_path, tiny_model):
+    """The training process renders every conversation with the base model's template: a bomb
+    there ends the run as failed, the message in its event log, instead of taking the machine."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from lora_app.config import RunConfig
+    from lora_app.events import read_events
+    from lora_app.train import train
+
+    base = shutil.copytree(tiny_model, tmp_path / "bomb-base")
+    t = AutoTokenizer.from_pretrained(base)
+    t.chat_template = BOMBS["step by step"][0]
+    t.save_pretrained(base)
+    rows = [
+        {"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": "Yo"}]} for i in range(8)
+    ]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    rd = tmp_path / "run"
+    rd.mkdir()
+    RunConfig.build(
+        {
+            "data": {"path": str(data), "layout": "conversation"},
+            "model": {"base_model_name_or_path": str(base)},
+            "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+            "training": {"max_steps": 2, "save_steps": 2, "max_length": 32, "per_device_train_batch_size": 2},
+        }
+    ).save(rd / "config.yaml")
+    before = _peak_mb()
+    assert train(rd) == 1
+    assert _peak_mb() - before < 200
+    events, _ = read_events(rd)
+    assert events[-1]["status"] == "failed"
+    assert f"chat_template of {base}: rendering would allocate more than {MEMORY_LIMIT_MB} MB" in events[-1]["message"]
