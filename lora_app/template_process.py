@@ -18,9 +18,11 @@ stay transformers' own in this process; the compiled template it asks for
 (``chat_template_utils._compile_jinja_template``) is, inside this function only (a ContextVar:
 other threads and callers are untouched), a proxy whose ``render`` runs in the child.
 
-Cost, measured on this 2-core machine: the child starts in ~0.5 s once per process (and after a
-bomb); a render costs ~0.3 ms more than in-process (pickle over a pipe). Renders are serialized
-through one child per process (a lock): a bomb holds others back for at most RENDER_LIMIT_S.
+Cost, measured on this 2-core machine: the child starts in ~0.5 s, once per process and after
+each killed bomb; a render's round trip is ~0.07 ms. Training's tokenizing of 2,000 SmolLM2
+conversations (6,000 renders) went from 0.81 s to 1.26 s; Try it's prompt_ids from 0.27 ms to
+0.18 ms (the ``sys.settrace`` deadline it replaces cost more). Renders are serialized through one
+child per process (a lock): a time bomb holds other renders back for at most RENDER_LIMIT_S.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def _vm_size() -> int:
 def serve() -> None:
     """The child's loop: read ``(template, render kwargs)`` (pickled by the parent, which it
     trusts), answer JSON (the parent does not trust what a template made): ``{"ok": text}``,
-    ``{"refused": why}`` or ``{"error": "TypeName: message"}``."""
+    ``{"refused": why}`` or ``{"error": message, "kind": "TypeName"}``; UTF-8, lone surrogates (which a
+    message's text may hold) passed through."""
     import resource
 
     from . import template_sandbox
@@ -117,7 +120,7 @@ def serve() -> None:
             reply = {"error": str(err), "kind": type(err).__name__}
         signal.alarm(0)
         try:
-            _send(stdout, json.dumps(reply).encode())
+            _send(stdout, json.dumps(reply, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         except MemoryError:
             return  # too little left even to answer: the parent sees the end and says so
 
@@ -168,7 +171,7 @@ def render_in_child(template: str, kwargs: dict) -> str:
             fd = proc.stdout.fileno()  # type: ignore[union-attr]
             deadline = time.monotonic() + RENDER_LIMIT_S
             (n,) = struct.unpack("<I", _read_exact(fd, 4, deadline))
-            reply = json.loads(_read_exact(fd, n, deadline + 5))
+            reply = json.loads(_read_exact(fd, n, deadline + 5).decode("utf-8", "surrogatepass"))
         except TimeoutError:
             _stop(proc)
             _child = None
@@ -198,8 +201,10 @@ def _error_kind(name: str) -> type:
 
 class _ChildTemplate:
     """What transformers' ``render_jinja_template`` gets from ``_compile_jinja_template`` while
-    :func:`apply_chat_template` runs: ``render(**kwargs)`` in the child. ``generate`` (used only for
-    ``return_assistant_tokens_mask``) is not offered."""
+    :func:`apply_chat_template` runs: ``render(**kwargs)`` in the child. Nothing else is offered:
+    ``generate`` (``return_assistant_tokens_mask``) and ``environment`` (``sanitize_control_tokens``)
+    raise AttributeError, so no code path compiles the template in this process (jinja2 folds
+    constants such as ``'x' * 10**10`` at compile time in transformers' own environment)."""
 
     def __init__(self, source: str) -> None:
         self.source = source
