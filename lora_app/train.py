@@ -28,7 +28,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import launch
+from . import app_home, attention, chunked_loss, launch
 from .config import ConfigError, RunConfig
 from .events import EventWriter, read_events
 from .progress import TokenCounter, make_callback
@@ -200,7 +200,16 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     )
     choice = precision.choose(cfg.model.precision, device)
     ev.emit("info", message=choice.reason, precision=choice.dtype, precision_setting=cfg.model.precision)
+    impl, why = attention.choose(
+        cfg.model.attn_implementation, device, model.config, cfg.training.max_length, choice.dtype, app_home()
+    )
+    model.set_attn_implementation(impl)  # before the packing probe below, which then checks this kernel
+    ev.emit("info", message=why, attn_implementation=impl)
     ev.emit("info", message=liger_why, use_liger_kernel=use_liger)
+    chunk_why = (
+        chunked_loss.why_not(model, world, use_liger) if cfg.training.chunked_loss else "off (training.chunked_loss)"
+    )
+    ev.emit("info", message=f"chunked loss: {chunk_why or 'on'}", chunked_loss=chunk_why is None)
     if cfg.training.torch_compile:  # after the LoRA wrap, so the compiled layers contain the adapters
         n = speedups.compile_decoder_layers(model) if device == "cuda" else 0
         ev.emit(
@@ -341,6 +350,8 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         ev.emit("saved", step=state.global_step, path=str(path))
 
     trainer_cls = heldout.eval_trainer_class()
+    if chunk_why is None:
+        trainer_cls = chunked_loss.trainer_class(trainer_cls)
     if t.hub_checkpoints:  # config, data and events go up with each checkpoint; push failures are warnings
         checkpoint_push.stage(run_dir)
         trainer_cls = checkpoint_push.trainer_class(trainer_cls, run_dir, ev)
