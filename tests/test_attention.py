@@ -1,0 +1,56 @@
+"""The training attention kernel (lora_app/attention.py): chosen by measurement on a CPU, cached, and
+the same packed-row logits whichever is chosen."""
+
+import json
+
+import pytest
+import torch
+
+from lora_app import attention
+
+
+class Cfg:
+    num_attention_heads, num_key_value_heads, hidden_size = 4, 2, 32
+
+
+def test_what_is_asked_or_known_needs_no_measurement(tmp_path):
+    assert attention.choose("eager", "cpu", Cfg, 128, "float32", tmp_path)[0] == "eager"
+    assert attention.choose("sdpa", "cpu", Cfg, 128, "bfloat16", tmp_path)[0] == "sdpa"
+    assert attention.choose("auto", "cuda", Cfg, 128, "bfloat16", tmp_path) == ("sdpa", "attention: sdpa (auto on cuda)")
+    impl, why = attention.choose("auto", "cpu", Cfg, 2048, "bfloat16", tmp_path)
+    assert impl == "sdpa" and "2048 > 1024" in why
+    assert not (tmp_path / "attention_check.json").exists()  # nothing was timed
+
+
+def test_auto_times_both_once_and_takes_eager_only_when_clearly_faster(tmp_path):
+    impl, why = attention.choose("auto", "cpu", Cfg, 64, "float32", tmp_path)
+    cache = json.loads((tmp_path / "attention_check.json").read_text())
+    (key, m), = cache.items()
+    assert m["eager_ms"] > 0 and m["sdpa_ms"] > 0
+    assert impl == ("eager" if m["eager_ms"] * attention.MARGIN < m["sdpa_ms"] else "sdpa")
+    assert f"eager {m['eager_ms']} ms, sdpa {m['sdpa_ms']} ms" in why
+    # The decision reads the cache (no second timing): set the numbers and see the rule.
+    for eager, sdpa, want in ((1.0, 5.0, "eager"), (1.0, 1.05, "sdpa"), (3.0, 1.0, "sdpa")):
+        cache[key] = {"eager_ms": eager, "sdpa_ms": sdpa}
+        (tmp_path / "attention_check.json").write_text(json.dumps(cache))
+        assert attention.choose("auto", "cpu", Cfg, 64, "float32", tmp_path)[0] == want
+    # Another length or precision is another measurement.
+    attention.choose("auto", "cpu", Cfg, 32, "bfloat16", tmp_path)
+    assert len(json.loads((tmp_path / "attention_check.json").read_text())) == 2
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_either_kernel_keeps_packed_rows_apart(tiny_model, impl):
+    from transformers import AutoModelForCausalLM
+
+    from lora_app.text import packing_keeps_rows_apart
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    model.set_attn_implementation(impl)
+    assert model.config._attn_implementation == impl
+    assert packing_keeps_rows_apart(model)
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]), use_cache=False).logits[0, 3:]
+        alone = model(input_ids=ids[:, 3:], use_cache=False).logits[0]
+    torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)
