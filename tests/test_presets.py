@@ -160,7 +160,8 @@ def test_the_form_preset_dropdown_fills_the_widgets(tmp_path):
 
 def test_cli_without_a_preset_trains_the_fast_default_and_its_card_shows_the_warmup(tmp_path, tiny_model, capsys):
     """``train --config`` with no ``--preset`` and a YAML without ``preset:``: the run's config.yaml is
-    the fast default's, and its model card gives the warm-up in steps and the ratio it came from."""
+    the fast default's, and its model card and the Runs tab give the warm-up in steps and the ratio
+    it came from."""
     from conftest import EXAMPLE_QUOTES
 
     from lora_app.__main__ import main
@@ -177,6 +178,18 @@ def test_cli_without_a_preset_trains_the_fast_default_and_its_card_shows_the_war
     card = (run_dir / "adapter" / "README.md").read_text()
     assert "| warmup_steps | 5 (warmup_ratio 0.1) |" in card and "| learning_rate | 0.001 |" in card
     assert "| max_steps | 50 (steps done: 50) |" in card and "| use_rslora | True |" in card
+    # and the Runs tab's details of the run say the same
+    from lora_app.identity import Identity
+    from lora_app.jobs import JobManager
+    from lora_app.ui.common import AppContext
+    from lora_app.ui.runs_tab import run_detail
+
+    jm = JobManager(tmp_path / "runs")
+    try:
+        md = run_detail(AppContext(jm, None, frozenset()), run_dir.name, Identity("boss", admin=True))[0]
+    finally:
+        jm.close()
+    assert "learning_rate 0.001, warm-up 5 of 50 steps (warmup_ratio 0.1), rsLoRA" in md, md
 
 
 def test_bench_train_compares_both_paths_on_the_reference_recipe():
