@@ -1,7 +1,7 @@
 """Quality per minute: held-out perplexity against training time, reference recipe vs faster recipes.
 
     python bench/bench_quality.py [--budget-s 240] [--recipes "reference recipe,fast default"]
-                                  [--variants rslora,dora] [--candidates training.learning_rate=2e-3,...]
+                                  [--variants no-rslora,dora] [--candidates training.learning_rate=2e-3,...]
                                   [--eval-every 10] [--holdout 200]
                                   [--model PATH_OR_ID] [--tag NAME] [--dry-run]
 
@@ -14,10 +14,11 @@ run's elapsed time at the end of step s minus the time spent in earlier evaluati
 not training time). A recipe stops at its max_steps or when its training time passes ``--budget-s``
 (SIGTERM: the app's Stop, the step in progress finishes).
 
-``--variants rslora,dora`` also runs the fast default with ``use_rslora`` / ``use_dora`` on, side by
-side. The summary says, for each recipe, when it first reached the reference's last held-out
-perplexity and what fraction of the reference's training time that is (issue 14, section 3: at most
-a quarter). The CPU model and flags and the load average (at the start and end of every recipe) are
+``--variants no-rslora,dora`` also runs the fast default with ``use_rslora`` off (plain LoRA scaling) /
+``use_dora`` on, side by side (``rslora``, kept for the runs recorded with it, is the fast default
+itself since rsLoRA became part of it). The summary says, for each recipe, when it first reached the
+reference's last held-out perplexity and what fraction of the reference's training time that is
+(issue 14, section 3: at most a quarter). The CPU model and flags and the load average (at the start and end of every recipe) are
 recorded with the results: bench/results/quality-*.json.
 
 ``--dry-run``: 4 steps per recipe, 32 training rows, 16 held out, on ``--model`` (a tiny model in the
@@ -43,7 +44,11 @@ import yaml
 
 from lora_app.presets import FAST, PRESETS, REFERENCE
 
-VARIANTS = {"rslora": {"lora": {"use_rslora": True}}, "dora": {"lora": {"use_dora": True}}}
+VARIANTS = {
+    "no-rslora": {"lora": {"use_rslora": False}},
+    "rslora": {"lora": {"use_rslora": True}},
+    "dora": {"lora": {"use_dora": True}},
+}
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, dict]:
@@ -147,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--recipes", default=f"{REFERENCE},{FAST}", help="presets, comma-separated; the first is the reference"
     )
-    ap.add_argument("--variants", default="", help="comma-separated: rslora, dora (each on the fast default)")
+    ap.add_argument(
+        "--variants", default="", help="comma-separated: no-rslora, rslora, dora (each on the fast default)"
+    )
     ap.add_argument("--eval-every", type=int, default=10, help="optimizer steps between evaluations")
     ap.add_argument("--holdout", type=int, default=200, help="last quotes held out")
     ap.add_argument("--model", default=None, help="base model (default: the bundled SmolLM2-135M-Instruct)")

@@ -2,7 +2,7 @@
 
 python -m lora_app serve [--port 7860] [--share]
 python -m lora_app train RUN_DIR [--resume]          # what the Start button runs
-python -m lora_app train --config run.yaml [--runs DIR] [--preset "fast default"] [--set training.max_steps=20 ...]
+python -m lora_app train --config run.yaml [--runs DIR] [--preset "reference recipe"] [--set training.max_steps=20 ...]
 python -m lora_app train --settings                  # every setting: default and what it does
 python -m lora_app train --config run.yaml --print-commands   # the same on 1 GPU, N GPUs, N machines
 accelerate launch --multi_gpu --num_processes N -m lora_app train --config run.yaml   # one rank each
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument(
         "--preset",
         default=None,
-        help="'reference recipe' or 'fast default' (lora_app/presets.py): its values under the config's and --set's",
+        help="'reference recipe' or 'fast default' (lora_app/presets.py): its values under the config's and --set's "
+        "(without it, settings left out take the defaults: the 'fast default' values)",
     )
     g = sub.add_parser("generate", help="complete a prompt with a base model and optional adapter")
     g.add_argument("--adapter", default=None, help="adapter folder or Hub repo id")

@@ -4,6 +4,11 @@ measured to reach the reference's held-out perplexity sooner (bench/bench_qualit
 A preset is only a set of values: the form fills its widgets with them, ``--preset`` on the CLI
 and a top-level ``preset:`` key in a YAML config put them under whatever else is given (a value
 set explicitly wins), and a run's config.yaml records the resulting values, never the name.
+
+:data:`DEFAULT` ("fast default") is also the app's default: RunConfig's field defaults for every
+setting a preset names are read from it (:func:`default`), so a YAML without ``preset:``, the CLI
+without ``--preset`` and the form's starting values are that preset's values, from this one place.
+This module imports nothing of lora_app (lora_app.settings reads it).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ REFERENCE = "reference recipe"
 FAST = "fast default"
 
 #: name -> {section: {field: value}}. The reference recipe: the PEFT int8 example's values
-#: (huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb), which are also
-#: RunConfig's defaults. The fast recipe: a higher learning rate with a warm-up of a tenth of a
+#: (huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb); with the fields no preset
+#: names (lora_dropout 0.05, target_modules q_proj/v_proj where the model has them) it is that
+#: recipe exactly. The fast recipe (the app's default): a higher learning rate with a warm-up of a tenth of a
 #: shorter run, and rsLoRA's scale lora_alpha / sqrt(r) (Kalajdzievski 2023). Measured by
 #: bench/bench_quality.py on the bundled SmolLM2-135M and the quotes (bench/RESULTS.md, 2026-12-01,
 #: quiet 2-core EPYC, bf16): the reference reached held-out perplexity 40.92 after 187 s of
@@ -47,7 +53,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 #: The preset whose values are RunConfig's defaults (the form's preset dropdown starts on it).
-DEFAULT = REFERENCE
+DEFAULT = FAST
+
+#: A warm-up is given one way: warmup_ratio (a share of max_steps), when set, wins over warmup_steps.
+#: So a config that sets warmup_steps alone means those steps: the preset's (or the default's) ratio
+#: is dropped under it (:func:`apply`, and lora_app.settings.TrainingSettings for RunConfig's defaults).
+WARMUP_PAIR = ("warmup_steps", "warmup_ratio")
+
+
+def default(section: str, field: str) -> Any:
+    """The app's default of ``section.field``: :data:`DEFAULT`'s value. Raises KeyError for a
+    field the preset does not name (such a field keeps its own default in lora_app.settings)."""
+    return PRESETS[DEFAULT][section][field]
 
 
 def problem(name: Any) -> str | None:
@@ -70,5 +87,7 @@ def apply(raw: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(bad)
     for section, values in PRESETS[name].items():
         given = raw.get(section)
+        if isinstance(given, dict) and WARMUP_PAIR[0] in given and WARMUP_PAIR[1] not in given:
+            values = {k: v for k, v in values.items() if k != WARMUP_PAIR[1]}  # warmup_steps given: those steps
         raw[section] = {**values, **given} if isinstance(given, dict) else (given if section in raw else dict(values))
     return raw

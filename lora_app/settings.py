@@ -3,9 +3,11 @@ setting a run has, with its default, its help (``description``) and its fix (``j
 :class:`lora_app.config.RunConfig` puts them together, validates them and reports problems; import
 them from :mod:`lora_app.config`.
 
-Defaults are the reference recipe of the PEFT int8 example (facebook/opt-6.7b, english_quotes):
-r=16, lora_alpha=32, q_proj/v_proj, lora_dropout=0.05, bias="none", batch 4 x accumulation 4,
-warmup 100, 200 steps, lr 2e-4 (source: huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb).
+Defaults: the "fast default" preset (lora_app/presets.py; every field a preset names reads its
+default from there, through ``_d``): r=16, lora_alpha=32 with rsLoRA, batch 4 x accumulation 4,
+lr 1e-3, a warm-up of a tenth of 50 steps; the rest as in the PEFT int8 example (q_proj/v_proj,
+lora_dropout=0.05, bias="none"; huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb),
+whose own values are the "reference recipe" preset.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from .presets import WARMUP_PAIR
+from .presets import default as _d
 from .variants import LoraVariantFields
 
 #: The bundled offline default; an adapter trained on it names this Hub id.
@@ -115,14 +119,14 @@ class LoraSettings(_Section, LoraVariantFields):
     from :class:`lora_app.variants.LoraVariantFields` (listed first in a dump)."""
 
     r: int = Field(
-        16,
+        _d("lora", "r"),
         ge=1,
         strict=True,
         description="rank of the low-rank update B @ A (trainable parameters grow linearly with r)",
         json_schema_extra=_fix("set r to a whole number >= 1 (8 or 16 are common)"),
     )
     lora_alpha: float = Field(
-        32,
+        _d("lora", "lora_alpha"),
         gt=0,
         description="the update is scaled by lora_alpha / r (Hu et al. 2021, section 4.1)",
         json_schema_extra=_fix("set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)"),
@@ -160,44 +164,46 @@ class TrainingSettings(_Section):
     """Trainer settings, named as in ``transformers.TrainingArguments``."""
 
     max_steps: int = Field(
-        200,
+        _d("training", "max_steps"),
         ge=1,
         strict=True,
         description="optimizer steps to train (each sees batch x accumulation rows)",
         json_schema_extra=_fix("set max_steps to a whole number >= 1"),
     )
     learning_rate: float = Field(
-        2e-4,
+        _d("training", "learning_rate"),
         gt=0,
         description="peak learning rate of AdamW, reached after the warm-up",
-        json_schema_extra=_fix("set learning_rate > 0, e.g. 2e-4"),
+        json_schema_extra=_fix("set learning_rate > 0, e.g. 1e-3 (2e-4 in the reference recipe)"),
     )
     per_device_train_batch_size: int = Field(
-        4,
+        _d("training", "per_device_train_batch_size"),
         ge=1,
         strict=True,
         description="rows per micro-batch",
         json_schema_extra=_fix("set per_device_train_batch_size to a whole number >= 1"),
     )
     gradient_accumulation_steps: int = Field(
-        4,
+        _d("training", "gradient_accumulation_steps"),
         ge=1,
         strict=True,
         description="micro-batches per optimizer step",
         json_schema_extra=_fix("set gradient_accumulation_steps to a whole number >= 1"),
     )
     warmup_steps: int = Field(
-        100,
+        _d("training", "warmup_steps"),
         ge=0,
         strict=True,
-        description="steps over which the learning rate rises linearly from 0",
+        description="steps over which the learning rate rises linearly from 0 (used when warmup_ratio is "
+        "empty; a config that sets warmup_steps alone empties warmup_ratio)",
         json_schema_extra=_fix("set warmup_steps to a whole number >= 0"),
     )
     warmup_ratio: float | None = Field(
-        None,
+        _d("training", "warmup_ratio"),
         ge=0,
         lt=1,
-        description="warm up for this share of max_steps instead of warmup_steps (empty: use warmup_steps)",
+        description="warm up for this share of max_steps, rounded up, instead of warmup_steps (follows "
+        "max_steps; empty: use warmup_steps)",
         json_schema_extra=_fix("set warmup_ratio in [0, 1), e.g. 0.1, or leave it empty to use warmup_steps"),
     )
     max_length: int = Field(
@@ -315,10 +321,22 @@ class TrainingSettings(_Section):
 
     @model_validator(mode="before")
     @classmethod
+    def _one_warmup(cls, raw: Any) -> Any:
+        # warmup_ratio wins when set, and the default sets it: warmup_steps given alone means those
+        # steps (else `warmup_steps: 10` would silently warm up for a tenth of the run instead).
+        steps, ratio = WARMUP_PAIR
+        if isinstance(raw, dict) and steps in raw and ratio not in raw:
+            raw = {**raw, ratio: None}
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
     def _cap_warmup(cls, raw: Any) -> Any:
         # Applied to the raw values, so config.yaml records the warm-up that really runs.
         if isinstance(raw, dict) and raw.get("cap_warmup") is True:
-            w, m = raw.get("warmup_steps", 100), raw.get("max_steps", 200)
+            fields = cls.model_fields
+            w = raw.get("warmup_steps", fields["warmup_steps"].default)
+            m = raw.get("max_steps", fields["max_steps"].default)
             if type(w) is int and type(m) is int and m >= 1 and w >= m:
                 raw = {**raw, "warmup_steps": m // 10}
         return raw

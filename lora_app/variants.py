@@ -21,6 +21,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from .presets import default as _d
+
 #: lora.init_lora_weights (peft.LoraConfig's names; "default" is its True), and pissa_niter_N.
 INIT_LORA_WEIGHTS = ("default", "gaussian", "pissa", "olora")
 #: The initialisations that change the base weights (the adapter is converted when saved).
@@ -38,7 +40,7 @@ class LoraVariantFields(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     use_rslora: bool = Field(
-        False,
+        _d("lora", "use_rslora"),  # on in the "fast default" preset (lora_app/presets.py)
         description="rank-stabilized LoRA: scale lora_alpha/sqrt(r) instead of lora_alpha/r",
         json_schema_extra=_fix("set use_rslora to true or false"),
     )

@@ -297,3 +297,25 @@ def test_the_global_batch_line_follows_the_batch_settings(app_url, page):
     line.get_by_text("2 x 8 x 1 process = 16 rows per optimizer step").wait_for()
     fill_settings(page, [("gradient_accumulation_steps", 3)])
     line.get_by_text("2 x 3 x 1 process = 6 rows per optimizer step").wait_for()
+
+
+def test_the_form_starts_on_the_fast_default_and_the_warmup_follows_max_steps(app_url, page):
+    """The LoRA tab opens on the "fast default" preset (warm-up a tenth of 50 steps); changing max_steps
+    moves the warm-up with it; typing warmup_steps empties warmup_ratio (else the ratio would win);
+    choosing the reference recipe fills its values."""
+    url, _ = app_url
+    page.goto(url)
+    tab(page, "2. LoRA")
+    line = page.locator("#warmup-line")
+    line.get_by_text("5 of 50 steps").wait_for()
+    assert page.locator("#preset input").input_value() == "fast default"
+    fill_settings(page, [("max_steps", 120)])
+    line.get_by_text("12 of 120 steps").wait_for()  # ceil(120 * 0.1)
+    fill_settings(page, [("warmup_steps", 7)])
+    line.get_by_text("7 of 120 steps").wait_for()
+    ratio = page.locator("label").filter(has_text=re.compile(r"^\s*warmup_ratio(\s|$)")).locator("textarea, input")
+    assert ratio.first.input_value() == ""
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="reference recipe").click()
+    line.get_by_text("100 of 200 steps").wait_for()
+    assert page.get_by_label("learning_rate", exact=True).input_value() == "0.0002"

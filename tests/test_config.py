@@ -1,21 +1,24 @@
-"""RunConfig: defaults are the reference recipe; every problem is reported at once, named and fixable."""
+"""RunConfig: defaults are the "fast default" preset; every problem is reported at once, named and fixable."""
 
 import pytest
 
 from lora_app.config import ConfigError, RunConfig
 
 
-def test_defaults_are_the_reference_recipe():
+def test_defaults_are_the_fast_default_recipe():
     c = RunConfig()
     assert (c.lora.r, c.lora.lora_alpha, c.lora.lora_dropout, c.lora.bias) == (16, 32, 0.05, "none")
+    assert (c.lora.use_rslora, c.lora.use_dora, c.lora.target_modules) == (True, False, None)
     t = c.training
     assert (
         t.per_device_train_batch_size,
         t.gradient_accumulation_steps,
         t.warmup_steps,
+        t.warmup_ratio,
         t.max_steps,
         t.learning_rate,
-    ) == (4, 4, 100, 200, 2e-4)
+    ) == (4, 4, 0, 0.1, 50, 1e-3)
+    assert t.warmup() == 5  # ceil(50 * 0.1)
     assert c.model.base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert c.model.trust_remote_code is False
 

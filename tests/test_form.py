@@ -66,3 +66,76 @@ def test_every_form_setting_shows_its_config_fields_help():
         desc = type(getattr(RunConfig(), section)).model_fields[name].description
         assert desc, f"{key} has no description in config.py"
         assert w.info == desc, key
+
+
+def test_the_form_starts_on_the_fast_default_and_its_starting_values_build_the_default_config():
+    """The form's starting values are RunConfig's defaults, i.e. the "fast default" preset: Start on an
+    untouched form trains exactly ``RunConfig()`` (with the chosen data), and the preset dropdown says so."""
+    import gradio as gr
+
+    from lora_app.config import RunConfig
+    from lora_app.presets import FAST
+    from lora_app.ui import form
+
+    with gr.Blocks():
+        preset = form.build_preset_widget()
+        widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
+    assert preset.value == FAST
+    start = {k: w.value for k, w in widgets.items()}
+    assert {k: start[k] for k in ("lora.r", "lora.lora_alpha", "lora.use_rslora")} == {
+        "lora.r": 16,
+        "lora.lora_alpha": 32,
+        "lora.use_rslora": True,
+    }
+    assert [start[f"training.{k}"] for k in ("learning_rate", "warmup_steps", "warmup_ratio", "max_steps")] == [
+        1e-3,
+        0,
+        "0.1",
+        50,
+    ]
+    data = {"path": "x.jsonl"}
+    assert (
+        form.to_config(start, data)
+        == RunConfig.build({"data": data})
+        == RunConfig.build({"preset": FAST, "data": data})
+    )
+
+
+def test_the_warmup_line_follows_max_steps_and_says_which_setting_sets_it():
+    from lora_app.ui import form
+
+    ratio = "warmup_ratio 0.1 x max_steps, rounded up: it follows max_steps"
+    assert form.warmup_line(50, 0, "0.1") == f"Warm-up: **5 of 50 steps** ({ratio})"
+    assert form.warmup_line(120.0, 0.0, "0.1") == f"Warm-up: **12 of 120 steps** ({ratio})"  # gr.Number floats
+    assert form.warmup_line(120, 10, "") == "Warm-up: **10 of 120 steps** (warmup_steps)"
+    assert form.warmup_line(120, 10, None) == "Warm-up: **10 of 120 steps** (warmup_steps)"
+    assert form.warmup_line(0, 0, "0.1").startswith("Warm-up: set max_steps")
+    assert form.warmup_line(50, 0, "abc").startswith("Warm-up: set max_steps")
+
+
+def test_typing_warmup_steps_empties_the_ratio_and_the_line_follows(tmp_path):
+    """The events behind the form: typing a warmup_steps (``input``, the user's edit, not a preset's
+    fill) empties warmup_ratio, which would otherwise win; every warm-up setting updates the line."""
+    from lora_app.jobs import JobManager
+    from lora_app.ui import build_app
+    from lora_app.ui.common import AppContext
+
+    jm = JobManager(tmp_path / "runs")
+    try:
+        demo = build_app(AppContext(jm, None, frozenset()))
+        line = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "warmup-line")
+        assert (
+            line.value == "Warm-up: **5 of 50 steps** (warmup_ratio 0.1 x max_steps, rounded up: it follows max_steps)"
+        )
+        fns = [f for f in demo.fns.values() if line in f.outputs]
+        assert sorted(t[1] for f in fns for t in f.targets) == ["change", "change", "change"]
+        assert {o.label for o in fns[0].inputs} == {"max_steps", "warmup_steps", "warmup_ratio"}
+        (clear,) = [
+            f
+            for f in demo.fns.values()
+            if [t[1] for t in f.targets] == ["input"] and f.inputs[0].label == "warmup_steps"
+        ]
+        assert [o.label for o in clear.outputs] == ["warmup_ratio"] and clear.fn(10) == ""
+        assert clear.api_visibility == "private"
+    finally:
+        jm.close()

@@ -1,17 +1,31 @@
-"""Presets (issue 14, section 3): the reference recipe stays reachable exactly, by YAML, the CLI and the
-form; a preset's values sit under the ones given; a bad name is refused naming the field and the fix."""
+"""Presets (issue 14, section 3): "fast default" is the app's default everywhere (RunConfig, YAML, the
+CLI, the form), read from lora_app/presets.py; the reference recipe stays reachable exactly, by YAML,
+the CLI and the form; a preset's values sit under the ones given; a bad name is refused naming the
+field and the fix."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from lora_app.config import ConfigError, RunConfig
-from lora_app.presets import FAST, PRESETS, REFERENCE
+from lora_app.config import ConfigError, LoraSettings, RunConfig, TrainingSettings
+from lora_app.presets import DEFAULT, FAST, PRESETS, REFERENCE
 
 REFERENCE_VALUES = dict(
     learning_rate=2e-4,
     warmup_steps=100,
+    warmup_ratio=None,
     max_steps=200,
+    per_device_train_batch_size=4,
+    gradient_accumulation_steps=4,
+)
+FAST_VALUES = dict(
+    learning_rate=1e-3,
+    warmup_steps=0,
+    warmup_ratio=0.1,
+    max_steps=50,
     per_device_train_batch_size=4,
     gradient_accumulation_steps=4,
 )
@@ -21,12 +35,57 @@ def _training(cfg: RunConfig) -> dict:
     return {k: getattr(cfg.training, k) for k in REFERENCE_VALUES}
 
 
-def test_the_reference_recipe_is_exactly_the_reference_values_and_the_default():
+def _lora(cfg: RunConfig) -> tuple:
+    lo = cfg.lora
+    return (lo.r, lo.lora_alpha, lo.lora_dropout, lo.target_modules, lo.bias, lo.use_rslora, lo.use_dora)
+
+
+def test_the_reference_recipe_is_exactly_the_peft_example():
     cfg = RunConfig.from_yaml("preset: reference recipe\n")
-    assert _training(cfg) == REFERENCE_VALUES
-    assert (cfg.lora.r, cfg.lora.lora_alpha, cfg.training.warmup_ratio, cfg.training.warmup()) == (16, 32, None, 100)
-    assert cfg.lora.use_rslora is False
-    assert cfg == RunConfig()  # the app's defaults are the reference recipe
+    assert _training(cfg) == REFERENCE_VALUES and cfg.training.warmup() == 100
+    # target_modules None: q_proj,v_proj where the model has them (models.default_target_modules)
+    assert _lora(cfg) == (16, 32, 0.05, None, "none", False, False)
+    assert cfg != RunConfig()  # no longer the app's default
+
+
+def test_the_app_defaults_are_the_fast_preset_field_by_field():
+    assert DEFAULT == FAST
+    # every setting a preset names: the field's own default is the fast preset's value (read from it)
+    for section, model in (("lora", LoraSettings), ("training", TrainingSettings)):
+        named = {k for p in PRESETS.values() for k in p.get(section, {})}
+        assert named, section
+        for k in named:
+            assert model.model_fields[k].default == PRESETS[FAST][section][k], f"{section}.{k}"
+    cfg = RunConfig()
+    assert _training(cfg) == FAST_VALUES and cfg.training.warmup() == 5  # ceil(50 * 0.1)
+    assert _lora(cfg) == (16, 32, 0.05, None, "none", True, False)
+    # and the same from a YAML without `preset:`, an empty one, and one naming the fast preset
+    assert RunConfig.from_yaml("") == RunConfig.from_yaml("training: {seed: 42}\n") == cfg
+    assert RunConfig.from_yaml("preset: fast default\n") == cfg
+
+
+def test_warmup_steps_given_alone_means_those_steps():
+    """The default warm-up is a ratio (it wins when set); a config that sets warmup_steps alone gets
+    those steps, not a silent tenth of the run, with or without a preset; both given: the ratio."""
+    assert RunConfig.build({"training": {"warmup_steps": 10}}).training.warmup() == 10
+    assert RunConfig.build({"training": {"warmup_steps": 0}}).training.warmup() == 0
+    fast = RunConfig.build({"preset": FAST, "training": {"warmup_steps": 10, "max_steps": 80}}).training
+    assert (fast.warmup_ratio, fast.warmup(), fast.learning_rate) == (None, 10, 1e-3)
+    both = RunConfig.build({"training": {"warmup_steps": 3, "warmup_ratio": 0.2}}).training
+    assert both.warmup() == 10  # ceil(50 * 0.2)
+    from lora_app.validate import warmup_note
+
+    assert warmup_note(both) == (  # said at Check and Start (a script's /train(warmup_steps=3) gets it too)
+        "Warning: training.warmup_ratio (0.2) sets the warm-up: 10 of 50 steps; warmup_steps (3) is not used. "
+        "Fix: empty warmup_ratio to warm up for warmup_steps, or set warmup_steps to 0."
+    )
+    assert warmup_note(RunConfig().training) is None
+    assert RunConfig.build({"training": {"max_steps": 200}}).training.warmup() == 20  # follows max_steps
+    ref = RunConfig.build({"preset": REFERENCE, "training": {"warmup_ratio": 0.05}}).training
+    assert (ref.warmup_steps, ref.warmup()) == (100, 10)  # the ratio given wins over the preset's steps
+    # cap_warmup reads the defaults from the fields, not numbers of its own
+    capped = RunConfig.build({"training": {"cap_warmup": True, "warmup_steps": 80}}).training
+    assert (capped.warmup_steps, capped.warmup()) == (5, 5)  # max_steps 50 // 10
 
 
 def test_the_fast_preset_warms_up_a_tenth_of_its_run_and_given_values_win():
@@ -37,7 +96,7 @@ def test_the_fast_preset_warms_up_a_tenth_of_its_run_and_given_values_win():
     assert RunConfig.from_yaml(cfg.to_yaml()) == cfg and "preset" not in cfg.to_yaml()
     # switching a fast config back to the reference recipe gives the reference exactly
     back = RunConfig.build({"preset": REFERENCE, "lora": {"r": 16}})
-    assert _training(back) == REFERENCE_VALUES and back.training.warmup() == 100
+    assert _training(back) == REFERENCE_VALUES and back.training.warmup() == 100 and not back.lora.use_rslora
 
 
 def test_an_unknown_preset_is_refused_with_the_choices():
@@ -79,7 +138,7 @@ def test_the_form_preset_dropdown_fills_the_widgets(tmp_path):
     try:
         demo = build_app(AppContext(jm, None, frozenset()))
         (bf,) = [b for b in demo.fns.values() if getattr(b.fn, "__name__", "") == "fill"]
-        assert [i.elem_id for i in bf.inputs] == ["preset"] and bf.inputs[0].value == REFERENCE
+        assert [i.elem_id for i in bf.inputs] == ["preset"] and bf.inputs[0].value == FAST
         labels = [o.label.split(" ")[0] for o in bf.outputs]
         fast = dict(zip(labels, bf.fn(FAST), strict=True))
         assert fast == {
@@ -97,3 +156,61 @@ def test_the_form_preset_dropdown_fills_the_widgets(tmp_path):
         assert {k: ref[k] for k in REFERENCE_VALUES} == REFERENCE_VALUES and ref["warmup_ratio"] is None
     finally:
         jm.close()
+
+
+def test_cli_without_a_preset_trains_the_fast_default_and_its_card_shows_the_warmup(tmp_path, tiny_model, capsys):
+    """``train --config`` with no ``--preset`` and a YAML without ``preset:``: the run's config.yaml is
+    the fast default's, and its model card and the Runs tab give the warm-up in steps and the ratio
+    it came from."""
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app.__main__ import main
+
+    y = tmp_path / "run.yaml"
+    y.write_text(
+        f"data: {{path: {EXAMPLE_QUOTES}, max_rows: 16}}\nmodel: {{base_model_name_or_path: {tiny_model}}}\n"
+        "training: {max_length: 16, eval_fraction: 0, save_steps: 1000}\n"
+    )
+    assert main(["train", "--config", str(y), "--runs", str(tmp_path / "runs")]) == 0, capsys.readouterr()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    assert _training(cfg) == FAST_VALUES and cfg.lora.use_rslora is True
+    card = (run_dir / "adapter" / "README.md").read_text()
+    assert "| warmup_steps | 5 (warmup_ratio 0.1) |" in card and "| learning_rate | 0.001 |" in card
+    assert "| max_steps | 50 (steps done: 50) |" in card and "| use_rslora | True |" in card
+    # and the Runs tab's details of the run say the same
+    from lora_app.identity import Identity
+    from lora_app.jobs import JobManager
+    from lora_app.ui.common import AppContext
+    from lora_app.ui.runs_tab import run_detail
+
+    jm = JobManager(tmp_path / "runs")
+    try:
+        md = run_detail(AppContext(jm, None, frozenset()), run_dir.name, Identity("boss", admin=True))[0]
+    finally:
+        jm.close()
+    assert "learning_rate 0.001, warm-up 5 of 50 steps (warmup_ratio 0.1), rsLoRA" in md, md
+
+
+def test_bench_train_compares_both_paths_on_the_reference_recipe():
+    """bench/bench_train.py's app variant runs the reference recipe's values (those its Trainer variant
+    hard-codes), not the app's default recipe, with the bench's own steps and warm-up."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_train
+
+    spec = {
+        "steps": 16,
+        "warmup": 2,
+        "max_length": 64,
+        "batch": 4,
+        "accum": 4,
+        "train_file": "x.jsonl",
+        "model": "m",
+        "quant": "none",
+        "levers": {},
+    }
+    cfg = bench_train.app_config(spec)
+    t = cfg.training
+    assert (t.learning_rate, t.warmup_steps, t.warmup_ratio, t.warmup(), t.max_steps) == (2e-4, 2, None, 2, 16)
+    assert bench_train.LR == 2e-4 and (t.per_device_train_batch_size, t.gradient_accumulation_steps) == (4, 4)
+    assert _lora(cfg) == (16, 32, 0.05, None, "none", False, False)

@@ -65,7 +65,7 @@ def test_real_run_lowers_held_out_perplexity(tmp_path, jobs, bundled_model):
     tuned = PeftModel.from_pretrained(base, ad)
     after = perplexity(tuned, tok, held, max_length=96)
     print(
-        f"\nREAL RUN: 40 steps x batch 4 (max_length 96, packing, lr 1e-3, r=16/alpha 32, q_proj,v_proj) "
+        f"\nREAL RUN: 40 steps x batch 4 (max_length 96, packing, lr 1e-3, r=16/alpha 32 with rsLoRA, q_proj,v_proj) "
         f"in {train_s:.1f} s = {train_s / 40:.2f} s/step, {logs[-1]['tokens']} label tokens; "
         f"first loss {logs[0]['loss']:.3f} -> last {logs[-1]['loss']:.3f}; "
         f"held-out perplexity ({HELD_OUT} quotes) before {before:.2f} -> after {after:.2f}"

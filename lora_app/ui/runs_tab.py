@@ -22,6 +22,7 @@ from ..events import RunView
 from ..hub_resume import resume_from_hub
 from ..identity import Identity
 from ..jobs import ACTIVE, NotYourRun
+from ..variants import summary
 from . import form, merge_panel
 from .common import READ_ONLY, AppContext, loss_frame, loss_plot, problems_md, queue_note, run_summary
 
@@ -72,11 +73,15 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
     view = RunView()
     view.update(ctx.jobs.run_dir(run_id))
     row = run_summary(ctx.jobs, info)
+    try:
+        cfg: RunConfig | None = RunConfig.load(ctx.jobs.run_dir(run_id) / "config.yaml")
+    except (ConfigError, OSError):
+        cfg = None
     md = (
         f"**Run `{info.id}`: {info.status}** · started {row['started']} · duration {row['duration']} · "
         f"step {row['steps']} · final loss {row['final loss'] if row['final loss'] is not None else '–'}\n\n"
         f"base model `{info.base_model}` · data `{info.data}` · r {row['r']}, lora_alpha {_g(row['alpha'])}, "
-        f"targets {row['targets']}"
+        f"targets {row['targets']}" + (f" · {_schedule(cfg)}" if cfg else "")
     )
     if info.status == "queued":
         md += "\n\n" + queue_note(ctx.jobs, run_id)
@@ -88,12 +93,8 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
         md += f"\n\nadapter saved: try it in **5. Try it** (run `{info.id}`) or push it in **6. Hub**."
     if view.perplexity is not None or view.base_perplexity is not None:
         md += "\n\n" + _ppl_line(view)
-    try:  # the same settings on one's own GPUs or cluster (the YAML below downloads under this name)
-        md += "\n\n" + launch.commands_markdown(
-            RunConfig.load(ctx.jobs.run_dir(run_id) / "config.yaml"), _yaml_name(run_id)
-        )
-    except (ConfigError, OSError):
-        pass
+    if cfg is not None:  # the same settings on one's own GPUs or cluster (the YAML below downloads under this name)
+        md += "\n\n" + launch.commands_markdown(cfg, _yaml_name(run_id))
     return (
         ctx.redact(ident, md),
         loss_frame(view.losses, view.evals),
@@ -370,6 +371,14 @@ def _ppl_line(v: RunView) -> str:
         if v.base_perplexity is not None
         else f"held-out perplexity {v.perplexity:.1f}"
     )
+
+
+def _schedule(cfg: RunConfig) -> str:
+    """The run's recipe beyond r and alpha: "learning_rate 0.001, warm-up 5 of 50 steps (warmup_ratio
+    0.1), rsLoRA" (the warm-up in steps as the Trainer runs it, and the ratio it came from)."""
+    t = cfg.training
+    ratio = f" (warmup_ratio {t.warmup_ratio:g})" if t.warmup_ratio is not None else ""
+    return f"learning_rate {t.learning_rate:g}, warm-up {t.warmup()} of {t.max_steps} steps{ratio}" + summary(cfg.lora)
 
 
 def _g(x) -> str:
