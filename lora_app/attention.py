@@ -85,7 +85,8 @@ def choose(requested: str, device: str, model_config, length: int, dtype: str, h
     from .precision import cpu_info
 
     heads, kv, head_dim = shape_of(model_config)
-    facts = [cpu_info()[0], sorted(cpu_info()[1]), torch.__version__, heads, kv, head_dim, length, dtype]
+    level = [torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA")]  # caps below the flags
+    facts = [cpu_info()[0], sorted(cpu_info()[1]), torch.__version__, *level, heads, kv, head_dim, length, dtype]
     key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
     path = home / "attention_check.json" if home else None
     try:

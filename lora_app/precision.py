@@ -141,11 +141,20 @@ def measure_matmul(n: int = CHECK_N, reps: int = 5) -> dict:
 
 def cached_check(home: Path, model: str, flags: frozenset[str]) -> dict:
     """:func:`measure_matmul`, cached in ``home/precision_check.json`` under a key made of the CPU
-    model, its bf16-relevant flags and the torch version (a new torch may have new kernels)."""
+    model, its bf16-relevant flags, the torch version (a new torch may have new kernels) and the kernel
+    level torch and oneDNN are allowed to use."""
     import torch
 
     relevant = sorted(f for f in flags if f in CPU_BF16_FLAGS or f.startswith(("avx512", "amx")))
-    key = hashlib.sha256(json.dumps([model, relevant, torch.__version__]).encode()).hexdigest()[:16]
+    # torch's kernel level too: ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA can cap a CPU below its flags
+    facts = [
+        model,
+        relevant,
+        torch.__version__,
+        torch.backends.cpu.get_cpu_capability(),
+        os.environ.get("ONEDNN_MAX_CPU_ISA"),
+    ]
+    key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
     path = home / "precision_check.json"
     try:
         cache = json.loads(path.read_text())
