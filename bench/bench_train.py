@@ -55,7 +55,9 @@ LEVERS: dict[str, dict] = {
     "bf16 autocast": {"bf16": True},
     "precision float32": {"precision": "float32"},
     "precision bfloat16": {"precision": "bfloat16"},
-    "eager attention": {"attn": "eager"},
+    "attention sdpa": {"set": {"model.attn_implementation": "sdpa"}},
+    "attention eager": {"set": {"model.attn_implementation": "eager"}},
+    "chunked loss off": {"set": {"training.chunked_loss": False}},
     "lora_dropout=0": {"lora_dropout": 0.0},
     "1 torch thread": {"threads": 1},
     "gradient checkpointing on": {"gradient_checkpointing": True},
@@ -263,21 +265,12 @@ def _apply_app_patches(lv: dict) -> None:
     """Levers that are not RunConfig fields, applied around the unchanged lora_app.train code."""
     import transformers
 
-    from lora_app import models, text
+    from lora_app import text
 
     if lv.get("labels_only_head"):
         orig_pack, orig_pad = text.packing_collator, text.PaddingCollator
         text.packing_collator = lambda *a, **k: common.labels_only_head(orig_pack(*a, **k))
         text.PaddingCollator = lambda *a, **k: common.labels_only_head(orig_pad(*a, **k))
-    if lv.get("attn"):
-        orig_load = models.load_base_model
-
-        def load(*a, **k):
-            m = orig_load(*a, **k)
-            m.set_attn_implementation(lv["attn"])
-            return m
-
-        models.load_base_model = load
     if lv.get("bf16"):
         base = transformers.TrainingArguments
 
@@ -332,7 +325,8 @@ def app_config(spec: dict):
         "lora": lora,
         "training": t,
     }
-    for key, value in (spec.get("set") or {}).items():  # --set section.field=value: any RunConfig field
+    # --set section.field=value (any RunConfig field), then the lever's own settings
+    for key, value in {**(spec.get("set") or {}), **lv.get("set", {})}.items():
         section, field = key.split(".", 1)
         raw.setdefault(section, {})[field] = value
     return RunConfig.build(raw)
