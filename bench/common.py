@@ -112,6 +112,11 @@ def machine_info(device: str) -> dict:
         )
     except OSError:
         pass
+    # The kernel level torch really uses: the flags above can be capped (ATEN_CPU_CAPABILITY=avx2,
+    # ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2 make an AVX-512 CPU compute as an AVX2 one).
+    info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    caps = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+    info["cpu_caps"] = {k: os.environ[k] for k in caps if k in os.environ}
     if device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
