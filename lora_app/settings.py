@@ -5,7 +5,7 @@ them from :mod:`lora_app.config`.
 
 Defaults: the "fast default" preset (lora_app/presets.py; every field a preset names reads its
 default from there, through ``_d``): r=16, lora_alpha=32 with rsLoRA, batch 4 x accumulation 4,
-lr 1e-3, a warm-up of a tenth of 50 steps; the rest as in the PEFT int8 example (q_proj/v_proj,
+lr 5e-4, a warm-up of a tenth of 50 steps; the rest as in the PEFT int8 example (q_proj/v_proj,
 lora_dropout=0.05, bias="none"; huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb),
 whose own values are the "reference recipe" preset.
 """
@@ -174,7 +174,7 @@ class TrainingSettings(_Section):
         _d("training", "learning_rate"),
         gt=0,
         description="peak learning rate of AdamW, reached after the warm-up",
-        json_schema_extra=_fix("set learning_rate > 0, e.g. 1e-3 (2e-4 in the reference recipe)"),
+        json_schema_extra=_fix("set learning_rate > 0, e.g. 5e-4 (2e-4 in the reference recipe)"),
     )
     per_device_train_batch_size: int = Field(
         _d("training", "per_device_train_batch_size"),

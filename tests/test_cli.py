@@ -16,7 +16,7 @@ def test_cli_settings_lists_every_field_with_its_default_and_help(capsys):
     assert main(["train", "--settings"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert f"lora.r = 16: {LoraSettings.model_fields['r'].description}" in out
-    assert "training.learning_rate = 0.001: peak learning rate of AdamW, reached after the warm-up" in out
+    assert "training.learning_rate = 0.0005: peak learning rate of AdamW, reached after the warm-up" in out
     assert "training.max_steps = 50: optimizer steps to train (each sees batch x accumulation rows)" in out
     assert "training.warmup_ratio = 0.1: warm up for this share of max_steps" in "\n".join(out)
     assert f"lora.use_rslora = True: {LoraSettings.model_fields['use_rslora'].description}" in out

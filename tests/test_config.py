@@ -17,7 +17,7 @@ def test_defaults_are_the_fast_default_recipe():
         t.warmup_ratio,
         t.max_steps,
         t.learning_rate,
-    ) == (4, 4, 0, 0.1, 50, 1e-3)
+    ) == (4, 4, 0, 0.1, 50, 5e-4)
     assert t.warmup() == 5  # ceil(50 * 0.1)
     assert c.model.base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert c.model.trust_remote_code is False

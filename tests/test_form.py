@@ -88,7 +88,7 @@ def test_the_form_starts_on_the_fast_default_and_its_starting_values_build_the_d
         "lora.use_rslora": True,
     }
     assert [start[f"training.{k}"] for k in ("learning_rate", "warmup_steps", "warmup_ratio", "max_steps")] == [
-        1e-3,
+        5e-4,
         0,
         "0.1",
         50,

@@ -22,7 +22,7 @@ REFERENCE_VALUES = dict(
     gradient_accumulation_steps=4,
 )
 FAST_VALUES = dict(
-    learning_rate=1e-3,
+    learning_rate=5e-4,
     warmup_steps=0,
     warmup_ratio=0.1,
     max_steps=50,
@@ -70,7 +70,7 @@ def test_warmup_steps_given_alone_means_those_steps():
     assert RunConfig.build({"training": {"warmup_steps": 10}}).training.warmup() == 10
     assert RunConfig.build({"training": {"warmup_steps": 0}}).training.warmup() == 0
     fast = RunConfig.build({"preset": FAST, "training": {"warmup_steps": 10, "max_steps": 80}}).training
-    assert (fast.warmup_ratio, fast.warmup(), fast.learning_rate) == (None, 10, 1e-3)
+    assert (fast.warmup_ratio, fast.warmup(), fast.learning_rate) == (None, 10, 5e-4)
     both = RunConfig.build({"training": {"warmup_steps": 3, "warmup_ratio": 0.2}}).training
     assert both.warmup() == 10  # ceil(50 * 0.2)
     from lora_app.validate import warmup_note
@@ -90,7 +90,7 @@ def test_warmup_steps_given_alone_means_those_steps():
 
 def test_the_fast_preset_warms_up_a_tenth_of_its_run_and_given_values_win():
     cfg = RunConfig.from_yaml("preset: fast default\ntraining:\n  max_steps: 80\n")
-    assert (cfg.training.learning_rate, cfg.training.warmup_ratio, cfg.lora.use_rslora) == (1e-3, 0.1, True)
+    assert (cfg.training.learning_rate, cfg.training.warmup_ratio, cfg.lora.use_rslora) == (5e-4, 0.1, True)
     assert (cfg.training.max_steps, cfg.training.warmup()) == (80, 8)  # ceil(80 * 0.1), as transformers
     # a run's config.yaml records the values, not the name: it reloads to the same settings
     assert RunConfig.from_yaml(cfg.to_yaml()) == cfg and "preset" not in cfg.to_yaml()
@@ -126,7 +126,7 @@ def test_form_values_of_each_preset_build_that_preset():
         assert cfg == RunConfig.build({"preset": name, "data": {"path": "x.jsonl"}})
     fast = RunConfig.build({"preset": FAST})
     keys = ["training.warmup_ratio", "training.learning_rate", "lora.modules_to_save"]
-    assert form.from_config(fast, keys) == [0.1, 1e-3, ""]
+    assert form.from_config(fast, keys) == [0.1, 5e-4, ""]
 
 
 def test_the_form_preset_dropdown_fills_the_widgets(tmp_path):
@@ -143,7 +143,7 @@ def test_the_form_preset_dropdown_fills_the_widgets(tmp_path):
         fast = dict(zip(labels, bf.fn(FAST), strict=True))
         assert fast == {
             "gradient_accumulation_steps": 4,
-            "learning_rate": 1e-3,
+            "learning_rate": 5e-4,
             "lora_alpha": 32,
             "max_steps": 50,
             "per_device_train_batch_size": 4,
@@ -176,7 +176,7 @@ def test_cli_without_a_preset_trains_the_fast_default_and_its_card_shows_the_war
     cfg = RunConfig.load(run_dir / "config.yaml")
     assert _training(cfg) == FAST_VALUES and cfg.lora.use_rslora is True
     card = (run_dir / "adapter" / "README.md").read_text()
-    assert "| warmup_steps | 5 (warmup_ratio 0.1) |" in card and "| learning_rate | 0.001 |" in card
+    assert "| warmup_steps | 5 (warmup_ratio 0.1) |" in card and "| learning_rate | 0.0005 |" in card
     assert "| max_steps | 50 (steps done: 50) |" in card and "| use_rslora | True |" in card
     # and the Runs tab's details of the run say the same
     from lora_app.identity import Identity
@@ -189,7 +189,7 @@ def test_cli_without_a_preset_trains_the_fast_default_and_its_card_shows_the_war
         md = run_detail(AppContext(jm, None, frozenset()), run_dir.name, Identity("boss", admin=True))[0]
     finally:
         jm.close()
-    assert "learning_rate 0.001, warm-up 5 of 50 steps (warmup_ratio 0.1), rsLoRA" in md, md
+    assert "learning_rate 0.0005, warm-up 5 of 50 steps (warmup_ratio 0.1), rsLoRA" in md, md
 
 
 def test_bench_train_compares_both_paths_on_the_reference_recipe():
