@@ -82,18 +82,15 @@ def choose(requested: str, device: str, model_config, length: int, dtype: str, h
         )
     import torch
 
-    from .precision import cpu_info
+    from .precision import cpu_info, read_cache
 
     heads, kv, head_dim = shape_of(model_config)
     level = [torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA")]  # caps below the flags
     facts = [cpu_info()[0], sorted(cpu_info()[1]), torch.__version__, *level, heads, kv, head_dim, length, dtype]
     key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
     path = home / "attention_check.json" if home else None
-    try:
-        cache = json.loads(path.read_text()) if path else {}
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
+    cache, hit = read_cache(path, key, ("eager_ms", "sdpa_ms"))  # a malformed file or entry: measured anew
+    if hit is None:
         cache[key] = measure(heads, kv, head_dim, length, dtype)
         if path:
             try:

@@ -16,7 +16,10 @@ class Cfg:
 def test_what_is_asked_or_known_needs_no_measurement(tmp_path):
     assert attention.choose("eager", "cpu", Cfg, 128, "float32", tmp_path)[0] == "eager"
     assert attention.choose("sdpa", "cpu", Cfg, 128, "bfloat16", tmp_path)[0] == "sdpa"
-    assert attention.choose("auto", "cuda", Cfg, 128, "bfloat16", tmp_path) == ("sdpa", "attention: sdpa (auto on cuda)")
+    assert attention.choose("auto", "cuda", Cfg, 128, "bfloat16", tmp_path) == (
+        "sdpa",
+        "attention: sdpa (auto on cuda)",
+    )
     impl, why = attention.choose("auto", "cpu", Cfg, 2048, "bfloat16", tmp_path)
     assert impl == "sdpa" and "2048 > 1024" in why
     assert not (tmp_path / "attention_check.json").exists()  # nothing was timed
@@ -25,7 +28,7 @@ def test_what_is_asked_or_known_needs_no_measurement(tmp_path):
 def test_auto_times_both_once_and_takes_eager_only_when_clearly_faster(tmp_path):
     impl, why = attention.choose("auto", "cpu", Cfg, 64, "float32", tmp_path)
     cache = json.loads((tmp_path / "attention_check.json").read_text())
-    (key, m), = cache.items()
+    ((key, m),) = cache.items()
     assert m["eager_ms"] > 0 and m["sdpa_ms"] > 0
     assert impl == ("eager" if m["eager_ms"] * attention.MARGIN < m["sdpa_ms"] else "sdpa")
     assert f"eager {m['eager_ms']} ms, sdpa {m['sdpa_ms']} ms" in why
@@ -54,3 +57,20 @@ def test_either_kernel_keeps_packed_rows_apart(tiny_model, impl):
         packed = model(input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]), use_cache=False).logits[0, 3:]
         alone = model(input_ids=ids[:, 3:], use_cache=False).logits[0]
     torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "content", ["[]", "null", "3", '"x"', "{bad", '{"KEY": {}}', '{"KEY": {"eager_ms": "1", "sdpa_ms": 2}}']
+)
+def test_a_malformed_cache_file_is_measured_anew_not_a_crash(tmp_path, content):
+    """attention_check.json lives in the user's LORA_APP_HOME: valid JSON that is not an object
+    (``[]``, ``null``) crashed the run with a TypeError, an entry without both timings with a
+    KeyError (found by the breaker). Either is measured again and the file repaired."""
+    good = tmp_path / "good"
+    attention.choose("auto", "cpu", Cfg, 16, "float32", good)
+    (key,) = json.loads((good / "attention_check.json").read_text())
+    (tmp_path / "attention_check.json").write_text(content.replace("KEY", key))
+    impl, why = attention.choose("auto", "cpu", Cfg, 16, "float32", tmp_path)
+    m = json.loads((tmp_path / "attention_check.json").read_text())[key]
+    assert impl in ("eager", "sdpa") and m["eager_ms"] > 0 and m["sdpa_ms"] > 0
+    assert f"eager {m['eager_ms']} ms, sdpa {m['sdpa_ms']} ms" in why
