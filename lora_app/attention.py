@@ -66,13 +66,29 @@ def measure(heads: int, kv: int, head_dim: int, length: int, dtype: str, rows: i
     return res
 
 
-def choose(requested: str, device: str, model_config, length: int, dtype: str, home: Path | None) -> tuple[str, str]:
+def choose(
+    requested: str, device: str, model_config, length: int, dtype: str, home: Path | None, sdpa_ok: bool = True
+) -> tuple[str, str]:
     """(implementation, the log's line) for ``requested`` ("auto", "sdpa", "eager").
 
     auto: SDPA on a GPU and for lengths above :data:`EAGER_MAX_LENGTH`; on a CPU the measured
-    faster one (:func:`measure`, cached in ``home`` when given)."""
+    faster one (:func:`measure`, cached in ``home`` when given). ``sdpa_ok``: the model class has an
+    SDPA attention (transformers' ``_supports_sdpa``; e.g. granite_swa, deepseek_v4 have none, and
+    ``set_attn_implementation("sdpa")`` raises there): auto then takes eager. Raises ConfigError
+    for sdpa asked of such a model."""
+    if requested == "sdpa" and not sdpa_ok:
+        from .config import ConfigError
+
+        raise ConfigError(
+            [
+                f"model.attn_implementation: this model ({getattr(model_config, 'model_type', '?')}) has no sdpa "
+                "attention in transformers (got sdpa). Fix: set it to auto or eager."
+            ]
+        )
     if requested != "auto":
         return requested, f"attention: {requested} (model.attn_implementation)"
+    if not sdpa_ok:
+        return "eager", f"attention: eager (auto: {getattr(model_config, 'model_type', '?')} has no sdpa attention)"
     if device != "cpu":
         return "sdpa", f"attention: sdpa (auto on {device})"
     if length > EAGER_MAX_LENGTH:

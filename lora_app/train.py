@@ -201,7 +201,13 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     choice = precision.choose(cfg.model.precision, device)
     ev.emit("info", message=choice.reason, precision=choice.dtype, precision_setting=cfg.model.precision)
     impl, why = attention.choose(
-        cfg.model.attn_implementation, device, model.config, cfg.training.max_length, choice.dtype, app_home()
+        cfg.model.attn_implementation,
+        device,
+        model.config,
+        cfg.training.max_length,
+        choice.dtype,
+        app_home(),
+        sdpa_ok=bool(getattr(model, "_supports_sdpa", False)),  # (the PEFT wrapper passes it through)
     )
     model.set_attn_implementation(impl)  # before the packing probe below, which then checks this kernel
     ev.emit("info", message=why, attn_implementation=impl)

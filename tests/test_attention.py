@@ -74,3 +74,69 @@ def test_a_malformed_cache_file_is_measured_anew_not_a_crash(tmp_path, content):
     m = json.loads((tmp_path / "attention_check.json").read_text())[key]
     assert impl in ("eager", "sdpa") and m["eager_ms"] > 0 and m["sdpa_ms"] > 0
     assert f"eager {m['eager_ms']} ms, sdpa {m['sdpa_ms']} ms" in why
+
+
+def _no_sdpa_model(path):
+    """A tiny granite_swa model saved at ``path``: an architecture transformers gives no SDPA
+    attention (``_supports_sdpa = False``; ``set_attn_implementation("sdpa")`` raises)."""
+    from tiny import build_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tok = build_tokenizer()
+    eos = tok.eos_token_id
+    cfg = AutoConfig.for_model(
+        "granite_swa",
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=eos,
+        bos_token_id=eos,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    assert not model._supports_sdpa
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_a_model_without_sdpa_trains_on_auto_and_sdpa_is_refused_with_the_fix(tmp_path):
+    """auto took sdpa on a GPU or above 1024 tokens without asking the model: a granite_swa /
+    deepseek_v4 run crashed in set_attn_implementation (found by the breaker). auto takes eager
+    there; sdpa asked by hand fails the run with the field and the fix."""
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app.config import ConfigError, RunConfig
+    from lora_app.events import read_events
+    from lora_app.train import train
+
+    base = _no_sdpa_model(tmp_path / "base")
+    for impl, rc in (("auto", 0), ("sdpa", 1)):
+        rd = tmp_path / impl
+        rd.mkdir()
+        RunConfig.build(
+            {
+                "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 16},
+                "model": {"base_model_name_or_path": str(base), "precision": "float32", "attn_implementation": impl},
+                "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]},
+                "training": {"max_steps": 1, "max_length": 2048, "per_device_train_batch_size": 2},
+            }
+        ).save(rd / "config.yaml")
+        assert train(rd) == rc
+        events, _ = read_events(rd)
+        if rc == 0:
+            assert next(e for e in events if "attn_implementation" in e)["attn_implementation"] == "eager"
+        else:
+            failed = [e for e in events if e.get("status") == "failed"]
+            assert (
+                "model.attn_implementation: " in failed[-1]["message"]
+                and "Fix: set it to auto" in failed[-1]["message"]
+            )
+    with pytest.raises(ConfigError, match=r"model.attn_implementation: .*Fix: set it to auto or eager"):
+        attention.choose("sdpa", "cuda", Cfg, 128, "bfloat16", tmp_path, sdpa_ok=False)
+    assert attention.choose("auto", "cuda", Cfg, 128, "bfloat16", tmp_path, sdpa_ok=False)[0] == "eager"
