@@ -146,6 +146,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     rows, eval_rows = tr.rows, te.rows if te else []
     if td.layout != "text":
         ev.emit("info", **chat_rows.layout_info(td, tr, te, cfg.data.train_on_prompt, cfg.training.max_length))
+        chat_rows.check_rows(tr, cfg.training.max_length)  # before the model loads
     ev.emit("status", status="loading", message=f"loading the weights of {cfg.model.base_model_name_or_path}")
     fsdp = world > 1 and cfg.distributed.strategy == "fsdp"
     model = models.load_base_model(
