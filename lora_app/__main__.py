@@ -298,6 +298,22 @@ def _print_commands(raw: dict, path: str, sets: list[str], runs: str | None) -> 
     return 0
 
 
+def _with_overrides(raw: dict, pairs: list[str]) -> dict:
+    """``raw`` (a nested config dict, changed in place and returned) with ``--set`` ``pairs`` on top.
+    A ``--set`` of warmup_steps without warmup_ratio means those steps, as in a config file
+    (lora_app.presets.WARMUP_PAIR): a saved config.yaml carries the default ratio, which would
+    otherwise win and silently ignore the override. Raises ConfigError for a malformed pair."""
+    from .presets import WARMUP_PAIR
+
+    for sec, vals in _overrides(pairs).items():
+        if not isinstance(raw.get(sec), dict):
+            raw[sec] = {}
+        if WARMUP_PAIR[0] in vals and WARMUP_PAIR[1] not in vals:
+            raw[sec].pop(WARMUP_PAIR[1], None)
+        raw[sec].update(vals)
+    return raw
+
+
 def _train_config(a) -> int:
     from . import app_home
     from .config import ConfigError
@@ -314,10 +330,7 @@ def _train_config(a) -> int:
         raw = _load_raw(a.config) if a.config else {}
         if a.preset is not None:  # the command line's preset wins over one named in the file
             raw["preset"] = a.preset
-        for sec, vals in _overrides(a.set).items():
-            if not isinstance(raw.get(sec), dict):
-                raw[sec] = {}
-            raw[sec].update(vals)
+        raw = _with_overrides(raw, a.set or [])
     except ConfigError as err:
         print("The configuration has problems:\n" + "\n".join(f"  - {p}" for p in err.problems), file=sys.stderr)
         return 2

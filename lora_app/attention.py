@@ -66,13 +66,29 @@ def measure(heads: int, kv: int, head_dim: int, length: int, dtype: str, rows: i
     return res
 
 
-def choose(requested: str, device: str, model_config, length: int, dtype: str, home: Path | None) -> tuple[str, str]:
+def choose(
+    requested: str, device: str, model_config, length: int, dtype: str, home: Path | None, sdpa_ok: bool = True
+) -> tuple[str, str]:
     """(implementation, the log's line) for ``requested`` ("auto", "sdpa", "eager").
 
     auto: SDPA on a GPU and for lengths above :data:`EAGER_MAX_LENGTH`; on a CPU the measured
-    faster one (:func:`measure`, cached in ``home`` when given)."""
+    faster one (:func:`measure`, cached in ``home`` when given). ``sdpa_ok``: the model class has an
+    SDPA attention (transformers' ``_supports_sdpa``; e.g. granite_swa, deepseek_v4 have none, and
+    ``set_attn_implementation("sdpa")`` raises there): auto then takes eager. Raises ConfigError
+    for sdpa asked of such a model."""
+    if requested == "sdpa" and not sdpa_ok:
+        from .config import ConfigError
+
+        raise ConfigError(
+            [
+                f"model.attn_implementation: this model ({getattr(model_config, 'model_type', '?')}) has no sdpa "
+                "attention in transformers (got sdpa). Fix: set it to auto or eager."
+            ]
+        )
     if requested != "auto":
         return requested, f"attention: {requested} (model.attn_implementation)"
+    if not sdpa_ok:
+        return "eager", f"attention: eager (auto: {getattr(model_config, 'model_type', '?')} has no sdpa attention)"
     if device != "cpu":
         return "sdpa", f"attention: sdpa (auto on {device})"
     if length > EAGER_MAX_LENGTH:
@@ -82,18 +98,15 @@ def choose(requested: str, device: str, model_config, length: int, dtype: str, h
         )
     import torch
 
-    from .precision import cpu_info
+    from .precision import cpu_info, read_cache
 
     heads, kv, head_dim = shape_of(model_config)
     level = [torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA")]  # caps below the flags
     facts = [cpu_info()[0], sorted(cpu_info()[1]), torch.__version__, *level, heads, kv, head_dim, length, dtype]
     key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
     path = home / "attention_check.json" if home else None
-    try:
-        cache = json.loads(path.read_text()) if path else {}
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
+    cache, hit = read_cache(path, key, ("eager_ms", "sdpa_ms"))  # a malformed file or entry: measured anew
+    if hit is None:
         cache[key] = measure(heads, kv, head_dim, length, dtype)
         if path:
             try:

@@ -182,6 +182,20 @@ def tokenize_data(rows: list, layout: str, tokenizer, max_length: int, train_on_
     return tokenize_turns(rows, layout, tokenizer, max_length, train_on_prompt)
 
 
+def check_rows(tr: TokenRows, max_length: int) -> None:
+    """Raise ConfigError (naming max_length and the fix) when no training row is left: every row's
+    answer lay past ``max_length`` tokens (a long system prompt or question). Else the Trainer
+    failed after the model loaded, with torch's "num_samples should be a positive integer"."""
+    if not tr.rows:
+        raise ConfigError(
+            [
+                f"training.max_length: no training row has an answer token within {max_length} tokens "
+                f"({tr.dropped} rows dropped: their prompt fills max_length). Fix: raise training.max_length, "
+                "shorten the prompts, or set data.train_on_prompt: true."
+            ]
+        )
+
+
 def layout_info(td, tr, te, train_on_prompt: bool, max_length: int) -> dict:
     """The ``info`` event of a non-text layout: layout, columns, what is learned, the template, and
     the rows whose answer ``max_length`` cut (``tr``/``te``: chat_rows.TokenRows of train/eval)."""

@@ -94,13 +94,36 @@ class RunConfig(_Section):
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        """Build from a saved ``.yaml``/``.yml`` or ``.json`` file. Raises ConfigError for a
-        malformed or invalid config, OSError for an unreadable file."""
+        """Build from a saved ``.yaml``/``.yml`` or ``.json`` file (a run's config.yaml, a Runs tab
+        download). A saved dump made before a field existed meant what the app did then
+        (:data:`SAVED_BEFORE`). Raises ConfigError for a malformed or invalid config, OSError for an
+        unreadable file."""
         text = Path(path).read_text(encoding="utf-8")
-        return cls.build(parse_raw(text, json_text=str(path).endswith(".json")))
+        return cls.build(saved_before(parse_raw(text, json_text=str(path).endswith(".json"))))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+
+#: Fields added after runs were first saved, whose default now differs from what a run did before
+#: they existed: use_rslora (2026-12-01, with warmup_ratio; default True since the fast default).
+#: A run saved before then has no use_rslora and trained with lora_alpha / r: resumed, merged or
+#: copied to the form with the new default its adapter's scale would silently grow sqrt(r)-fold.
+SAVED_BEFORE = {"lora": {"use_rslora": False}}
+
+
+def saved_before(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with :data:`SAVED_BEFORE`'s values where it is a saved dump (its lora section has
+    every field the first dumps had: r, lora_alpha, lora_dropout, target_modules, bias) that lacks
+    them; other configs (hand-written, partial) are returned unchanged and get today's defaults."""
+    lora = raw.get("lora")
+    if not isinstance(lora, dict) or not {"r", "lora_alpha", "lora_dropout", "target_modules", "bias"} <= set(lora):
+        return raw
+    out = dict(raw)
+    for section, values in SAVED_BEFORE.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {**values, **out[section]}
+    return out
 
 
 def parse_raw(text: str, json_text: bool = False) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def preflight_notes(td: TextData, base: str, max_length: int, train_on_prompt: b
     ConfigError when the chat template cannot render the conversations; [] when there is no
     tokenizer to load here (the run itself will say why)."""
     from . import models
-    from .chat_rows import tokenize_data
+    from .chat_rows import check_rows, tokenize_data
     from .config import ConfigError
 
     if td.layout == "text":
@@ -124,6 +124,8 @@ def preflight_notes(td: TextData, base: str, max_length: int, train_on_prompt: b
     except Exception:  # offline Hub id, gated repo ...: not this check's to report
         return []
     tr = tokenize_data(td.texts[:LIMIT], td.layout, tok, max_length, train_on_prompt)
+    if len(td.texts) <= LIMIT:  # every row seen: none left to train on is a problem, said at Check
+        check_rows(tr, max_length)
     notes = []
     if tr.template_fallback:
         notes.append("The base model has no chat template: conversations use the documented ChatML fallback.")

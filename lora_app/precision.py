@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -139,6 +140,25 @@ def measure_matmul(n: int = CHECK_N, reps: int = 5) -> dict:
     return out
 
 
+def read_cache(path: Path | None, key: str, fields: tuple[str, ...]) -> tuple[dict, dict | None]:
+    """(the cache file at ``path`` as a dict, its entry under ``key`` or None).
+
+    A missing, unreadable or malformed file (not JSON, not an object) is an empty cache, and an
+    entry without a positive number in each of ``fields`` is no entry: these files live in the
+    user's LORA_APP_HOME and are re-measured, never a crash of the run that reads them."""
+    try:
+        cache = json.loads(path.read_text()) if path else {}
+    except (OSError, ValueError):
+        cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
+    hit = cache.get(key)
+    ok = isinstance(hit, dict) and all(
+        type(hit.get(f)) in (int, float) and math.isfinite(hit[f]) and hit[f] > 0 for f in fields
+    )
+    return cache, hit if ok else None
+
+
 def cached_check(home: Path, model: str, flags: frozenset[str]) -> dict:
     """:func:`measure_matmul`, cached in ``home/precision_check.json`` under a key made of the CPU
     model, its bf16-relevant flags, the torch version (a new torch may have new kernels) and the kernel
@@ -156,12 +176,9 @@ def cached_check(home: Path, model: str, flags: frozenset[str]) -> dict:
     ]
     key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
     path = home / "precision_check.json"
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
+    cache, hit = read_cache(path, key, ("bfloat16_gflops", "float32_gflops"))
+    if hit is not None:
+        return hit
     res = {**measure_matmul(), "cpu": model, "torch": torch.__version__, "measured_at": time.time()}
     cache[key] = res
     try:

@@ -48,6 +48,13 @@ from .template_sandbox import TemplateRefused
 RENDER_LIMIT_S = 5.0
 #: Memory a render may add to the child's address space after start-up (RLIMIT_AS), MB.
 MEMORY_LIMIT_MB = 512
+#: The rendered text may hold at most this many characters more than RESULT_FACTOR x the size of
+#: what it was given (messages, tools, special tokens: the pickled request). Layer 1's MAX_CHARS
+#: (16 Mi) bounds each value in the child, but the text comes back to *this* process, which
+#: tokenizes it: a 15.6 M-character render of "Hi" took the web worker 15 s and +2.9 GB RSS to
+#: tokenize (6.5 M tokens for Try it). Real templates add markup per turn and a fixed header.
+RESULT_ALLOWANCE = 2**20
+RESULT_FACTOR = 4
 _START_LIMIT_S = 60.0  # importing jinja2 + transformers' template module on a loaded machine
 
 _ROUTE: contextvars.ContextVar[bool] = contextvars.ContextVar("lora_app_template_child", default=False)
@@ -83,8 +90,8 @@ def _vm_size() -> int:
 
 
 def serve() -> None:
-    """The child's loop: read ``(template, render kwargs)`` (pickled by the parent, which it
-    trusts), answer JSON (the parent does not trust what a template made): ``{"ok": text}``,
+    """The child's loop: read ``(template, render kwargs, the most characters the text may have)``
+    (pickled by the parent, which it trusts), answer JSON (the parent does not trust what a template made): ``{"ok": text}``,
     ``{"refused": why}`` or ``{"error": message, "kind": "TypeName"}``; UTF-8, lone surrogates (which a
     message's text may hold) passed through."""
     import resource
@@ -104,12 +111,18 @@ def serve() -> None:
         head = stdin.read(4)
         if len(head) < 4:
             return
-        template, kwargs = pickle.loads(stdin.read(struct.unpack("<I", head)[0]))
+        template, kwargs, limit = pickle.loads(stdin.read(struct.unpack("<I", head)[0]))
         # The parent kills a late render; the alarm (no handler: the kernel ends this process)
         # also ends one whose parent died meanwhile, so no orphan spins for hours.
         signal.alarm(int(RENDER_LIMIT_S) + 5)
         try:
-            reply: dict = {"ok": template_sandbox.compile_template(template).render(**kwargs)}
+            text = template_sandbox.compile_template(template).render(**kwargs)
+            reply: dict = {"ok": text}
+            if len(text) > limit:
+                reply = {
+                    "refused": f"the rendered text ({len(text):,} characters) is far longer than what it was "
+                    f"given (the limit is {limit:,})"
+                }
         except TemplateRefused as err:
             reply = {"refused": str(err)}
         except MemoryError:
@@ -161,7 +174,8 @@ def render_in_child(template: str, kwargs: dict) -> str:
     tokens) in the capped child. Raises TemplateRefused (too big, too slow: the child is then
     replaced) or a jinja2.TemplateError subclass named as the template's own error."""
     global _child
-    payload = pickle.dumps((template, kwargs))
+    given = len(pickle.dumps((template, kwargs)))
+    payload = pickle.dumps((template, kwargs, RESULT_FACTOR * given + RESULT_ALLOWANCE))
     with _lock:
         if _child is None or _child.poll() is not None:
             _child = _start()

@@ -146,6 +146,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     rows, eval_rows = tr.rows, te.rows if te else []
     if td.layout != "text":
         ev.emit("info", **chat_rows.layout_info(td, tr, te, cfg.data.train_on_prompt, cfg.training.max_length))
+        chat_rows.check_rows(tr, cfg.training.max_length)  # before the model loads
     ev.emit("status", status="loading", message=f"loading the weights of {cfg.model.base_model_name_or_path}")
     fsdp = world > 1 and cfg.distributed.strategy == "fsdp"
     model = models.load_base_model(
@@ -201,7 +202,13 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     choice = precision.choose(cfg.model.precision, device)
     ev.emit("info", message=choice.reason, precision=choice.dtype, precision_setting=cfg.model.precision)
     impl, why = attention.choose(
-        cfg.model.attn_implementation, device, model.config, cfg.training.max_length, choice.dtype, app_home()
+        cfg.model.attn_implementation,
+        device,
+        model.config,
+        cfg.training.max_length,
+        choice.dtype,
+        app_home(),
+        sdpa_ok=bool(getattr(model, "_supports_sdpa", False)),  # (the PEFT wrapper passes it through)
     )
     model.set_attn_implementation(impl)  # before the packing probe below, which then checks this kernel
     ev.emit("info", message=why, attn_implementation=impl)

@@ -255,3 +255,21 @@ def test_a_bomb_in_the_base_model_s_template_fails_the_training_run(tmp_path, ti
     events, _ = read_events(rd)
     assert events[-1]["status"] == "failed"
     assert f"chat_template of {base}: rendering would allocate more than {MEMORY_LIMIT_MB} MB" in events[-1]["message"]
+
+
+def test_a_render_under_the_value_cap_but_far_longer_than_its_input_is_refused_before_this_process_tokenizes_it(tok):
+    """15.6 M characters from "Hi" (under layer 1's 16 Mi per value, under the child's memory cap)
+    came back to the caller, which tokenized it: 15 s and +2.9 GB in the web worker, a 6.5 M-token
+    prompt for Try it (found by the breaker). The text may be at most 4x its input + 1 Mi."""
+    big = "{% for i in range(100000) %}{{ 'ab cd ef gh ' * 13 }}{% endfor %}"  # 15,600,000 characters
+    apply_chat_template(tok, HI, chat_template="{{ 'warm' }}", tokenize=False)
+    before, t0 = _peak_mb(), time.perf_counter()
+    with pytest.raises(TemplateRefused, match=r"the rendered text \(15,600,000 characters\) is far longer"):
+        apply_chat_template(tok, HI, chat_template=big, tokenize=True, return_dict=True)
+    assert time.perf_counter() - t0 < 3 and _peak_mb() - before < 100
+    # as much as RESULT_ALLOWANCE from a short input still renders; a long input may render longer
+    fits = "{% for i in range(65536) %}{{ 'abcdefgh' * 2 }}{% endfor %}"
+    assert len(apply_chat_template(tok, HI, chat_template=fits, tokenize=False)) == 2**20
+    long = [{"role": "user", "content": "w " * 1_000_000}]
+    twice = "{% for m in messages %}{{ m.content }}{{ m.content }}{{ m.content }}{% endfor %}"
+    assert len(apply_chat_template(tok, long, chat_template=twice, tokenize=False)) == 6_000_000

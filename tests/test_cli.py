@@ -48,3 +48,25 @@ def test_cli_repeated_set_options_all_apply(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "training.max_steps" in err and "lora.r" in err, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing queued
+
+
+def test_cli_set_warmup_steps_on_a_saved_config_means_those_steps(tmp_path):
+    """A run's config.yaml carries both warmup_steps (0) and the default warmup_ratio (0.1), so
+    ``--config config.yaml --set training.warmup_steps=20`` warmed up for 5 of 50 steps, the
+    override silently lost (found by the breaker). Given alone, it means those steps, as in a file."""
+    from lora_app.__main__ import _with_overrides
+    from lora_app.config import RunConfig, parse_raw
+
+    saved = tmp_path / "config.yaml"
+    RunConfig().save(saved)
+    raw = _with_overrides(parse_raw(saved.read_text(encoding="utf-8")), ["training.warmup_steps=20"])
+    t = RunConfig.build(raw).training
+    assert (t.warmup_steps, t.warmup_ratio, t.warmup()) == (20, None, 20)
+    both = _with_overrides(
+        parse_raw(saved.read_text(encoding="utf-8")), ["training.warmup_steps=20", "training.warmup_ratio=0.2"]
+    )
+    assert RunConfig.build(both).training.warmup() == 10  # both given: the ratio wins, as everywhere
+    ratio = _with_overrides(parse_raw(saved.read_text(encoding="utf-8")), ["training.warmup_ratio=0.3"])
+    assert RunConfig.build(ratio).training.warmup() == 15
+    preset = _with_overrides({"preset": "fast default"}, ["training.warmup_steps=7"])
+    assert RunConfig.build(preset).training.warmup() == 7

@@ -380,3 +380,40 @@ def test_a_conversation_adapter_is_pushed_with_its_tokenizer_and_layout(tmp_path
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(ad).chat_template == FALLBACK_CHAT_TEMPLATE
+
+
+def test_no_answer_within_max_length_is_refused_at_check_and_fails_the_run_before_the_model_loads(tmp_path, tiny_model):
+    """Every row's answer past max_length (a long system prompt): all rows were dropped and the run
+    failed after loading the model with torch's "num_samples should be a positive integer value,
+    but got num_samples=0" (found by the breaker). Check and the run say the field and the fix."""
+    from lora_app.config import ConfigError, RunConfig
+    from lora_app.events import read_events
+    from lora_app.train import train
+    from lora_app.validate import preflight
+
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief. " * 40},
+                {"role": "user", "content": f"Q{i}"},
+                {"role": "assistant", "content": "An answer."},
+            ]
+        }
+        for i in range(12)
+    ]
+    cfg = {
+        "data": {"path": write(tmp_path, "c.jsonl", rows), "layout": "conversation"},
+        "model": {"base_model_name_or_path": str(tiny_model), "precision": "float32"},
+        "training": {"max_length": 48, "eval_fraction": 0, "max_steps": 1},
+    }
+    want = "training.max_length: no training row has an answer token within 48 tokens (12 rows dropped"
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg)
+    assert any(p.startswith(want) and "Fix: raise training.max_length" in p for p in err.value.problems), err.value
+    rd = tmp_path / "run"
+    rd.mkdir()
+    RunConfig.build(cfg).save(rd / "config.yaml")
+    assert train(rd) == 1
+    events, _ = read_events(rd)
+    assert [e["message"] for e in events if e.get("status") == "failed"][-1].startswith(want)
+    assert not any("loading the weights" in str(e.get("message")) for e in events)  # refused before

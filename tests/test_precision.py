@@ -141,3 +141,21 @@ def test_generation_loads_the_base_in_the_same_precision(tiny_model):
     want = choose("auto", device_kind()).torch_dtype
     assert {p.dtype for p in loaded.model.parameters()} == {want}
     assert Generator().complete_batch(["Two things"], base=str(tiny_model), max_new_tokens=3)[0] != ""
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"x"', '{"KEY": {"cpu": "Some CPU"}}', '{"KEY": []}'])
+def test_a_malformed_check_file_is_measured_anew_not_a_crash(tmp_path, content):
+    """precision_check.json that is JSON but not an object, or an entry without both numbers,
+    crashed every run's precision choice (TypeError / KeyError; found by the breaker)."""
+    flags = frozenset({"avx2", "avx512_bf16"})
+    (key,) = json.loads(_check_file(tmp_path / "good", flags).read_text())
+    (tmp_path / "precision_check.json").write_text(content.replace("KEY", key))
+    res = cached_check(tmp_path, "Some CPU", flags)
+    assert res["bfloat16_gflops"] > 0 and res["float32_gflops"] > 0 and res["cpu"] == "Some CPU"
+    assert decide("auto", "cpu", cpu_flags=flags, measured=res).dtype in ("bfloat16", "float32")
+    assert json.loads((tmp_path / "precision_check.json").read_text())[key] == res
+
+
+def _check_file(home, flags):
+    cached_check(home, "Some CPU", flags)
+    return home / "precision_check.json"

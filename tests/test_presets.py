@@ -214,3 +214,29 @@ def test_bench_train_compares_both_paths_on_the_reference_recipe():
     assert (t.learning_rate, t.warmup_steps, t.warmup_ratio, t.warmup(), t.max_steps) == (2e-4, 2, None, 2, 16)
     assert bench_train.LR == 2e-4 and (t.per_device_train_batch_size, t.gradient_accumulation_steps) == (4, 4)
     assert _lora(cfg) == (16, 32, 0.05, None, "none", False, False)
+
+
+def test_a_run_saved_before_use_rslora_and_warmup_ratio_existed_loads_as_it_trained(tmp_path):
+    """A run's config.yaml from before 2026-12-01 02:33 has warmup_steps 100 and neither
+    warmup_ratio nor use_rslora. Its warm-up stayed 100 steps, but use_rslora took the new default
+    True: resumed, merged or copied to the form, its adapter's scale grew from lora_alpha/r to
+    lora_alpha/sqrt(r), 4x at r=16 (found by the breaker). It loads as it trained now."""
+    import yaml
+
+    from lora_app.config import RunConfig
+
+    old = yaml.safe_load(RunConfig.build({"preset": REFERENCE}).to_yaml())
+    for k in ("use_rslora", "use_dora", "init_lora_weights", "modules_to_save", "rank_pattern", "alpha_pattern"):
+        old["lora"].pop(k)
+    for k in ("warmup_ratio", "chunked_loss"):
+        old["training"].pop(k)
+    old["model"].pop("attn_implementation")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old), encoding="utf-8")
+    cfg = RunConfig.load(tmp_path / "config.yaml")
+    assert (cfg.lora.use_rslora, cfg.training.warmup(), cfg.training.learning_rate) == (False, 100, 2e-4)
+    assert (cfg.lora.r, cfg.lora.lora_alpha, cfg.training.max_steps) == (16, 32, 200)
+    # today's dumps and hand-written configs keep their own values and today's defaults
+    RunConfig().save(tmp_path / "now.yaml")
+    assert RunConfig.load(tmp_path / "now.yaml").lora.use_rslora is True
+    (tmp_path / "mine.yaml").write_text("lora:\n  r: 8\n", encoding="utf-8")
+    assert RunConfig.load(tmp_path / "mine.yaml").lora.use_rslora is True
