@@ -29,23 +29,37 @@ RAM_SHARE = 1 / 3
 GPU_SHARE = 1 / 2
 
 
-def activation_bytes_per_token(model_config, value_bytes: int = FLOAT_BYTES) -> int:
+def activation_bytes_per_token(
+    model_config, value_bytes: int = FLOAT_BYTES, *, chunked_loss: bool = False, eager_length: int = 0
+) -> int:
     """Bytes one training token keeps alive between forward and backward, estimated from the
     model's shape: per layer ~10 x hidden + 6 x intermediate values of ``value_bytes`` each (4 for
     float32, 2 when the matmuls run in bf16/fp16) saved for backward, plus ~3 x vocabulary float32
     values for the logits, their softmax and its gradient (the loss upcasts the logits).
 
+    ``chunked_loss``: the LM head runs a chunk of positions at a time (lora_app.chunked_loss), so the
+    vocabulary term is left out (a chunk's logits are transient, ~32 MiB in all). ``eager_length``:
+    with eager attention at rows of up to this many tokens, each layer also keeps every query's
+    attention probabilities over the row's keys for the backward pass: heads x length values, once in
+    float32 (the softmax's output) and once in ``value_bytes`` (the matmul's input), per token
+    (transformers' ``eager_attention_forward``); SDPA keeps none of them. An estimate from what the
+    backward pass keeps, not measured: for SmolLM2 in bf16 at 128 tokens, 0.21 MB per token beside the
+    layers' 0.90 MB.
+
     Calibrated on SmolLM2-135M (30 layers, hidden 576, intermediate 1536, vocab 49,152): the
     estimate is 2.39 MB/token; measured peak RSS grew by 2.4 MB per packed token (4,096 tokens:
-    10.5 GB). Raises AttributeError if the config lacks ``hidden_size``/``num_hidden_layers``.
+    10.5 GB; float32, SDPA, stock loss). Raises AttributeError if the config lacks
+    ``hidden_size``/``num_hidden_layers``.
     """
     if hasattr(model_config, "get_text_config"):  # multimodal configs (gemma3, llama4) keep these in text_config
         model_config = model_config.get_text_config()
     h = model_config.hidden_size
     layers = model_config.num_hidden_layers
     inter = getattr(model_config, "intermediate_size", None) or 4 * h
-    vocab = getattr(model_config, "vocab_size", 0) or 0
-    return value_bytes * layers * (10 * h + 6 * inter) + FLOAT_BYTES * 3 * vocab
+    vocab = 0 if chunked_loss else getattr(model_config, "vocab_size", 0) or 0
+    heads = getattr(model_config, "num_attention_heads", 0) or 0
+    scores = layers * heads * eager_length * (FLOAT_BYTES + value_bytes)
+    return value_bytes * layers * (10 * h + 6 * inter) + FLOAT_BYTES * 3 * vocab + scores
 
 
 @dataclass

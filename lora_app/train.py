@@ -253,7 +253,10 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
             device=device,
             merge=t.merge_accumulation,
             bytes_per_token=batching.activation_bytes_per_token(
-                model.config, torch.finfo(choice.torch_dtype).bits // 8
+                model.config,
+                torch.finfo(choice.torch_dtype).bits // 8,
+                chunked_loss=chunk_why is None,
+                eager_length=t.max_length if impl == "eager" else 0,
             ),
             # the ranks of one machine share its RAM (each has its own GPU)
             free_bytes=batching.free_memory_bytes(device)

@@ -56,6 +56,17 @@ def test_activation_estimate_with_16_bit_matmuls():
     assert activation_bytes_per_token(SMOLLM2, value_bytes=2) == 2 * 30 * (5760 + 9216) + 4 * 147456
 
 
+def test_activation_estimate_follows_the_loss_and_the_attention_kernel():
+    cfg = SimpleNamespace(**vars(SMOLLM2), num_attention_heads=9)
+    layers_bf16 = 2 * 30 * (5760 + 9216)
+    # chunked loss: no logits wait for the backward pass
+    assert activation_bytes_per_token(cfg, 2, chunked_loss=True) == layers_bf16 == 898_560
+    # eager at 128 tokens: 30 layers x 9 heads x 128 keys x (4 + 2) bytes of probabilities per token
+    eager = activation_bytes_per_token(cfg, 2, chunked_loss=True, eager_length=128)
+    assert eager - layers_bf16 == 30 * 9 * 128 * 6 == 207_360
+    assert activation_bytes_per_token(cfg, 2, eager_length=0) == layers_bf16 + 4 * 147456  # sdpa, stock loss
+
+
 def test_merged_accumulation_trains_the_same_adapter(tmp_path, tiny_model):
     """batch 4 x accumulation 2, merged (one forward of 8 rows) and not: the same rows per step
     and the same gradient, so the same LoRA weights after 3 steps (dropout 0)."""
