@@ -14,9 +14,6 @@ for the backward pass, so lengths above :data:`EAGER_MAX_LENGTH` always use SDPA
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
 from pathlib import Path
 
@@ -96,26 +93,16 @@ def choose(
             "sdpa",
             f"attention: sdpa (auto: max_length {length} > {EAGER_MAX_LENGTH}, eager's memory grows as length^2)",
         )
-    import torch
-
-    from .precision import cpu_info, read_cache
+    from .precision import cache_key, cpu_info, read_cache, write_cache
 
     heads, kv, head_dim = shape_of(model_config)
-    level = [torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA")]  # caps below the flags
-    facts = [cpu_info()[0], sorted(cpu_info()[1]), torch.__version__, *level, heads, kv, head_dim, length, dtype]
-    key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+    cpu, flags = cpu_info()
+    key = cache_key(cpu, sorted(flags), heads, kv, head_dim, length, dtype)
     path = home / "attention_check.json" if home else None
     cache, hit = read_cache(path, key, ("eager_ms", "sdpa_ms"))  # a malformed file or entry: measured anew
     if hit is None:
         cache[key] = measure(heads, kv, head_dim, length, dtype)
-        if path:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache, indent=1))
-                os.replace(tmp, path)  # atomic: two runs starting together never see half a file
-            except OSError:
-                pass  # a read-only home: measure again next time
+        write_cache(path, cache)
     e, s = cache[key]["eager_ms"], cache[key]["sdpa_ms"]
     pick = "eager" if e * MARGIN < s else "sdpa"
     return (

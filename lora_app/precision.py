@@ -140,6 +140,31 @@ def measure_matmul(n: int = CHECK_N, reps: int = 5) -> dict:
     return out
 
 
+def cache_key(*facts) -> str:
+    """A 16-hex-digit key for a measurement cached per machine: ``facts`` (what the caller's
+    measurement depends on) with the torch version (a new torch may have new kernels) and the kernel
+    level torch and oneDNN may use (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA can cap a CPU below
+    its flags)."""
+    import torch
+
+    level = [torch.__version__, torch.backends.cpu.get_cpu_capability(), os.environ.get("ONEDNN_MAX_CPU_ISA")]
+    return hashlib.sha256(json.dumps([*facts, *level]).encode()).hexdigest()[:16]
+
+
+def write_cache(path: Path | None, cache: dict) -> None:
+    """Write ``cache`` to ``path`` atomically (two runs starting together never see half a file);
+    a read-only home is left as it is (the next run measures again)."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def read_cache(path: Path | None, key: str, fields: tuple[str, ...]) -> tuple[dict, dict | None]:
     """(the cache file at ``path`` as a dict, its entry under ``key`` or None).
 
@@ -166,28 +191,14 @@ def cached_check(home: Path, model: str, flags: frozenset[str]) -> dict:
     import torch
 
     relevant = sorted(f for f in flags if f in CPU_BF16_FLAGS or f.startswith(("avx512", "amx")))
-    # torch's kernel level too: ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA can cap a CPU below its flags
-    facts = [
-        model,
-        relevant,
-        torch.__version__,
-        torch.backends.cpu.get_cpu_capability(),
-        os.environ.get("ONEDNN_MAX_CPU_ISA"),
-    ]
-    key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+    key = cache_key(model, relevant)
     path = home / "precision_check.json"
     cache, hit = read_cache(path, key, ("bfloat16_gflops", "float32_gflops"))
     if hit is not None:
         return hit
     res = {**measure_matmul(), "cpu": model, "torch": torch.__version__, "measured_at": time.time()}
     cache[key] = res
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, path)  # atomic: two runs starting together never see half a file
-    except OSError:
-        pass  # a read-only home: measure again next time
+    write_cache(path, cache)
     return res
 
 
