@@ -301,16 +301,12 @@ def _print_commands(raw: dict, path: str, sets: list[str], runs: str | None) -> 
 def _with_overrides(raw: dict, pairs: list[str]) -> dict:
     """``raw`` (a nested config dict, changed in place and returned) with ``--set`` ``pairs`` on top.
     A ``--set`` of warmup_steps without warmup_ratio means those steps, as in a config file
-    (lora_app.presets.WARMUP_PAIR): a saved config.yaml carries the default ratio, which would
+    (lora_app.presets.layered): a saved config.yaml carries the default ratio, which would
     otherwise win and silently ignore the override. Raises ConfigError for a malformed pair."""
-    from .presets import WARMUP_PAIR
+    from .presets import layered
 
     for sec, vals in _overrides(pairs).items():
-        if not isinstance(raw.get(sec), dict):
-            raw[sec] = {}
-        if WARMUP_PAIR[0] in vals and WARMUP_PAIR[1] not in vals:
-            raw[sec].pop(WARMUP_PAIR[1], None)
-        raw[sec].update(vals)
+        raw[sec] = layered(raw[sec] if isinstance(raw.get(sec), dict) else {}, vals)
     return raw
 
 

@@ -63,6 +63,15 @@ DEFAULT = FAST
 WARMUP_PAIR = ("warmup_steps", "warmup_ratio")
 
 
+def layered(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """One config section: ``over``'s values on top of ``under``'s. warmup_steps given in ``over``
+    without warmup_ratio means those steps, so ``under``'s ratio is dropped (:data:`WARMUP_PAIR`)."""
+    steps, ratio = WARMUP_PAIR
+    if steps in over and ratio not in over:
+        under = {k: v for k, v in under.items() if k != ratio}
+    return {**under, **over}
+
+
 def default(section: str, field: str) -> Any:
     """The app's default of ``section.field``: :data:`DEFAULT`'s value. Raises KeyError for a
     field the preset does not name (such a field keeps its own default in lora_app.settings)."""
@@ -89,7 +98,7 @@ def apply(raw: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(bad)
     for section, values in PRESETS[name].items():
         given = raw.get(section)
-        if isinstance(given, dict) and WARMUP_PAIR[0] in given and WARMUP_PAIR[1] not in given:
-            values = {k: v for k, v in values.items() if k != WARMUP_PAIR[1]}  # warmup_steps given: those steps
-        raw[section] = {**values, **given} if isinstance(given, dict) else (given if section in raw else dict(values))
+        raw[section] = (
+            layered(values, given) if isinstance(given, dict) else (given if section in raw else dict(values))
+        )
     return raw
