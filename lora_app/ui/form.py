@@ -120,8 +120,8 @@ def build_preset_widget() -> gr.Dropdown:
         value=DEFAULT_PRESET,
         label="preset",
         info=f"fills r, lora_alpha, use_rslora, learning_rate, warm-up, max_steps and the batch; each stays editable. "
-        f"{DEFAULT_PRESET!r} (the default) is measured to reach the reference recipe's held-out perplexity in a "
-        "fifth of its training time (bench/RESULTS.md)",
+        f"{DEFAULT_PRESET!r} (the default) came within 3% of the reference recipe's held-out perplexity in a "
+        "quarter of its training time (bench/RESULTS.md)",
         elem_id="preset",
     )
 
