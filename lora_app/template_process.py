@@ -90,8 +90,8 @@ def _vm_size() -> int:
 
 
 def serve() -> None:
-    """The child's loop: read ``(template, render kwargs, the most characters the text may have)``
-    (pickled by the parent, which it trusts), answer JSON (the parent does not trust what a template made): ``{"ok": text}``,
+    """The child's loop: read the most characters the text may have (8 bytes) and ``(template, render
+    kwargs)`` (pickled by the parent, which it trusts), answer JSON (the parent does not trust what a template made): ``{"ok": text}``,
     ``{"refused": why}`` or ``{"error": message, "kind": "TypeName"}``; UTF-8, lone surrogates (which a
     message's text may hold) passed through."""
     import resource
@@ -111,7 +111,9 @@ def serve() -> None:
         head = stdin.read(4)
         if len(head) < 4:
             return
-        template, kwargs, limit = pickle.loads(stdin.read(struct.unpack("<I", head)[0]))
+        message = stdin.read(struct.unpack("<I", head)[0])
+        (limit,) = struct.unpack("<Q", message[:8])
+        template, kwargs = pickle.loads(message[8:])
         # The parent kills a late render; the alarm (no handler: the kernel ends this process)
         # also ends one whose parent died meanwhile, so no orphan spins for hours.
         signal.alarm(int(RENDER_LIMIT_S) + 5)
@@ -174,8 +176,8 @@ def render_in_child(template: str, kwargs: dict) -> str:
     tokens) in the capped child. Raises TemplateRefused (too big, too slow: the child is then
     replaced) or a jinja2.TemplateError subclass named as the template's own error."""
     global _child
-    given = len(pickle.dumps((template, kwargs)))
-    payload = pickle.dumps((template, kwargs, RESULT_FACTOR * given + RESULT_ALLOWANCE))
+    body = pickle.dumps((template, kwargs))  # pickled once: its size sets the limit on the text
+    payload = struct.pack("<Q", RESULT_FACTOR * len(body) + RESULT_ALLOWANCE) + body
     with _lock:
         if _child is None or _child.poll() is not None:
             _child = _start()
