@@ -77,10 +77,12 @@ GPU_TIERS = (
 
 @functools.lru_cache(maxsize=1)
 def cpu_gflops() -> float:
-    """float32 GEMM speed of this machine in GFLOPS (2 x 512^3 FLOPs per product, best of 5)."""
+    """float32 GEMM speed of this machine in GFLOPS (2 x 512^3 FLOPs per product, best of 5).
+    Leaves torch's global random state alone (a generator of its own), as every measurement here."""
     import torch
 
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(512, 512, generator=g), torch.randn(512, 512, generator=g)
     a @ b
     best = float("inf")
     for _ in range(5):

@@ -123,13 +123,18 @@ def cpu_info(path: str = "/proc/cpuinfo") -> tuple[str, frozenset[str]]:
 
 def measure_matmul(n: int = CHECK_N, reps: int = 5) -> dict:
     """Best-of-``reps`` GFLOP/s of an n x n matmul in bfloat16 and in float32 on the CPU (after
-    a warm-up call each). Best-of: other processes only ever slow a call down."""
+    a warm-up call each). Best-of: other processes only ever slow a call down.
+
+    Its random inputs come from a generator of its own: drawn from torch's global one, they would
+    move the LoRA initialisation of a run that measures after ``set_seed`` (a cold cache), so one
+    seed would give two different runs."""
     import torch
 
     out = {}
+    g = torch.Generator().manual_seed(0)
     for dt in ("bfloat16", "float32"):
-        a = torch.randn(n, n).to(getattr(torch, dt))
-        b = torch.randn(n, n).to(getattr(torch, dt))
+        a = torch.randn(n, n, generator=g).to(getattr(torch, dt))
+        b = torch.randn(n, n, generator=g).to(getattr(torch, dt))
         a @ b
         best = float("inf")
         for _ in range(reps):
