@@ -146,6 +146,10 @@ def eval_trainer_class():
     eval_strategy="steps"); with several processes each evaluates its share of the rows and the
     sums are added across them (accelerate pads the last share with repeated rows to keep the
     shares even, so a few rows may count twice).
+
+    Evaluating does not change the training that follows: torch's CPU random state is put back
+    after it (each DataLoader iteration draws a seed from it, so without this the dropout masks
+    after an evaluation, and so the run, depended on ``eval_steps``).
     """
     import math
 
@@ -169,8 +173,12 @@ def eval_trainer_class():
 
         def evaluation_loop(self, *args, **kwargs):
             self._nll, self._tokens = 0.0, 0
-            with torch.no_grad():
-                output = super().evaluation_loop(*args, **kwargs)
+            rng = torch.get_rng_state()
+            try:
+                with torch.no_grad():
+                    output = super().evaluation_loop(*args, **kwargs)
+            finally:
+                torch.set_rng_state(rng)
             prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
             nll, tokens = self._nll, self._tokens
             if self.args.world_size > 1:  # each rank evaluated its share of the rows: add them up

@@ -179,3 +179,26 @@ def test_hub_split_as_the_held_out_set(hub_server):
         split(td.texts, DataConfig(dataset_id="alice/q", eval_split="test"), TrainingSettings(), td.text_column)
     assert err.value.problems[0].startswith("data.eval_split: ") and "data.split" not in err.value.problems[0]
     assert "Fix:" in err.value.problems[0]
+
+
+def test_evaluating_does_not_change_the_training(tmp_path, tiny_model):
+    """The same run evaluated every step and evaluated only at its end trains the same adapter, bit
+    for bit, with dropout on (each evaluation's DataLoader drew a seed from torch's random state, so
+    the dropout masks after it, and the run, followed ``eval_steps``: 51.3 vs 59.0 held-out perplexity
+    at step 10 of the fast default on SmolLM2, evaluated every 10 vs every 5 steps)."""
+    import torch
+    from safetensors.torch import load_file
+    from test_train import make_run
+
+    weights = []
+    for every in (1, 100):
+        (tmp_path / str(every)).mkdir()
+        rd = make_run(tmp_path / str(every), tiny_model, max_steps=4, save_steps=4, eval_fraction=0.2, eval_steps=every)
+        cfg = RunConfig.load(rd / "config.yaml")
+        cfg.lora.lora_dropout = 0.1
+        cfg.save(rd / "config.yaml")
+        assert train(rd) == 0
+        evals = [e for e in read_events(rd)[0] if e["type"] == "eval"]
+        assert len(evals) == (5 if every == 1 else 2)  # the base model's, then each of 4 steps' / the last's
+        weights.append(load_file(str(rd / "adapter" / "adapter_model.safetensors")))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
