@@ -30,7 +30,12 @@ GPU_SHARE = 1 / 2
 
 
 def activation_bytes_per_token(
-    model_config, value_bytes: int = FLOAT_BYTES, *, chunked_loss: bool = False, eager_length: int = 0
+    model_config,
+    value_bytes: int = FLOAT_BYTES,
+    *,
+    chunked_loss: bool = False,
+    eager_length: int = 0,
+    dropout_features: int = 0,
 ) -> int:
     """Bytes one training token keeps alive between forward and backward, estimated from the
     model's shape: per layer ~10 x hidden + 6 x intermediate values of ``value_bytes`` each (4 for
@@ -44,7 +49,10 @@ def activation_bytes_per_token(
     float32 (the softmax's output) and once in ``value_bytes`` (the matmul's input), per token
     (transformers' ``eager_attention_forward``); SDPA keeps none of them. An estimate from what the
     backward pass keeps, not measured: for SmolLM2 in bf16 at 128 tokens, 0.21 MB per token beside the
-    layers' 0.90 MB.
+    layers' 0.90 MB. ``dropout_features``: the input features, summed over every LoRA-wrapped module
+    of the model, whose LoRA branch has dropout on (:func:`lora_dropout_features`): PEFT gives each
+    such module a dropped-out copy of its input (``value_bytes`` per feature, kept for lora_A's weight
+    gradient) and a one-byte mask, where without dropout lora_A reads the input the base layer keeps.
 
     Calibrated on SmolLM2-135M (30 layers, hidden 576, intermediate 1536, vocab 49,152): the
     estimate is 2.39 MB/token; measured peak RSS grew by 2.4 MB per packed token (4,096 tokens:
@@ -59,7 +67,23 @@ def activation_bytes_per_token(
     vocab = 0 if chunked_loss else getattr(model_config, "vocab_size", 0) or 0
     heads = getattr(model_config, "num_attention_heads", 0) or 0
     scores = layers * heads * eager_length * (FLOAT_BYTES + value_bytes)
-    return value_bytes * layers * (10 * h + 6 * inter) + FLOAT_BYTES * 3 * vocab + scores
+    dropped = dropout_features * (value_bytes + 1)
+    return value_bytes * layers * (10 * h + 6 * inter) + FLOAT_BYTES * 3 * vocab + scores + dropped
+
+
+def lora_dropout_features(model) -> int:
+    """Input features, summed over the LoRA-wrapped modules of a PEFT ``model`` whose
+    ``lora_dropout`` is a real dropout (PEFT puts ``nn.Identity`` there for 0): for SmolLM2-135M with
+    q_proj/v_proj that is 30 x 2 x 576 = 34,560; with all seven linear layers 30 x (6 x 576 + 1,536)
+    = 149,760."""
+    import torch
+
+    total = 0
+    for m in model.modules():
+        drop = getattr(m, "lora_dropout", None)
+        if isinstance(drop, torch.nn.ModuleDict) and any(isinstance(d, torch.nn.Dropout) for d in drop.values()):
+            total += int(getattr(m, "in_features", 0) or 0)
+    return total
 
 
 @dataclass

@@ -67,6 +67,28 @@ def test_activation_estimate_follows_the_loss_and_the_attention_kernel():
     assert activation_bytes_per_token(cfg, 2, eager_length=0) == layers_bf16 + 4 * 147456  # sdpa, stock loss
 
 
+
+@pytest.mark.parametrize(
+    "targets,dropout", [(["q_proj", "v_proj"], 0.05), ("all-linear", 0.05), ("all-linear", 0.0)], ids=str
+)
+def test_lora_dropout_copies_count_in_the_estimate(tiny_model, targets, dropout):
+    """Each LoRA-wrapped module with dropout on keeps a dropped-out copy of its input and a mask:
+    the tiny Llama (2 layers, hidden 64, intermediate 128) has 64 input features for q/k/v/o/gate/up
+    and 128 for down_proj."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lora_app.batching import lora_dropout_features
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=4, target_modules=targets, lora_dropout=dropout)
+    )
+    want = {(True, 0.05): 2 * 2 * 64, (False, 0.05): 2 * (6 * 64 + 128), (False, 0.0): 0}[(isinstance(targets, list), dropout)]
+    assert lora_dropout_features(model) == want
+    base = activation_bytes_per_token(model.config, 2, chunked_loss=True)
+    assert activation_bytes_per_token(model.config, 2, chunked_loss=True, dropout_features=want) - base == want * 3
+
+
 def test_merged_accumulation_trains_the_same_adapter(tmp_path, tiny_model):
     """batch 4 x accumulation 2, merged (one forward of 8 rows) and not: the same rows per step
     and the same gradient, so the same LoRA weights after 3 steps (dropout 0)."""
