@@ -176,6 +176,13 @@ def merge_run(
         rm.load_path, dtype=tdtype, use_safetensors=True, trust_remote_code=cfg.model.trust_remote_code, token=token
     )
     tok = models.load_tokenizer(rm.load_path, cfg.model.trust_remote_code, token)
+    # A conversation adapter carries the chat template it was trained with (the model's own or the
+    # ChatML fallback, saved beside the weights): the merged model must chat the same way.
+    from .chat import saved_chat_template
+
+    trained_template = saved_chat_template(str(ad))
+    if trained_template:
+        tok.chat_template = trained_template
     dev = "cuda" if device == "cuda" else "cpu"
     base.to(dev).eval()  # type: ignore[arg-type]  # (transformers' stub of .to() omits str devices)
     model = PeftModel.from_pretrained(base, ad).eval()

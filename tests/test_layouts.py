@@ -310,6 +310,11 @@ def test_a_run_on_each_layout_learns_the_answers_and_records_the_layout(tmp_path
 
         assert info["template_fallback"] is True
         assert AutoTokenizer.from_pretrained(rd / "adapter").chat_template == FALLBACK_CHAT_TEMPLATE
+        # ... and with the merged model: the base (no template) would leave it unable to chat
+        from lora_app.merge import MERGED_DIR, merge_run
+
+        merge_run(rd, progress=lambda _: None)
+        assert AutoTokenizer.from_pretrained(rd / MERGED_DIR).chat_template == FALLBACK_CHAT_TEMPLATE
     else:
         assert not (rd / "adapter" / "tokenizer.json").exists()
 
