@@ -3,10 +3,10 @@
 A run is described by :class:`RunConfig` (data + model + lora + training + distributed; the
 sections and their fields are in :mod:`lora_app.settings`). It is validated once, with every
 problem reported together (:class:`ConfigError`), before any model is loaded. Defaults are the
-"fast default" preset's values (:data:`lora_app.presets.DEFAULT`: r=16, lora_alpha=32 with rsLoRA,
-q_proj/v_proj, lora_dropout=0.05, batch 4 x accumulation 4, lr 5e-4, warm-up a tenth of 50 steps);
-``preset: reference recipe`` gives the PEFT int8 example's values exactly (warmup 100, 200 steps,
-lr 2e-4; huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb).
+"fast default" preset's values (:data:`lora_app.presets.DEFAULT`: every linear layer, no LoRA dropout,
+r=16, lora_alpha=32 with rsLoRA, batch 4 x accumulation 4, lr 3e-4, warm-up a tenth of 30 steps);
+``preset: reference recipe`` gives the PEFT int8 example's values exactly (q_proj/v_proj, lora_dropout
+0.05, warmup 100, 200 steps, lr 2e-4; huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb).
 """
 
 from __future__ import annotations

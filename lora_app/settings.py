@@ -4,10 +4,11 @@ setting a run has, with its default, its help (``description``) and its fix (``j
 them from :mod:`lora_app.config`.
 
 Defaults: the "fast default" preset (lora_app/presets.py; every field a preset names reads its
-default from there, through ``_d``): r=16, lora_alpha=32 with rsLoRA, batch 4 x accumulation 4,
-lr 5e-4, a warm-up of a tenth of 50 steps; the rest as in the PEFT int8 example (q_proj/v_proj,
-lora_dropout=0.05, bias="none"; huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb),
-whose own values are the "reference recipe" preset.
+default from there, through ``_d``): LoRA on every linear layer without dropout, r=16, lora_alpha=32
+with rsLoRA, batch 4 x accumulation 4, lr 3e-4, a warm-up of a tenth of 30 steps; the rest as in the
+PEFT int8 example (bias="none"; huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb),
+whose own values (q_proj/v_proj, lora_dropout=0.05, lr 2e-4, 100 warm-up of 200 steps) are the
+"reference recipe" preset.
 """
 
 from __future__ import annotations
@@ -132,14 +133,14 @@ class LoraSettings(_Section, LoraVariantFields):
         json_schema_extra=_fix("set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)"),
     )
     lora_dropout: float = Field(
-        0.05,
+        _d("lora", "lora_dropout"),
         ge=0,
         lt=1,
         description="dropout on the LoRA branch's input while training",
         json_schema_extra=_fix("set lora_dropout in [0, 1), e.g. 0.05"),
     )
     target_modules: list[str] | None = Field(
-        None,
+        _d("lora", "target_modules"),
         description="module names that get LoRA, comma-separated (e.g. q_proj,v_proj), or all-linear; "
         "empty: the architecture's default",
         json_schema_extra=_fix("list module names such as q_proj,v_proj, or all-linear"),
@@ -174,7 +175,7 @@ class TrainingSettings(_Section):
         _d("training", "learning_rate"),
         gt=0,
         description="peak learning rate of AdamW, reached after the warm-up",
-        json_schema_extra=_fix("set learning_rate > 0, e.g. 5e-4 (2e-4 in the reference recipe)"),
+        json_schema_extra=_fix("set learning_rate > 0, e.g. 3e-4 (2e-4 in the reference recipe)"),
     )
     per_device_train_batch_size: int = Field(
         _d("training", "per_device_train_batch_size"),

@@ -34,7 +34,7 @@ def test_bench_quality_dry_run(tmp_path, tiny_model):
         assert 0 < r["curve"][0]["train_s"] < r["curve"][1]["train_s"] < r["process_wall_s"]
         assert r["loadavg_start"] is not None
     ref, dora = res["results"]
-    assert ref["config"]["training"]["learning_rate"] == 2e-4 and dora["config"]["training"]["learning_rate"] == 5e-4
+    assert ref["config"]["training"]["learning_rate"] == 2e-4 and dora["config"]["training"]["learning_rate"] == 3e-4
     assert dora["config"]["lora"]["use_dora"] is True and ref["config"]["lora"]["use_dora"] is False
     assert res["reference_target"] == ref["curve"][-1]
     assert "first at or below the reference" in proc.stdout

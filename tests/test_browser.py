@@ -26,7 +26,7 @@ from conftest import QUOTES, REPO
 
 N_ROWS = 300  # a subset of the quotes: the upload, copy and tokenization stay quick
 MAX_STEPS = 8
-TRAINABLE_LINE = "trainable params: 921,600 || all params: 135,436,608"
+TRAINABLE_LINE = "trainable params: 4,884,480 || all params: 139,399,488"  # all-linear, r 16
 TERMINAL = ("finished", "stopped", "failed")
 
 pytestmark = [

@@ -16,8 +16,8 @@ def test_cli_settings_lists_every_field_with_its_default_and_help(capsys):
     assert main(["train", "--settings"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert f"lora.r = 16: {LoraSettings.model_fields['r'].description}" in out
-    assert "training.learning_rate = 0.0005: peak learning rate of AdamW, reached after the warm-up" in out
-    assert "training.max_steps = 50: optimizer steps to train (each sees batch x accumulation rows)" in out
+    assert "training.learning_rate = 0.0003: peak learning rate of AdamW, reached after the warm-up" in out
+    assert "training.max_steps = 30: optimizer steps to train (each sees batch x accumulation rows)" in out
     assert "training.warmup_ratio = 0.1: warm up for this share of max_steps" in "\n".join(out)
     assert f"lora.use_rslora = True: {LoraSettings.model_fields['use_rslora'].description}" in out
     from lora_app.config import RunConfig
@@ -65,8 +65,8 @@ def test_cli_set_warmup_steps_on_a_saved_config_means_those_steps(tmp_path):
     both = _with_overrides(
         parse_raw(saved.read_text(encoding="utf-8")), ["training.warmup_steps=20", "training.warmup_ratio=0.2"]
     )
-    assert RunConfig.build(both).training.warmup() == 10  # both given: the ratio wins, as everywhere
+    assert RunConfig.build(both).training.warmup() == 6  # both given: the ratio wins (ceil(30 * 0.2))
     ratio = _with_overrides(parse_raw(saved.read_text(encoding="utf-8")), ["training.warmup_ratio=0.3"])
-    assert RunConfig.build(ratio).training.warmup() == 15
+    assert RunConfig.build(ratio).training.warmup() == 9
     preset = _with_overrides({"preset": "fast default"}, ["training.warmup_steps=7"])
     assert RunConfig.build(preset).training.warmup() == 7

@@ -7,8 +7,8 @@ from lora_app.config import ConfigError, RunConfig
 
 def test_defaults_are_the_fast_default_recipe():
     c = RunConfig()
-    assert (c.lora.r, c.lora.lora_alpha, c.lora.lora_dropout, c.lora.bias) == (16, 32, 0.05, "none")
-    assert (c.lora.use_rslora, c.lora.use_dora, c.lora.target_modules) == (True, False, None)
+    assert (c.lora.r, c.lora.lora_alpha, c.lora.lora_dropout, c.lora.bias) == (16, 32, 0.0, "none")
+    assert (c.lora.use_rslora, c.lora.use_dora, c.lora.target_modules) == (True, False, ["all-linear"])
     t = c.training
     assert (
         t.per_device_train_batch_size,
@@ -17,8 +17,8 @@ def test_defaults_are_the_fast_default_recipe():
         t.warmup_ratio,
         t.max_steps,
         t.learning_rate,
-    ) == (4, 4, 0, 0.1, 50, 5e-4)
-    assert t.warmup() == 5  # ceil(50 * 0.1)
+    ) == (4, 4, 0, 0.1, 30, 3e-4)
+    assert t.warmup() == 3  # ceil(30 * 0.1)
     assert c.model.base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert c.model.trust_remote_code is False
 

@@ -87,11 +87,13 @@ def test_the_form_starts_on_the_fast_default_and_its_starting_values_build_the_d
         "lora.lora_alpha": 32,
         "lora.use_rslora": True,
     }
+    # the box shows the default's modules (it was a hard-coded "" that built another config)
+    assert (start["lora.target_modules"], start["lora.lora_dropout"]) == ("all-linear", 0.0)
     assert [start[f"training.{k}"] for k in ("learning_rate", "warmup_steps", "warmup_ratio", "max_steps")] == [
-        5e-4,
+        3e-4,
         0,
         "0.1",
-        50,
+        30,
     ]
     data = {"path": "x.jsonl"}
     assert (
@@ -106,6 +108,7 @@ def test_the_warmup_line_follows_max_steps_and_says_which_setting_sets_it():
 
     ratio = "warmup_ratio 0.1 x max_steps, rounded up: it follows max_steps"
     assert form.warmup_line(50, 0, "0.1") == f"Warm-up: **5 of 50 steps** ({ratio})"
+    assert form.warmup_line(30, 0, "0.1") == f"Warm-up: **3 of 30 steps** ({ratio})"  # the default
     assert form.warmup_line(120.0, 0.0, "0.1") == f"Warm-up: **12 of 120 steps** ({ratio})"  # gr.Number floats
     assert form.warmup_line(120, 10, "") == "Warm-up: **10 of 120 steps** (warmup_steps)"
     assert form.warmup_line(120, 10, None) == "Warm-up: **10 of 120 steps** (warmup_steps)"
@@ -125,7 +128,7 @@ def test_typing_warmup_steps_empties_the_ratio_and_the_line_follows(tmp_path):
         demo = build_app(AppContext(jm, None, frozenset()))
         line = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "warmup-line")
         assert (
-            line.value == "Warm-up: **5 of 50 steps** (warmup_ratio 0.1 x max_steps, rounded up: it follows max_steps)"
+            line.value == "Warm-up: **3 of 30 steps** (warmup_ratio 0.1 x max_steps, rounded up: it follows max_steps)"
         )
         fns = [f for f in demo.fns.values() if line in f.outputs]
         assert sorted(t[1] for f in fns for t in f.targets) == ["change", "change", "change"]

@@ -22,10 +22,10 @@ REFERENCE_VALUES = dict(
     gradient_accumulation_steps=4,
 )
 FAST_VALUES = dict(
-    learning_rate=5e-4,
+    learning_rate=3e-4,
     warmup_steps=0,
     warmup_ratio=0.1,
-    max_steps=50,
+    max_steps=30,
     per_device_train_batch_size=4,
     gradient_accumulation_steps=4,
 )
@@ -57,8 +57,8 @@ def test_the_app_defaults_are_the_fast_preset_field_by_field():
         for k in named:
             assert model.model_fields[k].default == PRESETS[FAST][section][k], f"{section}.{k}"
     cfg = RunConfig()
-    assert _training(cfg) == FAST_VALUES and cfg.training.warmup() == 5  # ceil(50 * 0.1)
-    assert _lora(cfg) == (16, 32, 0.05, None, "none", True, False)
+    assert _training(cfg) == FAST_VALUES and cfg.training.warmup() == 3  # ceil(30 * 0.1)
+    assert _lora(cfg) == (16, 32, 0.0, ["all-linear"], "none", True, False)
     # and the same from a YAML without `preset:`, an empty one, and one naming the fast preset
     assert RunConfig.from_yaml("") == RunConfig.from_yaml("training: {seed: 42}\n") == cfg
     assert RunConfig.from_yaml("preset: fast default\n") == cfg
@@ -70,13 +70,13 @@ def test_warmup_steps_given_alone_means_those_steps():
     assert RunConfig.build({"training": {"warmup_steps": 10}}).training.warmup() == 10
     assert RunConfig.build({"training": {"warmup_steps": 0}}).training.warmup() == 0
     fast = RunConfig.build({"preset": FAST, "training": {"warmup_steps": 10, "max_steps": 80}}).training
-    assert (fast.warmup_ratio, fast.warmup(), fast.learning_rate) == (None, 10, 5e-4)
+    assert (fast.warmup_ratio, fast.warmup(), fast.learning_rate) == (None, 10, 3e-4)
     both = RunConfig.build({"training": {"warmup_steps": 3, "warmup_ratio": 0.2}}).training
-    assert both.warmup() == 10  # ceil(50 * 0.2)
+    assert both.warmup() == 6  # ceil(30 * 0.2)
     from lora_app.validate import warmup_note
 
     assert warmup_note(both) == (  # said at Check and Start (a script's /train(warmup_steps=3) gets it too)
-        "Warning: training.warmup_ratio (0.2) sets the warm-up: 10 of 50 steps; warmup_steps (3) is not used. "
+        "Warning: training.warmup_ratio (0.2) sets the warm-up: 6 of 30 steps; warmup_steps (3) is not used. "
         "Fix: empty warmup_ratio to warm up for warmup_steps, or set warmup_steps to 0."
     )
     assert warmup_note(RunConfig().training) is None
@@ -85,12 +85,12 @@ def test_warmup_steps_given_alone_means_those_steps():
     assert (ref.warmup_steps, ref.warmup()) == (100, 10)  # the ratio given wins over the preset's steps
     # cap_warmup reads the defaults from the fields, not numbers of its own
     capped = RunConfig.build({"training": {"cap_warmup": True, "warmup_steps": 80}}).training
-    assert (capped.warmup_steps, capped.warmup()) == (5, 5)  # max_steps 50 // 10
+    assert (capped.warmup_steps, capped.warmup()) == (3, 3)  # max_steps 30 // 10
 
 
 def test_the_fast_preset_warms_up_a_tenth_of_its_run_and_given_values_win():
     cfg = RunConfig.from_yaml("preset: fast default\ntraining:\n  max_steps: 80\n")
-    assert (cfg.training.learning_rate, cfg.training.warmup_ratio, cfg.lora.use_rslora) == (5e-4, 0.1, True)
+    assert (cfg.training.learning_rate, cfg.training.warmup_ratio, cfg.lora.use_rslora) == (3e-4, 0.1, True)
     assert (cfg.training.max_steps, cfg.training.warmup()) == (80, 8)  # ceil(80 * 0.1), as transformers
     # a run's config.yaml records the values, not the name: it reloads to the same settings
     assert RunConfig.from_yaml(cfg.to_yaml()) == cfg and "preset" not in cfg.to_yaml()
@@ -126,7 +126,7 @@ def test_form_values_of_each_preset_build_that_preset():
         assert cfg == RunConfig.build({"preset": name, "data": {"path": "x.jsonl"}})
     fast = RunConfig.build({"preset": FAST})
     keys = ["training.warmup_ratio", "training.learning_rate", "lora.modules_to_save"]
-    assert form.from_config(fast, keys) == [0.1, 5e-4, ""]
+    assert form.from_config(fast, keys) == [0.1, 3e-4, ""]
 
 
 def test_the_form_preset_dropdown_fills_the_widgets(tmp_path):
@@ -143,17 +143,23 @@ def test_the_form_preset_dropdown_fills_the_widgets(tmp_path):
         fast = dict(zip(labels, bf.fn(FAST), strict=True))
         assert fast == {
             "gradient_accumulation_steps": 4,
-            "learning_rate": 5e-4,
+            "learning_rate": 3e-4,
             "lora_alpha": 32,
-            "max_steps": 50,
+            "lora_dropout": 0.0,
+            "max_steps": 30,
             "per_device_train_batch_size": 4,
             "r": 16,
+            "target_modules": "all-linear",
             "use_rslora": True,
             "warmup_ratio": 0.1,
             "warmup_steps": 0,
         }
         ref = dict(zip(labels, bf.fn(REFERENCE), strict=True))
-        assert {k: ref[k] for k in REFERENCE_VALUES} == REFERENCE_VALUES and ref["warmup_ratio"] is None
+        assert {k: ref[k] for k in REFERENCE_VALUES if k != "warmup_ratio"} == {
+            k: v for k, v in REFERENCE_VALUES.items() if k != "warmup_ratio"
+        }
+        # empty boxes: no ratio, and the architecture's default modules (q_proj,v_proj)
+        assert (ref["warmup_ratio"], ref["target_modules"], ref["lora_dropout"]) == ("", "", 0.05)
     finally:
         jm.close()
 
@@ -176,8 +182,8 @@ def test_cli_without_a_preset_trains_the_fast_default_and_its_card_shows_the_war
     cfg = RunConfig.load(run_dir / "config.yaml")
     assert _training(cfg) == FAST_VALUES and cfg.lora.use_rslora is True
     card = (run_dir / "adapter" / "README.md").read_text()
-    assert "| warmup_steps | 5 (warmup_ratio 0.1) |" in card and "| learning_rate | 0.0005 |" in card
-    assert "| max_steps | 50 (steps done: 50) |" in card and "| use_rslora | True |" in card
+    assert "| warmup_steps | 3 (warmup_ratio 0.1) |" in card and "| learning_rate | 0.0003 |" in card
+    assert "| max_steps | 30 (steps done: 30) |" in card and "| use_rslora | True |" in card
     # and the Runs tab's details of the run say the same
     from lora_app.identity import Identity
     from lora_app.jobs import JobManager
@@ -189,7 +195,7 @@ def test_cli_without_a_preset_trains_the_fast_default_and_its_card_shows_the_war
         md = run_detail(AppContext(jm, None, frozenset()), run_dir.name, Identity("boss", admin=True))[0]
     finally:
         jm.close()
-    assert "learning_rate 0.0005, warm-up 5 of 50 steps (warmup_ratio 0.1), rsLoRA" in md, md
+    assert "learning_rate 0.0003, warm-up 3 of 30 steps (warmup_ratio 0.1), rsLoRA" in md, md
 
 
 def test_bench_train_compares_both_paths_on_the_reference_recipe():
