@@ -53,6 +53,9 @@ def activation_bytes_per_token(
     of the model, whose LoRA branch has dropout on (:func:`lora_dropout_features`): PEFT gives each
     such module a dropped-out copy of its input (``value_bytes`` per feature, kept for lora_A's weight
     gradient) and a one-byte mask, where without dropout lora_A reads the input the base layer keeps.
+    Measured: SmolLM2-135M on every linear layer, bf16, a merged step of 869 quotes' tokens in bins of
+    256: peak RSS 2,547 MB with lora_dropout 0.05 vs 2,082 MB with 0 (+465 MB; this term: 149,760 x 3
+    bytes x ~1,024 positions = 460 MB).
 
     Calibrated on SmolLM2-135M (30 layers, hidden 576, intermediate 1536, vocab 49,152): the
     estimate is 2.39 MB/token; measured peak RSS grew by 2.4 MB per packed token (4,096 tokens:
