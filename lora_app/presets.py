@@ -28,8 +28,9 @@ FAST = "fast default"
 #: bench/bench_quality.py on the bundled SmolLM2-135M and the quotes, 100 held out (bench/RESULTS.md,
 #: 2026-12-01, 2-core EPYC, bf16, seeds 1-5): the reference ends at held-out perplexity 40.9-41.2 after
 #: ~129 s of training; this recipe passes it at step 20-25 (0.10-0.16x the time) and ends at 39.1-39.7
-#: after 30 steps (0.18x). lr 4e-4 and 5e-4 spiked in the first steps with 3 of 5 seeds. On q_proj/v_proj alone (this preset until then, lr 5e-4, 50 steps) runs ended at
-#: 42.0-42.6 or stalled at ~51 depending on the seed: gradient spikes in layer 0's v_proj.
+#: after 30 steps (0.18x). lr 4e-4 and 5e-4 spiked in the first steps with 3 of 5 seeds. On q_proj/v_proj
+#: alone (this preset until then, lr 5e-4, 50 steps) runs ended at 42.0-42.6 or stalled at ~51 depending on
+#: the seed: gradient spikes in layer 0's v_proj.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     REFERENCE: {
         "lora": {"r": 16, "lora_alpha": 32, "use_rslora": False, "lora_dropout": 0.05, "target_modules": None},

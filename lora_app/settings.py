@@ -7,7 +7,7 @@ Defaults: the "fast default" preset (lora_app/presets.py; every field a preset n
 default from there, through ``_d``): LoRA on every linear layer without dropout, r=16, lora_alpha=32
 with rsLoRA, batch 4 x accumulation 4, lr 3e-4, a warm-up of a tenth of 30 steps; the rest as in the
 PEFT int8 example (bias="none"; huggingface/peft, examples/int8_training/Finetune_opt_bnb_peft.ipynb),
-whose own values (q_proj/v_proj, lora_dropout=0.05, lr 2e-4, 100 warm-up of 200 steps) are the
+whose own values (q_proj/v_proj, lora_dropout=0.05, lr 2e-4, a warm-up of 100 of 200 steps) are the
 "reference recipe" preset.
 """
 
