@@ -300,14 +300,14 @@ def test_the_global_batch_line_follows_the_batch_settings(app_url, page):
 
 
 def test_the_form_starts_on_the_fast_default_and_the_warmup_follows_max_steps(app_url, page):
-    """The LoRA tab opens on the "fast default" preset (warm-up a tenth of 50 steps); changing max_steps
+    """The LoRA tab opens on the "fast default" preset (warm-up a tenth of 30 steps); changing max_steps
     moves the warm-up with it; typing warmup_steps empties warmup_ratio (else the ratio would win);
     choosing the reference recipe fills its values."""
     url, _ = app_url
     page.goto(url)
     tab(page, "2. LoRA")
     line = page.locator("#warmup-line")
-    line.get_by_text("5 of 50 steps").wait_for()
+    line.get_by_text("3 of 30 steps").wait_for()
     assert page.locator("#preset input").input_value() == "fast default"
     fill_settings(page, [("max_steps", 120)])
     line.get_by_text("12 of 120 steps").wait_for()  # ceil(120 * 0.1)
