@@ -41,8 +41,10 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _load_raw(path: str) -> dict:
-    """A saved config file as a nested dict (validation is the preflight's job)."""
-    from .config import ConfigError, parse_raw
+    """A saved config file as a nested dict (validation is the preflight's job). A dump saved
+    before a field existed gets what the app did then (config.saved_before), as RunConfig.load
+    does: without it ``--config`` of an old run's config.yaml trained another adapter scale."""
+    from .config import ConfigError, parse_raw, saved_before
 
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -50,7 +52,7 @@ def _load_raw(path: str) -> dict:
         raise ConfigError(
             [f"--config: cannot read {path} ({err.strerror}). Fix: give the path of a saved config.yaml."]
         ) from None
-    return parse_raw(text, json_text=path.endswith(".json"))
+    return saved_before(parse_raw(text, json_text=path.endswith(".json")))
 
 
 def main(argv: list[str] | None = None) -> int:

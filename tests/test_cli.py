@@ -70,3 +70,25 @@ def test_cli_set_warmup_steps_on_a_saved_config_means_those_steps(tmp_path):
     assert RunConfig.build(ratio).training.warmup() == 9
     preset = _with_overrides({"preset": "fast default"}, ["training.warmup_steps=7"])
     assert RunConfig.build(preset).training.warmup() == 7
+
+
+def test_cli_config_of_a_run_saved_before_rslora_trains_the_same_adapter_scale(tmp_path):
+    """A config.yaml dumped before use_rslora existed trained with lora_alpha / r; RunConfig.load
+    knew that but ``train --config`` read the file with today's default (rsLoRA on), so the scale
+    grew sqrt(r)-fold: 2.0 -> 8.0 at r=16 (found by the breaker). A hand-written partial file still
+    gets today's defaults."""
+    import yaml
+
+    from lora_app.__main__ import _load_raw
+    from lora_app.config import RunConfig
+
+    old = RunConfig().model_dump(mode="json")
+    del old["lora"]["use_rslora"]
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(old), encoding="utf-8")
+    cfg = RunConfig.build(_load_raw(str(saved)))
+    assert (cfg.lora.use_rslora, cfg.lora.r, cfg.lora.lora_alpha) == (False, 16, 32.0)
+    assert cfg == RunConfig.load(saved)
+    partial = tmp_path / "mine.yaml"
+    partial.write_text("lora:\n  r: 8\n", encoding="utf-8")
+    assert RunConfig.build(_load_raw(str(partial))).lora.use_rslora is True
