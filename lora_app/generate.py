@@ -338,8 +338,8 @@ def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
     head = f"adapter: '{adapter}' does not fit the base model '{base}':"
     targets = pc.target_modules
     if isinstance(targets, (list, set, tuple)):  # (a str is a regex: PEFT itself reports no match)
-        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n}
-        missing = sorted(t for t in targets if t.rsplit(".", 1)[-1] not in names)
+        paths = [n for n, _ in model.named_modules() if n]  # PEFT's match: the path or its end
+        missing = sorted(t for t in targets if not any(p == t or p.endswith("." + t) for p in paths))
         if missing:
             raise ConfigError(
                 [

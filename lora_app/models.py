@@ -17,6 +17,7 @@ import functools
 import importlib.util
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,15 +185,32 @@ def skeleton(model_config, trust_remote_code: bool = False):
 
 
 def linear_module_names(model) -> list[str]:
-    """Distinct leaf names of the layers LoRA can wrap (Linear, GPT-2's Conv1D), minus the LM head."""
+    """Names of the layers LoRA can wrap (Linear, GPT-2's Conv1D), minus the LM head, as PEFT
+    matches ``target_modules`` (a module path equal to the name or ending in ``.name``:
+    ``peft.tuners.tuners_utils.check_target_module_exists``). Each is the leaf name (``q_proj``)
+    where that selects only such layers, else the shortest path suffix that does: CTRL's feed-forward
+    is ``ffn.0``/``ffn.2`` because ``0`` is also each block (``h.0``), which PEFT cannot wrap.
+    Sorted; [] for a model without linear layers."""
     import torch
     from transformers.pytorch_utils import Conv1D
 
     out_emb = model.get_output_embeddings()
+    paths = [
+        (full, isinstance(mod, (torch.nn.Linear, Conv1D)) and mod is not out_emb) for full, mod in model.named_modules()
+    ]
+    # suffix -> True while every module it selects is a wrappable layer
+    clean: dict[str, bool] = {}
+    for full, ok in paths:
+        parts = full.split(".") if full else []
+        for k in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-k:])
+            clean[suffix] = clean.get(suffix, True) and ok
     names = set()
-    for full, mod in model.named_modules():
-        if isinstance(mod, (torch.nn.Linear, Conv1D)) and mod is not out_emb:
-            names.add(full.rsplit(".", 1)[-1])
+    for full, ok in paths:
+        if ok:
+            parts = full.split(".")
+            suffixes = (".".join(parts[-k:]) for k in range(1, len(parts) + 1))
+            names.add(next((x for x in suffixes if clean[x]), full))
     return sorted(names)
 
 
@@ -207,16 +225,20 @@ def default_target_modules(model_type: str, available: list[str]) -> list[str]:
     return mapped or available
 
 
-def expand_target_modules(targets: list[str], available: list[str]) -> list[str]:
+def expand_target_modules(
+    targets: list[str], available: list[str], modules_to_save: Sequence[str] | None = ()
+) -> list[str]:
     """PEFT's shorthand ``all-linear`` (every linear layer except the output head) made explicit,
-    so the adapter config and the model card list the real names.
+    so the adapter config and the model card list the real names. Layers named in
+    ``modules_to_save`` (trained in full) are left out of it, as a layer cannot be both; a list
+    the user wrote is returned as written (a clash there is reported by variants.problems).
 
     Not left to PEFT: it accepts ``all-linear`` and trains the same modules (same count on a tiny
     Llama: 32,768 trainable either way), but it writes every full module path into
     ``adapter_config.json`` (``model.layers.0.mlp.down_proj``, ... : 210 names for SmolLM2's 30
     layers) where the 7 leaf names say the same and fit the card and the Runs tab."""
     if [t.lower() for t in targets] == ["all-linear"]:
-        return list(available)
+        return [a for a in available if not any(a == m or a.endswith("." + m) for m in modules_to_save or ())]
     return targets
 
 

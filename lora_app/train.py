@@ -159,7 +159,9 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     )
     available = models.linear_module_names(model)
     targets = models.expand_target_modules(
-        cfg.lora.target_modules or models.default_target_modules(model.config.model_type, available), available
+        cfg.lora.target_modules or models.default_target_modules(model.config.model_type, available),
+        available,
+        cfg.lora.modules_to_save,
     )
     problems = models.check_target_modules(targets, available) or variants.problems(
         cfg.lora,

@@ -182,7 +182,9 @@ def preflight(
             available = models.linear_module_names(skel)
             if lora is not None:
                 targets = models.expand_target_modules(
-                    lora.target_modules or models.default_target_modules(mc.model_type, available), available
+                    lora.target_modules or models.default_target_modules(mc.model_type, available),
+                    available,
+                    lora.modules_to_save,
                 )
                 bad = models.check_target_modules(targets, available)
                 if not bad:  # rank_pattern keys, modules_to_save, PiSSA on a quantized base, ...

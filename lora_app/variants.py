@@ -147,7 +147,8 @@ def problems(
             "lora.use_dora: DoRA on an 8-bit base fails in bitsandbytes' CPU backend. Fix: set model.quantization "
             "to 4bit or none, or turn use_dora off."
         )
-    targeted = [p for p in module_paths if p.rsplit(".", 1)[-1] in targets]
+    # PEFT's match (check_target_module_exists): the path is the name or ends with ".name"
+    targeted = [p for p in module_paths if any(p == t or p.endswith("." + t) for t in targets)]
     for field, pattern in (("rank_pattern", lora.rank_pattern), ("alpha_pattern", lora.alpha_pattern)):
         bad = [k for k in pattern if not any(_matches(k, p) for p in targeted)]
         if bad:
