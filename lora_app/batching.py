@@ -36,6 +36,7 @@ def activation_bytes_per_token(
     chunked_loss: bool = False,
     eager_length: int = 0,
     dropout_features: int = 0,
+    input_features: int = 0,
 ) -> int:
     """Bytes one training token keeps alive between forward and backward, estimated from the
     model's shape: per layer ~10 x hidden + 6 x intermediate values of ``value_bytes`` each (4 for
@@ -52,10 +53,16 @@ def activation_bytes_per_token(
     layers' 0.90 MB. ``dropout_features``: the input features, summed over every LoRA-wrapped module
     of the model, whose LoRA branch has dropout on (:func:`lora_dropout_features`): PEFT gives each
     such module a dropped-out copy of its input (``value_bytes`` per feature, kept for lora_A's weight
-    gradient) and a one-byte mask, where without dropout lora_A reads the input the base layer keeps.
+    gradient) and a one-byte mask, where without dropout lora_A keeps the input itself.
     Measured: SmolLM2-135M on every linear layer, bf16, a merged step of 869 quotes' tokens in bins of
     256: peak RSS 2,547 MB with lora_dropout 0.05 vs 2,082 MB with 0 (+465 MB; this term: 149,760 x 3
     bytes x ~1,024 positions = 460 MB).
+    ``input_features``: the inputs LoRA keeps beyond q_proj/v_proj's shared one
+    (:func:`lora_input_features`): a frozen base layer keeps no input (no weight gradient), but lora_A
+    needs its input for its own, so each further input a no-dropout LoRA branch reads is kept, at
+    ``value_bytes`` a feature. Measured with torch's saved-tensor hooks, SmolLM2-135M in float32, 16 x
+    128 tokens, both without dropout: every linear layer keeps 668 MiB more than q/v (this term: 30 x
+    (2 x 576 + 1,536) x 4 bytes x 2,048 = 630 MiB).
 
     Calibrated on SmolLM2-135M (30 layers, hidden 576, intermediate 1536, vocab 49,152): the
     estimate is 2.39 MB/token; measured peak RSS grew by 2.4 MB per packed token (4,096 tokens:
@@ -71,7 +78,8 @@ def activation_bytes_per_token(
     heads = getattr(model_config, "num_attention_heads", 0) or 0
     scores = layers * heads * eager_length * (FLOAT_BYTES + value_bytes)
     dropped = dropout_features * (value_bytes + 1)
-    return value_bytes * layers * (10 * h + 6 * inter) + FLOAT_BYTES * 3 * vocab + scores + dropped
+    kept = input_features * value_bytes
+    return value_bytes * layers * (10 * h + 6 * inter) + FLOAT_BYTES * 3 * vocab + scores + dropped + kept
 
 
 def lora_dropout_features(model) -> int:
@@ -87,6 +95,44 @@ def lora_dropout_features(model) -> int:
         if isinstance(drop, torch.nn.ModuleDict) and any(isinstance(d, torch.nn.Dropout) for d in drop.values()):
             total += int(getattr(m, "in_features", 0) or 0)
     return total
+
+
+def lora_input_features(model) -> int:
+    """Input features a token, summed over the distinct inputs that the no-dropout LoRA branches of a
+    PEFT ``model`` read, less one hidden size a layer (the q/k/v input that the calibration of
+    :func:`activation_bytes_per_token` already holds); 0 when that is all. Layers that share an
+    input (q/k/v, gate/up) count it once, so it is found by running the model on 4 tokens with a hook
+    on each wrapped layer, not from the names: for SmolLM2-135M on every linear layer 30 x (2 x 576 +
+    1,536) = 80,640 (o_proj's, gate/up's and down_proj's inputs); on q/v 0. Costs one tiny forward."""
+    import torch
+
+    wrapped = [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+        and not any(isinstance(d, torch.nn.Dropout) for d in m.lora_dropout.values())
+    ]
+    if not wrapped:
+        return 0
+    # the inputs themselves are held, so that no freed one's address is reused by a later input
+    seen: dict[int, torch.Tensor] = {}
+
+    def note(mod, args):
+        if args and isinstance(args[0], torch.Tensor):
+            seen.setdefault(args[0].data_ptr(), args[0])
+
+    hooks = [m.register_forward_pre_hook(note) for m in wrapped]
+    try:
+        device = next(p.device for p in model.parameters())
+        with torch.no_grad():
+            model(input_ids=torch.zeros(1, 4, dtype=torch.long, device=device))
+    except Exception:  # an estimate: a model this forward cannot run gets the calibrated constant alone
+        return 0
+    finally:
+        for h in hooks:
+            h.remove()
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return max(0, sum(int(x.shape[-1]) for x in seen.values()) - cfg.num_hidden_layers * cfg.hidden_size)
 
 
 @dataclass

@@ -260,6 +260,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
                 chunked_loss=chunk_why is None,
                 eager_length=t.max_length if impl == "eager" else 0,
                 dropout_features=batching.lora_dropout_features(model),
+                input_features=batching.lora_input_features(model),
             ),
             # the ranks of one machine share its RAM (each has its own GPU)
             free_bytes=batching.free_memory_bytes(device)
