@@ -82,19 +82,24 @@ def activation_bytes_per_token(
     return value_bytes * layers * (10 * h + 6 * inter) + FLOAT_BYTES * 3 * vocab + scores + dropped + kept
 
 
-def lora_dropout_features(model) -> int:
-    """Input features, summed over the LoRA-wrapped modules of a PEFT ``model`` whose
-    ``lora_dropout`` is a real dropout (PEFT puts ``nn.Identity`` there for 0): for SmolLM2-135M with
-    q_proj/v_proj that is 30 x 2 x 576 = 34,560; with all seven linear layers 30 x (6 x 576 + 1,536)
-    = 149,760."""
+def _lora_layers(model, dropout: bool) -> list:
+    """The LoRA-wrapped modules of a PEFT ``model`` whose ``lora_dropout`` is (``dropout``) or is not
+    a real dropout (PEFT puts ``nn.Identity`` there for 0)."""
     import torch
 
-    total = 0
-    for m in model.modules():
-        drop = getattr(m, "lora_dropout", None)
-        if isinstance(drop, torch.nn.ModuleDict) and any(isinstance(d, torch.nn.Dropout) for d in drop.values()):
-            total += int(getattr(m, "in_features", 0) or 0)
-    return total
+    return [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+        and any(isinstance(d, torch.nn.Dropout) for d in m.lora_dropout.values()) == dropout
+    ]
+
+
+def lora_dropout_features(model) -> int:
+    """Input features, summed over the LoRA-wrapped modules of a PEFT ``model`` whose
+    ``lora_dropout`` is a real dropout: for SmolLM2-135M with q_proj/v_proj that is 30 x 2 x 576 =
+    34,560; with all seven linear layers 30 x (6 x 576 + 1,536) = 149,760."""
+    return sum(int(getattr(m, "in_features", 0) or 0) for m in _lora_layers(model, dropout=True))
 
 
 def lora_input_features(model) -> int:
@@ -106,12 +111,7 @@ def lora_input_features(model) -> int:
     1,536) = 80,640 (o_proj's, gate/up's and down_proj's inputs); on q/v 0. Costs one tiny forward."""
     import torch
 
-    wrapped = [
-        m
-        for m in model.modules()
-        if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
-        and not any(isinstance(d, torch.nn.Dropout) for d in m.lora_dropout.values())
-    ]
+    wrapped = _lora_layers(model, dropout=False)
     if not wrapped:
         return 0
     # the inputs themselves are held, so that no freed one's address is reused by a later input

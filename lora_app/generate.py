@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import hub_client, models
+from . import hub_client, models, variants
 from .config import ConfigError, ModelConfig
 
 
@@ -338,8 +338,8 @@ def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
     head = f"adapter: '{adapter}' does not fit the base model '{base}':"
     targets = pc.target_modules
     if isinstance(targets, (list, set, tuple)):  # (a str is a regex: PEFT itself reports no match)
-        paths = [n for n, _ in model.named_modules() if n]  # PEFT's match: the path or its end
-        missing = sorted(t for t in targets if not any(p == t or p.endswith("." + t) for p in paths))
+        paths = [n for n, _ in model.named_modules() if n]
+        missing = sorted(t for t in targets if not any(variants.selects(t, p) for p in paths))
         if missing:
             raise ConfigError(
                 [

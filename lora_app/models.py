@@ -238,7 +238,7 @@ def expand_target_modules(
     ``adapter_config.json`` (``model.layers.0.mlp.down_proj``, ... : 210 names for SmolLM2's 30
     layers) where the 7 leaf names say the same and fit the card and the Runs tab."""
     if [t.lower() for t in targets] == ["all-linear"]:
-        return [a for a in available if not any(a == m or a.endswith("." + m) for m in modules_to_save or ())]
+        return [a for a in available if not any(variants.selects(m, a) for m in modules_to_save or ())]
     return targets
 
 

@@ -126,6 +126,13 @@ def peft_kwargs(lora: LoraVariantFields, count_only: bool = False) -> dict[str, 
     )
 
 
+def selects(name: str, path: str) -> bool:
+    """Whether ``target_modules`` entry ``name`` selects the module at ``path``: PEFT's rule for a
+    list of names, the path itself or its end after a dot
+    (``peft.tuners.tuners_utils.check_target_module_exists``)."""
+    return path == name or path.endswith("." + name)
+
+
 def _matches(key: str, path: str) -> bool:
     try:
         return re.match(rf"(.*\.)?({key})$", path) is not None
@@ -147,8 +154,7 @@ def problems(
             "lora.use_dora: DoRA on an 8-bit base fails in bitsandbytes' CPU backend. Fix: set model.quantization "
             "to 4bit or none, or turn use_dora off."
         )
-    # PEFT's match (check_target_module_exists): the path is the name or ends with ".name"
-    targeted = [p for p in module_paths if any(p == t or p.endswith("." + t) for t in targets)]
+    targeted = [p for p in module_paths if any(selects(t, p) for t in targets)]
     for field, pattern in (("rank_pattern", lora.rank_pattern), ("alpha_pattern", lora.alpha_pattern)):
         bad = [k for k in pattern if not any(_matches(k, p) for p in targeted)]
         if bad:
