@@ -51,7 +51,9 @@ LEVERS: dict[str, dict] = {
     "LM head on labelled positions only": {"labels_only_head": True},
     "padding + LM head on labelled only": {"packing": False, "labels_only_head": True},
     "accumulation kept (4 micro-batches of 4)": {"merge_accumulation": False},
-    "merged in two (2 micro-batches of 8)": {"batch": BATCH * 2, "accum": ACCUM // 2},
+    # merge_accumulation off: with it on, plan_step would merge these two back into one forward of 16
+    # (the session 2 measurement of this lever ran 16 x 1 twice)
+    "merged in two (2 micro-batches of 8)": {"batch": BATCH * 2, "accum": ACCUM // 2, "merge_accumulation": False},
     "bf16 autocast": {"bf16": True},
     "precision float32": {"precision": "float32"},
     "precision bfloat16": {"precision": "bfloat16"},

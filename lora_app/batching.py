@@ -1,5 +1,5 @@
 """How an optimizer step's rows become forward passes: merge the accumulation micro-batches
-into one forward/backward when memory allows.
+into as few forwards as memory allows (one when it can).
 
 ``per_device_train_batch_size x gradient_accumulation_steps`` rows make one optimizer step.
 Gradient accumulation exists to save memory; it does not change the gradient, because
@@ -108,18 +108,23 @@ def lora_input_features(model) -> int:
     :func:`activation_bytes_per_token` already holds); 0 when that is all. Layers that share an
     input (q/k/v, gate/up) count it once, so it is found by running the model on 4 tokens with a hook
     on each wrapped layer, not from the names: for SmolLM2-135M on every linear layer 30 x (2 x 576 +
-    1,536) = 80,640 (o_proj's, gate/up's and down_proj's inputs); on q/v 0. Costs one tiny forward."""
+    1,536) = 80,640 (o_proj's, gate/up's and down_proj's inputs); on q/v 0. Costs one tiny forward;
+    works on the meta-device skeleton too (0.3 s for SmolLM2), which is how the LoRA tab's estimate
+    gets it before any weights are loaded."""
     import torch
 
     wrapped = _lora_layers(model, dropout=False)
     if not wrapped:
         return 0
-    # the inputs themselves are held, so that no freed one's address is reused by a later input
+    # the inputs themselves are held, so that no freed one's address (or id) is reused by a later
+    # input; a meta tensor has no address, so there the tensor object is the key (q/k/v and gate/up
+    # are handed the same one)
     seen: dict[int, torch.Tensor] = {}
 
     def note(mod, args):
         if args and isinstance(args[0], torch.Tensor):
-            seen.setdefault(args[0].data_ptr(), args[0])
+            x = args[0]
+            seen.setdefault(id(x) if x.is_meta else x.data_ptr(), x)
 
     hooks = [m.register_forward_pre_hook(note) for m in wrapped]
     try:
@@ -157,14 +162,20 @@ def plan_step(
     free_bytes: int,
     packed: bool = True,
 ) -> StepPlan:
-    """Choose the micro-batch for ``batch x accumulation`` rows per optimizer step.
+    """Choose the micro-batch for ``batch x accumulation`` rows per optimizer step: the fewest
+    forwards (1, then 2, ... up to ``accumulation``; each forward the same number of rows, at least
+    ``batch``) whose worst case fits.
 
-    ``lengths``: tokens per training row. Merges (one forward of ``batch x accumulation`` rows)
-    only on CPU or CUDA, only when ``merge``, and only when the worst case, the longest
-    ``batch x accumulation`` rows together, needs at most ``RAM_SHARE`` (CPU: of the free RAM) or
-    ``GPU_SHARE`` (CUDA: of the GPU's free memory) of ``free_bytes``.
+    ``lengths``: tokens per training row. Merges only on CPU or CUDA and only when ``merge``. The
+    worst case of a forward of n rows is the n longest rows together, at ``bytes_per_token``; it must
+    fit in ``RAM_SHARE`` (CPU: of the free RAM) or ``GPU_SHARE`` (CUDA: of the GPU's free memory) of
+    ``free_bytes``. Fewer, bigger forwards are faster because each forward and backward reads every
+    base weight once whatever its rows: SmolLM2-135M, all-linear LoRA, float32 capped to AVX2,
+    16 rows a step: 1 x 16 rows 2.39 s/step, 2 x 8 2.78 s, 4 x 4 3.39 s, at peak RSS 2,650, 2,008 and
+    1,697 MiB (bench/RESULTS.md, session 8). So a machine short of memory for one forward of 16 rows
+    gets two of 8 before it gets four of 4.
     ``packed``: whether rows are packed; when not, every row of a forward is padded to the
-    longest, so the worst case is ``batch x accumulation`` times the longest row.
+    longest, so the worst case is the number of rows times the longest row.
     """
     keep = StepPlan(batch, accumulation, False, f"{accumulation} micro-batches of {batch} rows per step")
     if accumulation == 1 or not merge:
@@ -172,26 +183,40 @@ def plan_step(
     if device not in ("cpu", "cuda"):
         return StepPlan(batch, accumulation, False, keep.message + f" (kept: no memory estimate on {device})")
     rows = batch * accumulation
-    longest = sorted(lengths, reverse=True)[:rows]
-    worst = (sum(longest) if packed else rows * max(longest, default=0)) * bytes_per_token
+    ordered = sorted(lengths, reverse=True)
+
+    def worst(n: int) -> int:
+        top = ordered[:n]
+        return (sum(top) if packed else n * max(top, default=0)) * bytes_per_token
+
     share, where = (RAM_SHARE, "a third") if device == "cpu" else (GPU_SHARE, "half")
-    if worst > free_bytes * share:
-        return StepPlan(
-            batch,
-            accumulation,
-            False,
-            keep.message + f" (kept: one forward of {rows} rows could need "
-            f"{worst / 2**30:.1f} GiB, over {where} of the {free_bytes / 2**30:.1f} GiB free"
-            f"{' on the GPU' if device == 'cuda' else ''})",
-        )
-    return StepPlan(
-        rows,
-        1,
-        True,
-        f"one forward of {rows} rows per step (the {accumulation} accumulation "
-        f"micro-batches merged: same rows, same gradient, faster; at most "
-        f"{worst / 2**30:.1f} GiB of activations{' on the GPU' if device == 'cuda' else ''})",
+    gpu = " on the GPU" if device == "cuda" else ""
+    over = (
+        f"one forward of {rows} rows could need {worst(rows) / 2**30:.1f} GiB, over {where} of the "
+        f"{free_bytes / 2**30:.1f} GiB free{gpu}"
     )
+    for forwards in (d for d in range(1, accumulation) if rows % d == 0):
+        n = rows // forwards
+        if worst(n) > free_bytes * share:
+            continue
+        if forwards == 1:
+            return StepPlan(
+                rows,
+                1,
+                True,
+                f"one forward of {rows} rows per step (the {accumulation} accumulation "
+                f"micro-batches merged: same rows, same gradient, faster; at most "
+                f"{worst(rows) / 2**30:.1f} GiB of activations{gpu})",
+            )
+        return StepPlan(
+            n,
+            forwards,
+            True,
+            f"{forwards} forwards of {n} rows per step (the {accumulation} accumulation micro-batches "
+            f"merged into {forwards}: same rows, same gradient, faster; at most {worst(n) / 2**30:.1f} GiB "
+            f"of activations{gpu}; {over})",
+        )
+    return StepPlan(batch, accumulation, False, keep.message + f" (kept: {over})")
 
 
 def free_memory_bytes(device: str = "cpu") -> int:
