@@ -13,11 +13,13 @@ What each number is based on (also returned as ``Estimate.basis`` for the page):
   float32; their gradients and AdamW's two moments from accelerate's ``estimate_training_usage``
   (float32: 4 + 8 bytes per parameter; bf16 mixed precision: 6 + 8).
 - **activations**: per token, :func:`lora_app.batching.activation_bytes_per_token` (calibrated on
-  SmolLM2-135M on CPU: 2.4 MB/token, float32), halved for a bf16 layer stack (the logits stay
-  float32); with gradient checkpointing only each layer's input is kept, plus one layer and the
-  logits. Tokens per forward: ``per_device_train_batch_size`` rows (x ``gradient_accumulation_steps``
-  on CPU when merge_accumulation is on) x the data's mean tokens per row with packing (characters
-  / 4 when the data is known, else ``max_length``), x ``max_length`` without packing (padding).
+  SmolLM2-135M on CPU: 2.4 MB/token, float32) at the tier's precision, with the inputs the LoRA
+  branches keep (PEFT's wrap of the meta skeleton, run on 4 meta tokens) and the logits left out
+  when the loss is chunked; with gradient checkpointing only each layer's input is kept, plus one
+  layer and the logits. Tokens per forward: the rows :func:`lora_app.batching.plan_step` would put
+  in one forward (the accumulation micro-batches merged as far as the tier's free memory allows)
+  x the data's mean tokens per row with packing (characters / 4 when the data is known, else
+  ``max_length``), x ``max_length`` without packing (padding).
 - **runtime**: 0.5 GB for Python + torch + transformers on CPU (measured: peak RSS after the
   imports), 1 GB of CUDA context and allocator slack on a GPU.
 - **time**: training FLOPs per token ~ 4 x parameters (forward 2N, backward through the frozen
@@ -32,6 +34,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 GB = 1e9
 #: Share of the published peak a LoRA fine-tune reaches (small batches, short rows, kernels
@@ -191,25 +194,54 @@ def lora_bytes(trainable: int, dtype: str) -> float:
     return trainable * 4 + u["gradients"] + u["optimizer"]
 
 
-def activation_bytes(model_config, tokens: int, dtype: str) -> tuple[float, float]:
-    """``(without, with)`` gradient checkpointing for ``tokens`` tokens in one forward."""
+def activation_bytes(
+    model_config,
+    tokens: int,
+    dtype: str,
+    *,
+    chunked_loss: bool = False,
+    dropout_features: int = 0,
+    input_features: int = 0,
+) -> tuple[float, float]:
+    """``(without, with)`` gradient checkpointing, bytes for ``tokens`` tokens in one forward, by
+    :func:`lora_app.batching.activation_bytes_per_token` at the tier's precision (4 bytes a value in
+    float32, else 2; the logits float32 unless ``chunked_loss``) with the LoRA branches' kept
+    features (``dropout_features``, ``input_features``: :class:`lora_app.models.LoraCount`).
+    With checkpointing each layer keeps only its input (hidden size values), plus one layer's
+    activations while it is recomputed, plus the logits."""
     from .batching import activation_bytes_per_token
 
     mc = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    per_token = activation_bytes_per_token(mc)
-    vocab = 3 * 4 * (getattr(mc, "vocab_size", 0) or 0)  # logits, softmax, gradient: float32
+    value = 4 if dtype == "float32" else 2
+    per_token = activation_bytes_per_token(
+        mc, value, chunked_loss=chunked_loss, dropout_features=dropout_features, input_features=input_features
+    )
+    vocab = 0 if chunked_loss else 3 * 4 * (getattr(mc, "vocab_size", 0) or 0)  # logits, softmax, gradient
     layers = per_token - vocab
-    scale = 1.0 if dtype == "float32" else 0.5
-    plain = tokens * (layers * scale + vocab)
-    one_layer = layers / mc.num_hidden_layers
-    ckpt = tokens * ((mc.num_hidden_layers * mc.hidden_size * 4 + one_layer) * scale + vocab)
+    plain = tokens * per_token
+    ckpt = tokens * (mc.num_hidden_layers * mc.hidden_size * value + layers / mc.num_hidden_layers + vocab)
     return plain, ckpt
 
 
-def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: float | None = None) -> Estimate:
+def estimate(
+    model_config,
+    cfg,
+    trainable: int,
+    total_params: int,
+    mean_tokens: float | None = None,
+    *,
+    dropout_features: int = 0,
+    input_features: int = 0,
+) -> Estimate:
     """The table for ``cfg`` (a RunConfig) on every tier. ``trainable``/``total_params``: PEFT's
     counts (``models.count_parameters``); ``mean_tokens``: average tokens per training row if the
-    data is known (else ``max_length``, an upper bound)."""
+    data is known (else ``max_length``, an upper bound); ``dropout_features``/``input_features``: what
+    the LoRA branches keep per token (``models.LoraCount``). The rows per forward are the ones the run
+    would choose (:func:`lora_app.batching.plan_step`, with every row at the mean length): on CPU with
+    the RAM free now, on a GPU with the tier's memory less the weights, the LoRA states and the runtime."""
+    import psutil
+
+    from .batching import plan_step
     from .models import effective_quantization
     from .precision import decide
 
@@ -221,22 +253,39 @@ def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: 
     forward_row_tokens = row_tokens if t.packing else t.max_length
     run_tokens = t.max_steps * t.per_device_train_batch_size * t.gradient_accumulation_steps * row_tokens
     flops_per_token = (6 if t.gradient_checkpointing else 4) * base_params
+    # the run's rule (chunked_loss.why_not) needs the loaded model; a trained LM head or embedding
+    # (modules_to_save) is the usual reason it says no, so any modules_to_save counts the full logits
+    chunked = t.chunked_loss and not cfg.lora.modules_to_save
     rows = []
     for tier in (cpu_tier(cfg.model.precision), *GPU_TIERS):
         device = "cpu" if tier.tflops is None else "cuda"
         if device == "cuda":  # model.precision float32 on a GPU: float32 weights (decide: the run's own rule)
             tier = replace(tier, dtype=decide(cfg.model.precision, "cuda", cuda_bf16=tier.dtype == "bfloat16").dtype)
         quant = effective_quantization(cfg.model, device)
-        merge = device == "cpu" and t.merge_accumulation
-        forward_rows = t.per_device_train_batch_size * (t.gradient_accumulation_steps if merge else 1)
-        act, act_ckpt = activation_bytes(model_config, forward_rows * forward_row_tokens, tier.dtype)
-        parts = Parts(
-            weight_bytes(linear, other, quant, tier.dtype),
-            lora_bytes(trainable, tier.dtype),
-            act,
-            act_ckpt,
-            RUNTIME_CPU if device == "cpu" else RUNTIME_GPU,
+        weights, lora = weight_bytes(linear, other, quant, tier.dtype), lora_bytes(trainable, tier.dtype)
+        runtime = RUNTIME_CPU if device == "cpu" else RUNTIME_GPU
+        kept: dict[str, Any] = dict(
+            chunked_loss=chunked, dropout_features=dropout_features, input_features=input_features
         )
+        per_token, _ = activation_bytes(model_config, 1, tier.dtype, **kept)
+        rows_per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
+        plan = plan_step(
+            [round(forward_row_tokens)] * rows_per_step,
+            t.per_device_train_batch_size,
+            t.gradient_accumulation_steps,
+            device=device,
+            merge=t.merge_accumulation,
+            bytes_per_token=round(per_token),
+            free_bytes=max(
+                0,
+                int((psutil.virtual_memory().available if device == "cpu" else tier.memory) - weights - lora - runtime),
+            ),
+            packed=t.packing,
+        )
+        act, act_ckpt = activation_bytes(
+            model_config, plan.per_device_train_batch_size * forward_row_tokens, tier.dtype, **kept
+        )
+        parts = Parts(weights, lora, act, act_ckpt, runtime)
         total = parts.total(t.gradient_checkpointing)
         if total <= tier.memory:
             fits = "yes"
@@ -258,6 +307,7 @@ def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: 
                 "weights GB": round(parts.weights / GB, 2),
                 "LoRA + grads + optimizer GB": round(parts.lora / GB, 3),
                 "activations GB (no ckpt / ckpt)": f"{act / GB:.2f} / {act_ckpt / GB:.2f}",
+                "rows per forward": plan.per_device_train_batch_size,
                 "total GB": round(total / GB, 2),
                 "fits": fits,
                 "time": _duration(seconds),
@@ -276,8 +326,11 @@ def estimate(model_config, cfg, trainable: int, total_params: int, mean_tokens: 
         "Memory: weights at the tier's precision and quantization (auto = 8bit on a GPU, none on CPU), LoRA "
         "parameters + gradients + AdamW states (accelerate's estimate_training_usage), activations for one forward "
         f"(calibrated on SmolLM2 on CPU; {forward_row_tokens:.0f} tokens per row "
-        f"{'packed' if t.packing else 'padded to max_length'}), runtime 0.5 GB (CPU) / 1 GB (GPU). Total uses the form's "
-        f"gradient_checkpointing ({'on' if t.gradient_checkpointing else 'off'}).",
+        f"{'packed' if t.packing else 'padded to max_length'}; the inputs LoRA keeps: {input_features:,} values a "
+        f"token beyond q/v's{f', {dropout_features:,} dropped-out copies' if dropout_features else ''}; "
+        f"logits {'a chunk at a time' if chunked else 'of every token'}; rows per forward as the run would merge "
+        "the accumulation micro-batches, in the memory the tier has free), runtime 0.5 GB (CPU) / 1 GB (GPU). "
+        f"Total uses the form's gradient_checkpointing ({'on' if t.gradient_checkpointing else 'off'}).",
     ]
     return Estimate(rows, basis, trainable, total_params)
 
@@ -299,4 +352,12 @@ def for_preflight(cfg, pre, token: str | None = None) -> Estimate:
     mean = None
     if pre.data is not None and pre.data.texts:
         mean = sum(len(x) for x in pre.data.texts) / len(pre.data.texts) / 4 + 1  # + EOS
-    return estimate(mc, cfg, pre.trainable, pre.total, mean)
+    return estimate(
+        mc,
+        cfg,
+        pre.trainable,
+        pre.total,
+        mean,
+        dropout_features=pre.dropout_features,
+        input_features=pre.input_features,
+    )

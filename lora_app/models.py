@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import variants
 from .bundled import HUB_ID_FILE, bundled_model_dir
@@ -259,12 +260,27 @@ def lora_config(lora: LoraSettings, targets: list[str], count_only: bool = False
     return LoraConfig(**variants.lora_kwargs(lora, targets, count_only))
 
 
-def count_parameters(model_config, lora: LoraSettings, targets: list[str]) -> tuple[int, int]:
-    """(trainable, total) parameters after wrapping, by PEFT on the meta skeleton (DoRA, modules_to_save: counted)."""
+class LoraCount(NamedTuple):
+    """What PEFT's wrapping of the meta skeleton tells before any weights load: parameters
+    (``trainable``, ``total``) and the features per token the LoRA branches keep for the backward
+    pass beyond the base model's (``batching.lora_dropout_features`` / ``lora_input_features``)."""
+
+    trainable: int
+    total: int
+    dropout_features: int
+    input_features: int
+
+
+def count_parameters(model_config, lora: LoraSettings, targets: list[str]) -> LoraCount:
+    """Parameters and kept features after wrapping, by PEFT on the meta skeleton (DoRA,
+    modules_to_save: counted)."""
     from peft import get_peft_model
 
+    from .batching import lora_dropout_features, lora_input_features
+
     peft_model = get_peft_model(skeleton(model_config), lora_config(lora, targets, count_only=True))
-    return peft_model.get_nb_trainable_parameters()
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    return LoraCount(trainable, total, lora_dropout_features(peft_model), lora_input_features(peft_model))
 
 
 def trainable_line(trainable: int, total: int) -> str:

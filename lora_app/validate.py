@@ -49,6 +49,9 @@ class Preflight:
     device: str
     quantization: str
     notes: list[str] = field(default_factory=list)
+    #: features per token the LoRA branches keep (models.LoraCount), for the memory estimate
+    dropout_features: int = 0
+    input_features: int = 0
 
     @property
     def trainable_line(self) -> str:
@@ -165,7 +168,7 @@ def preflight(
             speedups.resolve_liger(training.use_liger_kernel, device)
         except ValueError as err:
             problems.append(str(err))
-    targets, available, trainable, total = [], [], 0, 0
+    targets, available, counted = [], [], models.LoraCount(0, 0, 0, 0)
     dist = cfg.distributed if cfg else _section(DistributedConfig, raw, "distributed")
     if model is not None and dist is not None:
         problems += distributed_problems(dist, models.effective_quantization(model, device), device)
@@ -192,13 +195,22 @@ def preflight(
                     bad = variants.problems(lora, [n for n, _ in skel.named_modules()], targets, quant, device)
                 problems += bad
                 if not bad and not problems and cfg is not None:
-                    trainable, total = models.count_parameters(mc, cfg.lora, targets)
+                    counted = models.count_parameters(mc, cfg.lora, targets)
         except ConfigError as err:
             problems += err.problems
     if problems or cfg is None:  # (cfg is None only with problems)
         raise ConfigError(problems)
     return cfg, Preflight(
-        td, targets, available, trainable, total, device, models.effective_quantization(cfg.model, device), notes
+        td,
+        targets,
+        available,
+        counted.trainable,
+        counted.total,
+        device,
+        models.effective_quantization(cfg.model, device),
+        notes,
+        counted.dropout_features,
+        counted.input_features,
     )
 
 

@@ -30,7 +30,8 @@ def opt_6_7b_config():
 
 
 def test_opt_6_7b_trainable_line_from_the_config_alone():
-    trainable, total = models.count_parameters(opt_6_7b_config(), LoraSettings(r=16), ["q_proj", "v_proj"])
+    trainable, total, _, inputs = models.count_parameters(opt_6_7b_config(), LoraSettings(r=16), ["q_proj", "v_proj"])
+    assert inputs == 0  # q_proj and v_proj read one input a layer: the calibrated constant has it
     # The reference post (PEFT int8 example, print_trainable_parameters) prints exactly this.
     assert (
         f"trainable params: {trainable} || all params: {total}" == "trainable params: 8388608 || all params: 6666862592"
@@ -125,3 +126,32 @@ def test_cpu_estimate_within_25_percent_of_a_real_runs_peak_memory(tmp_path, bun
         f"{cpu['activations GB (no ckpt / ckpt)']}); measured peak RSS {peak:.2f} GB"
     )
     assert abs(cpu["total GB"] - peak) <= 0.25 * peak, (cpu, peak)
+
+
+def test_the_estimate_counts_the_inputs_lora_keeps():
+    """SmolLM2-135M's shape: LoRA on every linear layer keeps o_proj's, gate/up's and down_proj's
+    inputs (30 x (2 x 576 + 1,536) values a token) where q/v keep none beyond the calibrated
+    constant; with dropout each wrapped layer keeps a dropped-out copy instead (30 x (6 x 576 + 1,536))."""
+    from transformers import LlamaConfig
+
+    mc = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    )
+    every = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    no_dropout = LoraSettings(r=16, lora_dropout=0.0)
+    assert models.count_parameters(mc, no_dropout, every)[2:] == (0, 30 * (2 * 576 + 1536))
+    assert models.count_parameters(mc, no_dropout, ["q_proj", "v_proj"])[2:] == (0, 0)
+    assert models.count_parameters(mc, LoraSettings(r=16, lora_dropout=0.05), every)[2:] == (30 * (6 * 576 + 1536), 0)
+    with_inputs, _ = estimate.activation_bytes(mc, 1000, "float32", chunked_loss=True, input_features=80_640)
+    without, _ = estimate.activation_bytes(mc, 1000, "float32", chunked_loss=True)
+    assert with_inputs - without == 1000 * 80_640 * 4
+    # the logits: 3 float32 values per vocabulary entry a token, unless the loss is chunked
+    stock, _ = estimate.activation_bytes(mc, 1000, "bfloat16")
+    chunked, _ = estimate.activation_bytes(mc, 1000, "bfloat16", chunked_loss=True)
+    assert stock - chunked == 1000 * 3 * 4 * 49152
