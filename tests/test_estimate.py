@@ -67,6 +67,11 @@ def test_opt_6_7b_table_per_tier():
     assert rows["A100 40 GB"]["fits"] == rows["H200 141 GB"]["fits"] == "yes"
     # Time scales with the published throughput: H100 989 vs A100 312 TFLOPS.
     assert any("NVIDIA A100 datasheet: 312 TFLOPS" in b for b in est.basis)
+    # Rows per forward as the run would merge 4 x 4 in half the free GPU memory: 256 tokens a row
+    # (max_length, no data) at 8.9 MB a token in bf16 = 9.1 GB per 4 rows. A100 80 GB: ~72 GB free
+    # after the 8-bit weights and the runtime, half 36 < 36.5 for 16 rows: two forwards of 8.
+    per_forward = {name: rows[name]["rows per forward"] for name in ("T4 16 GB", "A100 80 GB", "H200 141 GB")}
+    assert per_forward == {"T4 16 GB": 4, "A100 80 GB": 8, "H200 141 GB": 16}
     cfg4 = RunConfig.build({"model": {"quantization": "4bit"}})
     four = {r["hardware"]: r for r in estimate.estimate(mc, cfg4, 8388608, 6666862592).rows}
     assert four["T4 16 GB"]["weights GB"] == round((linear * (0.5 + 0.127 / 8) + 2 * other) / 1e9, 2)
