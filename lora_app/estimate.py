@@ -22,6 +22,9 @@ What each number is based on (also returned as ``Estimate.basis`` for the page):
   ``max_length``), x ``max_length`` without packing (padding).
 - **runtime**: 0.5 GB for Python + torch + transformers on CPU (measured: peak RSS after the
   imports), 1 GB of CUDA context and allocator slack on a GPU.
+- **loading** (CPU): a checkpoint loaded at another precision than it was saved in (the config's
+  ``dtype``) is read whole beside its converted copy; the CPU total is the larger of that and
+  training (:func:`loading_bytes`).
 - **time**: training FLOPs per token ~ 4 x parameters (forward 2N, backward through the frozen
   weights 2N: no weight gradients for the base; Kaplan et al. 2020 count 6N for full training)
   + 2N more with gradient checkpointing (the recomputed forward), divided by the tier's
@@ -130,9 +133,12 @@ class Parts:
     activations: float
     activations_ckpt: float
     runtime: float
+    #: the peak while loading (CPU: see :func:`loading_bytes`); 0 where training's is the peak
+    loading: float = 0.0
 
     def total(self, checkpointing: bool) -> float:
-        return self.weights + self.lora + (self.activations_ckpt if checkpointing else self.activations) + self.runtime
+        training = self.weights + self.lora + (self.activations_ckpt if checkpointing else self.activations)
+        return max(self.loading, training + self.runtime)
 
 
 @dataclass
@@ -159,7 +165,7 @@ def parameter_split(model_config) -> tuple[int, int, int]:
 
     from .models import skeleton
 
-    sk = skeleton(model_config)
+    sk = skeleton(model_config).float()  # a config saved in bf16 builds a bf16 skeleton (meta: no memory)
     head = sk.get_output_embeddings()
     seen, linear, other = set(), 0, 0
     for mod in sk.modules():
@@ -183,6 +189,27 @@ def weight_bytes(linear: int, other: int, quant: str, dtype: str) -> float:
     if quant == "4bit":
         return linear * (0.5 + 0.127 / 8) + other * b
     return (linear + other) * b
+
+
+def stored_bytes(model_config, float32_bytes: int) -> tuple[float, str]:
+    """Bytes of the checkpoint as saved, from the config's ``dtype`` (transformers 5; ``torch_dtype``
+    before): ``float32_bytes`` halved for bfloat16/float16; ``(0, "")`` when the config does not say."""
+    stored = getattr(model_config, "dtype", None) or getattr(model_config, "torch_dtype", None)
+    name = str(stored).removeprefix("torch.") if stored is not None else ""
+    size = {"float32": 4, "bfloat16": 2, "float16": 2}.get(name)
+    return (float32_bytes * size / 4, name) if size else (0.0, "")
+
+
+def loading_bytes(stored: float, stored_dtype: str, weights: float, quant: str, dtype: str) -> float:
+    """Peak RSS added while ``from_pretrained`` loads on CPU, beside the runtime. Loaded as stored,
+    the tensors are the safetensors file's mapped pages: the weights alone. Converted (another
+    precision, or 8bit/4bit), every stored page is read and mapped while the converted copies are made,
+    so both count until the file is closed. Measured: SmolLM2-135M saved in float32 (513 MiB): loaded
+    in bf16, peak RSS 0.80 GB above the imports' (0.54 stored + 0.27 converted), 0.51 GB of it gone
+    once loaded; loaded in float32, +0.12 GB (the mapped pages count as training touches them)."""
+    if not stored or (quant == "none" and stored_dtype == dtype):
+        return weights
+    return stored + weights
 
 
 def lora_bytes(trainable: int, dtype: str) -> float:
@@ -247,6 +274,7 @@ def estimate(
 
     t = cfg.training
     linear, other, f32_bytes = parameter_split(model_config)
+    stored, stored_dtype = stored_bytes(model_config, f32_bytes)
     base_params = linear + other
     row_tokens = min(mean_tokens or t.max_length, t.max_length)
     # Packed rows fill a forward with their real tokens; padded ones with up to max_length each.
@@ -285,7 +313,9 @@ def estimate(
         act, act_ckpt = activation_bytes(
             model_config, plan.per_device_train_batch_size * forward_row_tokens, tier.dtype, **kept
         )
-        parts = Parts(weights, lora, act, act_ckpt, runtime)
+        # a GPU's load transient is in RAM, not in the GPU's memory
+        loading = runtime + loading_bytes(stored, stored_dtype, weights, quant, tier.dtype) if device == "cpu" else 0.0
+        parts = Parts(weights, lora, act, act_ckpt, runtime, loading)
         total = parts.total(t.gradient_checkpointing)
         if total <= tier.memory:
             fits = "yes"
@@ -330,7 +360,13 @@ def estimate(
         f"token beyond q/v's{f', {dropout_features:,} dropped-out copies' if dropout_features else ''}; "
         f"logits {'a chunk at a time' if chunked else 'of every token'}; rows per forward as the run would merge "
         "the accumulation micro-batches, in the memory the tier has free), runtime 0.5 GB (CPU) / 1 GB (GPU). "
-        f"Total uses the form's gradient_checkpointing ({'on' if t.gradient_checkpointing else 'off'}).",
+        + (
+            f"On CPU the total is the larger of training and loading: the checkpoint as saved ({stored_dtype}, "
+            f"{stored / GB:.2f} GB) is read beside the copy it is converted into. "
+            if stored_dtype
+            else ""
+        )
+        + f"Total uses the form's gradient_checkpointing ({'on' if t.gradient_checkpointing else 'off'}).",
     ]
     return Estimate(rows, basis, trainable, total_params)
 

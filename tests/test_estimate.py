@@ -160,3 +160,26 @@ def test_the_estimate_counts_the_inputs_lora_keeps():
     stock, _ = estimate.activation_bytes(mc, 1000, "bfloat16")
     chunked, _ = estimate.activation_bytes(mc, 1000, "bfloat16", chunked_loss=True)
     assert stock - chunked == 1000 * 3 * 4 * 49152
+
+
+def test_the_cpu_total_counts_loading_a_checkpoint_saved_at_another_precision():
+    """A checkpoint saved in bf16 and trained in float32 is read whole beside its float32 copy
+    while it loads: on a small run that, not training, is the peak (measured the other way round on
+    SmolLM2: saved float32, loaded bf16, peak RSS +0.80 GB over the imports for 0.27 GB of weights)."""
+    from transformers import LlamaConfig
+
+    shape = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9)
+    small = {"model": {"precision": "float32"}, "training": {"per_device_train_batch_size": 1, "max_length": 16}}
+    cfg = RunConfig.build(small)
+    saved_bf16 = LlamaConfig(**shape, num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, dtype="bfloat16")
+    saved_f32 = LlamaConfig(**shape, num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, dtype="float32")
+    _, _, f32 = estimate.parameter_split(saved_bf16)
+    assert estimate.stored_bytes(saved_bf16, f32) == (f32 / 2, "bfloat16")
+    converted = estimate.estimate(saved_bf16, cfg, 10**6, 135 * 10**6).rows[0]
+    as_saved = estimate.estimate(saved_f32, cfg, 10**6, 135 * 10**6).rows[0]
+    assert converted["total GB"] == round((estimate.RUNTIME_CPU + f32 / 2 + f32) / 1e9, 2)
+    # loaded as saved, training is the peak: weights + LoRA states + activations + runtime
+    act = float(as_saved["activations GB (no ckpt / ckpt)"].split(" / ")[0])
+    training = as_saved["weights GB"] + as_saved["LoRA + grads + optimizer GB"] + act + estimate.RUNTIME_CPU / 1e9
+    assert as_saved["total GB"] == pytest.approx(training, abs=0.011) and as_saved["total GB"] < converted["total GB"]
+    assert estimate.loading_bytes(f32 / 2, "bfloat16", f32, "8bit", "bfloat16") == f32 / 2 + f32  # quantized: converted
