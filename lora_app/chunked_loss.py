@@ -78,16 +78,22 @@ def why_not(model: Any, world_size: int, liger: bool) -> str | None:
     """None when the chunked loss gives this model's own loss here; else why not (one line).
 
     ``model``: the PEFT-wrapped (or plain) causal LM as the Trainer will get it."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = causal.get_output_embeddings()
+    trained = head is None or any(p.requires_grad for p in head.parameters())
+    return why_not_here(getattr(causal.config, "model_type", None), world_size, liger, trained)
+
+
+def why_not_here(model_type: str | None, world_size: int, liger: bool, head_trained: bool) -> str | None:
+    """:func:`why_not` from what it reads: the config's ``model_type``, the process count, Liger, and
+    whether the LM head is trained (or missing). The memory estimate asks it before any model loads."""
     if liger:
         return "Liger's fused loss is used instead"
     if world_size > 1:
         return "more than one process (the model must be called through its DDP/FSDP wrapper)"
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    kind = getattr(causal.config, "model_type", None)
-    if kind not in ARCHS:
-        return f"{kind} is not among the architectures it is tested on ({', '.join(sorted(ARCHS))})"
-    head = causal.get_output_embeddings()
-    if head is None or any(p.requires_grad for p in head.parameters()):
+    if model_type not in ARCHS:
+        return f"{model_type} is not among the architectures it is tested on ({', '.join(sorted(ARCHS))})"
+    if head_trained:
         return "the LM head is trained (modules_to_save)"
     return None
 

@@ -126,7 +126,9 @@ def cpu_tier(requested: str = "auto") -> Tier:
 @dataclass
 class Parts:
     """Bytes of one tier's run: ``weights``, ``lora`` (parameters + gradients + optimizer),
-    ``activations`` / ``activations_ckpt`` (without / with gradient checkpointing), ``runtime``."""
+    ``activations`` / ``activations_ckpt`` (without / with gradient checkpointing), ``runtime``, and
+    ``loading``, the whole peak while the model loads (:func:`loading_bytes` + runtime; CPU only).
+    :meth:`total` is the larger of loading and training."""
 
     weights: float
     lora: float
@@ -194,7 +196,8 @@ def weight_bytes(linear: int, other: int, quant: str, dtype: str) -> float:
 def stored_bytes(model_config, float32_bytes: int) -> tuple[float, str]:
     """Bytes of the checkpoint as saved, from the config's ``dtype`` (transformers 5; ``torch_dtype``
     before): ``float32_bytes`` halved for bfloat16/float16; ``(0, "")`` when the config does not say."""
-    stored = getattr(model_config, "dtype", None) or getattr(model_config, "torch_dtype", None)
+    # (the torch_dtype property logs a deprecation warning in transformers 5: read what was stored)
+    stored = getattr(model_config, "dtype", None) or vars(model_config).get("torch_dtype")
     name = str(stored).removeprefix("torch.") if stored is not None else ""
     size = {"float32": 4, "bfloat16": 2, "float16": 2}.get(name)
     return (float32_bytes * size / 4, name) if size else (0.0, "")
@@ -221,12 +224,42 @@ def lora_bytes(trainable: int, dtype: str) -> float:
     return trainable * 4 + u["gradients"] + u["optimizer"]
 
 
+def _chunked_here(model_type: str | None, world: int, cfg, device: str) -> bool:
+    """Whether the run would compute the loss a chunk at a time (:func:`chunked_loss.why_not_here`)."""
+    from . import chunked_loss, speedups
+
+    try:
+        liger = speedups.resolve_liger(cfg.training.use_liger_kernel, device)[0]
+    except ValueError:  # "on" where it cannot run: Check says so; the estimate counts the stock loss
+        liger = True
+    return chunked_loss.why_not_here(model_type, world, liger, bool(cfg.lora.modules_to_save)) is None
+
+
+def _eager_here(model_config, cfg, device: str, dtype: str) -> bool:
+    """Whether the run would use eager attention (:func:`lora_app.attention.choose`, whose CPU
+    measurement is cached per machine and shape: the first Check on a machine may take ~1 s)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    from . import app_home, attention
+
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(model_config), None)
+    sdpa_ok = bool(getattr(cls, "_supports_sdpa", True))  # a remote-code model: assume it has SDPA
+    try:
+        impl, _ = attention.choose(
+            cfg.model.attn_implementation, device, model_config, cfg.training.max_length, dtype, app_home(), sdpa_ok
+        )
+    except Exception:  # sdpa asked of a model without it: Check reports it
+        return False
+    return impl == "eager"
+
+
 def activation_bytes(
     model_config,
     tokens: int,
     dtype: str,
     *,
     chunked_loss: bool = False,
+    eager_length: int = 0,
     dropout_features: int = 0,
     input_features: int = 0,
 ) -> tuple[float, float]:
@@ -241,7 +274,12 @@ def activation_bytes(
     mc = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
     value = 4 if dtype == "float32" else 2
     per_token = activation_bytes_per_token(
-        mc, value, chunked_loss=chunked_loss, dropout_features=dropout_features, input_features=input_features
+        mc,
+        value,
+        chunked_loss=chunked_loss,
+        eager_length=eager_length,
+        dropout_features=dropout_features,
+        input_features=input_features,
     )
     vocab = 0 if chunked_loss else 3 * 4 * (getattr(mc, "vocab_size", 0) or 0)  # logits, softmax, gradient
     layers = per_token - vocab
@@ -281,9 +319,9 @@ def estimate(
     forward_row_tokens = row_tokens if t.packing else t.max_length
     run_tokens = t.max_steps * t.per_device_train_batch_size * t.gradient_accumulation_steps * row_tokens
     flops_per_token = (6 if t.gradient_checkpointing else 4) * base_params
-    # the run's rule (chunked_loss.why_not) needs the loaded model; a trained LM head or embedding
-    # (modules_to_save) is the usual reason it says no, so any modules_to_save counts the full logits
-    chunked = t.chunked_loss and not cfg.lora.modules_to_save
+    world = cfg.distributed.num_processes
+    cpu_rules = (False, False)  # (chunked loss, eager attention) on the CPU tier, for the basis
+    kind = getattr(model_config, "model_type", None)
     rows = []
     for tier in (cpu_tier(cfg.model.precision), *GPU_TIERS):
         device = "cpu" if tier.tflops is None else "cuda"
@@ -292,8 +330,17 @@ def estimate(
         quant = effective_quantization(cfg.model, device)
         weights, lora = weight_bytes(linear, other, quant, tier.dtype), lora_bytes(trainable, tier.dtype)
         runtime = RUNTIME_CPU if device == "cpu" else RUNTIME_GPU
+        # the run's rules (train.py): the chunked loss (any modules_to_save counts as a trained LM
+        # head: which modules they name is known only once the model is wrapped), eager attention
+        chunked = t.chunked_loss and _chunked_here(kind, world, cfg, device)
+        eager = _eager_here(model_config, cfg, device, tier.dtype)
+        if device == "cpu":
+            cpu_rules = (chunked, eager)
         kept: dict[str, Any] = dict(
-            chunked_loss=chunked, dropout_features=dropout_features, input_features=input_features
+            chunked_loss=chunked,
+            eager_length=t.max_length if eager else 0,
+            dropout_features=dropout_features,
+            input_features=input_features,
         )
         per_token, _ = activation_bytes(model_config, 1, tier.dtype, **kept)
         rows_per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
@@ -304,9 +351,15 @@ def estimate(
             device=device,
             merge=t.merge_accumulation,
             bytes_per_token=round(per_token),
+            # the ranks of one machine share its RAM (each has its own GPU), as the run divides it
             free_bytes=max(
                 0,
-                int((psutil.virtual_memory().available if device == "cpu" else tier.memory) - weights - lora - runtime),
+                int(
+                    (psutil.virtual_memory().available / world if device == "cpu" else tier.memory)
+                    - weights
+                    - lora
+                    - runtime
+                ),
             ),
             packed=t.packing,
         )
@@ -358,7 +411,9 @@ def estimate(
         f"(calibrated on SmolLM2 on CPU; {forward_row_tokens:.0f} tokens per row "
         f"{'packed' if t.packing else 'padded to max_length'}; the inputs LoRA keeps: {input_features:,} values a "
         f"token beyond q/v's{f', {dropout_features:,} dropped-out copies' if dropout_features else ''}; "
-        f"logits {'a chunk at a time' if chunked else 'of every token'}; rows per forward as the run would merge "
+        f"on CPU logits {'a chunk at a time' if cpu_rules[0] else 'of every token'} and "
+        f"{'eager attention (each layer keeps its attention probabilities)' if cpu_rules[1] else 'SDPA'}, "
+        "as the run would choose here; rows per forward as the run would merge "
         "the accumulation micro-batches, in the memory the tier has free), runtime 0.5 GB (CPU) / 1 GB (GPU). "
         + (
             f"On CPU the total is the larger of training and loading: the checkpoint as saved ({stored_dtype}, "

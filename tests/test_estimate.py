@@ -183,3 +183,35 @@ def test_the_cpu_total_counts_loading_a_checkpoint_saved_at_another_precision():
     training = as_saved["weights GB"] + as_saved["LoRA + grads + optimizer GB"] + act + estimate.RUNTIME_CPU / 1e9
     assert as_saved["total GB"] == pytest.approx(training, abs=0.011) and as_saved["total GB"] < converted["total GB"]
     assert estimate.loading_bytes(f32 / 2, "bfloat16", f32, "8bit", "bfloat16") == f32 / 2 + f32  # quantized: converted
+
+
+def test_the_estimate_follows_the_runs_loss_and_attention_rules():
+    """The run computes the loss a chunk at a time only for tested architectures in one process
+    (chunked_loss.why_not), and eager attention keeps every layer's attention probabilities
+    (batching.activation_bytes_per_token): the table must count what the run will hold."""
+    from transformers import GPTNeoXConfig, LlamaConfig
+
+    shape = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, vocab_size=49152)
+    llama, neox = LlamaConfig(**shape, num_key_value_heads=3), GPTNeoXConfig(**shape)
+
+    def cpu(mc, attention="sdpa", processes=1):
+        raw = {
+            "model": {"precision": "float32", "attn_implementation": attention},
+            "training": {"max_length": 1024, "merge_accumulation": False},
+            "distributed": {"num_processes": processes},
+        }
+        est = estimate.estimate(mc, RunConfig.build(raw), 10**6, 135 * 10**6)
+        return est.rows[0], est.basis[-1]
+
+    sdpa, basis = cpu(llama)
+    assert "on CPU logits a chunk at a time and SDPA" in basis and sdpa["rows per forward"] == 4
+    assert "on CPU logits of every token" in cpu(neox)[1]  # gpt_neox: not among the chunked loss's tested ones
+    assert "on CPU logits of every token" in cpu(llama, processes=2)[1]  # DDP: the model goes through its wrapper
+    eager, basis = cpu(llama, "eager")
+    assert "eager attention" in basis
+
+    def act(row):
+        return float(row["activations GB (no ckpt / ckpt)"].split(" / ")[0])
+
+    # 4 rows x 1,024 tokens, each keeping 30 layers x 9 heads x 1,024 keys x (4 + 4) bytes of probabilities
+    assert act(eager) - act(sdpa) == pytest.approx(4 * 1024 * 30 * 9 * 1024 * 8 / 1e9, abs=0.011)
