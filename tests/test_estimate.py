@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lora_app import estimate, models
+from lora_app import estimate, memory, models
 from lora_app.config import LoraSettings, RunConfig
 from lora_app.precision import choose
 
@@ -52,7 +52,7 @@ def test_opt_6_7b_table_per_tier():
         "H100 80 GB",
         "H200 141 GB",
     ]
-    linear, other, f32 = estimate.parameter_split(mc)
+    linear, other, f32 = memory.parameter_split(mc)
     assert linear + other == 6666862592 - 8388608 and f32 == 4 * (linear + other)  # accelerate agrees
     # 8-bit base on a GPU: Linear weights 1 byte, the rest (embeddings, norms) bf16.
     assert rows["T4 16 GB"]["quantization"] == "8bit"
@@ -79,7 +79,7 @@ def test_opt_6_7b_table_per_tier():
 
 def test_checkpointing_shrinks_activations_and_time_grows():
     mc = opt_6_7b_config()
-    a, b = estimate.activation_bytes(mc, 1024, "bfloat16")
+    a, b = memory.activation_bytes(mc, 1024, "bfloat16")
     assert b < a / 5
     on = RunConfig.build({"training": {"gradient_checkpointing": True}})
     off = RunConfig.build({})
@@ -153,12 +153,12 @@ def test_the_estimate_counts_the_inputs_lora_keeps():
     assert models.count_parameters(mc, no_dropout, every)[2:] == (0, 30 * (2 * 576 + 1536))
     assert models.count_parameters(mc, no_dropout, ["q_proj", "v_proj"])[2:] == (0, 0)
     assert models.count_parameters(mc, LoraSettings(r=16, lora_dropout=0.05), every)[2:] == (30 * (6 * 576 + 1536), 0)
-    with_inputs, _ = estimate.activation_bytes(mc, 1000, "float32", chunked_loss=True, input_features=80_640)
-    without, _ = estimate.activation_bytes(mc, 1000, "float32", chunked_loss=True)
+    with_inputs, _ = memory.activation_bytes(mc, 1000, "float32", chunked_loss=True, input_features=80_640)
+    without, _ = memory.activation_bytes(mc, 1000, "float32", chunked_loss=True)
     assert with_inputs - without == 1000 * 80_640 * 4
     # the logits: 3 float32 values per vocabulary entry a token, unless the loss is chunked
-    stock, _ = estimate.activation_bytes(mc, 1000, "bfloat16")
-    chunked, _ = estimate.activation_bytes(mc, 1000, "bfloat16", chunked_loss=True)
+    stock, _ = memory.activation_bytes(mc, 1000, "bfloat16")
+    chunked, _ = memory.activation_bytes(mc, 1000, "bfloat16", chunked_loss=True)
     assert stock - chunked == 1000 * 3 * 4 * 49152
 
 
@@ -173,8 +173,8 @@ def test_the_cpu_total_counts_loading_a_checkpoint_saved_at_another_precision():
     cfg = RunConfig.build(small)
     saved_bf16 = LlamaConfig(**shape, num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, dtype="bfloat16")
     saved_f32 = LlamaConfig(**shape, num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, dtype="float32")
-    _, _, f32 = estimate.parameter_split(saved_bf16)
-    assert estimate.stored_bytes(saved_bf16, f32) == (f32 / 2, "bfloat16")
+    _, _, f32 = memory.parameter_split(saved_bf16)
+    assert memory.stored_bytes(saved_bf16, f32) == (f32 / 2, "bfloat16")
     converted = estimate.estimate(saved_bf16, cfg, 10**6, 135 * 10**6).rows[0]
     as_saved = estimate.estimate(saved_f32, cfg, 10**6, 135 * 10**6).rows[0]
     assert converted["total GB"] == round((estimate.RUNTIME_CPU + f32 / 2 + f32) / 1e9, 2)
@@ -182,7 +182,7 @@ def test_the_cpu_total_counts_loading_a_checkpoint_saved_at_another_precision():
     act = float(as_saved["activations GB (no ckpt / ckpt)"].split(" / ")[0])
     training = as_saved["weights GB"] + as_saved["LoRA + grads + optimizer GB"] + act + estimate.RUNTIME_CPU / 1e9
     assert as_saved["total GB"] == pytest.approx(training, abs=0.011) and as_saved["total GB"] < converted["total GB"]
-    assert estimate.loading_bytes(f32 / 2, "bfloat16", f32, "8bit", "bfloat16") == f32 / 2 + f32  # quantized: converted
+    assert memory.loading_bytes(f32 / 2, "bfloat16", f32, "8bit", "bfloat16") == f32 / 2 + f32  # quantized: converted
 
 
 def test_the_estimate_follows_the_runs_loss_and_attention_rules():
