@@ -29,6 +29,19 @@ def opt_6_7b_config():
     )
 
 
+#: SmolLM2-135M's shape (its config.json), without the weights
+SMOLLM2_SHAPE = dict(
+    hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, vocab_size=49152
+)
+
+
+def smollm2_config(**kw):
+    """A LlamaConfig of SmolLM2-135M's shape (3 key/value heads, tied embeddings); ``kw`` overrides."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**{**SMOLLM2_SHAPE, "num_key_value_heads": 3, "tie_word_embeddings": True, **kw})
+
+
 def test_opt_6_7b_trainable_line_from_the_config_alone():
     trainable, total, _, inputs = models.count_parameters(opt_6_7b_config(), LoraSettings(r=16), ["q_proj", "v_proj"])
     assert inputs == 0  # q_proj and v_proj read one input a layer: the calibrated constant has it
@@ -137,17 +150,7 @@ def test_the_estimate_counts_the_inputs_lora_keeps():
     """SmolLM2-135M's shape: LoRA on every linear layer keeps o_proj's, gate/up's and down_proj's
     inputs (30 x (2 x 576 + 1,536) values a token) where q/v keep none beyond the calibrated
     constant; with dropout each wrapped layer keeps a dropped-out copy instead (30 x (6 x 576 + 1,536))."""
-    from transformers import LlamaConfig
-
-    mc = LlamaConfig(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-    )
+    mc = smollm2_config()
     every = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     no_dropout = LoraSettings(r=16, lora_dropout=0.0)
     assert models.count_parameters(mc, no_dropout, every)[2:] == (0, 30 * (2 * 576 + 1536))
@@ -166,13 +169,9 @@ def test_the_cpu_total_counts_loading_a_checkpoint_saved_at_another_precision():
     """A checkpoint saved in bf16 and trained in float32 is read whole beside its float32 copy
     while it loads: on a small run that, not training, is the peak (measured the other way round on
     SmolLM2: saved float32, loaded bf16, peak RSS +0.80 GB over the imports for 0.27 GB of weights)."""
-    from transformers import LlamaConfig
-
-    shape = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9)
     small = {"model": {"precision": "float32"}, "training": {"per_device_train_batch_size": 1, "max_length": 16}}
     cfg = RunConfig.build(small)
-    saved_bf16 = LlamaConfig(**shape, num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, dtype="bfloat16")
-    saved_f32 = LlamaConfig(**shape, num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, dtype="float32")
+    saved_bf16, saved_f32 = smollm2_config(dtype="bfloat16"), smollm2_config(dtype="float32")
     _, _, f32 = memory.parameter_split(saved_bf16)
     assert memory.stored_bytes(saved_bf16, f32) == (f32 / 2, "bfloat16")
     converted = estimate.estimate(saved_bf16, cfg, 10**6, 135 * 10**6).rows[0]
@@ -189,10 +188,9 @@ def test_the_estimate_follows_the_runs_loss_and_attention_rules():
     """The run computes the loss a chunk at a time only for tested architectures in one process
     (chunked_loss.why_not), and eager attention keeps every layer's attention probabilities
     (batching.activation_bytes_per_token): the table must count what the run will hold."""
-    from transformers import GPTNeoXConfig, LlamaConfig
+    from transformers import GPTNeoXConfig
 
-    shape = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, vocab_size=49152)
-    llama, neox = LlamaConfig(**shape, num_key_value_heads=3), GPTNeoXConfig(**shape)
+    llama, neox = smollm2_config(tie_word_embeddings=False), GPTNeoXConfig(**SMOLLM2_SHAPE)
 
     def cpu(mc, attention="sdpa", processes=1):
         raw = {
