@@ -123,6 +123,11 @@ def saved_before(raw: dict[str, Any]) -> dict[str, Any]:
     for section, values in SAVED_BEFORE.items():
         if isinstance(out.get(section), dict):
             out[section] = {**values, **out[section]}
+    t = out.get("training")
+    if isinstance(t, dict) and t.get("warmup_ratio") is not None and t.get("warmup_steps"):
+        # Saved when warmup_ratio won over warmup_steps (until 2026-12-02): the run warmed up by the
+        # ratio. A dump made since never holds both (the steps win and empty the ratio).
+        out["training"] = {**t, "warmup_steps": 0}
     return out
 
 

@@ -59,18 +59,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 #: The preset whose values are RunConfig's defaults (the form's preset dropdown starts on it).
 DEFAULT = FAST
 
-#: A warm-up is given one way: warmup_ratio (a share of max_steps), when set, wins over warmup_steps.
-#: So a config that sets warmup_steps alone means those steps: the preset's (or the default's) ratio
-#: is dropped under it (:func:`apply`, and lora_app.settings.TrainingSettings for RunConfig's defaults).
+#: A warm-up is given one way: a warmup_steps above 0 wins over warmup_ratio (as in transformers).
+#: The one given on top is the one meant: warmup_steps given alone drops the preset's (or the
+#: default's) ratio under it, and warmup_ratio given alone drops the steps under it (:func:`layered`,
+#: and lora_app.settings.TrainingSettings for RunConfig's defaults).
 WARMUP_PAIR = ("warmup_steps", "warmup_ratio")
 
 
 def layered(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """One config section: ``over``'s values on top of ``under``'s. warmup_steps given in ``over``
-    without warmup_ratio means those steps, so ``under``'s ratio is dropped (:data:`WARMUP_PAIR`)."""
+    """One config section: ``over``'s values on top of ``under``'s. One of warmup_steps and
+    warmup_ratio given in ``over`` without the other is the warm-up meant, so ``under``'s other one
+    is dropped (:data:`WARMUP_PAIR`): a ratio given over the reference recipe's 100 steps is used
+    (an empty ratio given alone only empties it)."""
     steps, ratio = WARMUP_PAIR
-    if steps in over and ratio not in over:
-        under = {k: v for k, v in under.items() if k != ratio}
+    for given, other in ((steps, ratio), (ratio, steps)):
+        if over.get(given) is not None and other not in over:
+            under = {k: v for k, v in under.items() if k != other}
     return {**under, **over}
 
 

@@ -195,16 +195,16 @@ class TrainingSettings(_Section):
         _d("training", "warmup_steps"),
         ge=0,
         strict=True,
-        description="steps over which the learning rate rises linearly from 0 (used when warmup_ratio is "
-        "empty; a config that sets warmup_steps alone empties warmup_ratio)",
+        description="steps over which the learning rate rises linearly from 0; above 0 it wins over "
+        "warmup_ratio (as in transformers), so a warmup_steps given empties warmup_ratio",
         json_schema_extra=_fix("set warmup_steps to a whole number >= 0"),
     )
     warmup_ratio: float | None = Field(
         _d("training", "warmup_ratio"),
         ge=0,
         lt=1,
-        description="warm up for this share of max_steps, rounded up, instead of warmup_steps (follows "
-        "max_steps; empty: use warmup_steps)",
+        description="warm up for this share of max_steps, rounded up (follows max_steps); used when "
+        "warmup_steps is 0 (empty: use warmup_steps)",
         json_schema_extra=_fix("set warmup_ratio in [0, 1), e.g. 0.1, or leave it empty to use warmup_steps"),
     )
     max_length: int = Field(
@@ -310,9 +310,11 @@ class TrainingSettings(_Section):
         return v or None
 
     def warmup(self) -> int:
-        """The warm-up in optimizer steps: ``warmup_ratio`` of ``max_steps`` rounded up (as
-        transformers' ``TrainingArguments.get_warmup_steps`` does for a fraction), else ``warmup_steps``."""
-        return self.warmup_steps if self.warmup_ratio is None else math.ceil(self.max_steps * self.warmup_ratio)
+        """The warm-up in optimizer steps: ``warmup_steps`` when above 0 (it wins, as in transformers'
+        ``TrainingArguments.get_warmup_steps``), else ``warmup_ratio`` of ``max_steps`` rounded up."""
+        if self.warmup_steps > 0 or self.warmup_ratio is None:
+            return self.warmup_steps
+        return math.ceil(self.max_steps * self.warmup_ratio)
 
     @field_validator("use_liger_kernel", mode="before")
     @classmethod
@@ -323,23 +325,24 @@ class TrainingSettings(_Section):
     @model_validator(mode="before")
     @classmethod
     def _one_warmup(cls, raw: Any) -> Any:
-        # warmup_ratio wins when set, and the default sets it: warmup_steps given alone means those
-        # steps (else `warmup_steps: 10` would silently warm up for a tenth of the run instead).
+        # One warm-up, whichever way it came (form, API, YAML, --set): a warmup_steps above 0 wins over
+        # warmup_ratio, as in transformers, and a warmup_steps given alone (0 included) means those
+        # steps. The ratio it beats is dropped, so config.yaml, the card and the Runs tab show the
+        # warm-up that runs. (An API call that sets warmup_steps=10 also sends the form's default
+        # ratio 0.1: before, that ratio won and the steps were silently unused.) Then cap_warmup,
+        # applied to the raw values too.
+        if not isinstance(raw, dict):
+            return raw
         steps, ratio = WARMUP_PAIR
-        if isinstance(raw, dict) and steps in raw and ratio not in raw:
+        w = raw.get(steps)
+        if steps in raw and (ratio not in raw or (isinstance(w, int) and w > 0)):
             raw = {**raw, ratio: None}
-        return raw
-
-    @model_validator(mode="before")
-    @classmethod
-    def _cap_warmup(cls, raw: Any) -> Any:
-        # Applied to the raw values, so config.yaml records the warm-up that really runs.
-        if isinstance(raw, dict) and raw.get("cap_warmup") is True:
+        if raw.get("cap_warmup") is True:
             fields = cls.model_fields
-            w = raw.get("warmup_steps", fields["warmup_steps"].default)
+            w = raw.get(steps, fields[steps].default)
             m = raw.get("max_steps", fields["max_steps"].default)
             if type(w) is int and type(m) is int and m >= 1 and w >= m:
-                raw = {**raw, "warmup_steps": m // 10}
+                raw = {**raw, steps: m // 10}
         return raw
 
 

@@ -260,22 +260,14 @@ def distributed_problems(d: DistributedConfig, quantization: str, device: str) -
 
 
 def warmup_note(t: TrainingSettings) -> str | None:
-    """A warning when the warm-up is not shorter than the run: the schedule that really runs; or when
-    both warmup_ratio and a warmup_steps are set (the ratio wins; the steps would go unused unsaid).
+    """A warning when the warm-up is not shorter than the run: the schedule that really runs. (A
+    warmup_steps above 0 wins over warmup_ratio and empties it: lora_app.settings.TrainingSettings.)
 
     transformers' warm-up (linear, cosine and constant_with_warmup alike) scales the learning
     rate by ``step / warmup_steps`` at optimizer step ``step`` = 0, 1, ..., so a run of
     ``max_steps`` ends at ``(max_steps - 1) / warmup_steps`` of ``learning_rate`` and never decays
     (source: transformers.optimization, ``_get_linear_schedule_with_warmup_lr_lambda``).
     """
-    if t.warmup_ratio is not None:  # it wins; a warmup_steps given beside it would be silently unused
-        if not t.warmup_steps:
-            return None
-        return (
-            f"Warning: training.warmup_ratio ({t.warmup_ratio:g}) sets the warm-up: {t.warmup()} of {t.max_steps} "
-            f"steps; warmup_steps ({t.warmup_steps}) is not used. Fix: empty warmup_ratio to warm up for "
-            "warmup_steps, or set warmup_steps to 0."
-        )
     if not t.warmup_steps or t.warmup_steps < t.max_steps:
         return None
     peak = (t.max_steps - 1) / t.warmup_steps

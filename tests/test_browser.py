@@ -301,8 +301,8 @@ def test_the_global_batch_line_follows_the_batch_settings(app_url, page):
 
 def test_the_form_starts_on_the_fast_default_and_the_warmup_follows_max_steps(app_url, page):
     """The LoRA tab opens on the "fast default" preset (warm-up a tenth of 30 steps); changing max_steps
-    moves the warm-up with it; typing warmup_steps empties warmup_ratio (else the ratio would win);
-    choosing the reference recipe fills its values."""
+    moves the warm-up with it; typing warmup_steps empties warmup_ratio; choosing the reference recipe
+    fills its values; typing a warmup_ratio then sets warmup_steps to 0 (else the preset's 100 would win)."""
     url, _ = app_url
     page.goto(url)
     tab(page, "2. LoRA")
@@ -319,3 +319,7 @@ def test_the_form_starts_on_the_fast_default_and_the_warmup_follows_max_steps(ap
     page.get_by_role("option", name="reference recipe").click()
     line.get_by_text("100 of 200 steps").wait_for()
     assert page.get_by_label("learning_rate", exact=True).input_value() == "0.0002"
+    ratio.first.press_sequentially("0.05")  # typed: a ratio over the preset's 100 steps is the one used
+    ratio.first.press("Tab")
+    line.get_by_text("10 of 200 steps").wait_for()
+    assert page.get_by_label("warmup_steps", exact=True).input_value() == "0"

@@ -65,7 +65,7 @@ def test_cli_set_warmup_steps_on_a_saved_config_means_those_steps(tmp_path):
     both = _with_overrides(
         parse_raw(saved.read_text(encoding="utf-8")), ["training.warmup_steps=20", "training.warmup_ratio=0.2"]
     )
-    assert RunConfig.build(both).training.warmup() == 6  # both given: the ratio wins (ceil(30 * 0.2))
+    assert RunConfig.build(both).training.warmup() == 20  # both given: the steps win, as in transformers
     ratio = _with_overrides(parse_raw(saved.read_text(encoding="utf-8")), ["training.warmup_ratio=0.3"])
     assert RunConfig.build(ratio).training.warmup() == 9
     preset = _with_overrides({"preset": "fast default"}, ["training.warmup_steps=7"])

@@ -118,9 +118,10 @@ def test_the_warmup_line_follows_max_steps_and_says_which_setting_sets_it():
 
 def test_typing_warmup_steps_empties_the_ratio_and_the_line_follows(tmp_path):
     """The events behind the form: typing a warmup_steps (``input``, the user's edit, not a preset's
-    fill) empties warmup_ratio, which would otherwise win; every warm-up setting updates the line."""
+    fill) empties warmup_ratio; typing a ratio sets warmup_steps to 0, which would otherwise win;
+    every warm-up setting updates the line."""
     from lora_app.jobs import JobManager
-    from lora_app.ui import build_app
+    from lora_app.ui import build_app, form
     from lora_app.ui.common import AppContext
 
     jm = JobManager(tmp_path / "runs")
@@ -140,5 +141,17 @@ def test_typing_warmup_steps_empties_the_ratio_and_the_line_follows(tmp_path):
         ]
         assert [o.label for o in clear.outputs] == ["warmup_ratio"] and clear.fn(10) == ""
         assert clear.api_visibility == "private"
+        # typing a ratio sets warmup_steps to 0, which would otherwise win (the reference recipe's 100)
+        (zero,) = [
+            f
+            for f in demo.fns.values()
+            if [t[1] for t in f.targets] == ["input"] and f.inputs[0].label == "warmup_ratio"
+        ]
+        assert [o.label for o in zero.outputs] == ["warmup_steps"] and zero.api_visibility == "private"
+        assert (zero.fn("0.05", 100), zero.fn("", 100), zero.fn(None, 100)) == (0, 100, 100)
+        assert form.warmup_line(200, 0, "0.05") == (
+            "Warm-up: **10 of 200 steps** (warmup_ratio 0.05 x max_steps, rounded up: it follows max_steps)"
+        )
+        assert form.warmup_line(200, 100, "0.05") == "Warm-up: **100 of 200 steps** (warmup_steps)"
     finally:
         jm.close()

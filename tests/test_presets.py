@@ -6,6 +6,7 @@ field and the fix."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,27 +66,69 @@ def test_the_app_defaults_are_the_fast_preset_field_by_field():
 
 
 def test_warmup_steps_given_alone_means_those_steps():
-    """The default warm-up is a ratio (it wins when set); a config that sets warmup_steps alone gets
-    those steps, not a silent tenth of the run, with or without a preset; both given: the ratio."""
+    """The default warm-up is a ratio; a config that sets warmup_steps alone gets those steps, not a
+    silent tenth of the run, with or without a preset; both given: warmup_steps above 0 wins (as in
+    transformers) and the ratio is emptied, so config.yaml records the warm-up that runs."""
     assert RunConfig.build({"training": {"warmup_steps": 10}}).training.warmup() == 10
     assert RunConfig.build({"training": {"warmup_steps": 0}}).training.warmup() == 0
     fast = RunConfig.build({"preset": FAST, "training": {"warmup_steps": 10, "max_steps": 80}}).training
     assert (fast.warmup_ratio, fast.warmup(), fast.learning_rate) == (None, 10, 3e-4)
     both = RunConfig.build({"training": {"warmup_steps": 3, "warmup_ratio": 0.2}}).training
-    assert both.warmup() == 6  # ceil(30 * 0.2)
+    assert (both.warmup_steps, both.warmup_ratio, both.warmup()) == (3, None, 3)
+    zero_and_ratio = RunConfig.build({"training": {"warmup_steps": 0, "warmup_ratio": 0.2}}).training
+    assert zero_and_ratio.warmup() == 6  # ceil(30 * 0.2): steps 0 leave the ratio
     from lora_app.validate import warmup_note
 
-    assert warmup_note(both) == (  # said at Check and Start (a script's /train(warmup_steps=3) gets it too)
-        "Warning: training.warmup_ratio (0.2) sets the warm-up: 6 of 30 steps; warmup_steps (3) is not used. "
-        "Fix: empty warmup_ratio to warm up for warmup_steps, or set warmup_steps to 0."
-    )
-    assert warmup_note(RunConfig().training) is None
+    assert warmup_note(both) is None and warmup_note(RunConfig().training) is None
     assert RunConfig.build({"training": {"max_steps": 200}}).training.warmup() == 20  # follows max_steps
     ref = RunConfig.build({"preset": REFERENCE, "training": {"warmup_ratio": 0.05}}).training
-    assert (ref.warmup_steps, ref.warmup()) == (100, 10)  # the ratio given wins over the preset's steps
+    assert (ref.warmup_steps, ref.warmup()) == (0, 10)  # the ratio given wins over the preset's steps
+    ref = RunConfig.build({"preset": REFERENCE, "training": {"warmup_ratio": None}}).training
+    assert ref.warmup() == 100  # an empty ratio given alone leaves the preset's steps
     # cap_warmup reads the defaults from the fields, not numbers of its own
     capped = RunConfig.build({"training": {"cap_warmup": True, "warmup_steps": 80}}).training
     assert (capped.warmup_steps, capped.warmup()) == (3, 3)  # max_steps 30 // 10
+
+
+def test_warmup_steps_win_over_the_forms_default_ratio_in_the_api_the_cli_and_a_yaml(tmp_path):
+    """The bug: a script's /train(warmup_steps=10) also sends the form's default warmup_ratio "0.1"
+    (gradio_client fills in every parameter), and the ratio won: 4 of 40 steps instead of 10. The
+    API, a YAML with both and the CLI's --set now give the same 10 steps, and a run saved when the
+    ratio won keeps its ratio."""
+    import yaml
+    from gradio_client import Client
+    from test_identity import TINY, _serve, _stop
+
+    from lora_app.__main__ import _with_overrides
+
+    demo, ctx, url = _serve(tmp_path, max_running=0)  # queued, never trained
+    try:
+        app = Client(url, verbose=False)
+        app.predict(api_name="/use_example")
+        kw = {k: v for k, v in TINY.items() if k != "warmup_steps"}
+        check_md, *_ = app.predict(warmup_steps=10, **{**kw, "max_steps": 40}, api_name="/check")
+        assert "warmup_steps (10) is not used" not in check_md, check_md
+        app.submit(warmup_steps=10, **{**kw, "max_steps": 40}, api_name="/train")
+        deadline = time.time() + 120
+        while not ctx.jobs.list() and time.time() < deadline:
+            time.sleep(0.2)
+        (run,) = ctx.jobs.list()
+        t = RunConfig.load(ctx.jobs.run_dir(run.id) / "config.yaml").training
+        assert (t.warmup_steps, t.warmup_ratio, t.warmup()) == (10, None, 10)
+    finally:
+        _stop(demo, ctx)
+    # the CLI: --set over the fast default, a YAML with both
+    raw = _with_overrides({"training": {"max_steps": 40}}, ["training.warmup_steps=10"])
+    assert RunConfig.build(raw).training.warmup() == 10
+    raw = _with_overrides({"training": {"max_steps": 40, "warmup_ratio": 0.1}}, ["training.warmup_steps=10"])
+    assert RunConfig.build(raw).training.warmup() == 10
+    raw = _with_overrides({"training": {"max_steps": 40, "warmup_steps": 10}}, ["training.warmup_ratio=0.5"])
+    assert RunConfig.build(raw).training.warmup() == 20  # the ratio set last is the one meant
+    # a config.yaml saved when the ratio won over both (steps and ratio set): resumed with the ratio
+    old = RunConfig().model_dump()
+    old["training"].update(warmup_steps=10, warmup_ratio=0.1, max_steps=40)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old), encoding="utf-8")
+    assert RunConfig.load(tmp_path / "config.yaml").training.warmup() == 4  # ceil(40 * 0.1), as it ran
 
 
 def test_the_fast_preset_warms_up_a_tenth_of_its_run_and_given_values_win():

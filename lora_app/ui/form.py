@@ -235,15 +235,28 @@ def warmup_line(max_steps: object, warmup_steps: object, warmup_ratio: object) -
     return f"Warm-up: **{t.warmup()} of {t.max_steps} steps** ({how})"
 
 
+def _steps_after_ratio(ratio: object, steps: object) -> object:
+    """warmup_steps once a warmup_ratio is typed: 0 (a ratio typed is the warm-up meant), or as it
+    was when the ratio was emptied."""
+    return steps if ratio is None or (isinstance(ratio, str) and not ratio.strip()) else 0
+
+
 def _add_warmup_line(w: Mapping[str, gr.components.Component]) -> gr.Markdown:
-    """The :func:`warmup_line` Markdown, kept current (private events); typing a warmup_steps empties
-    warmup_ratio, which would otherwise win over it (as a config that sets warmup_steps alone)."""
+    """The :func:`warmup_line` Markdown, kept current (private events). The warm-up typed last is the
+    one meant: typing a warmup_steps empties warmup_ratio, typing a warmup_ratio sets warmup_steps to 0
+    (which would otherwise win over it), as a config that sets one of them alone."""
     ins = [w["training.max_steps"], w["training.warmup_steps"], w["training.warmup_ratio"]]
     line = gr.Markdown(warmup_line(*[getattr(x, "value", None) for x in ins]), elem_id="warmup-line")
     for x in ins:
         x.change(warmup_line, ins, line, show_progress="hidden", queue=False)  # type: ignore[attr-defined]
     w["training.warmup_steps"].input(  # type: ignore[attr-defined]
         lambda _steps: "", w["training.warmup_steps"], w["training.warmup_ratio"], queue=False
+    )
+    w["training.warmup_ratio"].input(  # type: ignore[attr-defined]
+        _steps_after_ratio,
+        [w["training.warmup_ratio"], w["training.warmup_steps"]],
+        w["training.warmup_steps"],
+        queue=False,
     )
     return line
 
