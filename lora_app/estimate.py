@@ -58,6 +58,10 @@ UTILISATION = 0.35
 CPU_UTILISATION = 0.5
 RUNTIME_CPU = 0.5 * GB
 RUNTIME_GPU = 1.0 * GB
+#: The most rows per optimizer step whose merged forwards the estimate plans (lora_app.batching.plan_step
+#: lists each row and tries each forward count): above it the step is estimated as given, one
+#: forward per micro-batch, as plan_step keeps it when no merge fits.
+PLANNED_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ def estimate(
     the RAM free now, on a GPU with the tier's memory less the weights, the LoRA states and the runtime."""
     import psutil
 
-    from .batching import plan_step
+    from .batching import StepPlan, plan_step
     from .models import effective_quantization
     from .precision import decide
 
@@ -206,24 +210,31 @@ def estimate(
         )
         per_token, _ = activation_bytes(model_config, 1, tier.dtype, **kept)
         rows_per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
-        plan = plan_step(
-            [round(forward_row_tokens)] * rows_per_step,
-            t.per_device_train_batch_size,
-            t.gradient_accumulation_steps,
-            device=device,
-            merge=t.merge_accumulation,
-            bytes_per_token=round(per_token),
-            # the ranks of one machine share its RAM (each has its own GPU), as the run divides it
-            free_bytes=max(
-                0,
-                int(
-                    (psutil.virtual_memory().available / world if device == "cpu" else tier.memory)
-                    - weights
-                    - lora
-                    - runtime
+        # plan_step lists every row of a step and tries each forward count up to the accumulation: a
+        # visitor's batch 10**6 x accumulation 10**9 took the server's memory (MemoryError at best).
+        # A step of more rows than PLANNED_ROWS is estimated as given (one micro-batch per forward).
+        plan = (
+            StepPlan(t.per_device_train_batch_size, t.gradient_accumulation_steps, False, "")
+            if rows_per_step > PLANNED_ROWS
+            else plan_step(
+                [round(forward_row_tokens)] * rows_per_step,
+                t.per_device_train_batch_size,
+                t.gradient_accumulation_steps,
+                device=device,
+                merge=t.merge_accumulation,
+                bytes_per_token=round(per_token),
+                # the ranks of one machine share its RAM (each has its own GPU), as the run divides it
+                free_bytes=max(
+                    0,
+                    int(
+                        (psutil.virtual_memory().available / world if device == "cpu" else tier.memory)
+                        - weights
+                        - lora
+                        - runtime
+                    ),
                 ),
-            ),
-            packed=t.packing,
+                packed=t.packing,
+            )
         )
         act, act_ckpt = activation_bytes(
             model_config, plan.per_device_train_batch_size * forward_row_tokens, tier.dtype, **kept
