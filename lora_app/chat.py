@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import ConfigError
 from .generate import Generator, Loaded, side_by_side
+from .repo_id import on_disk
 from .template_process import RENDER_LIMIT_S as RENDER_LIMIT_S  # the deadline each render runs under
 from .template_process import apply_chat_template
 from .template_sandbox import TemplateRefused
@@ -36,7 +37,7 @@ def _adapter_file(ref: str, name: str, token: str | None) -> Path | None:
     the user's token); None when it has no such file. Hub errors other than a missing file
     propagate (``Generator.load`` has already explained them when the adapter loaded)."""
     folder = Path(ref).expanduser()
-    if folder.is_dir():
+    if on_disk(folder, "dir"):
         path = folder / name
         return path if path.is_file() else None
     from huggingface_hub import hf_hub_download

@@ -27,6 +27,7 @@ from . import count, files
 from .config import ConfigError, DataConfig
 from .files import lines_of
 from .layouts import is_chat as _is_chat
+from .repo_id import on_disk
 
 SUPPORTED = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
 #: Column names tried first, in order, when detecting the text column.
@@ -106,7 +107,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
                 f"Fix: upload one of {', '.join(SUPPORTED)}."
             ]
         )
-    if not p.is_file():
+    if not on_disk(p, "file"):
         raise ConfigError([f"data.path: file not found: {p}. Fix: upload the file again."])
     size = p.stat().st_size
     if size == 0:

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import hub_client, models, variants
 from .config import ConfigError, ModelConfig
+from .repo_id import on_disk
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Generator:
             if adapter:
                 from peft import PeftConfig
 
-                refused = None if Path(adapter).expanduser().is_dir() else hub_client.refusal(adapter, token)
+                refused = None if on_disk(adapter, "dir") else hub_client.refusal(adapter, token)
                 if refused is not None:  # asked before huggingface_hub's cache can answer for the Hub
                     raise ConfigError([_adapter_not_found(adapter, refused, token)])
                 try:
@@ -290,13 +291,13 @@ def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> s
 
     # PEFT wraps the Hub's error (its cause); huggingface_hub's own errors chain the HTTP error instead
     cause = err if isinstance(err, HfHubHTTPError) else (err.__cause__ or err)
-    if (Path(adapter).expanduser() / "adapter_config.json").is_file():  # there, but PEFT could not read it
+    if on_disk(Path(adapter) / "adapter_config.json", "file"):  # there, but PEFT could not read it
         return (
             f"adapter: {Path(adapter) / 'adapter_config.json'} cannot be read ({type(cause).__name__}: "
             f"{str(cause).splitlines()[0][:200] if str(cause) else 'no detail'}). Fix: train the run again "
             "or copy the adapter folder anew."
         )
-    if Path(adapter).expanduser().is_dir():
+    if on_disk(adapter, "dir"):
         return (
             f"adapter: the folder '{adapter}' holds no adapter_config.json. Fix: pick a finished run's adapter folder."
         )
@@ -363,7 +364,9 @@ def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
     except (ValueError, KeyError) as err:
         raise ConfigError([f"{head} {str(err).splitlines()[0][:300]}.{origin}{fix}"]) from None
     except Exception as err:  # a truncated or corrupt weights file (safetensors' SafetensorError, OSError)
-        where = Path(adapter) / "adapter_model.safetensors" if Path(adapter).is_dir() else f"the weights of '{adapter}'"
+        where = (
+            Path(adapter) / "adapter_model.safetensors" if on_disk(adapter, "dir") else f"the weights of '{adapter}'"
+        )
         raise ConfigError(
             [
                 f"adapter: {where} cannot be read ({type(err).__name__}: "
@@ -416,4 +419,4 @@ def model_prompt(prompt: str) -> str:
 
 
 def is_adapter_folder(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
+    return on_disk(Path(path) / "adapter_config.json", "file")

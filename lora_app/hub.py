@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .config import ConfigError
 from .hub_client import TOKENS_URL, HubError, User, explain, whoami
-from .repo_id import check_repo_id, is_hub_id, sanitize  # (hub.check_repo_id etc. stay importable)
+from .repo_id import check_repo_id, is_hub_id, on_disk, sanitize  # (hub.check_repo_id etc. stay importable)
 from .run_folder import TOKENIZER_FILES  # a conversation adapter's tokenizer: pushed too
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
@@ -69,7 +69,7 @@ def run_names(run_dir: str | Path) -> tuple[str, str]:
 # -- preflight and push -------------------------------------------------------------------------
 def _adapter_dir(path: str | Path) -> Path:
     p = Path(path)
-    return p / "adapter" if (p / "adapter").is_dir() and not (p / "adapter_config.json").exists() else p
+    return p / "adapter" if on_disk(p / "adapter", "dir") and not on_disk(p / "adapter_config.json") else p
 
 
 @dataclass

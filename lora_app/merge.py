@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, RunConfig
+from .repo_id import on_disk
 from .run_folder import replace_folder
 
 MERGED_DIR = "merged"
@@ -65,7 +66,7 @@ class MergeResult:
 
 
 def _adapter_problem(run_dir: Path) -> str | None:
-    if not run_dir.is_dir():
+    if not on_disk(run_dir, "dir"):
         return f"merge: the folder '{run_dir}' does not exist. Fix: give a run folder (RUNS/<run id>)."
     ad = run_dir / "adapter"
     if not ((ad / "adapter_config.json").is_file() and (ad / "adapter_model.safetensors").is_file()):

@@ -26,6 +26,7 @@ from . import variants
 from .bundled import HUB_ID_FILE, bundled_model_dir
 from .config import DEFAULT_BASE_MODEL, ConfigError, LoraSettings, ModelConfig
 from .quiet import quiet_bitsandbytes
+from .repo_id import on_disk
 
 FIELD = "model.base_model_name_or_path"
 
@@ -64,7 +65,7 @@ class ResolvedModel:
 def resolve_model(name_or_path: str) -> ResolvedModel:
     """Decide where ``name_or_path`` is loaded from. No weights are read."""
     p = Path(name_or_path).expanduser()
-    if p.is_dir():
+    if on_disk(p, "dir"):
         marker = p / HUB_ID_FILE
         # With no Hub id known (a model that only exists here), the folder itself is the best
         # name: the adapter then still reloads on this machine; pushing it is refused (hub.py).
@@ -104,7 +105,7 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
     from transformers import AutoConfig
 
     rm = resolve_model(cfg.base_model_name_or_path)
-    if not rm.bundled and not Path(rm.load_path).is_dir() and hub_reachable():
+    if not rm.bundled and not on_disk(rm.load_path, "dir") and hub_reachable():
         from .hub_client import refusal
 
         # Asked first: huggingface_hub's cache would answer a refused request (hub_client.refusal).
@@ -133,7 +134,7 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
             ]
         ) from None
     except OSError as err:
-        if not Path(rm.load_path).is_dir() and not hub_reachable():
+        if not on_disk(rm.load_path, "dir") and not hub_reachable():
             raise ConfigError(
                 [
                     f"{FIELD}: '{cfg.base_model_name_or_path}' is not on this machine and the Hub "

@@ -30,6 +30,19 @@ def _valid(name: str) -> bool:
     return True
 
 
+def on_disk(ref: str | Path, kind: str = "exists") -> bool:
+    """Whether ``ref`` (a visitor's text: a base model, an adapter, a folder; ``~`` expanded) is
+    on this machine: ``kind`` is "exists", "dir" or "file". False, not an error, for a name no file
+    can have: a part over 255 bytes or a path over PATH_MAX (ENAMETOOLONG), a NUL byte, no access.
+    Python 3.11's Path.exists/is_dir raise OSError for those; a 300-letter base model or adapter
+    was an error page at Check, Generate, Compare and Chat."""
+    try:
+        path = Path(ref).expanduser()
+        return {"exists": path.exists, "dir": path.is_dir, "file": path.is_file}[kind]()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: "~nosuchuser" cannot be expanded
+        return False
+
+
 def is_hub_id(name: str | None) -> bool:
     """True for a Hub model id ("owner/name" or a legacy one-part id such as "gpt2"), False for
     a local path ("/tmp/model", "./model", "~/m", "C:\\models\\x", "a/b/c") or None."""

@@ -32,6 +32,7 @@ from . import app_home, attention, chunked_loss, launch
 from .config import ConfigError, RunConfig
 from .events import EventWriter, read_events
 from .progress import TokenCounter, make_callback
+from .repo_id import on_disk
 from .run_folder import last_checkpoint, save_adapter
 
 
@@ -41,8 +42,8 @@ def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -
     ``keep``: if a dict is given, the trained model and tokenizer are put in it (in-process use).
     """
     run_dir = Path(run_dir).resolve()
-    if not (run_dir / "config.yaml").is_file():  # checked before the EventWriter creates events.jsonl in it
-        what = "does not exist" if not run_dir.exists() else "is not a run folder (it holds no config.yaml)"
+    if not on_disk(run_dir / "config.yaml", "file"):  # checked before the EventWriter creates events.jsonl in it
+        what = "does not exist" if not on_disk(run_dir) else "is not a run folder (it holds no config.yaml)"
         print(f"{run_dir} {what}: give a run folder, or a config file with --config.", file=sys.stderr)
         return 2
     # The app queues a resume as "queued"; a finished run's adapter must not be trained on and

@@ -26,6 +26,7 @@ from .config import (
     TrainingSettings,
 )
 from .data import TextData, load_text
+from .repo_id import on_disk
 
 if TYPE_CHECKING:
     from .jobs import JobManager
@@ -311,7 +312,7 @@ def tokenizer_problems(name_or_path: str) -> list[str]:
     from pathlib import Path
 
     folder = Path(name_or_path).expanduser()
-    if not folder.is_dir():
+    if not on_disk(folder, "dir"):
         return []
     names = {p.name for p in folder.iterdir()}
     if (
@@ -337,7 +338,6 @@ def adapter_base_problem(base: str | None, from_adapter: bool = True) -> str | N
     machine whose ``adapter_config.json`` names that machine's folder: one line saying what to
     give instead. None when ``base`` is a Hub id or an existing folder."""
     import re
-    from pathlib import Path
 
     b = (base or "").strip()
     looks_local = (
@@ -346,7 +346,7 @@ def adapter_base_problem(base: str | None, from_adapter: bool = True) -> str | N
         or bool(re.match(r"^[A-Za-z]:[\\/]", b))
         or b.count("/") > 1
     )
-    if not looks_local or Path(b).expanduser().is_dir():
+    if not looks_local or on_disk(b, "dir"):
         return None
     if from_adapter:
         return (

@@ -541,3 +541,46 @@ def test_adapter_naming_another_machines_base_folder(tmp_path, capsys):
     # A base given explicitly that is not here either: said as such.
     with pytest.raises(ConfigError, match=r"^base model: the folder '/nowhere/model' does not exist here\. Fix"):
         Generator().load(str(ad), base="/nowhere/model")
+
+
+def test_a_name_no_file_can_have_is_a_message_not_an_error_page(tmp_path, tiny_model):
+    """A base model or adapter of 300 letters (a part over the OS's 255-byte limit): Python 3.11's
+    Path.exists/is_dir raise OSError (ENAMETOOLONG) and /check, /generate, /compare and /chat
+    answered with an error page, the CLI's data --show, merge and train RUN_DIR with a traceback.
+    Now each is the field's usual "not found" message (found by a review helper)."""
+    import subprocess
+    import sys
+
+    from gradio_client import Client
+    from test_identity import TINY, _serve, _stop
+
+    from lora_app.repo_id import on_disk
+
+    long = "a" * 300
+    assert [on_disk(x) for x in (long, "/" + long, "a\x00b", "~no-such-user-xyz", str(tmp_path))] == [
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert on_disk(tmp_path, "dir") and not on_disk(tmp_path, "file")
+    demo, ctx, url = _serve(tmp_path, max_running=0)
+    try:
+        app = Client(url, verbose=False)
+        app.predict(api_name="/use_example")
+        for name in (long, "/" + long):
+            check_md, *_ = app.predict(base_model_name_or_path=name, **TINY, api_name="/check")
+            assert check_md.startswith("**Please fix:**") and "model.base_model_name_or_path: " in check_md, check_md
+            for api, args in (
+                ("/generate", (name, "Hi", 2, 0.0)),
+                ("/compare", (name, "Hi", 2, 0.0, 0)),
+                ("/chat", (name, "Hi", [], "", 2, 0.0)),
+            ):
+                md = app.predict(*args, api_name=api)[0]
+                assert md.startswith("**Please fix:**\n- adapter: "), (api, md)
+    finally:
+        _stop(demo, ctx)
+    for argv in (["data", "--show", "2", long + ".jsonl"], ["merge", "/" + long], ["train", "/" + long]):
+        r = subprocess.run([sys.executable, "-m", "lora_app", *argv], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (argv, r.stderr[-1500:])

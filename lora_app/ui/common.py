@@ -20,6 +20,7 @@ from ..events import RunView
 from ..generate import Generator
 from ..identity import Identity
 from ..jobs import JobManager, NotYourRun, RunInfo
+from ..repo_id import on_disk
 from ..run_folder import checkpoint_step
 
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "quotes.jsonl"
@@ -87,7 +88,7 @@ class AppContext:
             return None
         if self.jobs.get(ref) is not None:
             return str(self.jobs.run_dir(self.run_of(ident, ref).id) / "adapter")
-        looks_local = ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists()
+        looks_local = ref.startswith(("/", ".", "~")) or on_disk(ref)
         if not looks_local:
             return ref  # a Hub repo id: the Hub decides who may read it
         path = Path(ref).expanduser().resolve()
@@ -107,7 +108,7 @@ class AppContext:
         (:meth:`adapter_ref`): inside the runs root only the run's owner (or admin/local); other
         folders only for an admin or off a Space. Raises NotYourRun; a Hub id passes."""
         ref = (ref or "").strip()
-        if not ref or not (ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists()):
+        if not ref or not (ref.startswith(("/", ".", "~")) or on_disk(ref)):
             return
         path = Path(ref).expanduser().resolve()
         if path.is_relative_to(self.jobs.root):
