@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import fair_queue, launch, procs
+from . import allocator, fair_queue, launch, procs
 from .config import RunConfig
 from .events import EventWriter, RunView, read_events
 from .identity import admin_owners
@@ -336,7 +336,7 @@ class JobManager:
         if not claimed:
             return False
         rd = self.run_dir(run_id)
-        env = {**os.environ, **self._envs.pop(run_id, {}), "PYTHONUNBUFFERED": "1"}
+        env, _ = allocator.child_env({**os.environ, **self._envs.pop(run_id, {}), "PYTHONUNBUFFERED": "1"})
         try:  # accelerate launch when distributed.num_processes > 1; its ranks: see procs.signal_group
             cmd = launch.train_command(rd, RunConfig.load(rd / "config.yaml"), bool(resume))
             launch.clear_rank_errors(rd)  # a resumed run's failure is this attempt's

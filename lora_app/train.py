@@ -28,7 +28,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import app_home, attention, chunked_loss, launch
+from . import allocator, app_home, attention, chunked_loss, launch
 from .config import ConfigError, RunConfig
 from .events import EventWriter, read_events
 from .progress import TokenCounter, make_callback
@@ -204,6 +204,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     )
     choice = precision.choose(cfg.model.precision, device)
     ev.emit("info", message=choice.reason, precision=choice.dtype, precision_setting=cfg.model.precision)
+    ev.emit("info", message=allocator.report(), allocator=allocator.in_use())
     impl, why = attention.choose(
         cfg.model.attn_implementation,
         device,

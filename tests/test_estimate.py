@@ -2,12 +2,13 @@
 table, and (slow) the CPU estimate against the measured peak memory of a real run."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from lora_app import estimate, memory, models
+from lora_app import allocator, estimate, memory, models
 from lora_app.config import LoraSettings, RunConfig
 from lora_app.precision import choose
 
@@ -133,7 +134,9 @@ def test_cpu_estimate_within_25_percent_of_a_real_runs_peak_memory(tmp_path, bun
         "rc = subprocess.run([sys.executable, '-m', 'lora_app', 'train', sys.argv[1]]).returncode; "
         "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    out = subprocess.run([sys.executable, "-c", wrapper, str(rd)], capture_output=True, text=True, timeout=900)
+    # the training process's environment as the job manager gives it (its allocator: allocator.py)
+    env, _ = allocator.child_env(dict(os.environ))
+    out = subprocess.run([sys.executable, "-c", wrapper, str(rd)], capture_output=True, text=True, timeout=900, env=env)
     rc, kb = out.stdout.split()[-2:]
     assert rc == "0", out.stderr[-2000:]
     peak = int(kb) * 1024 / 1e9

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLE_QUOTES, REPO
 
+from lora_app import allocator
 from lora_app.config import RunConfig
 from lora_app.events import read_events
 from lora_app.jobs import JobManager, NotYourRun
@@ -123,6 +124,9 @@ def test_two_quick_submits_then_a_killed_run_fails_and_the_queue_goes_on(jobs, t
     assert info_b.status == "finished", (info_b.message, (jobs.run_dir(b) / "train.log").read_text()[-2000:])
     assert info_b.final_loss is not None and info_b.started >= info_a.ended - 1
     assert (jobs.run_dir(b) / "adapter" / "adapter_model.safetensors").is_file()
+    # The child ran on the allocator planned for it (tcmalloc where installed, as in CI: allocator.py)
+    (alloc,) = [e for e in events(jobs, b) if "allocator" in e]
+    assert alloc["allocator"] == allocator.plan().name and alloc["message"] == allocator.plan().reason
 
     rows = {r.id: r for r in jobs.list()}
     assert set(rows) == {a, b}
