@@ -63,6 +63,8 @@ LEVERS: dict[str, dict] = {
     "lora_dropout=0": {"lora_dropout": 0.0},
     "1 torch thread": {"threads": 1},
     "gradient checkpointing on": {"gradient_checkpointing": True},
+    # the training process on glibc's malloc instead of the allocator the app preloads (lora_app/allocator.py)
+    "system allocator (glibc malloc)": {"malloc": "system"},
 }
 
 
@@ -486,6 +488,7 @@ def worker(spec_path: str) -> int:
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "gradient_checkpointing": _checkpointing(model),
         "param_dtypes": _param_dtypes(model),
+        "allocator": allocator_in_use(),
         "dynamo": _dynamo_stats(),
         "profile": ins.profile,
         **extra,
@@ -573,6 +576,7 @@ def summarize(res: dict, peak_gflops: float, nominal_gflops: float | None = None
         "end_to_end_s": res["end_to_end_s"],
         "load_s": res["load_s"],
         "peak_rss_mib": res["peak_rss_mib"],
+        "allocator": res.get("allocator"),
         "gpu_peak_mib": res["gpu_peak_mib"],
         "heldout_loss": res["heldout"]["loss"],
         "heldout_loss_text_only": res["heldout"]["loss_text_only"],
@@ -589,6 +593,25 @@ def summarize(res: dict, peak_gflops: float, nominal_gflops: float | None = None
 
 
 _QUIET = 0.0
+_MALLOC = "app"
+
+
+def allocator_in_use() -> str:
+    from lora_app import allocator
+
+    return allocator.in_use()
+
+
+def _worker_env(env: dict[str, str], spec: dict) -> dict[str, str]:
+    """The allocator of a timed run (``--malloc``): "app" gives the app variant what the app's job
+    manager gives its training process (lora_app/allocator.py) and the reference the system's, as the
+    PEFT example runs; "all" gives both the app's, "none" both the system's. A lever's "malloc" wins."""
+    from lora_app import allocator
+
+    setting = (spec.get("levers") or {}).get("malloc")
+    if setting is None and (_MALLOC == "all" or (_MALLOC == "app" and spec.get("variant") == "app")):
+        setting = "auto"
+    return allocator.child_env(env, setting or "system")[0]
 
 
 def _wait_quiet() -> None:
@@ -616,7 +639,7 @@ def spawn(spec: dict, tmp: Path, name: str, mode: str = "--_worker", timeout: in
     p = subprocess.run(
         [sys.executable, __file__, mode, str(sp)],
         cwd=common.REPO,
-        env=env,
+        env=_worker_env(env, spec),
         timeout=timeout,
         capture_output=True,
         text=True,
@@ -765,6 +788,13 @@ def main(argv=None) -> int:
         metavar="LOAD",
         help="before each run wait (at most 180 s) until the 1-minute load average is below LOAD",
     )
+    ap.add_argument(
+        "--malloc",
+        choices=["app", "all", "none"],
+        default="app",
+        help="memory allocator of the runs: app = the app variant on the app's (lora_app/allocator.py), the "
+        "reference on the system's; all = both on the app's; none = both on the system's",
+    )
     a = ap.parse_args(argv)
     if a.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -790,8 +820,9 @@ def main(argv=None) -> int:
         print(f"# run folders in {tmp}")
     train_file = tmp / "train.jsonl"
     train_file.write_text("".join(json.dumps({"quote": t}, ensure_ascii=False) + "\n" for t in train), "utf-8")
+    global _QUIET, _MALLOC
+    _MALLOC = a.malloc
     if a.wait_quiet:
-        global _QUIET
         _QUIET = a.wait_quiet
     base = {
         "threads": a.threads,
@@ -864,7 +895,7 @@ def main(argv=None) -> int:
             s = summarize(res, peak["best_gflops"], nominal)
             print(
                 f"  [{r}] {n}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
-                f"loss {s['heldout_loss']:.4f}, RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}",
+                f"loss {s['heldout_loss']:.4f}, RSS {s['peak_rss_mib']:.0f} MiB ({s['allocator']}), load {s['loadavg']}",
                 flush=True,
             )
         labels = names
@@ -880,7 +911,7 @@ def main(argv=None) -> int:
                 print(
                     f"  [{r}] {v}: {s['tokens_per_s']:.0f} tok/s, {s['s_per_step']:.2f} s/step, "
                     f"train {s['train_loop_s']:.1f} s, loss {s['heldout_loss']:.4f}, "
-                    f"RSS {s['peak_rss_mib']:.0f} MiB, load {s['loadavg']}",
+                    f"RSS {s['peak_rss_mib']:.0f} MiB ({s['allocator']}), load {s['loadavg']}",
                     flush=True,
                 )
         labels = variants
