@@ -194,6 +194,7 @@ def preflight(
                 if not bad:  # rank_pattern keys, modules_to_save, PiSSA on a quantized base, ...
                     quant = models.effective_quantization(model, device)
                     bad = variants.problems(lora, [n for n, _ in skel.named_modules()], targets, quant, device)
+                    bad += variants.rank_problems(lora.r, lora.rank_pattern, skel, targets)
                 problems += bad
                 if not bad and not problems and cfg is not None:
                     counted = models.count_parameters(mc, cfg.lora, targets)

@@ -231,3 +231,27 @@ def card_rows(lora: LoraVariantFields) -> str:
         f"| rank_pattern | {pat(lora.rank_pattern)} |\n"
         f"| alpha_pattern | {pat(lora.alpha_pattern)} |"
     )
+
+
+def rank_problems(r: int, rank_pattern: dict[str, int], skeleton, targets: list[str]) -> list[str]:
+    """``lora.r`` (and each ``rank_pattern`` value) wider than every layer it applies to: an update
+    ``B @ A`` of a ``[out, in]`` weight has rank at most ``min(in, out)``, so a wider rank only costs
+    memory and time (and a visitor's r=10**6 would fill the training process's memory).
+    ``skeleton``: the meta model (shapes only); [] if fine or no layer is found."""
+    widths = {
+        path: min(m.weight.shape[-2:])
+        for path, m in skeleton.named_modules()
+        if any(selects(t, path) for t in targets) and getattr(getattr(m, "weight", None), "ndim", 0) == 2
+    }
+    asked = [("lora.r", r, list(widths))]
+    asked += [(f"lora.rank_pattern.{k}", v, [p for p in widths if _matches(k, p)]) for k, v in rank_pattern.items()]
+    out = []
+    for field, value, paths in asked:
+        widest = max(paths, key=widths.__getitem__, default=None)
+        if widest is not None and value > widths[widest]:
+            out.append(
+                f"{field}: {value:,} is wider than any layer it applies to (an update of a layer of shape [out, in] "
+                f"has rank at most min(in, out); the widest here is {widths[widest]:,}, {widest}): the rest would "
+                f"only cost memory and time. Fix: set it to at most {widths[widest]:,} (8-64 is usual)."
+            )
+    return out

@@ -110,6 +110,9 @@ def test_counting_a_huge_r_allocates_nothing(tiny_model):
     import resource
 
     mc = models.load_model_config(ModelConfig(base_model_name_or_path=str(tiny_model)))
+    small = RunConfig.build({"lora": {"r": 8, "lora_alpha": 8}}).lora
+    for dora in (False, True):  # PEFT's lazy imports first (+56 MB when this test ran alone)
+        models.count_parameters(mc, small.model_copy(update={"use_dora": dora}), QV)
     for r in (10**9, 10**12):
         lora = RunConfig.build({"lora": {"r": r, "lora_alpha": 8}}).lora
         for dora in (False, True):
@@ -217,6 +220,29 @@ def test_bad_values_are_refused_with_the_field_and_the_fix(tmp_path, tiny_model)
     assert (
         p[0].startswith("lora.init_lora_weights: olora with use_dora cannot be saved") and "Fix: turn use_dora" in p[0]
     )
+
+
+def test_a_rank_wider_than_every_layer_it_applies_to_is_refused_before_any_weights_load(tmp_path, tiny_model):
+    """The tiny Llama's q_proj is 64 -> 64 and v_proj 64 -> 32: ranks above 64 (r) or above 32 (a
+    rank_pattern for v_proj) cannot be used by any update they apply to. Found by a visitor's r=10**6
+    that Check accepted and Start queued, to fill the training process's memory."""
+    p = _problems(tmp_path, tiny_model, {"r": 10**6, "lora_alpha": 8, "rank_pattern": {"v_proj": 33, "q_proj": 64}})
+    assert p == [
+        "lora.r: 1,000,000 is wider than any layer it applies to (an update of a layer of shape [out, in] has rank "
+        "at most min(in, out); the widest here is 64, model.layers.0.self_attn.q_proj): the rest would only cost "
+        "memory and time. Fix: set it to at most 64 (8-64 is usual).",
+        "lora.rank_pattern.v_proj: 33 is wider than any layer it applies to (an update of a layer of shape [out, in] "
+        "has rank at most min(in, out); the widest here is 32, model.layers.0.self_attn.v_proj): the rest would only "
+        "cost memory and time. Fix: set it to at most 32 (8-64 is usual).",
+    ]
+    from conftest import EXAMPLE_QUOTES
+
+    raw = {
+        "data": {"path": str(EXAMPLE_QUOTES), "max_rows": 40},
+        "model": {"base_model_name_or_path": str(tiny_model)},
+        "lora": {"target_modules": QV, "r": 64, "lora_alpha": 8, "rank_pattern": {"v_proj": 32}},
+    }
+    assert preflight(raw)[1].trainable == 2 * 64 * (64 + 64) + 2 * 32 * (64 + 32)  # the widest ranks pass
 
 
 def test_yaml_reads_patterns_and_true_as_the_default_init():
