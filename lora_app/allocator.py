@@ -19,10 +19,11 @@ libraries come from the system: Debian/Ubuntu ``libtcmalloc-minimal4`` or ``libj
 
 from __future__ import annotations
 
-import ctypes.util
 import glob
 import os
+import platform
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,23 +36,38 @@ LIBS = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
 @dataclass(frozen=True)
 class Plan:
     """``name``: "tcmalloc", "jemalloc" or "system"; ``library``: what goes into ``LD_PRELOAD``
-    (a soname the dynamic loader finds, or a path), None for the system's; ``reason``: one line."""
+    (the library's path), None for the system's; ``reason``: one line."""
 
     name: str
     library: str | None
     reason: str
 
 
+def _lib_dirs() -> list[str]:
+    # Where the dynamic loader and PyTorch's launcher look (torch.backends.xeon.run_cpu globs these
+    # too), without running ldconfig: a subprocess per Start, and one a test's stub of Popen breaks.
+    arch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d]
+    dirs += [str(Path(p) / "lib") for p in (os.environ.get("CONDA_PREFIX"), sys.prefix, sys.base_prefix) if p]
+    dirs += [
+        "/usr/local/lib",
+        "/usr/local/lib64",
+        f"/usr/lib/{arch}",
+        f"/lib/{arch}",
+        "/usr/lib64",
+        "/usr/lib",
+        "/lib64",
+    ]
+    return list(dict.fromkeys(dirs))
+
+
 def find(name: str) -> str | None:
-    """The library of allocator ``name`` ("tcmalloc" or "jemalloc") on this machine, or None: a
-    soname from the loader's cache (``ctypes.util.find_library``, which reads ``ldconfig -p``), else
-    a file in this Python's prefix (a conda or venv lib folder the cache does not know)."""
+    """The path of allocator ``name``'s library ("tcmalloc" or "jemalloc") on this machine, or None:
+    the first ``lib<name>.so*`` in ``LD_LIBRARY_PATH``, this Python's (or conda's) lib folder, then
+    the system's library folders (Debian's multiarch one included)."""
     for lib in LIBS[name]:
-        found = ctypes.util.find_library(lib)
-        if found:
-            return found
-        for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX") or sys.prefix)):
-            hits = sorted(glob.glob(str(Path(prefix) / "lib" / f"lib{lib}.so*")))
+        for d in _lib_dirs():
+            hits = sorted(glob.glob(os.path.join(glob.escape(d), f"lib{lib}.so*")))
             if hits:
                 return hits[0]
     return None
