@@ -146,8 +146,13 @@ def test_merged_accumulation_trains_the_same_adapter(tmp_path, tiny_model):
     assert plans[True]["merged"] and plans[True]["per_device_train_batch_size"] == 8
     assert not plans[False]["merged"] and plans[False]["gradient_accumulation_steps"] == 2
     assert weights[True].keys() == weights[False].keys() and len(weights[True]) > 0
-    moved = max((weights[True][n] - weights[False][n]).abs().max().item() for n in weights[True])
-    assert moved < 1e-5
+    # Per tensor, |merged - not merged| / |merged| (Frobenius): float32 summing the same rows in
+    # another order leaves 7e-6 (an AVX512 EPYC). Not the largest single element:
+    # AdamW's first steps move each weight by about lr * sign(gradient), so an element whose
+    # gradient is rounding noise moves by a noise-decided amount (9e-6 and 1.3e-5 at lr 3e-2 on two
+    # machines of the same kind). Other rows (31 of the 32 kept) differ by 1.3.
+    rel = {n: ((weights[True][n] - weights[False][n]).norm() / weights[True][n].norm()).item() for n in weights[True]}
+    assert max(rel.values()) < 1e-4, sorted(rel.items(), key=lambda kv: -kv[1])[:3]
     start = {n: p for n, p in weights[True].items() if "lora_B" in n}
     assert max(p.abs().max().item() for p in start.values()) > 1e-3  # lora_B left zero: training happened
 
