@@ -56,9 +56,15 @@ def _adapter_switch(loaded: Loaded, use_adapter: bool):
 
 
 class Generator:
-    """Loads and caches one model for generation; thread-safe."""
+    """Loads and caches one model for generation; thread-safe.
 
-    def __init__(self):
+    ``precision`` (auto | float32 | bfloat16, as ``model.precision``): auto computes as training
+    does on this machine (:func:`lora_app.precision.choose`). In bfloat16 a prompt's greedy
+    completion can depend on what it is batched with (other matrix shapes round differently, and a
+    near-tie between two tokens goes either way); float32 makes that rare."""
+
+    def __init__(self, precision: str = "auto"):
+        self.precision = precision
         self._lock = threading.Lock()
         self._gen_lock = threading.Lock()  # one generate() at a time: disable_adapter() changes the shared model
         self._loaded: Loaded | None = None
@@ -108,7 +114,9 @@ class Generator:
             if not rm.bundled and not Path(rm.load_path).is_dir():
                 hub_client.check_readable(rm.load_path, token)
             device = models.device_kind()
-            mcfg = ModelConfig(base_model_name_or_path=key_base, trust_remote_code=trust_remote_code)
+            mcfg = ModelConfig(
+                base_model_name_or_path=key_base, trust_remote_code=trust_remote_code, precision=self.precision
+            )
             tok = models.load_tokenizer(rm.load_path, trust_remote_code, token)
             # Batched generation pads on the left (each row's new tokens follow its own prompt);
             # a tokenizer without a pad token pads with EOS, masked out (no token is added).
