@@ -217,7 +217,7 @@ class JobManager:
             t0 = time.time()
             killed = False
             if pid:
-                procs.signal_group(pid, signal.SIGTERM)
+                procs.signal_group(pid, signal.SIGTERM, ranks_first=True)
                 if not procs.wait_gone(pid, proc, grace_s):
                     killed = True
                     procs.signal_group(pid, signal.SIGKILL)

@@ -92,10 +92,30 @@ def run_groups(pgid: int) -> set[int]:
     return set(seen)
 
 
-def signal_group(pid: int, sig: int) -> None:
+def _is_launcher(pid: int) -> bool:
+    """``pid`` runs ``accelerate launch`` (:func:`lora_app.launch.train_command`); False where
+    /proc cannot tell."""
+    try:
+        return b"accelerate.commands.launch" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def signal_group(pid: int, sig: int, *, ranks_first: bool = False) -> None:
     """Send ``sig`` to the process group led by ``pid`` and to the groups of its run's other
-    processes (:func:`run_groups`); a group already gone is not an error."""
-    for g in run_groups(pid):
+    processes (:func:`run_groups`); a group already gone is not an error.
+
+    ``ranks_first``: where ``pid`` is a launcher (``accelerate launch``) that has started rank
+    groups, signal those alone, not the launcher. A graceful stop then takes the launcher's
+    everyday road: its ranks save and exit 0, and it exits as after a finished run. Signalled
+    itself, torchrun's agent takes its shutdown road instead (SIGTERM to every rank again, SIGKILL
+    after its own 30 s, an error exit), one more party racing the ranks' save; once in CI a
+    two-process stop was killed after the 30 s grace with nothing saved (not seen here in 20
+    tries, so the cause is not known). With no rank started yet, the launcher is signalled."""
+    groups = run_groups(pid)
+    if ranks_first and len(groups) > 1 and _is_launcher(pid):
+        groups.discard(pid)
+    for g in groups:
         try:
             os.killpg(g, sig)  # pid == pgid: started with start_new_session
         except (ProcessLookupError, PermissionError):

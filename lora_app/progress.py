@@ -37,7 +37,8 @@ def _stop_agreed(stop: threading.Event, args) -> bool:
     """Whether training stops after this step. One process: its stop flag. Several: any rank's
     flag, agreed by all (a max all-reduce of one number per step), so every rank stops after the
     same step; a rank that stopped alone would leave the others waiting in the next step's
-    gradient all-reduce."""
+    gradient all-reduce. An agreed stop sets this rank's flag too: each rank then reports the run
+    as stopped, not only the rank that got the signal (rank 0 writes the final status)."""
     if args.world_size <= 1:
         return stop.is_set()
     import torch
@@ -45,6 +46,8 @@ def _stop_agreed(stop: threading.Event, args) -> bool:
 
     flag = torch.tensor([1.0 if stop.is_set() else 0.0], device=args.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item():
+        stop.set()
     return bool(flag.item())
 
 

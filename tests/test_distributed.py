@@ -257,12 +257,50 @@ def test_stop_ends_every_process_of_a_two_process_run(jobs, tiny_model):
     assert len(groups) == 3 and len(pids) >= 3, (groups, pids)
     text = jobs.cancel(run, grace_s=30)
     print(text)
+    rd = jobs.run_dir(run)
+    why = f"{text}\n--- train.log:\n{procs.tail(rd / 'train.log', 60)}"  # what a failure needs to be read
     info = jobs.get(run)
-    assert info.status == "stopped", info.message
-    assert "its process group are gone" in text, text
+    assert info.status == "stopped", why
+    assert "its process group are gone" in text and "killed" not in text, why
     assert [p for p in pids if procs.alive(p)] == []
     last = events(jobs, run, "status")[-1]
-    assert last["status"] == "stopped" and last["step"] >= 1
+    assert last["status"] == "stopped" and last.get("step", 0) >= 1, why
+    assert (rd / "adapter" / "adapter_model.safetensors").is_file()
+    # The ranks were signalled, not the launcher: it ended as after a finished run, without
+    # torchrun's shutdown ("Sending process ... closing signal SIGTERM").
+    assert "closing signal" not in (rd / "train.log").read_text(), why
+
+
+def _rank_pids(leader: int) -> dict[int, int]:
+    """RANK -> pid of each training rank of the run led by ``leader`` (from /proc/PID/environ)."""
+    out = {}
+    for g in procs.run_groups(leader) - {leader}:
+        for pid in procs.group_members(g) or []:
+            env = dict(
+                kv.split(b"=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in kv
+            )
+            if b"RANK" in env:
+                out[int(env[b"RANK"])] = pid
+    return out
+
+
+def test_a_stop_seen_by_one_rank_is_reported_by_rank_0(jobs, tiny_model):
+    """SIGTERM to rank 1 alone (a scheduler's preemption reaches any rank): the ranks agree to
+    stop after the same step, and rank 0, which got no signal, reports the run "stopped" at that
+    step. It reported "finished" (its own flag was not set) though the run ended at step 3 of 5000."""
+    import os
+    import signal
+
+    run = jobs.submit(cfg(tiny_model, 2, 2, max_steps=5000))
+    wait_for_step(jobs, run)
+    ranks = _rank_pids(jobs.get(run).pid)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGTERM)
+    info = wait_done(jobs, run, timeout=120)
+    last = events(jobs, run, "status")[-1]
+    why = procs.tail(jobs.run_dir(run) / "train.log", 40)
+    assert info.status == "stopped" and last["status"] == "stopped", (info.message, why)
+    assert 1 <= last["step"] < 5000 and f"step {last['step']}/5000," in last["message"], last
     assert (jobs.run_dir(run) / "adapter" / "adapter_model.safetensors").is_file()
 
 
