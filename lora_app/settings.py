@@ -167,9 +167,12 @@ class TrainingSettings(_Section):
     max_steps: int = Field(
         _d("training", "max_steps"),
         ge=1,
+        # 10**20 steps was accepted: a run that could never end, whose remaining time the UI printed
+        # as trillions of hours. 100 million steps is years at any speed; above it is a typo.
+        le=100_000_000,
         strict=True,
         description="optimizer steps to train (each sees batch x accumulation rows)",
-        json_schema_extra=_fix("set max_steps to a whole number >= 1"),
+        json_schema_extra=_fix("set max_steps to a whole number from 1 to 100,000,000"),
     )
     learning_rate: float = Field(
         _d("training", "learning_rate"),
@@ -214,7 +217,16 @@ class TrainingSettings(_Section):
         description="tokens per training row; longer rows are cut, keeping their EOS",
         json_schema_extra=_fix("set max_length to a whole number >= 8 (tokens per training row)"),
     )
-    seed: int = Field(42, description="seed of the data order, the held-out split and the LoRA init")
+    # transformers' set_seed seeds numpy too, whose seeds are 0 .. 2**32 - 1: a seed outside that
+    # passed Check and failed the run ("Seed must be between 0 and 2**32 - 1").
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**32 - 1,
+        strict=True,
+        description="seed of the data order, the held-out split and the LoRA init",
+        json_schema_extra=_fix(f"set seed to a whole number from 0 to {2**32 - 1}"),
+    )
     logging_steps: int = Field(1, ge=1, description="write the loss to the log every logging_steps steps")
     save_steps: int = Field(
         50,

@@ -205,7 +205,8 @@ def test_no_data_chosen(app, tiny_model):
             r"learning_rate > 0",
         ),
         ("training.learning_rate", -1e-4, r"^training\.learning_rate: .*Fix"),
-        ("training.max_steps", 0.0, r"^training\.max_steps: .*\(got 0\)\. Fix: set max_steps to a whole number >= 1"),
+        ("training.max_steps", 0.0, r"^training\.max_steps: .*\(got 0\)\. Fix: set max_steps to a whole number from 1 to"),
+        ("training.max_steps", 1e20, r"^training\.max_steps: .*less than or equal to 100000000 .*Fix: set max_steps"),
         ("training.per_device_train_batch_size", 0.0, r"^training\.per_device_train_batch_size: .*\(got 0\)\. Fix"),
         (
             "training.max_length",
@@ -219,6 +220,20 @@ def test_bad_setting(app, tiny_model, field, value, pattern):
     problems = refused(app, values(tiny_model, **{field.replace(".", "__"): value}), data_of(EXAMPLE_QUOTES))
     one(problems, pattern)
     assert len(problems) == 1, problems
+
+
+def test_a_seed_numpy_cannot_take_and_a_run_that_never_ends_are_refused_together(tiny_model):
+    """From a YAML or ``--set`` (the form has no seed): training.seed -1 and 2**32 passed Check and
+    failed the run in transformers' set_seed (numpy takes 0 .. 2**32 - 1); max_steps 10**20 was
+    queued. Both reported together, each with its range; the bounds themselves are accepted."""
+    base = {"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(tiny_model)}}
+    for seed in (-1, 2**32):
+        with pytest.raises(ConfigError) as err:
+            preflight({**base, "training": {"seed": seed, "max_steps": 10**20}}, check_data=False)
+        assert [p.split(":")[0] for p in err.value.problems] == ["training.max_steps", "training.seed"], err.value
+        assert f"(got {seed}). Fix: set seed to a whole number from 0 to 4294967295." in err.value.problems[1]
+    cfg, _ = preflight({**base, "training": {"seed": 2**32 - 1, "max_steps": 100_000_000}}, check_data=False)
+    assert (cfg.training.seed, cfg.training.max_steps) == (2**32 - 1, 100_000_000)
 
 
 def test_unknown_target_modules_are_all_named_with_the_valid_ones(app, tiny_model):
