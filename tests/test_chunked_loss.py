@@ -134,5 +134,8 @@ def test_a_training_run_gives_the_same_losses_and_adapter_with_it_on_and_off(tmp
     assert len(on_losses) == 6 and on_losses == pytest.approx(off_losses, rel=1e-4)
     assert on_w.keys() == off_w.keys() and len(on_w) == 8
     assert min(float(w.abs().max()) for n, w in on_w.items() if "lora_B" in n) > 1e-3  # B starts at 0: it trained
-    for n in on_w:
-        torch.testing.assert_close(on_w[n], off_w[n], rtol=1e-3, atol=1e-5, msg=n)
+    # Per tensor by relative norm (measured at most 2.4e-6), not element-wise: AdamW's sign-like
+    # first steps let one weight whose gradient is rounding noise move by a noise-decided amount
+    # (test_batching's merged-accumulation test failed on another CPU that way).
+    rel = {n: float((on_w[n] - off_w[n]).norm() / on_w[n].norm()) for n in on_w}
+    assert max(rel.values()) < 1e-4, rel

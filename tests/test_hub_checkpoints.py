@@ -138,10 +138,12 @@ def test_checkpoints_on_the_hub_survive_a_lost_run_folder(hub_server, tiny_model
     assert train(ref) == 0
     whole = load_file(ref / "adapter" / "adapter_model.safetensors")
     assert resumed.keys() == whole.keys() and len(whole) > 0
-    diff = max(float((resumed[k] - whole[k]).abs().max()) for k in whole)
-    scale = max(float(whole[k].abs().max()) for k in whole)
-    print(f"resumed vs uninterrupted: max |diff| {diff:.3g}, max |w| {scale:.3g}, stopped at {step}")
-    assert diff <= 1e-5 * max(scale, 1.0), (diff, scale)
+    # Per tensor by relative norm, not element-wise: the two runs are other processes (other thread
+    # counts may sum in another order), and AdamW's sign-like steps let a weight whose gradient is
+    # rounding noise move by a noise-decided amount (test_batching's merged-accumulation test).
+    rel = max(float((resumed[k] - whole[k]).norm() / whole[k].norm().clamp_min(1e-12)) for k in whole)
+    print(f"resumed vs uninterrupted: largest relative difference {rel:.3g}, stopped at {step}")
+    assert rel < 1e-4, rel
     assert any(float(whole[k].abs().max()) > 0 for k in whole if "lora_B" in k)  # it trained
 
 
