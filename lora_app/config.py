@@ -12,6 +12,7 @@ r=16, lora_alpha=32 with rsLoRA, batch 4 x accumulation 4, lr 3e-4, warm-up a te
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,10 @@ def parse_raw(text: str, json_text: bool = False) -> dict[str, Any]:
     return raw
 
 
+_SHORT = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 4, 4, 200, 200
+
+
 def _describe(e: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in e["loc"])
     # (section, field, ...): an item of a list or dict field (lora.rank_pattern.q_proj) gets its field's fix
@@ -159,7 +164,14 @@ def _describe(e: Mapping[str, Any]) -> str:
     elif e["type"] == "extra_forbidden":
         msg = "is not a known setting"
     got = e.get("input")
-    got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+    # (str() of an int over 4,300 digits raises in Python >= 3.11: its size is told by bit_length)
+    if isinstance(got, int) and abs(got) >= 10**60:
+        shown = f"a number of about {int(got.bit_length() * 0.30103) + 1} digits"
+    else:  # reprlib: bounded by depth and length (repr of nested YAML aliases ran out of memory)
+        shown = _SHORT.repr(got)
+    if len(shown) > 200:  # a pasted file would fill the page
+        shown = shown[:200] + "..."
+    got_s = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {shown})"
     fix = field_fix(field)
     return f"{loc}: {msg}{got_s}." + (f" Fix: {fix}." if fix else "")
 

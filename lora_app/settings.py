@@ -20,10 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 
 from .presets import WARMUP_PAIR
 from .presets import default as _d
-from .variants import LoraVariantFields
+from .variants import MAX_ALPHA, LoraVariantFields
 
 #: The bundled offline default; an adapter trained on it names this Hub id.
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+#: Upper bounds that only catch typos: 100 million steps is years at any speed; 65,536 rows a
+#: micro-batch (or micro-batches a step) is the estimate's own cap (estimate.PLANNED_ROWS), where
+#: 2**63 passed Check and failed in the DataLoader. lora_alpha's: variants.MAX_ALPHA.
+MAX_STEPS = 100_000_000
+MAX_ROWS_A_STEP = 65_536
 
 
 def _fix(text: str) -> dict[str, JsonValue]:
@@ -33,7 +38,9 @@ def _fix(text: str) -> dict[str, JsonValue]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: an infinite learning_rate or lora_alpha passed gt=0 and turned the
+    # weights into NaN at the first step.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -67,7 +74,13 @@ class DataConfig(_Section):
         description="false: loss on the completion / assistant turns only; true: on every token",
         json_schema_extra=_fix("set train_on_prompt to true or false"),
     )
-    max_rows: int | None = Field(None, ge=1, description="read at most this many rows (a Hub dataset is streamed)")
+    max_rows: int | None = Field(
+        None,
+        ge=1,
+        le=10**12,  # 2**63 reached itertools.islice and came back as a problem of data.split
+        description="read at most this many rows (a Hub dataset is streamed)",
+        json_schema_extra=_fix("set max_rows to a whole number from 1 to 10**12, or leave it empty for all rows"),
+    )
     source_name: str | None = Field(None, description="display name of an uploaded file")
     eval_path: str | None = Field(None, description="a second file whose rows are the held-out set")
     eval_source_name: str | None = Field(None, description="display name of the uploaded eval file")
@@ -129,8 +142,9 @@ class LoraSettings(_Section, LoraVariantFields):
     lora_alpha: float = Field(
         _d("lora", "lora_alpha"),
         gt=0,
+        le=MAX_ALPHA,
         description="the update is scaled by lora_alpha / r (Hu et al. 2021, section 4.1)",
-        json_schema_extra=_fix("set lora_alpha > 0 (usually 2 x r, e.g. 32 for r=16)"),
+        json_schema_extra=_fix(f"set lora_alpha in (0, {MAX_ALPHA:,}] (usually 2 x r, e.g. 32 for r=16)"),
     )
     lora_dropout: float = Field(
         _d("lora", "lora_dropout"),
@@ -156,7 +170,9 @@ class LoraSettings(_Section, LoraVariantFields):
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = [p.strip() for p in v.replace(";", ",").split(",")]
-        if isinstance(v, list):
+        # Only a list of scalars is joined into names: str() of a nested list (YAML aliases nest
+        # them tenfold a level) grew 510 bytes of YAML toward 8 GB; pydantic refuses the rest.
+        if isinstance(v, list) and all(isinstance(x, (str, int, float)) for x in v):
             v = [p for p in (str(x).strip() for x in v) if p] or None
         return v
 
@@ -169,38 +185,42 @@ class TrainingSettings(_Section):
         ge=1,
         # 10**20 steps was accepted: a run that could never end, whose remaining time the UI printed
         # as trillions of hours. 100 million steps is years at any speed; above it is a typo.
-        le=100_000_000,
+        le=MAX_STEPS,
         strict=True,
         description="optimizer steps to train (each sees batch x accumulation rows)",
-        json_schema_extra=_fix("set max_steps to a whole number from 1 to 100,000,000"),
+        json_schema_extra=_fix(f"set max_steps to a whole number from 1 to {MAX_STEPS:,}"),
     )
     learning_rate: float = Field(
         _d("training", "learning_rate"),
         gt=0,
+        le=1,  # AdamW moves each weight by about lr a step: above 1 is a typo, not a schedule
         description="peak learning rate of AdamW, reached after the warm-up",
-        json_schema_extra=_fix("set learning_rate > 0, e.g. 3e-4 (2e-4 in the reference recipe)"),
+        json_schema_extra=_fix("set learning_rate in (0, 1], e.g. 3e-4 (2e-4 in the reference recipe)"),
     )
     per_device_train_batch_size: int = Field(
         _d("training", "per_device_train_batch_size"),
         ge=1,
+        le=MAX_ROWS_A_STEP,
         strict=True,
         description="rows per micro-batch",
-        json_schema_extra=_fix("set per_device_train_batch_size to a whole number >= 1"),
+        json_schema_extra=_fix(f"set per_device_train_batch_size to a whole number from 1 to {MAX_ROWS_A_STEP:,}"),
     )
     gradient_accumulation_steps: int = Field(
         _d("training", "gradient_accumulation_steps"),
         ge=1,
+        le=MAX_ROWS_A_STEP,
         strict=True,
         description="micro-batches per optimizer step",
-        json_schema_extra=_fix("set gradient_accumulation_steps to a whole number >= 1"),
+        json_schema_extra=_fix(f"set gradient_accumulation_steps to a whole number from 1 to {MAX_ROWS_A_STEP:,}"),
     )
     warmup_steps: int = Field(
         _d("training", "warmup_steps"),
         ge=0,
+        le=MAX_STEPS,  # 10**400 passed and overflowed the scheduler's float at the start
         strict=True,
         description="steps over which the learning rate rises linearly from 0; above 0 it wins over "
         "warmup_ratio (as in transformers), so a warmup_steps given empties warmup_ratio",
-        json_schema_extra=_fix("set warmup_steps to a whole number >= 0"),
+        json_schema_extra=_fix(f"set warmup_steps to a whole number from 0 to {MAX_STEPS:,}"),
     )
     warmup_ratio: float | None = Field(
         _d("training", "warmup_ratio"),
@@ -227,10 +247,20 @@ class TrainingSettings(_Section):
         description="seed of the data order, the held-out split and the LoRA init",
         json_schema_extra=_fix(f"set seed to a whole number from 0 to {2**32 - 1}"),
     )
-    logging_steps: int = Field(1, ge=1, description="write the loss to the log every logging_steps steps")
+    logging_steps: int = Field(
+        1,
+        ge=1,
+        le=MAX_STEPS,
+        strict=True,
+        description="write the loss to the log every logging_steps steps",
+        json_schema_extra=_fix(f"set logging_steps to a whole number from 1 to {MAX_STEPS:,}"),
+    )
     save_steps: int = Field(
         50,
         ge=1,
+        le=MAX_STEPS,
+        strict=True,  # YAML's `yes` was taken as 1: a checkpoint every step
+        json_schema_extra=_fix(f"set save_steps to a whole number from 1 to {MAX_STEPS:,}, e.g. 50"),
         description="save a checkpoint (and the adapter so far) every save_steps steps; Stop and "
         "resume continue from the last one",
     )

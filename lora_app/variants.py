@@ -27,6 +27,11 @@ from .presets import default as _d
 INIT_LORA_WEIGHTS = ("default", "gaussian", "pissa", "olora")
 #: The initialisations that change the base weights (the adapter is converted when saved).
 MUTATING = ("pissa", "olora")
+#: pissa_niter_N runs N subspace iterations of torch.svd_lowrank per targeted layer at init: PEFT's
+#: docs use 4 to 16; N = 10**6 hung the init (over 5 s on one 64 x 64 layer and not done).
+MAX_PISSA_NITER = 64
+#: lora_alpha's bound (also alpha_pattern's): 1e308 overflowed PEFT's scaling to inf (NaN weights).
+MAX_ALPHA = 100_000
 
 
 def _fix(text: str) -> dict[str, JsonValue]:
@@ -65,10 +70,10 @@ class LoraVariantFields(BaseModel):
         description="per-module r, keyed by a module name or regex (PEFT matches the end of the module path)",
         json_schema_extra=_fix("map module names to whole numbers >= 1, e.g. {model.layers.0.self_attn.q_proj: 8}"),
     )
-    alpha_pattern: dict[str, Annotated[float, Field(gt=0)]] = Field(
+    alpha_pattern: dict[str, Annotated[float, Field(gt=0, le=MAX_ALPHA)]] = Field(
         default_factory=dict,
         description="per-module lora_alpha, keyed as rank_pattern",
-        json_schema_extra=_fix("map module names to numbers > 0, e.g. {q_proj: 16}"),
+        json_schema_extra=_fix(f"map module names to numbers in (0, {MAX_ALPHA:,}], e.g. {{q_proj: 16}}"),
     )
 
     @field_validator("modules_to_save", mode="before")
@@ -76,7 +81,7 @@ class LoraVariantFields(BaseModel):
     def _split_saved(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = v.replace(";", ",").split(",")
-        if isinstance(v, list):
+        if isinstance(v, list) and all(isinstance(x, (str, int, float)) for x in v):  # see LoraSettings._split
             v = [p for p in (str(x).strip() for x in v) if p] or None
         return v
 
@@ -86,9 +91,12 @@ class LoraVariantFields(BaseModel):
         # PEFT's True is its default init (YAML `true`); False (B random: the adapter is not a no-op
         # at step 0) is for PEFT's own tests, not for training.
         v = "default" if v is True else v
-        if isinstance(v, str) and (v in INIT_LORA_WEIGHTS or re.fullmatch(r"pissa_niter_[1-9]\d*", v)):
+        niter = re.fullmatch(r"pissa_niter_([1-9]\d{0,5})", v) if isinstance(v, str) else None
+        if isinstance(v, str) and (v in INIT_LORA_WEIGHTS or (niter and int(niter[1]) <= MAX_PISSA_NITER)):
             return v
-        raise ValueError("must be one of " + ", ".join(INIT_LORA_WEIGHTS) + " or pissa_niter_N")
+        raise ValueError(
+            "must be one of " + ", ".join(INIT_LORA_WEIGHTS) + f" or pissa_niter_N with N from 1 to {MAX_PISSA_NITER}"
+        )
 
 
 def mutates_base(lora: LoraVariantFields) -> bool:
@@ -173,11 +181,14 @@ def problems(
                 f"lora.modules_to_save: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a module of "
                 "this model. Fix: name modules such as lm_head or embed_tokens, or leave it empty."
             )
-        both = sorted(set(lora.modules_to_save) & set(targets))
+        # By PEFT's own rule (the end of the path): "proj" or "self_attn.q_proj" also name a module LoRA
+        # wraps, which PEFT then refused with a TypeError or quietly trained in full instead.
+        both = [m for m in lora.modules_to_save if any(p.endswith(m) for p in targeted)]
         if both:
             out.append(
-                f"lora.modules_to_save: {', '.join(both)} {'is' if len(both) == 1 else 'are'} also in target_modules "
-                "(a module is either wrapped by LoRA or trained in full). Fix: remove it from one of the two."
+                f"lora.modules_to_save: {', '.join(both)} {'names' if len(both) == 1 else 'name'} modules that "
+                f"target_modules wraps ({', '.join(targets)}): a module is either wrapped by LoRA or trained in "
+                "full. Fix: remove it from one of the two, or name modules LoRA does not wrap, such as lm_head."
             )
     if mutates_base(lora):
         init = lora.init_lora_weights

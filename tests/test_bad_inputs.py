@@ -188,7 +188,7 @@ def test_no_data_chosen(app, tiny_model):
         (
             "lora.lora_alpha",
             0.0,
-            r"^lora\.lora_alpha: Input should be greater than 0 \(got 0\)\. Fix: set lora_alpha > 0",
+            r"^lora\.lora_alpha: Input should be greater than 0 \(got 0\)\. Fix: set lora_alpha in \(0, 100,000\]",
         ),
         ("lora.lora_alpha", -8.0, r"^lora\.lora_alpha: .*\(got -8\)\. Fix"),
         (
@@ -202,7 +202,7 @@ def test_no_data_chosen(app, tiny_model):
             "training.learning_rate",
             0.0,
             r"^training\.learning_rate: Input should be greater than 0 \(got 0\)\. Fix: set "
-            r"learning_rate > 0",
+            r"learning_rate in \(0, 1\]",
         ),
         ("training.learning_rate", -1e-4, r"^training\.learning_rate: .*Fix"),
         ("training.max_steps", 0.0, r"^training\.max_steps: .*\(got 0\)\. Fix: set max_steps to a whole number from 1 to"),
@@ -599,3 +599,55 @@ def test_a_name_no_file_can_have_is_a_message_not_an_error_page(tmp_path, tiny_m
     for argv in (["data", "--show", "2", long + ".jsonl"], ["merge", "/" + long], ["train", "/" + long]):
         r = subprocess.run([sys.executable, "-m", "lora_app", *argv], capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and "Traceback" not in r.stderr, (argv, r.stderr[-1500:])
+
+
+def test_a_base_model_that_cannot_load_is_refused_at_check(tmp_path, tiny_model):
+    """The tiny model's config.json given as the base (AutoConfig reads a file), and a folder with
+    config and tokenizer but no weights, passed Check; the training process then failed in
+    from_pretrained (found by the breaker). A folder with only a pickled pytorch_model.bin says why
+    it is not loaded. Generation refuses them the same way, before loading."""
+    import shutil
+
+    from lora_app.generate import Generator
+
+    noweights = tmp_path / "noweights"
+    shutil.copytree(tiny_model, noweights, ignore=shutil.ignore_patterns("*.safetensors"))
+    (tmp_path / "pickled").mkdir()
+    for f in noweights.iterdir():
+        shutil.copy(f, tmp_path / "pickled" / f.name)
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"not loaded")
+    cases = {
+        str(tiny_model / "config.json"): f"is a file. Fix: give the folder that holds it (config.json, the "
+        f"*.safetensors weights and the tokenizer files), e.g. '{tiny_model}'.",
+        str(noweights): "the folder 'noweights' has a config.json but no *.safetensors weights. Fix: save the model",
+        str(tmp_path / "pickled"): "no *.safetensors weights (pytorch_model.bin is a pickle, which this app does "
+        "not load: it can run code). Fix:",
+    }
+    for base, want in cases.items():
+        with pytest.raises(ConfigError) as err:
+            preflight({"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": base}})
+        assert len(err.value.problems) == 1 and want in err.value.problems[0], err.value.problems
+        assert err.value.problems[0].startswith("model.base_model_name_or_path: ")
+        with pytest.raises(ConfigError, match="safetensors"):
+            Generator().load(base=base)
+    preflight({"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(tiny_model)}})
+
+
+def test_nested_yaml_aliases_in_a_name_list_are_refused_not_expanded():
+    """510 bytes of YAML aliases nesting ten lists a level (a "billion laughs") in target_modules
+    or modules_to_save: the name splitter took str() of each item, 8 MB at depth 6 and ~8 GB at
+    depth 9, in the UI's saved settings, ``--config`` and a config.yaml from the Hub (found by the
+    breaker). Only scalars are names now; a list item is refused, its echo cut short."""
+    from lora_app.config import RunConfig, parse_raw
+
+    levels = ["a0: &a0 [q_proj, q_proj, q_proj, q_proj, q_proj, q_proj, q_proj, q_proj, q_proj, q_proj]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    for field in ("target_modules", "modules_to_save"):
+        text = "x:\n" + "".join(f"  {line}\n" for line in levels) + f"lora:\n  {field}: [*a9]\n"
+        raw = parse_raw(text)
+        raw.pop("x")
+        with pytest.raises(ConfigError) as err:
+            RunConfig.build(raw)
+        (problem,) = err.value.problems
+        assert problem.startswith(f"lora.{field}.0: Input should be a valid string (got [[[["), problem
+        assert len(problem) < 400, len(problem)

@@ -87,5 +87,5 @@ def test_modules_to_save_is_left_out_of_all_linear(tiny_model):
     lora = 2 * ((64 + 64) + (64 + 32) * 2 + (64 + 128) * 2 + (128 + 64))
     assert pre.trainable == 2 * (lora + 64 * 64)
     raw["lora"]["target_modules"] = ["q_proj", "o_proj"]
-    with pytest.raises(ConfigError, match=r"lora\.modules_to_save: o_proj is also in target_modules"):
+    with pytest.raises(ConfigError, match=r"lora\.modules_to_save: o_proj names modules that target_modules wraps \(q_proj, o_proj\)"):
         validate(RunConfig.build(raw))

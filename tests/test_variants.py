@@ -201,9 +201,22 @@ def test_bad_values_are_refused_with_the_field_and_the_fix(tmp_path, tiny_model)
     assert p == [
         "lora.modules_to_save: lm_hed is not a module of this model. Fix: name modules such as lm_head or "
         "embed_tokens, or leave it empty.",
-        "lora.modules_to_save: q_proj is also in target_modules (a module is either wrapped by LoRA or trained "
-        "in full). Fix: remove it from one of the two.",
+        "lora.modules_to_save: q_proj names modules that target_modules wraps (q_proj, v_proj): a module is "
+        "either wrapped by LoRA or trained in full. Fix: remove it from one of the two, or name modules LoRA does "
+        "not wrap, such as lm_head.",
     ]
+    # PEFT matches the end of a module's path: "proj" (its TypeError) and "self_attn.q_proj" (q_proj
+    # quietly trained in full) name wrapped modules too (found by the breaker).
+    for name in ("proj", "self_attn.q_proj"):
+        p = _problems(tmp_path, tiny_model, {"modules_to_save": [name]})
+        assert p == [f"lora.modules_to_save: {name} names modules that target_modules wraps (q_proj, v_proj)" + p[0].split(")", 1)[1]], p
+    # A container: PEFT's own error (NoMatchingPeftModuleError), as a message, not a traceback.
+    p = _problems(tmp_path, tiny_model, {"modules_to_save": ["layers"]})
+    assert len(p) == 1 and p[0].startswith(f"lora: PEFT cannot apply these LoRA settings to {tiny_model} ("), p
+    assert p[0].endswith("not containers such as layers)."), p
+    p = _problems(tmp_path, tiny_model, {"init_lora_weights": "pissa_niter_1000000", "alpha_pattern": {"q_proj": 1e308}})
+    assert [m.split(":")[0] for m in p] == ["lora.init_lora_weights", "lora.alpha_pattern.q_proj"], p
+    assert "pissa_niter_N with N from 1 to 64" in p[0] and "less than or equal to 100000" in p[1], p
     p = _problems(tmp_path, tiny_model, {"init_lora_weights": "pissa_niter_4"}, {"quantization": "8bit"})
     assert any(
         m.startswith("lora.init_lora_weights: pissa_niter_4 computes A and B from the base model's float weights")
