@@ -178,8 +178,11 @@ def preflight(
         if q:
             problems.append(q)
         try:
-            mc = models.load_model_config(model, token=token)
-            problems += tokenizer_problems(model.base_model_name_or_path)
+            local = weights_problems(model.base_model_name_or_path)
+            if local and on_disk(model.base_model_name_or_path, "file"):  # AutoConfig would read it
+                raise ConfigError(local)
+            mc = models.load_model_config(model, token=token)  # (not a causal LM: said first)
+            problems += local + tokenizer_problems(model.base_model_name_or_path)
             if training is not None:
                 problems += position_problems(mc, training.max_length, model.base_model_name_or_path)
             skel = models.skeleton(mc, model.trust_remote_code)
@@ -197,7 +200,19 @@ def preflight(
                     bad += variants.rank_problems(lora.r, lora.rank_pattern, skel, targets)
                 problems += bad
                 if not bad and not problems and cfg is not None:
-                    counted = models.count_parameters(mc, cfg.lora, targets)
+                    try:
+                        counted = models.count_parameters(mc, cfg.lora, targets)
+                    except Exception as err:  # PEFT's own refusal of a combination not checked above
+                        # (modules_to_save: ["layers"] gave NoMatchingPeftModuleError), as a message
+                        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+                        raise ConfigError(
+                            [
+                                f"lora: PEFT cannot apply these LoRA settings to {model.base_model_name_or_path} "
+                                f"({type(err).__name__}: {first}). Fix: check target_modules and modules_to_save "
+                                "(modules_to_save names whole modules such as lm_head, not containers such as "
+                                "layers)."
+                            ]
+                        ) from None
         except ConfigError as err:
             problems += err.problems
     if problems or cfg is None:  # (cfg is None only with problems)
@@ -305,6 +320,33 @@ _TOKENIZER_FILES = (
     "tekken.json",
     "vocab.txt",
 )
+
+
+def weights_problems(name_or_path: str) -> list[str]:
+    """A local base model that cannot load though its config reads: a file given for the folder
+    (AutoConfig takes a config.json path, from_pretrained does not), or a folder without
+    safetensors weights (the app loads no pickle: ``use_safetensors=True``). Hub ids and paths
+    that do not exist are left to the config check, which names them."""
+    from pathlib import Path
+
+    path = Path(name_or_path).expanduser()
+    if on_disk(path, "file"):
+        return [
+            f"{models.FIELD}: '{name_or_path}' is a file. Fix: give the folder that holds it (config.json, the "
+            f"*.safetensors weights and the tokenizer files), e.g. '{path.parent}'."
+        ]
+    if not on_disk(path, "dir") or not on_disk(path / "config.json", "file"):
+        return []
+    names = {p.name for p in path.iterdir()}
+    if any(n.endswith(".safetensors") for n in names):
+        return []
+    pickled = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt")))
+    return [
+        f"{models.FIELD}: the folder '{path.name}' has a config.json but no *.safetensors weights"
+        + (f" ({', '.join(pickled[:3])} is a pickle, which this app does not load: it can run code)" if pickled else "")
+        + ". Fix: save the model there with save_pretrained(folder) (safetensors is its default), or give "
+        "another folder."
+    ]
 
 
 def tokenizer_problems(name_or_path: str) -> list[str]:
