@@ -34,7 +34,11 @@ def _overrides(pairs: list[str]) -> dict:
         if not (eq and dot and section and name):  # else "foo: is not a known setting" hides the format
             bad.append(f"--set {p}: expected SECTION.FIELD=VALUE (e.g. training.max_steps=50)")
             continue
-        out.setdefault(section, {})[name] = yaml.safe_load(val)
+        try:
+            value = yaml.safe_load(val)
+        except yaml.YAMLError:  # "*.jsonl" or "@x.jsonl" (file names YAML reads as an alias or
+            value = val  # a reserved sign) are taken as written; the field's own check follows
+        out.setdefault(section, {})[name] = value
     if bad:
         raise ConfigError(bad)
     return out

@@ -6,6 +6,7 @@ time: loading the bundled 135M model takes ~1 s; keeping several would cost thei
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -99,9 +100,11 @@ class Generator:
                 key_base = base or pc.base_model_name_or_path
             if key_base and check_base is not None:
                 check_base(key_base)
-            from .validate import adapter_base_problem
+            from .validate import adapter_base_problem, weights_problems
 
-            bad_base = adapter_base_problem(key_base, from_adapter=adapter is not None and not base)
+            bad_base = next(iter(weights_problems(key_base or "")), None) or adapter_base_problem(
+                key_base, from_adapter=adapter is not None and not base
+            )
             if key_base and bad_base:  # else a traceback from the tokenizer loader
                 raise ConfigError([bad_base])
             if not key_base:
@@ -150,6 +153,7 @@ class Generator:
         model of a loaded adapter (PEFT's ``disable_adapter``), for side-by-side comparison.
         """
         model_prompt(prompt)  # an empty prompt is refused before a model is loaded
+        check_sampling(max_new_tokens, temperature, top_p, seed)  # and so are bad settings
         loaded = self.load(adapter, base, token)
         ids = loaded.tokenizer(model_prompt(prompt))["input_ids"]
         yield from self.stream_ids(ids, loaded, max_new_tokens, temperature, top_p, seed, use_adapter)
@@ -178,7 +182,7 @@ class Generator:
         import torch
         from transformers import TextIteratorStreamer
 
-        check_seed(seed)
+        check_sampling(max_new_tokens, temperature, top_p, seed)
         tok, model = loaded.tokenizer, loaded.model
         max_new_tokens = _room(input_ids, model, max_new_tokens, what)
         dev = next(model.parameters()).device
@@ -259,12 +263,13 @@ class Generator:
 
         Prompts are padded on the *left* (the loaded tokenizer's ``padding_side``) with an
         attention mask, so every row's new tokens follow its own last prompt token directly;
-        with greedy decoding a batch gives the same tokens as one prompt at a time.
+        with greedy decoding in float32 a batch gives the same tokens as one prompt at a time (in
+        bfloat16 a near-tie may go another way: see :class:`Generator`).
         """
 
         import torch
 
-        check_seed(seed)
+        check_sampling(max_new_tokens, temperature, top_p, seed)
         loaded = self.load(adapter, base, token)
         tok, model = loaded.tokenizer, loaded.model
         enc = tok([model_prompt(p) for p in prompts], padding=True, return_tensors="pt")
@@ -402,10 +407,22 @@ def _room(input_ids: list[int], model, max_new_tokens: int, what: str) -> int:
     return min(max_new_tokens, context - n)
 
 
-def check_seed(seed: int) -> None:
-    """ConfigError unless torch.manual_seed takes ``seed`` (0 to 2**64 - 1; else an overflow error)."""
-    if not 0 <= seed < 2**64:
-        raise ConfigError([f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}."])
+def check_sampling(max_new_tokens: int, temperature: float, top_p: float, seed: int) -> None:
+    """ConfigError naming every setting transformers' ``generate`` or torch cannot take, together:
+    ``max_new_tokens`` < 1 (generate raises ValueError), a ``temperature`` that is negative, NaN
+    (generate fell back to greedy without a word) or infinite (uniform sampling: noise), ``top_p``
+    outside (0, 1], a ``seed`` torch.manual_seed overflows on (outside 0 .. 2**64 - 1)."""
+    bad = []
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        bad.append(f"max_new_tokens: {max_new_tokens!r} is not a whole number >= 1. Fix: e.g. 40.")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        bad.append(f"temperature: {temperature!r} is not a number >= 0. Fix: 0 for greedy, or e.g. 0.7.")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):  # (NaN fails both comparisons)
+        bad.append(f"top_p: {top_p!r} is not in (0, 1]. Fix: e.g. 0.95.")
+    if not (isinstance(seed, int) and 0 <= seed < 2**64):
+        bad.append(f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}.")
+    if bad:
+        raise ConfigError(bad)
 
 
 def model_prompt(prompt: str) -> str:

@@ -92,3 +92,28 @@ def test_cli_config_of_a_run_saved_before_rslora_trains_the_same_adapter_scale(t
     partial = tmp_path / "mine.yaml"
     partial.write_text("lora:\n  r: 8\n", encoding="utf-8")
     assert RunConfig.build(_load_raw(str(partial))).lora.use_rslora is True
+
+
+def test_cli_set_values_yaml_cannot_read_and_bad_generate_settings_are_messages(tmp_path, capsys):
+    """``--set data.path=*.jsonl`` (a file name YAML reads as an alias) and ``training.max_steps=[``
+    ended in a yaml ScannerError traceback; ``generate --max-new-tokens 0`` in transformers'
+    ValueError (found by the breaker). The first is taken as written (so the data check names the
+    missing file), the second is a problem of max_steps, the third a sentence; all before a model
+    loads."""
+    from lora_app.__main__ import _overrides, main
+
+    assert _overrides(["data.path=*.jsonl", "data.source_name=@x", "training.max_steps=["]) == {
+        "data": {"path": "*.jsonl", "source_name": "@x"},
+        "training": {"max_steps": "["},
+    }
+    y = tmp_path / "run.yaml"
+    y.write_text("training:\n  max_steps: 3\n", encoding="utf-8")
+    argv = ["train", "--config", str(y), "--runs", str(tmp_path / "runs"), "--set", f"data.path={tmp_path}/*.jsonl"]
+    assert main(argv + ["--set", "training.max_steps=["]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "training.max_steps: must be a whole number (got '[')" in err, err
+    assert f"{tmp_path}/*.jsonl" in err, err
+    assert main(["generate", "--base", "/no/such/model", "--max-new-tokens", "0", "--temperature", "nan"]) == 2
+    err = capsys.readouterr().err
+    assert "max_new_tokens: 0 is not a whole number >= 1" in err and "temperature: nan is not a number >= 0" in err
+    assert "Traceback" not in err and "/no/such/model" not in err  # settings first, before any model is looked up
