@@ -182,3 +182,54 @@ def test_start_in_a_second_tab_shows_its_own_run_not_the_one_it_was_following(ap
     status_b = b.locator("#train-status").inner_text()
     # B's own run heads the status (a queued run may name the running one after it).
     assert re.match(rf"Run `?{run_b.id}", status_b.strip()), status_b
+
+
+def test_start_during_a_run_queues_the_next_or_says_what_is_wrong(app_url, page, tiny_model):
+    """One page, a run going: Start again did nothing and said nothing (Gradio ignored the click
+    while the first Start still streamed its run; found by the newcomer). Now a Start with a bad
+    setting shows its problem, and it stays (the run's stream no longer overwrites it); a good
+    one queues the next run and the page follows that."""
+    url, ctx = app_url
+    page.goto(url)
+    tab(page, "1. Data")
+    button(page, "Use the example quotes (1,000 rows)").click()
+    page.get_by_text(re.compile(r"rows from")).wait_for()
+    tab(page, "2. LoRA")
+    set_base_model(page, tiny_model)
+    settings = [
+        ("max_steps", MAX_STEPS),
+        ("warmup_steps", 0),
+        ("max_length (tokens per row)", 32),
+        ("per_device_train_batch_size", 2),
+        ("gradient_accumulation_steps", 1),
+    ]
+    fill_settings(page, settings)
+    tab(page, "3. Train")
+    button(page, "Start training").click()
+    _wait_log(page, lambda t: len(_steps(t)) >= 1, what="run A's first step")
+    (run_a,) = ctx.jobs.list()
+
+    tab(page, "2. LoRA")
+    fill_settings(page, [("max_steps", 0)])
+    tab(page, "3. Train")
+    button(page, "Start training").click()
+    status = page.locator("#train-status")
+    status.get_by_text(re.compile(r"training\.max_steps")).first.wait_for(timeout=30_000)
+    time.sleep(2)  # run A's follower, had it gone on, would overwrite this within 0.5 s
+    assert "training.max_steps" in status.inner_text(), status.inner_text()
+    assert [r.id for r in ctx.jobs.list()] == [run_a.id]
+
+    tab(page, "2. LoRA")
+    fill_settings(page, [("max_steps", 5)])
+    tab(page, "3. Train")
+    button(page, "Start training").click()
+    deadline = time.time() + 60
+    while len(ctx.jobs.list()) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    run_b = next(r for r in ctx.jobs.list() if r.id != run_a.id)
+    status.get_by_text(re.compile(run_b.id)).first.wait_for()
+    assert ctx.jobs.get(run_a.id).status == "running"
+    # Stop now stops the run the page shows: B (queued behind A, so it never starts).
+    button(page, "Stop").click()
+    page.locator("#train-stop").get_by_text(re.compile(rf"{run_b.id}.*cancelled before it started")).wait_for()
+    assert ctx.jobs.get(run_a.id).status == "running"

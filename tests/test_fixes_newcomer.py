@@ -334,3 +334,29 @@ def test_a_queued_visitor_sees_another_persons_progress_but_not_its_run_id(jobs,
     assert a not in bobs and re.search(r"Another run is training \(step \d+/5000", bobs), bobs
     assert f"Running now: `{a}` at step" in queue_note(jobs, a2)  # alice's own run: named
     jobs.cancel(a, "alice", grace_s=10)
+
+
+def test_a_second_start_while_the_first_is_prepared_is_refused(tmp_path):
+    """Start now takes clicks while a run streams (Gradio trigger_mode "multiple"), so a double
+    click must not queue two runs: while an owner's Start is being prepared, the next returns
+    None (the page says so); once it is done, the next Start is prepared as usual."""
+    from lora_app.jobs import JobManager
+    from lora_app.ui.common import AppContext
+    from lora_app.ui.train_tab import _PREP_LOCK, _PREPARING, Preparation, prepare_and_submit
+
+    jobs = JobManager(tmp_path / "runs", poll_s=0.1)
+    try:
+        ctx = AppContext(jobs, None, frozenset())
+        first = Preparation("reading the data and checking the model")
+        with _PREP_LOCK:
+            _PREPARING["u:double"] = first
+        assert prepare_and_submit(ctx, {"training": {"max_steps": 0}}, "u:double", None) is None
+        first.done.set()
+        second = prepare_and_submit(ctx, {"training": {"max_steps": 0}}, "u:double", None)
+        assert second is not None and second.done.wait(60)
+        assert second.run_id is None and any(p.startswith("training.max_steps") for p in second.problems or [])
+        assert jobs.list() == []
+    finally:
+        jobs.shutdown(grace_s=1)
+        with _PREP_LOCK:
+            _PREPARING.pop("u:double", None)

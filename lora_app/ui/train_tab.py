@@ -53,12 +53,16 @@ def preparing(owner: str | None) -> Preparation | None:
         return prep
 
 
-def prepare_and_submit(ctx: AppContext, raw: dict, owner: str, token: str | None) -> Preparation:
+def prepare_and_submit(ctx: AppContext, raw: dict, owner: str, token: str | None) -> Preparation | None:
     """Start's slow part, in a thread of its own so that a reload cannot lose it: convert the
     bundled model on first use, read the data (a Hub dataset is downloaded), preflight,
-    queue the run. ``Preparation.step`` says which of these it is doing."""
+    queue the run. ``Preparation.step`` says which of these it is doing. None while the
+    owner's previous Start is still being prepared (a double click queued two runs)."""
     prep = Preparation("checking the settings")
     with _PREP_LOCK:
+        cur = _PREPARING.get(owner)
+        if cur is not None and not cur.done.is_set() and time.time() - cur.started <= PREPARE_TTL_S:
+            return None
         _PREPARING[owner] = prep
 
     def work():
@@ -204,12 +208,16 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
 
             token = request_token(request, write=True)
         assert ident.owner is not None  # (issued just above when missing)
+        # This page moves on to this Start: the run it followed stops streaming here at its next
+        # poll, so what Start says is not overwritten by that run's next update (Stop still stops
+        # that run until a new one is queued: run_state is kept).
+        wanted_fn(request, None)
         try:
             ctx.check_base_folder(ident, settings.get("base_model_name_or_path"))
             ctx.jobs.check_room(ident.owner)  # the per-person limit of waiting runs, before any work
         except (NotYourRun, QueueFull) as err:
             yield (
-                None,
+                gr.update(),
                 problems_md(getattr(err, "problems", None) or [str(err)]),
                 gr.update(),
                 gr.update(),
@@ -218,10 +226,18 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             )
             return
         prep = prepare_and_submit(ctx, form.to_raw(form.by_key(settings), data), ident.owner, token)
+        if prep is None:
+            yield (
+                gr.update(),
+                "Your previous **Start** is still being prepared: it is shown here once queued.",
+                *(gr.update(),) * 3,
+                owner,
+            )
+            return
         for line in wait_preparation(prep):
-            yield None, line, gr.update(), gr.update(), gr.update(), owner
+            yield gr.update(), line, gr.update(), gr.update(), gr.update(), owner
         if prep.problems:
-            yield None, problems_md(prep.problems), gr.update(), gr.update(), gr.update(), owner
+            yield gr.update(), problems_md(prep.problems), gr.update(), gr.update(), gr.update(), owner
             return
         run_id, pre = prep.run_id, prep.pre
         assert pre is not None  # (set together with run_id when no problems)
@@ -273,6 +289,10 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
         [run_state, status, progress, plot, log, owner_state],
         inputs_kwargs=form.by_name(widgets),
         concurrency_limit=None,
+        # Gradio's default ("once") ignores a click while this event is pending, and a Start
+        # streams its run to the end: a second Start during a run did nothing, without a word.
+        # A double click is refused by prepare_and_submit instead.
+        trigger_mode="multiple",
         api_name="train",
     )
     stop.click(on_stop, [run_state, owner_state], [stop_msg], concurrency_limit=None)
