@@ -163,6 +163,13 @@ def preflight(
         w = warmup_note(training)
         if w:
             notes.insert(0, w)
+        if training.learning_rate > HIGH_LR:  # allowed (up to 1), but rarely meant
+            notes.insert(
+                0,
+                f"training.learning_rate {training.learning_rate:g} is far above what LoRA is trained with "
+                f"(1e-4 to 1e-3; the reference recipe 2e-4): the loss may diverge. Fix: lower it unless you "
+                "mean it.",
+            )
     device = models.device_kind()
     if training is not None:  # "on" without a GPU or liger_kernel: said here, not after the run is queued
         try:
@@ -347,6 +354,11 @@ def weights_problems(name_or_path: str) -> list[str]:
         + ". Fix: save the model there with save_pretrained(folder) (safetensors is its default), or give "
         "another folder."
     ]
+
+
+#: Above this a learning rate gets a note at Check: LoRA recipes use 1e-4 to 1e-3 (PEFT's examples, the
+#: QLoRA paper's 2e-4/1e-4); 1e-2 is ten times the top of that.
+HIGH_LR = 1e-2
 
 
 def tokenizer_problems(name_or_path: str) -> list[str]:

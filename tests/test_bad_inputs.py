@@ -651,3 +651,12 @@ def test_nested_yaml_aliases_in_a_name_list_are_refused_not_expanded():
         (problem,) = err.value.problems
         assert problem.startswith(f"lora.{field}.0: Input should be a valid string (got [[[["), problem
         assert len(problem) < 400, len(problem)
+
+
+def test_a_learning_rate_far_above_loras_range_gets_a_note(tiny_model):
+    """Allowed (up to 1: the field's bound), but 0.05 is rarely meant: Check says so, first."""
+    base = {"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(tiny_model)}}
+    _, pre = preflight({**base, "training": {"learning_rate": 0.05}}, check_data=False)
+    assert pre.notes[0].startswith("training.learning_rate 0.05 is far above what LoRA is trained with (1e-4 to 1e-3")
+    _, pre = preflight({**base, "training": {"learning_rate": 1e-3}}, check_data=False)
+    assert not any("learning_rate" in n for n in pre.notes), pre.notes

@@ -323,3 +323,17 @@ def test_the_form_starts_on_the_fast_default_and_the_warmup_follows_max_steps(ap
     ratio.first.press("Tab")
     line.get_by_text("10 of 200 steps").wait_for()
     assert page.get_by_label("warmup_steps", exact=True).input_value() == "0"
+
+
+def test_the_arrow_key_moves_the_learning_rate_by_a_small_step(app_url, page):
+    """ArrowUp in learning_rate made 0.0003 into 1 (Gradio's default step is 1; found by the
+    newcomer). It moves by 1e-5 now; a rate above 1e-2 gets a note at Check."""
+    url, _ = app_url
+    page.goto(url)
+    tab(page, "2. LoRA")
+    lr = page.get_by_label("learning_rate", exact=True)
+    assert lr.input_value() == "0.0003"
+    lr.click()
+    lr.press("ArrowUp")
+    page.wait_for_function("el => el.value !== '0.0003'", arg=lr.element_handle())
+    assert float(lr.input_value()) == pytest.approx(0.00031), lr.input_value()

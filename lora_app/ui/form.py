@@ -147,7 +147,11 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     with gr.Row():
         w["training.max_steps"] = gr.Number(t.max_steps, label="max_steps", info=_help("training.max_steps"))
         w["training.learning_rate"] = gr.Number(
-            t.learning_rate, label="learning_rate", info=_help("training.learning_rate")
+            # step: the arrow keys and the wheel move it by 1e-5 (Gradio's default step 1 made 3e-4 into 1)
+            t.learning_rate,
+            label="learning_rate",
+            step=1e-5,
+            info=_help("training.learning_rate"),
         )
         w["training.warmup_steps"] = gr.Number(
             t.warmup_steps, label="warmup_steps", info=_help("training.warmup_steps")
