@@ -15,8 +15,13 @@ from .events import EventWriter
 
 
 class TokenCounter:
-    """Wraps a collator and counts the label-carrying (non-padding) training tokens it hands out;
-    held-out rows (marked ``held_out`` by ``heldout.held_out_rows``) are collated but not counted."""
+    """Wraps a collator (held-out rows, marked ``held_out`` by ``heldout.held_out_rows``, lose the
+    mark) and counts the label-carrying (non-padding) tokens of the micro-batches training steps
+    use: ``tokens``, summed by :meth:`count_step`, which :func:`counting_trainer_class` calls.
+
+    Counted when a step takes a batch, not when it is collated: accelerate's data loader collates
+    one batch ahead (to know which is last), so collate-time counts credited a step with the next
+    one's tokens; on a 40-row run tokens_per_s went 204, 51, 0, 217, ... with the epochs."""
 
     def __init__(self, collator):
         self.collator = collator
@@ -25,12 +30,25 @@ class TokenCounter:
     def __call__(self, features):
         held_out = bool(features) and "held_out" in features[0]
         # Held-out rows keep their labels: the held-out loss is on the same tokens as training's.
-        batch = self.collator(
+        return self.collator(
             [{k: v for k, v in f.items() if k != "held_out"} for f in features] if held_out else features
         )
-        if not held_out:
-            self.tokens += int((batch["labels"] != -100).sum())
-        return batch
+
+    def count_step(self, inputs) -> None:
+        """Add the tokens with a label (not -100) in one training micro-batch ``inputs``."""
+        self.tokens += int((inputs["labels"] != -100).sum())
+
+
+def counting_trainer_class(base: type, counter: TokenCounter) -> type:
+    """``base`` (a ``transformers.Trainer`` subclass) whose ``training_step`` counts its batch's
+    tokens in ``counter`` first."""
+
+    class CountingTrainer(base):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            counter.count_step(inputs)
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return CountingTrainer
 
 
 def _stop_agreed(stop: threading.Event, args) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 from . import allocator, app_home, attention, chunked_loss, launch
 from .config import ConfigError, RunConfig
 from .events import EventWriter, read_events
-from .progress import TokenCounter, make_callback
+from .progress import TokenCounter, counting_trainer_class, make_callback
 from .repo_id import on_disk
 from .run_folder import last_checkpoint, save_adapter
 
@@ -365,7 +365,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         )
         ev.emit("saved", step=state.global_step, path=str(path))
 
-    trainer_cls = heldout.eval_trainer_class()
+    trainer_cls = counting_trainer_class(heldout.eval_trainer_class(), counter)
     if chunk_why is None:
         trainer_cls = chunked_loss.trainer_class(trainer_cls)
     if t.hub_checkpoints:  # config, data and events go up with each checkpoint; push failures are warnings

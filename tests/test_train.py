@@ -161,3 +161,17 @@ def test_an_opt_run_with_packing_on_pads_instead(tmp_path, tiny_opt):
     off = [e for e in events if e.get("packing") is False]
     assert len(off) == 1 and "opt" in off[0]["message"]
     assert "| packing | False |" in (rd / "adapter" / "README.md").read_text(encoding="utf-8")
+
+
+def test_each_logged_step_counts_the_tokens_it_trained_on(tmp_path, tiny_model):
+    """tokens_per_s read 204, 51, 0, 217, ... on a small run (found by the newcomer): tokens were
+    counted when a batch was collated, and accelerate collates one ahead, so step 1 was credited
+    with two batches (354 tokens, more than 4 rows x 48 can hold) and the step after an epoch's
+    end with none. Counted at use: every step between 1 and 4 x 48 label tokens, over 2 epochs."""
+    rd = make_run(tmp_path, tiny_model, max_steps=9, save_steps=9, per_device_train_batch_size=4)
+    assert train(rd) == 0
+    logs = [e for e in read_events(rd)[0] if e["type"] == "log"]
+    assert [e["step"] for e in logs] == list(range(1, 10))
+    deltas = [b["tokens"] - a["tokens"] for a, b in zip([{"tokens": 0}, *logs], logs, strict=False)]
+    assert all(0 < d <= 4 * 48 for d in deltas), deltas
+    assert all(e["tokens_per_s"] > 0 for e in logs), [e["tokens_per_s"] for e in logs]
