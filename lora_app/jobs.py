@@ -192,7 +192,8 @@ class JobManager:
         self, run_id: str, owner: str | None = None, *, admin: bool = False, grace_s: float = STOP_GRACE_S
     ) -> str:
         """Stop a run: a queued one never starts; a running one gets SIGTERM (finish the step,
-        save the adapter and a checkpoint), then SIGKILL to the whole process group after
+        save the adapter and a checkpoint; a run of several processes: its ranks, not their
+        launcher, see :func:`lora_app.procs.signal_group`), then SIGKILL to all its process groups after
         ``grace_s``. Returns once the process group is gone, with a sentence saying what
         happened (device memory before/after on CUDA). Raises :class:`NotYourRun`."""
         with self._lock:
