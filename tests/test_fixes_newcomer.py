@@ -360,3 +360,14 @@ def test_a_second_start_while_the_first_is_prepared_is_refused(tmp_path):
         jobs.shutdown(grace_s=1)
         with _PREP_LOCK:
             _PREPARING.pop("u:double", None)
+
+
+def test_an_ended_runs_progress_bar_shows_no_remaining_time():
+    """A stopped run's bar kept its last estimate: "stopped · step 35/50 · remaining 0:34" (found
+    by the newcomer). Ended runs show the elapsed time alone; a running one keeps its estimate."""
+    from lora_app.ui.common import progress_html
+
+    for status in ("stopped", "failed", "finished"):
+        bar = progress_html(35, 50, 94, 34, status)
+        assert f"{status} · step 35/50 · elapsed 1:34</div>" in bar and "remaining" not in bar, bar
+    assert "running · step 35/50 · elapsed 1:34 · remaining 0:34</div>" in progress_html(35, 50, 94, 34, "running")

@@ -134,12 +134,16 @@ def fmt_duration(s: float | None) -> str:
 
 
 def progress_html(step: int, max_steps: int, elapsed: float, remaining: float | None, status: str) -> str:
+    """The progress bar: ``status`` · step/max_steps · elapsed (s) · remaining (s, the trainer's
+    estimate); an ended run (stopped, failed, finished) has nothing remaining to show: its last
+    estimate stayed on the bar ("stopped · remaining 0:34")."""
     pct = 100.0 * step / max_steps if max_steps else 0.0
+    left = "" if status in ("stopped", "failed", "finished") else f" · remaining {fmt_duration(remaining)}"
     return (
         f'<div class="la-progress" data-status="{html.escape(status)}">'
         f'<div class="la-bar"><div class="la-fill" style="width:{pct:.1f}%"></div></div>'
         f'<div class="la-text">{html.escape(status)} · step {step}/{max_steps or "?"} · '
-        f"elapsed {fmt_duration(elapsed)} · remaining {fmt_duration(remaining)}</div></div>"
+        f"elapsed {fmt_duration(elapsed)}{left}</div></div>"
     )
 
 
