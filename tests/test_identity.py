@@ -226,6 +226,10 @@ def test_forged_owners_and_other_peoples_runs_get_nothing(tmp_path, tiny_model, 
         assert busy in md and "running" in md and root not in md + log and "[runs]" not in md
         assert "stopped" in owner_page.predict(busy, api_name="/stop")
         assert root not in owner_page.predict(busy, api_name="/stop")
+        # Resume: the Runs tab's details are a snapshot, so the message says where it is live
+        said = owner_page.predict(busy, api_name="/resume")
+        assert said.startswith(f"Run {busy} is queued again") and "The **3. Train** tab follows it live" in said
+        assert root not in said
     finally:
         _stop(demo, ctx)
 

@@ -279,7 +279,11 @@ def build(
 
     def resume_run(run_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         """Queue a stopped or failed run of yours again, from its last checkpoint."""
-        return act(ctx.jobs.resume, run_id, owner, profile)
+        said = act(ctx.jobs.resume, run_id, owner, profile)
+        if said.startswith(f"Run {run_id} is queued again") and follow is not None:
+            # The details below are a snapshot: they looked stuck at the old step (found by the newcomer).
+            said += " The **3. Train** tab follows it live; **Refresh** brings this page up to date."
+        return said
 
     def resume_hub(repo, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         """A new run of yours that continues the last checkpoint in the Hub repo ``repo``."""
