@@ -303,6 +303,12 @@ def explain(err: BaseException, action: str, repo_id: str | None = None) -> str:
     server = _server_message(err)
     why = f" The Hub says: {server.rstrip('.')}." if server else ""
     if status is None and is_network_error(err):
+        if constants.HF_HUB_OFFLINE:  # set by the person: no connection will help
+            return (
+                f"hub: offline mode is on (HF_HUB_OFFLINE is set), so the Hub was not asked while trying to "
+                f"{action}. Fix: unset HF_HUB_OFFLINE (and restart the app) to use the Hub, or give a local "
+                "folder."
+            )
         return (
             f"hub: could not reach the Hub at {constants.ENDPOINT} ({type(err).__name__}) while trying to "
             f"{action}. Fix: check your internet connection (or the Hub's status), then try again; nothing "

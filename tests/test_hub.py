@@ -273,6 +273,19 @@ def test_error_messages_for_each_status():
     assert "could not reach the Hub" in hub.explain(httpx2.ConnectError("refused"), "push")
 
 
+def test_offline_mode_is_named_as_the_reason(monkeypatch):
+    """With HF_HUB_OFFLINE set, "check your internet connection" pointed at the wrong fix (found
+    by the newcomer): the message names offline mode. (huggingface_hub reads the variable once,
+    at import, into constants.HF_HUB_OFFLINE: set there as the variable would.)"""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    said = hub.explain(OfflineModeIsEnabled("offline"), "load the adapter", "alice/x")
+    assert said.startswith("hub: offline mode is on (HF_HUB_OFFLINE is set)") and "internet" not in said, said
+    assert "Fix: unset HF_HUB_OFFLINE" in said
+
+
 def test_card_problems_are_reported(tmp_path, run_dir, hub_server):
     ad = tmp_path / "adapter"  # a bare adapter folder (no run around it): its own README is used
     shutil.copytree(run_dir / "adapter", ad)
