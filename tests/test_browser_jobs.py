@@ -187,7 +187,7 @@ def test_start_in_a_second_tab_shows_its_own_run_not_the_one_it_was_following(ap
 def test_start_during_a_run_queues_the_next_or_says_what_is_wrong(app_url, page, tiny_model):
     """One page, a run going: Start again did nothing and said nothing (Gradio ignored the click
     while the first Start still streamed its run; found by the newcomer). Now a Start with a bad
-    setting shows its problem, and it stays (the run's stream no longer overwrites it); a good
+    setting shows its problem, and it stays, above the run the page goes on following; a good
     one queues the next run and the page follows that."""
     url, ctx = app_url
     page.goto(url)
@@ -215,8 +215,11 @@ def test_start_during_a_run_queues_the_next_or_says_what_is_wrong(app_url, page,
     button(page, "Start training").click()
     status = page.locator("#train-status")
     status.get_by_text(re.compile(r"training\.max_steps")).first.wait_for(timeout=30_000)
-    time.sleep(2)  # run A's follower, had it gone on, would overwrite this within 0.5 s
-    assert "training.max_steps" in status.inner_text(), status.inner_text()
+    # ... and the page goes on following run A under the problem: its steps still come in
+    steps_before = _steps(page.locator("#train-log textarea").input_value())
+    _wait_log(page, lambda t: _steps(t) and _steps(t)[-1] > steps_before[-1], what="run A going on")
+    text = status.inner_text()
+    assert "training.max_steps" in text and re.search(rf"Run `?{run_a.id}`?: running", text), text
     assert [r.id for r in ctx.jobs.list()] == [run_a.id]
 
     tab(page, "2. LoRA")

@@ -338,8 +338,9 @@ def test_a_queued_visitor_sees_another_persons_progress_but_not_its_run_id(jobs,
 
 def test_a_second_start_while_the_first_is_prepared_is_refused(tmp_path):
     """Start now takes clicks while a run streams (Gradio trigger_mode "multiple"), so a double
-    click must not queue two runs: while an owner's Start is being prepared, the next returns
-    None (the page says so); once it is done, the next Start is prepared as usual."""
+    click must not queue two runs: while a page's Start is being prepared, that page's next
+    returns None (the page says so); another page (or API client) of the same owner may start
+    one, and once the first is done the page's next Start is prepared as usual."""
     from lora_app.jobs import JobManager
     from lora_app.ui.common import AppContext
     from lora_app.ui.train_tab import _PREP_LOCK, _PREPARING, Preparation, prepare_and_submit
@@ -347,12 +348,15 @@ def test_a_second_start_while_the_first_is_prepared_is_refused(tmp_path):
     jobs = JobManager(tmp_path / "runs", poll_s=0.1)
     try:
         ctx = AppContext(jobs, None, frozenset())
-        first = Preparation("reading the data and checking the model")
+        first = Preparation("reading the data and checking the model", session="page-1")
         with _PREP_LOCK:
             _PREPARING["u:double"] = first
-        assert prepare_and_submit(ctx, {"training": {"max_steps": 0}}, "u:double", None) is None
+        bad = {"training": {"max_steps": 0}}
+        assert prepare_and_submit(ctx, bad, "u:double", None, "page-1") is None
+        other = prepare_and_submit(ctx, bad, "u:double", None, "page-2")  # another tab of the same person
+        assert other is not None and other.done.wait(60) and other.session == "page-2"
         first.done.set()
-        second = prepare_and_submit(ctx, {"training": {"max_steps": 0}}, "u:double", None)
+        second = prepare_and_submit(ctx, bad, "u:double", None, "page-1")
         assert second is not None and second.done.wait(60)
         assert second.run_id is None and any(p.startswith("training.max_steps") for p in second.problems or [])
         assert jobs.list() == []

@@ -37,6 +37,7 @@ class Preparation:
     problems: list[str] | None = None
     pre: Preflight | None = None  # once queued
     done: threading.Event = field(default_factory=threading.Event)
+    session: str | None = None  # the page (Gradio session) that pressed Start
 
 
 _PREPARING: dict[str, Preparation] = {}
@@ -53,15 +54,24 @@ def preparing(owner: str | None) -> Preparation | None:
         return prep
 
 
-def prepare_and_submit(ctx: AppContext, raw: dict, owner: str, token: str | None) -> Preparation | None:
+def prepare_and_submit(
+    ctx: AppContext, raw: dict, owner: str, token: str | None, session: str | None = None
+) -> Preparation | None:
     """Start's slow part, in a thread of its own so that a reload cannot lose it: convert the
     bundled model on first use, read the data (a Hub dataset is downloaded), preflight,
     queue the run. ``Preparation.step`` says which of these it is doing. None while the
-    owner's previous Start is still being prepared (a double click queued two runs)."""
-    prep = Preparation("checking the settings")
+    previous Start of the same page (``session``) is still being prepared: a double click
+    queued two runs. Other pages and API clients of the same owner may queue runs together."""
+    prep = Preparation("checking the settings", session=session)
     with _PREP_LOCK:
         cur = _PREPARING.get(owner)
-        if cur is not None and not cur.done.is_set() and time.time() - cur.started <= PREPARE_TTL_S:
+        if (
+            session is not None
+            and cur is not None
+            and cur.session == session
+            and not cur.done.is_set()
+            and time.time() - cur.started <= PREPARE_TTL_S
+        ):
             return None
         _PREPARING[owner] = prep
 
@@ -193,7 +203,9 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
 
     # The settings come as keyword inputs (named as the config's fields: the API's parameter
     # names); Gradio injects ``request``/``profile`` only into positional parameters before **kw.
-    def on_start(data, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None, **settings):
+    def on_start(
+        data, owner, shown, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None, **settings
+    ):
         """Check the settings (every problem at once) and queue a training run on the chosen data
         (first call use_example, load_file or load_hub_dataset in the same session); then stream
         its status, progress, loss curve and log until it ends. Settings are keywords named as
@@ -209,35 +221,40 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             token = request_token(request, write=True)
         assert ident.owner is not None  # (issued just above when missing)
         # This page moves on to this Start: the run it followed stops streaming here at its next
-        # poll, so what Start says is not overwritten by that run's next update (Stop still stops
-        # that run until a new one is queued: run_state is kept).
+        # poll, so what Start says is not overwritten by that run's next update. A refused Start
+        # then follows that run again, under what was wrong (said_then_follow).
         wanted_fn(request, None)
+
+        def said_then_follow(text: str):
+            yield gr.update(), text, gr.update(), gr.update(), gr.update(), owner
+            try:
+                info = ctx.run_of(ident, shown) if shown else None
+            except NotYourRun:
+                info = None
+            if info is None or info.status not in ACTIVE:
+                return
+            for out in follow(ctx, shown, wanted_fn(request, shown)):
+                if out is None:
+                    yield (gr.update(),) * 6
+                    return
+                head, *rest = _redacted(ctx, ident, out)
+                yield gr.update(), f"{text}\n\n---\n\n{head}", *rest, owner
+
         try:
             ctx.check_base_folder(ident, settings.get("base_model_name_or_path"))
             ctx.jobs.check_room(ident.owner)  # the per-person limit of waiting runs, before any work
         except (NotYourRun, QueueFull) as err:
-            yield (
-                gr.update(),
-                problems_md(getattr(err, "problems", None) or [str(err)]),
-                gr.update(),
-                gr.update(),
-                gr.update(),
-                owner,
-            )
+            yield from said_then_follow(problems_md(getattr(err, "problems", None) or [str(err)]))
             return
-        prep = prepare_and_submit(ctx, form.to_raw(form.by_key(settings), data), ident.owner, token)
-        if prep is None:
-            yield (
-                gr.update(),
-                "Your previous **Start** is still being prepared: it is shown here once queued.",
-                *(gr.update(),) * 3,
-                owner,
-            )
+        raw = form.to_raw(form.by_key(settings), data)
+        prep = prepare_and_submit(ctx, raw, ident.owner, token, getattr(request, "session_hash", None))
+        if prep is None:  # (the first Start's own stream shows its run here once queued)
+            yield gr.update(), "Your previous **Start** is still being prepared.", *(gr.update(),) * 3, owner
             return
         for line in wait_preparation(prep):
             yield gr.update(), line, gr.update(), gr.update(), gr.update(), owner
         if prep.problems:
-            yield gr.update(), problems_md(prep.problems), gr.update(), gr.update(), gr.update(), owner
+            yield from said_then_follow(problems_md(prep.problems))
             return
         run_id, pre = prep.run_id, prep.pre
         assert pre is not None  # (set together with run_id when no problems)
@@ -255,9 +272,16 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
             yield (gr.update(),) * 6 if out is None else (run_id, *_redacted(ctx, ident, out), gr.update())
 
     def on_stop(run_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
+        ident = ctx.who(owner, profile)
+        prep = preparing(ident.owner)
+        if prep is not None and not prep.done.is_set() and prep.session == getattr(request, "session_hash", None):
+            # What the page shows is this Start's preparation: a Stop now meant that, not the run before
+            return (
+                f"Your **Start** is being prepared ({prep.step}): there is no run to stop yet. Press **Stop** "
+                "again once its run shows here (a run started before goes on: the Runs tab stops it)."
+            )
         if not run_id:
             return "Nothing to stop."
-        ident = ctx.who(owner, profile)
         try:  # returns once the run's process group is gone
             ctx.run_of(ident, run_id)
             return ctx.redact(ident, ctx.jobs.cancel(run_id, ident.owner, admin=ident.admin))
@@ -285,7 +309,7 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
 
     start.click(
         on_start,
-        [data_state, owner_state],
+        [data_state, owner_state, run_state],
         [run_state, status, progress, plot, log, owner_state],
         inputs_kwargs=form.by_name(widgets),
         concurrency_limit=None,
