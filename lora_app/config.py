@@ -151,6 +151,7 @@ def parse_raw(text: str, json_text: bool = False) -> dict[str, Any]:
 
 _SHORT = reprlib.Repr()  # (keyword arguments only from Python 3.12)
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 4, 4, 200, 200
+_SHORT.maxlong = 61  # whole up to 10**60; longer ones are told by their size (_describe)
 
 
 def _describe(e: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ time: loading the bundled 135M model takes ~1 s; keeping several would cost thei
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -412,14 +413,23 @@ def check_sampling(max_new_tokens: int, temperature: float, top_p: float, seed: 
     ``max_new_tokens`` < 1 (generate raises ValueError), a ``temperature`` that is negative, NaN
     (generate fell back to greedy without a word) or infinite (uniform sampling: noise), ``top_p``
     outside (0, 1], a ``seed`` torch.manual_seed overflows on (outside 0 .. 2**64 - 1)."""
+
+    def whole(x) -> bool:  # numpy's integers too (numbers.Integral), not True/False
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+    def real(x) -> bool:
+        return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
     bad = []
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        bad.append(f"max_new_tokens: {max_new_tokens!r} is not a whole number >= 1. Fix: e.g. 40.")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-        bad.append(f"temperature: {temperature!r} is not a number >= 0. Fix: 0 for greedy, or e.g. 0.7.")
-    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):  # (NaN fails both comparisons)
-        bad.append(f"top_p: {top_p!r} is not in (0, 1]. Fix: e.g. 0.95.")
-    if not (isinstance(seed, int) and 0 <= seed < 2**64):
+    if not (whole(max_new_tokens) and max_new_tokens >= 1):
+        bad.append(f"max_new_tokens: {max_new_tokens} is not a whole number >= 1. Fix: e.g. 40.")
+    if not (real(temperature) and temperature >= 0):
+        bad.append(f"temperature: {temperature} is not a number >= 0. Fix: 0 for greedy, or e.g. 0.7.")
+    if not (real(top_p) and 0 < top_p <= 1):
+        bad.append(f"top_p: {top_p} is not in (0, 1]. Fix: e.g. 0.95.")
+    if not whole(seed):
+        bad.append(f"seed: {seed} is not a whole number. Fix: a whole number from 0 to {2**64 - 1}.")
+    elif not 0 <= seed < 2**64:
         bad.append(f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}.")
     if bad:
         raise ConfigError(bad)

@@ -344,7 +344,10 @@ def weights_problems(name_or_path: str) -> list[str]:
         ]
     if not on_disk(path, "dir") or not on_disk(path / "config.json", "file"):
         return []
-    names = {p.name for p in path.iterdir()}
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError:  # a folder one may read files in but not list: from_pretrained will tell
+        return []
     if any(n.endswith(".safetensors") for n in names):
         return []
     pickled = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt")))

@@ -228,7 +228,7 @@ def test_forged_owners_and_other_peoples_runs_get_nothing(tmp_path, tiny_model, 
         assert root not in owner_page.predict(busy, api_name="/stop")
         # Resume: the Runs tab's details are a snapshot, so the message says where it is live
         said = owner_page.predict(busy, api_name="/resume")
-        assert said.startswith(f"Run {busy} is queued again") and "The **3. Train** tab follows it live" in said
+        assert said.startswith(f"Run {busy} is queued again") and "the **3. Train** tab shows your active run live" in said
         assert root not in said
     finally:
         _stop(demo, ctx)

@@ -280,9 +280,9 @@ def build(
     def resume_run(run_id, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         """Queue a stopped or failed run of yours again, from its last checkpoint."""
         said = act(ctx.jobs.resume, run_id, owner, profile)
-        if said.startswith(f"Run {run_id} is queued again") and follow is not None:
+        if said.startswith(f"Run {run_id} is queued again"):
             # The details below are a snapshot: they looked stuck at the old step (found by the newcomer).
-            said += " The **3. Train** tab follows it live; **Refresh** brings this page up to date."
+            said += " **Refresh** brings this page up to date; the **3. Train** tab shows your active run live."
         return said
 
     def resume_hub(repo, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
