@@ -6,8 +6,6 @@ time: loading the bundled 135M model takes ~1 s; keeping several would cost thei
 
 from __future__ import annotations
 
-import math
-import numbers
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from typing import Any
 from . import hub_client, models, variants
 from .config import ConfigError, ModelConfig
 from .repo_id import on_disk
+from .sampling import check_sampling, sampling_args
 
 
 @dataclass
@@ -101,7 +100,7 @@ class Generator:
                 key_base = base or pc.base_model_name_or_path
             if key_base and check_base is not None:
                 check_base(key_base)
-            from .validate import adapter_base_problem, weights_problems
+            from .model_folder import adapter_base_problem, weights_problems
 
             bad_base = next(iter(weights_problems(key_base or "")), None) or adapter_base_problem(
                 key_base, from_adapter=adapter is not None and not base
@@ -290,15 +289,6 @@ class Generator:
         return [tok.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
 
 
-def sampling_args(temperature: float, top_p: float) -> dict[str, Any]:
-    """``generate()`` keywords: sampling at ``temperature`` > 0 with nucleus ``top_p``, else greedy.
-    Greedy sets temperature/top_p/top_k to None so that a model's generation_config defaults
-    (e.g. SmolLM2's temperature 0.2) do not make transformers warn that they are ignored."""
-    if temperature > 0:
-        return {"do_sample": True, "temperature": temperature, "top_p": top_p}
-    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-
-
 def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> str:
     """Why ``PeftConfig.from_pretrained(adapter)`` failed, in plain words (PEFT wraps the cause)."""
     from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
@@ -406,33 +396,6 @@ def _room(input_ids: list[int], model, max_new_tokens: int, what: str) -> int:
     if n >= context:
         raise ConfigError([f"{what}: {n} tokens; this model reads at most {context}, its reply included. Fix: {fix}."])
     return min(max_new_tokens, context - n)
-
-
-def check_sampling(max_new_tokens: int, temperature: float, top_p: float, seed: int) -> None:
-    """ConfigError naming every setting transformers' ``generate`` or torch cannot take, together:
-    ``max_new_tokens`` < 1 (generate raises ValueError), a ``temperature`` that is negative, NaN
-    (generate fell back to greedy without a word) or infinite (uniform sampling: noise), ``top_p``
-    outside (0, 1], a ``seed`` torch.manual_seed overflows on (outside 0 .. 2**64 - 1)."""
-
-    def whole(x) -> bool:  # numpy's integers too (numbers.Integral), not True/False
-        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-    def real(x) -> bool:
-        return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-
-    bad = []
-    if not (whole(max_new_tokens) and max_new_tokens >= 1):
-        bad.append(f"max_new_tokens: {max_new_tokens} is not a whole number >= 1. Fix: e.g. 40.")
-    if not (real(temperature) and temperature >= 0):
-        bad.append(f"temperature: {temperature} is not a number >= 0. Fix: 0 for greedy, or e.g. 0.7.")
-    if not (real(top_p) and 0 < top_p <= 1):
-        bad.append(f"top_p: {top_p} is not in (0, 1]. Fix: e.g. 0.95.")
-    if not whole(seed):
-        bad.append(f"seed: {seed} is not a whole number. Fix: a whole number from 0 to {2**64 - 1}.")
-    elif not 0 <= seed < 2**64:
-        bad.append(f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}.")
-    if bad:
-        raise ConfigError(bad)
 
 
 def model_prompt(prompt: str) -> str:

@@ -1,0 +1,46 @@
+"""Generation settings: which ``generate()`` keywords a temperature means, and the check of
+max_new_tokens, temperature, top_p and seed before any model loads."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from .config import ConfigError
+
+
+def sampling_args(temperature: float, top_p: float) -> dict[str, Any]:
+    """``generate()`` keywords: sampling at ``temperature`` > 0 with nucleus ``top_p``, else greedy.
+    Greedy sets temperature/top_p/top_k to None so that a model's generation_config defaults
+    (e.g. SmolLM2's temperature 0.2) do not make transformers warn that they are ignored."""
+    if temperature > 0:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_p: float, seed: int) -> None:
+    """ConfigError naming every setting transformers' ``generate`` or torch cannot take, together:
+    ``max_new_tokens`` < 1 (generate raises ValueError), a ``temperature`` that is negative, NaN
+    (generate fell back to greedy without a word) or infinite (uniform sampling: noise), ``top_p``
+    outside (0, 1], a ``seed`` torch.manual_seed overflows on (outside 0 .. 2**64 - 1)."""
+
+    def whole(x) -> bool:  # numpy's integers too (numbers.Integral), not True/False
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+    def real(x) -> bool:
+        return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+    bad = []
+    if not (whole(max_new_tokens) and max_new_tokens >= 1):
+        bad.append(f"max_new_tokens: {max_new_tokens} is not a whole number >= 1. Fix: e.g. 40.")
+    if not (real(temperature) and temperature >= 0):
+        bad.append(f"temperature: {temperature} is not a number >= 0. Fix: 0 for greedy, or e.g. 0.7.")
+    if not (real(top_p) and 0 < top_p <= 1):
+        bad.append(f"top_p: {top_p} is not in (0, 1]. Fix: e.g. 0.95.")
+    if not whole(seed):
+        bad.append(f"seed: {seed} is not a whole number. Fix: a whole number from 0 to {2**64 - 1}.")
+    elif not 0 <= seed < 2**64:
+        bad.append(f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}.")
+    if bad:
+        raise ConfigError(bad)
