@@ -40,27 +40,30 @@ def _wait_log(page, pred, timeout=240.0, what="log"):
     raise AssertionError(f"timed out waiting for {what}; log:\n{log.input_value()[-2000:]}")
 
 
-def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model, tmp_path):
-    url, ctx = app_url
-    page.goto(url)
+#: A long run of the tiny model, a step in well under a second: the tests stop it themselves.
+LONG_RUN = [
+    ("max_steps", MAX_STEPS),
+    ("warmup_steps", 0),
+    ("max_length (tokens per row)", 32),
+    ("per_device_train_batch_size", 2),
+    ("gradient_accumulation_steps", 1),
+]
 
+
+def _example_data_and_long_run(page, tiny_model, extra=()):
+    """The example quotes in the Data tab, the tiny model and LONG_RUN (+ ``extra``) in the LoRA tab."""
     tab(page, "1. Data")
     button(page, "Use the example quotes (1,000 rows)").click()
     page.get_by_text(re.compile(r"rows from")).wait_for()
-
     tab(page, "2. LoRA")
     set_base_model(page, tiny_model)
-    fill_settings(
-        page,
-        [
-            ("max_steps", MAX_STEPS),
-            ("warmup_steps", 0),
-            ("max_length (tokens per row)", 32),
-            ("per_device_train_batch_size", 2),
-            ("gradient_accumulation_steps", 1),
-            ("save_steps", 2),
-        ],
-    )
+    fill_settings(page, [*LONG_RUN, *extra])
+
+
+def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model, tmp_path):
+    url, ctx = app_url
+    page.goto(url)
+    _example_data_and_long_run(page, tiny_model, [("save_steps", 2)])
 
     tab(page, "3. Train")
     button(page, "Start training").click()
@@ -141,21 +144,7 @@ def test_start_in_a_second_tab_shows_its_own_run_not_the_one_it_was_following(ap
         pg.bring_to_front()  # a background page does not commit Gradio's input events
         pg.set_default_timeout(60_000)
         pg.goto(url)
-        tab(pg, "1. Data")
-        button(pg, "Use the example quotes (1,000 rows)").click()
-        pg.get_by_text(re.compile(r"rows from")).wait_for()
-        tab(pg, "2. LoRA")
-        set_base_model(pg, tiny_model)
-        fill_settings(
-            pg,
-            [
-                ("max_steps", MAX_STEPS),
-                ("warmup_steps", 0),
-                ("max_length (tokens per row)", 32),
-                ("per_device_train_batch_size", 2),
-                ("gradient_accumulation_steps", 1),
-            ],
-        )
+        _example_data_and_long_run(pg, tiny_model)
         tab(pg, "3. Train")
     a, b = tabs
     a.bring_to_front()
@@ -191,19 +180,7 @@ def test_start_during_a_run_queues_the_next_or_says_what_is_wrong(app_url, page,
     one queues the next run and the page follows that."""
     url, ctx = app_url
     page.goto(url)
-    tab(page, "1. Data")
-    button(page, "Use the example quotes (1,000 rows)").click()
-    page.get_by_text(re.compile(r"rows from")).wait_for()
-    tab(page, "2. LoRA")
-    set_base_model(page, tiny_model)
-    settings = [
-        ("max_steps", MAX_STEPS),
-        ("warmup_steps", 0),
-        ("max_length (tokens per row)", 32),
-        ("per_device_train_batch_size", 2),
-        ("gradient_accumulation_steps", 1),
-    ]
-    fill_settings(page, settings)
+    _example_data_and_long_run(page, tiny_model)
     tab(page, "3. Train")
     button(page, "Start training").click()
     _wait_log(page, lambda t: len(_steps(t)) >= 1, what="run A's first step")

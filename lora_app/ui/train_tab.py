@@ -177,14 +177,20 @@ def build(ctx: AppContext, widgets: dict, data_state, owner_state, token_fn):
     # The run each page (Gradio session) shows. A follower that is no longer its page's run
     # stops by itself at its next poll (<= POLL_S), so a Start in a tab that followed another
     # run does not end up showing (or stopping) that run.
-    showing: dict[str, str] = {}
+    # Each follower holds a token of its own, not the run id: a refused Start follows the same
+    # run again, and the follower it replaced must still stop (by run id both went on, and the
+    # old one overwrote the Start's message).
+    showing: dict[str, object] = {}
 
     def wanted_fn(request, run_id):
+        """A new follower of ``run_id`` (None: none, a Start being prepared) for this page: the
+        returned check stays true until the page's next follower is made."""
         key = getattr(request, "session_hash", None)
         if key is None:
             return None
-        showing[key] = run_id
-        return lambda: showing.get(key) == run_id
+        me = object()
+        showing[key] = me
+        return lambda: showing.get(key) is me
 
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
