@@ -90,6 +90,13 @@ class _Repo:
         self.commits: list[tuple[str, dict]] = []  # [(sha, {path: _Blob}), ...], oldest first; [-1] is main
 
 
+class _Server(ThreadingHTTPServer):
+    # A listen backlog like a real server's, not socketserver's 5: a training process's parallel
+    # uploads arriving while the test process held the GIL could overflow it (a checkpoint push
+    # failed once in CI with "could not reach the Hub"; not reproduced alone).
+    request_queue_size = 128
+
+
 class HubServer:
     """A fake Hub on 127.0.0.1. ``users``: token -> user name. ``read_only_tokens``: tokens with role
     "read" (403 on writes). ``orgs``: user -> org names it may write to. ``oauth_user``: the user
@@ -123,7 +130,7 @@ class HubServer:
     def start(self) -> str:
         """Serve in a daemon thread (no-op if running); returns the base URL for HF_ENDPOINT."""
         if self._httpd is None:
-            self._httpd = ThreadingHTTPServer((self.host, self.port), _Handler)
+            self._httpd = _Server((self.host, self.port), _Handler)
             self._httpd.hub, self._httpd.open_sockets = self, set()
             self.port = self._httpd.server_address[1]
             self._thread = threading.Thread(
