@@ -40,6 +40,19 @@ def world_size() -> int:
     return int(os.environ.get(WORLD_ENV, "1") or 1)
 
 
+def end_process_group() -> None:
+    """End a finished run's process group on every rank together: a barrier, then
+    ``destroy_process_group`` (PyTorch's advice for the end of a distributed program). Left to
+    the interpreter's exit, one rank of a finished two-process CPU run died of SIGABRT once in CI
+    (the launcher then failed the run); gloo's teardown while its peer was still going is the
+    likely cause. No-op without a process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def is_main_process() -> bool:
     """Rank 0: the one process that writes events and saves the adapter."""
     return rank() == 0
