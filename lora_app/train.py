@@ -64,13 +64,7 @@ def train(run_dir: str | Path, resume: bool = False, keep: dict | None = None) -
         launch.clear_rank_errors(run_dir, only_mine=True)  # (each rank writes only its own)
         die_with_parent()  # torchrun starts a rank in its own session: it must not outlive a killed launcher
     try:
-        code = _train(run_dir, ev, stop, resume, keep)
-        if code == 0 and launch.world_size() > 1:
-            try:  # the run is finished and saved: its teardown must not fail it
-                launch.end_process_group()
-            except Exception as err:
-                print(f"process group teardown: {type(err).__name__}: {err}", file=sys.stderr)
-        return code
+        return _train(run_dir, ev, stop, resume, keep)
     except ConfigError as err:
         return _fail(run_dir, ev, str(err))
     except Exception as err:  # the reason goes to the UI; the traceback to stderr (run log)
@@ -427,6 +421,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
         eval_loss=summary["eval_loss"] if summary else None,
         perplexity=summary["perplexity"] if summary else None,
     )
+    launch.end_process_group()  # (the ranks of a finished run end together)
     return 0
 
 
