@@ -222,11 +222,11 @@ def plan_step(
 def free_memory_bytes(device: str = "cpu") -> int:
     """Free memory now where the activations will live: the GPU's free memory
     (``torch.cuda.mem_get_info``) on CUDA, else the available RAM (psutil), the figure the OOM
-    killer cares about."""
+    killer cares about, capped by what a container's memory limit leaves (:mod:`lora_app.container`)."""
     if device == "cuda":
         import torch
 
         return int(torch.cuda.mem_get_info()[0])
-    import psutil
+    from .container import ram
 
-    return int(psutil.virtual_memory().available)
+    return ram()[1]

@@ -118,9 +118,7 @@ def cpu_tier(requested: str = "auto") -> Tier:
     """This machine's CPU at the precision a run on it would train in (``model.precision``
     resolved by :func:`lora_app.precision.choose`); bf16 speed = float32 GFLOPS x the measured
     bf16/float32 matmul ratio (1 where it was not measured)."""
-    import psutil
-
-    from . import app_home, precision
+    from . import app_home, container, precision
 
     choice = precision.choose(requested, "cpu")
     gflops, ratio = cpu_gflops(), 1.0
@@ -131,7 +129,7 @@ def cpu_tier(requested: str = "auto") -> Tier:
             ratio = m["bfloat16_gflops"] / m["float32_gflops"] if m.get("float32_gflops") else 1.0
     return Tier(
         "CPU (this machine)",
-        float(psutil.virtual_memory().total),
+        float(container.ram()[0]),
         None,
         choice.dtype,
         f"{choice.dtype} matrix product: {gflops * ratio:.0f} GFLOPS ({choice.reason})",
@@ -170,8 +168,7 @@ def estimate(
     the LoRA branches keep per token (``models.LoraCount``). The rows per forward are the ones the run
     would choose (:func:`lora_app.batching.plan_step`, with every row at the mean length): on CPU with
     the RAM free now, on a GPU with the tier's memory less the weights, the LoRA states and the runtime."""
-    import psutil
-
+    from . import container
     from .batching import StepPlan, plan_step
     from .models import effective_quantization
     from .precision import decide
@@ -226,12 +223,7 @@ def estimate(
                 # the ranks of one machine share its RAM (each has its own GPU), as the run divides it
                 free_bytes=max(
                     0,
-                    int(
-                        (psutil.virtual_memory().available / world if device == "cpu" else tier.memory)
-                        - weights
-                        - lora
-                        - runtime
-                    ),
+                    int((container.ram()[1] / world if device == "cpu" else tier.memory) - weights - lora - runtime),
                 ),
                 packed=t.packing,
             )

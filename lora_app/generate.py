@@ -84,6 +84,9 @@ class Generator:
         adapter's own choice), raises to refuse it: a shared server's folder rule.
         Raises ConfigError when the adapter cannot be found or does not fit the base model.
         """
+        from .container import cap_torch_threads
+
+        cap_torch_threads()  # generation runs in the web server: a container's CPU quota, not the host's cores
         adapter = (adapter or "").strip() or None
         with self._lock:
             key_base = base

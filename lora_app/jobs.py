@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import allocator, fair_queue, launch, procs
+from . import allocator, container, fair_queue, launch, procs
 from .config import RunConfig
 from .events import EventWriter, RunView, read_events
 from .identity import admin_owners
@@ -339,7 +339,9 @@ class JobManager:
         rd = self.run_dir(run_id)
         env, _ = allocator.child_env({**os.environ, **self._envs.pop(run_id, {}), "PYTHONUNBUFFERED": "1"})
         try:  # accelerate launch when distributed.num_processes > 1; its ranks: see procs.signal_group
-            cmd = launch.train_command(rd, RunConfig.load(rd / "config.yaml"), bool(resume))
+            cfg = RunConfig.load(rd / "config.yaml")
+            env = container.thread_env(env, cfg.distributed.num_processes)  # the cores a container's quota allows
+            cmd = launch.train_command(rd, cfg, bool(resume))
             launch.clear_rank_errors(rd)  # a resumed run's failure is this attempt's
             with open(rd / "train.log", "ab") as log:
                 proc = subprocess.Popen(

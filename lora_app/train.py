@@ -28,7 +28,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import allocator, app_home, attention, chunked_loss, launch
+from . import app_home, attention, chunked_loss, container, launch
 from .config import ConfigError, RunConfig
 from .events import EventWriter, read_events
 from .progress import TokenCounter, counting_trainer_class, make_callback
@@ -204,7 +204,7 @@ def _train(run_dir: Path, ev: EventWriter, stop: threading.Event, resume: bool, 
     )
     choice = precision.choose(cfg.model.precision, device)
     ev.emit("info", message=choice.reason, precision=choice.dtype, precision_setting=cfg.model.precision)
-    ev.emit("info", message=allocator.report(), allocator=allocator.in_use())
+    ev.emit("info", **container.process_info())
     impl, why = attention.choose(
         cfg.model.attn_implementation,
         device,

@@ -267,7 +267,9 @@ def distributed_problems(d: DistributedConfig, quantization: str, device: str) -
                 f"distributed.num_processes: {d.num_processes} processes need as many GPUs; this machine has {n}. "
                 f"Fix: set num_processes to at most {n} (or run the multi-node command on a cluster)."
             )
-    cores = os.cpu_count() or 1
+    from .container import usable_cores
+
+    cores = usable_cores()  # a container's CPU quota, not the host's cores
     if d.num_processes > cores and device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Each rank is a process with its own copy of the model: 1000 of them on a shared server's
         # CPUs would exhaust its memory long before a step (found by the breaker).

@@ -158,13 +158,12 @@ def test_preflight_says_a_quantized_base_trains_with_ddp_only(tiny_model):
 def test_more_processes_than_cpu_cores_are_refused_on_a_cpu(tiny_model):
     """num_processes 1000 on a CPU server started 1000 ranks, each loading the model (found by the
     breaker): refused by preflight, naming the cores, before any process starts."""
-    import os
-
+    from lora_app.container import usable_cores
     from lora_app.models import device_kind
 
     if device_kind() != "cpu":
         pytest.skip("the CPU rule; GPUs have their own (as many processes as GPUs)")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()  # the CPUs, or fewer under a container's CPU quota
     for n in (cores + 1, 1000):
         with pytest.raises(ConfigError) as err:
             preflight(cfg(tiny_model, n, 2).model_dump(mode="json"))

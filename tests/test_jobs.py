@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLE_QUOTES, REPO
 
-from lora_app import allocator
+from lora_app import allocator, container
 from lora_app.config import RunConfig
 from lora_app.events import read_events
 from lora_app.jobs import JobManager, NotYourRun
@@ -126,7 +126,11 @@ def test_two_quick_submits_then_a_killed_run_fails_and_the_queue_goes_on(jobs, t
     assert (jobs.run_dir(b) / "adapter" / "adapter_model.safetensors").is_file()
     # The child ran on the allocator planned for it (tcmalloc where installed, as in CI: allocator.py)
     (alloc,) = [e for e in events(jobs, b) if "allocator" in e]
-    assert alloc["allocator"] == allocator.plan().name and alloc["message"] == allocator.plan().reason
+    assert alloc["allocator"] == allocator.plan().name and alloc["message"].startswith(allocator.plan().reason + "; ")
+    # ... with one torch thread per usable core (a container's CPU quota, not the host's cores), as
+    # the job manager set OMP_NUM_THREADS for it, unless the person set it (container.thread_env)
+    want = int(os.environ.get("OMP_NUM_THREADS") or container.usable_cores())
+    assert alloc["threads"] == want and f"{want} CPU threads (OMP_NUM_THREADS={want};" in alloc["message"], alloc
 
     rows = {r.id: r for r in jobs.list()}
     assert set(rows) == {a, b}
