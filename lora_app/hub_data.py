@@ -37,7 +37,7 @@ def load_hub_frame(
     from huggingface_hub import constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    from .hub_client import endpoint_reachable, explain
+    from .hub_client import endpoint_reachable, explain, refusal
 
     if not constants.HF_HUB_OFFLINE and not endpoint_reachable():  # else ~25 s of retries, same answer
         raise ConfigError(
@@ -52,6 +52,12 @@ def load_hub_frame(
         "of that account."
     )
     try:
+        # Asked first: ``datasets`` answers a refused request (401/404: private, no or the wrong token)
+        # from its cache, so a visitor could read the rows of another visitor's private dataset once
+        # the server had loaded it (found by the breaker). Offline, no one can be asked.
+        refused = None if constants.HF_HUB_OFFLINE else refusal(dataset_id, token, "dataset")
+        if refused is not None:
+            raise refused
         if max_rows:
             import itertools
 
@@ -65,7 +71,9 @@ def load_hub_frame(
     except GatedRepoError:
         raise ConfigError([gated]) from None
     except (RepositoryNotFoundError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as err:
-        if "gated" in str(err).lower():  # datasets turns GatedRepoError into DatasetNotFoundError
+        # datasets turns GatedRepoError into DatasetNotFoundError ("is a gated dataset"); huggingface_hub's
+        # own not-found text says "private or gated repo" for every missing one
+        if isinstance(err, datasets.exceptions.DatasetNotFoundError) and "gated" in str(err).lower():
             raise ConfigError([gated]) from None
         login = "log in with a token that can read it" if token else "you are not logged in: log in if it is private"
         raise ConfigError(

@@ -6,6 +6,7 @@ completions (checked against the Generator run directly)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -371,7 +372,41 @@ def _flow(page, url, ctx, run_id, hub_server, shots):
     who.get_by_text(re.compile("Logged in as alice")).wait_for()
     assert token.input_value() == ""
     assert ALICE not in page.content()
+    _private_dataset_stays_private(page, url, hub_server)
     _push_and_try(page, run_id, hub_server, shots)
+
+
+def _private_dataset_stays_private(page, url, hub_server):
+    """alice loads her private Hub dataset and picks another column (read again with her token);
+    a visitor in another browser, signed out, asks for it next and is refused. Before the fix
+    ``datasets`` served it to them from the server's cache, and the column pick worked for alice
+    only through that cache."""
+    repo = "alice/private-sayings"
+    hub_server.create_repo("dataset", repo, private=True)
+    rows = [{"saying": f"Secret saying number {i} of alice.", "author": f"Author {i}"} for i in range(4)]
+    hub_server.add_file("dataset", repo, "train.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def load(pg):
+        tab(pg, "1. Data")
+        pg.get_by_label("Hub dataset id").fill(repo)
+        button(pg, "Load Hub dataset").click()
+
+    load(page)
+    page.get_by_text(re.compile(r"text column saying")).wait_for()
+    page.get_by_label("Text column").click()
+    page.get_by_role("option", name="author", exact=True).click()
+    page.get_by_text(re.compile(r"text column author")).wait_for()  # re-read as alice: no problem shown
+    assert "not found, or is private" not in page.content()
+
+    other = page.context.browser.new_context().new_page()
+    try:
+        other.goto(url)
+        load(other)
+        other.get_by_text(re.compile(f"dataset '{repo}' was not found, or is private")).wait_for()
+        assert "Secret saying" not in other.content()
+    finally:
+        other.context.close()
+    tab(page, "6. Hub")  # where the push goes on
 
 
 def _oauth_flow(page, url, run_id, hub_server, shots):

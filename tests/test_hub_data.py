@@ -64,3 +64,31 @@ def test_hub_list_column_reads_like_a_local_file(hub_server, tmp_path):
     assert preview(hub_df)["tags"][0] == '["sea", "0"]'
     tags = load_text(DataConfig(dataset_id=repo, text_column="tags", max_rows=2)).texts
     assert tags == ['["sea", "0"]', '["sea", "1"]']
+
+
+def test_a_private_dataset_once_loaded_is_not_served_from_the_cache_to_others(hub_server):
+    """alice loads her private dataset on a shared server; then a visitor without a token and bob
+    asked for it. ``datasets`` answered their 404 from its cache ("Using the latest cached version"),
+    so both saw alice's rows (found by the breaker). The Hub is asked first, as for models."""
+    import pytest
+
+    from lora_app.config import ConfigError
+    from lora_app.hub_data import load_hub_frame
+
+    repo = _seed(hub_server, "alice/private-notes", n=3)
+    hub_server.repos[("dataset", repo)].private = True
+    for max_rows in (None, 2):  # the full download and the stream
+        assert len(load_hub_frame(repo, token="hf_alice", max_rows=max_rows)) == (max_rows or 6)
+        for token in (None, "hf_bob"):
+            with pytest.raises(ConfigError) as err:
+                load_hub_frame(repo, token=token, max_rows=max_rows)
+            assert err.value.problems == [
+                f"data.dataset_id: dataset '{repo}' was not found, or is private (RepositoryNotFoundError). "
+                "Fix: check the id, or "
+                + (
+                    "log in with a token that can read it."
+                    if token
+                    else "you are not logged in: log in if it is private."
+                )
+            ], (token, max_rows)
+    assert len(load_hub_frame(repo, token="hf_alice")) == 6  # its owner still reads it

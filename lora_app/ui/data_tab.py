@@ -99,28 +99,30 @@ def build(token_fn=None):
         }
         return state, md, col, prev
 
-    def reread(state):
+    def reread(state, request: gr.Request | None):
         if state.get("path"):
             return read_table(state["path"]), state["source_name"]
         from ..hub_data import load_hub_frame
 
-        return load_hub_frame(state["dataset_id"], state.get("dataset_config"), state["split"]), state["dataset_id"]
+        token = token_fn(request) if token_fn else None  # read again as this visitor, never from the cache alone
+        ds = state["dataset_id"]
+        return load_hub_frame(ds, state.get("dataset_config"), state["split"], token=token), ds
 
-    def pick_column(state, col):
+    def pick_column(state, col, request: gr.Request | None = None):
         if not state or not col or col == state.get("text_column"):
             return state, gr.update()
         try:
-            df, src = reread(state)
+            df, src = reread(state, request)
             _, md, _, _ = _describe(df, col, src, "text")
         except ConfigError as err:
             return state, problems_md(err.problems)
         return {**state, "text_column": col, "layout": "text"}, md
 
-    def pick_layout(state, lay):
+    def pick_layout(state, lay, request: gr.Request | None = None):
         if not state or not lay:
             return state, gr.update(), gr.update()
         try:
-            df, src = reread(state)
+            df, src = reread(state, request)
             td, md, col, _ = _describe(df, None, src, lay)
         except ConfigError as err:
             return state, problems_md(err.problems), gr.update()
