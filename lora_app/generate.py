@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import hub_client, models, variants
+from . import hub_client, models
+from .adapter_load import adapter_not_found, apply_adapter, folder_problem
 from .config import ConfigError, ModelConfig
 from .repo_id import on_disk
 from .sampling import check_sampling, sampling_args
@@ -95,17 +96,20 @@ class Generator:
 
                 refused = None if on_disk(adapter, "dir") else hub_client.refusal(adapter, token)
                 if refused is not None:  # asked before huggingface_hub's cache can answer for the Hub
-                    raise ConfigError([_adapter_not_found(adapter, refused, token)])
+                    raise ConfigError([adapter_not_found(adapter, refused, token)])
                 try:
                     pc = PeftConfig.from_pretrained(adapter, token=token)
                 except Exception as err:
-                    raise ConfigError([_adapter_not_found(adapter, err, token)]) from None
+                    raise ConfigError([adapter_not_found(adapter, err, token)]) from None
                 key_base = base or pc.base_model_name_or_path
+                no_weights = folder_problem(adapter)
+                if no_weights:  # before a base model is loaded for nothing
+                    raise ConfigError([no_weights])
             if key_base and check_base is not None:
                 check_base(key_base)
-            from .model_folder import adapter_base_problem, weights_problems
+            from .model_folder import adapter_base_problem, folder_problems
 
-            bad_base = next(iter(weights_problems(key_base or "")), None) or adapter_base_problem(
+            bad_base = next(iter(folder_problems(key_base or "")), None) or adapter_base_problem(
                 key_base, from_adapter=adapter is not None and not base
             )
             if key_base and bad_base:  # else a traceback from the tokenizer loader
@@ -123,16 +127,27 @@ class Generator:
             mcfg = ModelConfig(
                 base_model_name_or_path=key_base, trust_remote_code=trust_remote_code, precision=self.precision
             )
-            tok = models.load_tokenizer(rm.load_path, trust_remote_code, token)
+            try:
+                tok = models.load_tokenizer(rm.load_path, trust_remote_code, token)
+                model = models.load_base_model(mcfg, rm.load_path, device, for_training=False, token=token)
+            except ConfigError:
+                raise
+            except (OSError, ValueError) as err:  # a name that is no repo id, a folder that is no model, ...
+                first = (str(err).strip().splitlines() or [""])[0][:300]
+                raise ConfigError(
+                    [
+                        f"base model: '{key_base}' cannot be loaded ({type(err).__name__}: {first}). Fix: give a "
+                        "causal language model's Hub id (owner/name) or a folder save_pretrained wrote."
+                    ]
+                ) from None
             # Batched generation pads on the left (each row's new tokens follow its own prompt);
             # a tokenizer without a pad token pads with EOS, masked out (no token is added).
             tok.padding_side = "left"
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
-            model = models.load_base_model(mcfg, rm.load_path, device, for_training=False, token=token)
             desc = f"base {rm.hub_id}" + (" (bundled offline copy)" if rm.bundled else "")
             if adapter:
-                model = _apply_adapter(model, adapter, pc, key_base, token)
+                model = apply_adapter(model, adapter, pc, key_base, token)
                 desc += f" + adapter {adapter}"
             model.eval()
             self._loaded = Loaded(model, tok, key_base, adapter, desc)
@@ -290,105 +305,6 @@ class Generator:
             torch.manual_seed(seed)
             out = model.generate(**kw)
         return [tok.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
-
-
-def _adapter_not_found(adapter: str, err: BaseException, token: str | None) -> str:
-    """Why ``PeftConfig.from_pretrained(adapter)`` failed, in plain words (PEFT wraps the cause)."""
-    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
-
-    # PEFT wraps the Hub's error (its cause); huggingface_hub's own errors chain the HTTP error instead
-    cause = err if isinstance(err, HfHubHTTPError) else (err.__cause__ or err)
-    if on_disk(Path(adapter) / "adapter_config.json", "file"):  # there, but PEFT could not read it
-        return (
-            f"adapter: {Path(adapter) / 'adapter_config.json'} cannot be read ({type(cause).__name__}: "
-            f"{str(cause).splitlines()[0][:200] if str(cause) else 'no detail'}). Fix: train the run again "
-            "or copy the adapter folder anew."
-        )
-    if on_disk(adapter, "dir"):
-        return (
-            f"adapter: the folder '{adapter}' holds no adapter_config.json. Fix: pick a finished run's adapter folder."
-        )
-    from .hub_client import explain, is_network_error
-    from .repo_id import is_hub_id
-
-    if not is_hub_id(adapter):
-        return (
-            f"adapter: '{adapter}' is neither an adapter folder nor a Hub repo id. Fix: pick a finished run, "
-            "or type a Hub repo id as owner/name."
-        )
-    if isinstance(cause, GatedRepoError):
-        return (
-            f"adapter: '{adapter}' is gated. Fix: accept its conditions on the Hub, then log in with that "
-            "account's token."
-        )
-    if isinstance(cause, RepositoryNotFoundError):
-        hint = "log in with a token that can read it" if token else "log in if it is private"
-        return f"adapter: there is no Hub repo '{adapter}', or it is private. Fix: check the id, or {hint}."
-    if isinstance(cause, EntryNotFoundError) and not is_network_error(cause):
-        return (
-            f"adapter: the Hub repo '{adapter}' has no adapter_config.json, so it is not a PEFT adapter. "
-            "Fix: give the repo id of a LoRA adapter."
-        )
-    return explain(cause, f"read the adapter '{adapter}'", adapter).replace("hub:", "adapter:", 1)
-
-
-def _apply_adapter(model, adapter: str, pc, base: str, token: str | None):
-    """``PeftModel.from_pretrained`` with a plain ConfigError when the adapter does not fit
-    the base: layers it adapts that the base lacks, other weight shapes, or adapter weights
-    that match no layer of the base (PEFT only warns about those)."""
-    import warnings
-
-    from peft import PeftModel
-
-    made_for = pc.base_model_name_or_path
-    origin = f" It was trained on '{made_for}'." if made_for and made_for != base else ""
-    fix = f" Fix: load it with the base model it was trained on{f' ({made_for})' if made_for else ''}."
-    head = f"adapter: '{adapter}' does not fit the base model '{base}':"
-    targets = pc.target_modules
-    if isinstance(targets, (list, set, tuple)):  # (a str is a regex: PEFT itself reports no match)
-        paths = [n for n, _ in model.named_modules() if n]
-        missing = sorted(t for t in targets if not any(variants.selects(t, p) for p in paths))
-        if missing:
-            raise ConfigError(
-                [
-                    f"{head} it adapts layers {', '.join(missing)}, which this model does not have "
-                    f"(its linear layers: {', '.join(models.linear_module_names(model))}).{origin}{fix}"
-                ]
-            )
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model = PeftModel.from_pretrained(model, adapter, token=token)
-    except RuntimeError as err:
-        msg = str(err)
-        detail = next((ln.strip() for ln in msg.splitlines() if "size mismatch" in ln), msg.splitlines()[0])
-        raise ConfigError(
-            [
-                f"{head} its weight shapes differ from this model's, so it was made for a model of "
-                f"another size or architecture ({detail[:240]}).{origin}{fix}"
-            ]
-        ) from None
-    except (ValueError, KeyError) as err:
-        raise ConfigError([f"{head} {str(err).splitlines()[0][:300]}.{origin}{fix}"]) from None
-    except Exception as err:  # a truncated or corrupt weights file (safetensors' SafetensorError, OSError)
-        where = (
-            Path(adapter) / "adapter_model.safetensors" if on_disk(adapter, "dir") else f"the weights of '{adapter}'"
-        )
-        raise ConfigError(
-            [
-                f"adapter: {where} cannot be read ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}). Fix: train the run "
-                "again or copy the adapter folder anew."
-            ]
-        ) from None
-    if any("missing adapter keys" in str(w.message) for w in caught):
-        raise ConfigError(
-            [
-                f"{head} its weights name layers this model does not have (another architecture), "
-                f"so it would change nothing.{origin}{fix}"
-            ]
-        )
-    return model
 
 
 def _room(input_ids: list[int], model, max_new_tokens: int, what: str) -> int:

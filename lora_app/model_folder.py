@@ -99,3 +99,18 @@ def adapter_base_problem(base: str | None, from_adapter: bool = True) -> str | N
             "holding it (CLI: --base; or set base_model_name_or_path in adapter_config.json)."
         )
     return f"base model: the folder '{b}' does not exist here. Fix: give the base model's Hub id (owner/name) or a local folder."
+
+
+def folder_problems(name_or_path: str) -> list[str]:
+    """Everything a local base model folder lacks, before anything loads it: no config.json (not a
+    model folder at all), else :func:`weights_problems` and :func:`tokenizer_problems`. [] for Hub ids
+    and paths that do not exist (:func:`adapter_base_problem` names those)."""
+    from pathlib import Path
+
+    path = Path(name_or_path).expanduser()
+    if on_disk(path, "dir") and not on_disk(path / "config.json", "file"):
+        return [
+            f"{models.FIELD}: the folder '{path.name}' has no config.json: it is not a saved model. Fix: give the "
+            "folder save_pretrained wrote (config.json, *.safetensors, tokenizer files) or a Hub id (owner/name)."
+        ]
+    return weights_problems(name_or_path) + tokenizer_problems(name_or_path)
