@@ -127,7 +127,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
             import pyarrow.parquet as pq
 
             try:
-                table = pq.read_table(p)
+                names = pq.read_schema(p).names  # pyarrow refuses to read two columns of one name
+                table = None if len(set(names)) < len(names) else pq.read_table(p)
             except Exception as err:  # pyarrow raises ArrowInvalid, OSError ...: all mean "not Parquet"
                 raise ConfigError(
                     [
@@ -135,6 +136,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
                         "Fix: check the file's format matches its extension."
                     ]
                 ) from None
+            files.unique_columns(names, p.name)
             df, unit = files.arrow_frame(table, p.name), "row"
             lines = files.row_numbers(len(df))
         else:
@@ -160,7 +162,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
                 f"{str(err).splitlines()[0][:200]}. Fix: check the file's format matches its extension."
             ]
         ) from None
-    df.columns = [str(c).strip() for c in df.columns]
+    df.columns = files.unique_columns(df.columns, p.name)  # "text" and "text " would be one name
     if len(df) == 0:
         raise ConfigError(
             [

@@ -142,6 +142,30 @@ def split_lines(text: str) -> list[str]:
     return _NEWLINE.split(text.rstrip("\r\n")) if text.strip() else []
 
 
+def unique_columns(names: Sequence, name: str, where: str = "") -> list[str]:
+    """Column names with the spaces at their ends removed (as every reader gives them). Raises
+    ConfigError naming the names that are then equal ("text" and "text "): two columns of one
+    name cannot both be read, and which one a run trained on would depend on the reader."""
+    stripped = [str(c).strip() for c in names]
+    spelled: dict[str, list[str]] = {}
+    for raw, s in zip(names, stripped, strict=True):
+        spelled.setdefault(s, []).append(str(raw))
+    dupes = {s: raw for s, raw in spelled.items() if len(raw) > 1}
+    if dupes:
+        shown = ", ".join(
+            repr(s) + (f" (written {' and '.join(map(repr, raw))})" if len(set(raw)) > 1 else "")
+            for s, raw in dupes.items()
+        )
+        raise _refuse(
+            name,
+            f"names the column{'s' if len(dupes) > 1 else ''} {shown} more than once{' ' + where if where else ''}",
+            "Fix: give every column its own name"
+            + (" (spaces at the ends of a name do not count)" if any(len(set(r)) > 1 for r in dupes.values()) else "")
+            + (" in the first line." if where.startswith("in its header") else "."),
+        )
+    return stripped
+
+
 # -- CSV -----------------------------------------------------------------------------------------
 def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
     """A CSV/TSV text as string cells: ``(frame, line of each row, notes)``.
@@ -193,15 +217,9 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
         where.pop(0)
     if not rows:
         return pd.DataFrame(), [], []
-    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise _refuse(
-            name,
-            f"names the column{'s' if len(dupes) > 1 else ''} {', '.join(repr(d) for d in dupes)} more "
-            f"than once in its header (line {where[0]})",
-            "Fix: give every column its own name in the first line.",
-        )
+    header = unique_columns(
+        [h if h.strip() else f"column {i + 1}" for i, h in enumerate(rows[0])], name, f"in its header (line {where[0]})"
+    )
     n = len(header)
     over: list[int] = []
     under: list[int] = []
@@ -382,15 +400,10 @@ def records_frame(rows: list, lines: Sequence[int], unit: str, name: str) -> pd.
 def arrow_frame(table, name: str) -> pd.DataFrame:
     """A pyarrow Table as a frame of Python values: a list column gives lists (as JSON lines
     would), not numpy arrays whose text is "['a' 'b']"."""
-    names = list(table.column_names)
-    dupes = sorted({c for c in names if names.count(c) > 1})
-    if dupes:
-        raise _refuse(
-            name,
-            f"has more than one column named {', '.join(map(repr, dupes))}",
-            "Fix: give every column its own name.",
-        )
-    return pd.DataFrame({c: pd.Series(table.column(c).to_pylist(), dtype=object) for c in names})
+    names = unique_columns(table.column_names, name)
+    return pd.DataFrame(
+        {c: pd.Series(col.to_pylist(), dtype=object) for c, col in zip(names, table.columns, strict=True)}
+    )
 
 
 def row_numbers(n: int) -> list[int]:

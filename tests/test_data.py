@@ -254,3 +254,43 @@ def test_skipped_and_changed_rows_are_named_by_line(tmp_path):
     assert td.texts == ["words", "42", '["a", "b"]'] and td.skipped_lines == [2, 4]
     assert td.summary() == "3 rows from m.jsonl, text column 'text'; 2 empty rows skipped (lines 2, 4)"
     assert any("2 rows of 'text' hold numbers or lists" in n and "(lines 3, 5)" in n for n in td.notes), td.notes
+
+
+def _parquet(tmp_path, name, names):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / name
+    pq.write_table(pa.Table.from_arrays([pa.array(["a b"]), pa.array(["d e f"])], names=names), p)
+    return p
+
+
+@pytest.mark.parametrize(
+    "fmt,shown,where",
+    [
+        ("jsonl", "'text' (written 'text' and 'text ')", ""),
+        ("json", "'text' (written 'text' and 'text ')", ""),
+        ("csv", "'text' (written 'text' and ' text')", " in its header (line 1)"),
+        ("parquet", "'' (written '' and ' ')", ""),
+        ("parquet_same", "'x'", ""),
+    ],
+)
+def test_column_names_equal_after_stripping_are_refused_in_every_format(tmp_path, fmt, shown, where):
+    # Was: the JSON/Parquet frame kept both columns under one stripped name, and detect_layout
+    # crashed (AttributeError: 'DataFrame' object has no attribute 'tolist'); only CSV was checked.
+    row = {"text": "a b c", "text ": "d e f"}
+    if fmt == "jsonl":
+        p = write(tmp_path, "d.jsonl", json.dumps(row) + "\n")
+    elif fmt == "json":
+        p = write(tmp_path, "d.json", json.dumps([row, row]))
+    elif fmt == "csv":
+        p = write(tmp_path, "d.csv", "text, text\na b,c d\n")
+    else:
+        p = _parquet(tmp_path, "d.parquet", ["", " "] if fmt == "parquet" else ["x", "x"])
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=str(p)))
+    spaces = " (spaces at the ends of a name do not count)" if "written" in shown else ""
+    assert e.value.problems == [
+        f"data.path: '{p.name}' names the column {shown} more than once{where}. "
+        f"Fix: give every column its own name{spaces}{' in the first line' if where else ''}."
+    ]
