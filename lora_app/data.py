@@ -5,7 +5,8 @@ Everything here runs before any model is loaded, so bad input is reported early,
 shows is what a run trains on: the text column is the one shown, a cell becomes text the same
 way in both, and every row dropped or changed on the way is counted and named by its line.
 
-Files are read by :mod:`lora_app.files` (encoding, CSV dialect, JSON layout, Parquet types);
+Files are read by :mod:`lora_app.encoding` (bytes to text) and :mod:`lora_app.files` (CSV dialect,
+JSON layout, Parquet types);
 "NA", "null", "None" are text, not missing values.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import count, files
+from . import count, encoding, files
 from .config import ConfigError, DataConfig
 from .files import lines_of
 from .layouts import is_chat as _is_chat
@@ -140,7 +141,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             df, unit = files.arrow_frame(table, p.name), "row"
             lines = files.row_numbers(len(df))
         else:
-            text, enc = files.decode(p.read_bytes(), p.name)
+            text, enc = encoding.decode(p.read_bytes(), p.name)
             if not text.strip():
                 raise ConfigError(
                     [f"data.path: '{p.name}' is empty (only blank lines). Fix: upload a file with at least one row."]
@@ -171,7 +172,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             ]
         )
     if enc and enc not in ("utf-8", "utf-8-sig", "ascii"):
-        notes.insert(0, f"Read as {files.encoding_name(enc)} text.")
+        notes.insert(0, f"Read as {encoding.encoding_name(enc)} text.")
     df.attrs.update(lines=np.asarray(list(lines), dtype=np.int64), unit=unit, encoding=enc, notes=notes)
     return df
 

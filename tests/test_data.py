@@ -294,3 +294,52 @@ def test_column_names_equal_after_stripping_are_refused_in_every_format(tmp_path
         f"data.path: '{p.name}' names the column {shown} more than once{where}. "
         f"Fix: give every column its own name{spaces}{' in the first line' if where else ''}."
     ]
+
+
+@pytest.mark.parametrize(
+    "name,raw,where",
+    [
+        ("n.txt", b"abc\x00def\n", "line 1"),  # was read as '扡c敤੦' ("Read as UTF-16-LE text.") and trained on
+        ("n.csv", b"text\nhel\x00lo\n", "line 2"),  # was "has no rows"
+        (
+            "n.jsonl",
+            b'{"text": "a b"}\n{"text": "c\x00d"}\n{"text": "e f"}\n{"text": "\x00"}\n',
+            "2 lines (lines 2, 4)",
+        ),
+        ("bom.txt", b"\xef\xbb\xbfone\ntw\x00o\n", "line 2"),
+    ],
+)
+def test_utf8_text_with_nul_bytes_is_refused_by_line(tmp_path, name, raw, where):
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=str(write(tmp_path, name, raw, mode="wb"))))
+    assert e.value.problems == [
+        f"data.path: '{name}' holds NUL bytes (\\x00, no letter) on {where}. Fix: delete the NUL bytes from those "
+        "lines (an editor shows them as NUL or ^@); if the file is full of them it may be a binary file, or UTF-16 "
+        "text saved without its byte-order mark: save it as UTF-8."
+    ]
+
+
+@pytest.mark.parametrize("enc", ["utf-16-le", "utf-16-be", "utf-32-le"])
+@pytest.mark.parametrize("lines", [["Hello there, friend", "Café au lait"], ["Привет мир", "Добрый вечер"]])
+def test_utf16_and_utf32_without_a_mark_are_still_read(tmp_path, enc, lines):
+    # Their UTF-8 reading has NULs too: about half of the bytes (Latin), or NULs among 0x04 bytes (Cyrillic).
+    p = write(tmp_path, "w.txt", "".join(f"{ln}\n" for ln in lines).encode(enc), mode="wb")
+    td = load_text(DataConfig(path=str(p)))
+    assert td.texts == lines and f"Read as {enc.upper()} text." in td.notes
+
+
+def test_utf8_with_a_line_in_another_encoding_is_refused_by_line(tmp_path):
+    # Was: the whole file read as Windows-1252, row 1 trained on as 'cafÃ© ok'.
+    p = write(tmp_path, "m.txt", b"caf\xc3\xa9 ok\nna\xefve bad\nplain\nd\xe9j\xe0 vu\n", mode="wb")
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=str(p)))
+    assert e.value.problems == [
+        "data.path: 'm.txt' mixes encodings: UTF-8 letters on line 1, and another encoding (such as Windows-1252) "
+        "on 2 lines (lines 2, 4): byte 0xEF of line 2, column 3, is not UTF-8. Read in one encoding, one kind of "
+        "line would get the wrong letters. Fix: retype the accented letters of those lines and save the file as "
+        "UTF-8 text (in a spreadsheet: CSV UTF-8)."
+    ]
+    # A file wholly in Windows-1252 (no UTF-8 letters on any line) is read as before.
+    p = write(tmp_path, "w.txt", "naïve bad\nplain\ndéjà vu\n".encode("cp1252"), mode="wb")
+    td = load_text(DataConfig(path=str(p)))
+    assert td.texts == ["naïve bad", "plain", "déjà vu"] and "Read as Windows-1252 text." in td.notes
