@@ -13,7 +13,6 @@ JSON layout, Parquet types);
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import re
@@ -27,6 +26,7 @@ import pandas as pd
 from . import count, encoding, files
 from .config import ConfigError, DataConfig
 from .files import lines_of
+from .layouts import as_text
 from .layouts import is_chat as _is_chat
 from .repo_id import on_disk
 
@@ -180,20 +180,6 @@ def read_table(path: str | Path) -> pd.DataFrame:
 # -- columns -------------------------------------------------------------------------------------
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def as_text(v) -> str | None:
-    """A cell as the text trained on (and previewed): strings as they are, numbers as written,
-    lists/objects as JSON; None for a missing cell."""
-    if _missing(v):
-        return None
-    if isinstance(v, str):
-        return v
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    if isinstance(v, (list, dict, tuple)):
-        return json.dumps(v, ensure_ascii=False, default=str)
-    return str(v)
 
 
 def column_kind(values) -> str:

@@ -17,6 +17,7 @@ Everything here runs before a model is loaded; bad rows are named by line, with 
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -55,6 +56,20 @@ _FIX_ROLES = "Fix: give every turn a role of system, user or assistant (ShareGPT
 
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def as_text(v) -> str | None:
+    """A cell as the text trained on (and previewed), in every layout: strings as they are,
+    numbers as written, lists/objects as JSON; None for a missing cell."""
+    if _missing(v):
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, dict, tuple)):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    return str(v)
 
 
 def _plain(v) -> Any:
@@ -177,8 +192,7 @@ def to_turns(
         return _conversations(mine, lines, unit) + (list(map(str, cols)),)
     rows, skipped = [], []
     for i, ln in enumerate(lines):
-        vals = {str(c).lower(): _plain(df[c].iloc[i]) for c in cols}
-        vals = {k: ("" if _missing(v) else v if isinstance(v, str) else str(v)) for k, v in vals.items()}
+        vals = {str(c).lower(): as_text(df[c].iloc[i]) or "" for c in cols}  # lists/objects as JSON, as in text
         if layout == "instruction":
             answer = vals["output"]
             key = "input" if vals.get("input", "").strip() else "no_input"
@@ -230,7 +244,7 @@ def _conversations(values: list, lines: list[int], unit: str) -> tuple[list[list
                 flag("role", ln)
                 ok = False
                 break
-            content = "" if _missing(content) else str(content)
+            content = as_text(content) or ""
             if role == "assistant" and not content.strip():
                 flag("empty", ln)
                 ok = False

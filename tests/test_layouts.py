@@ -171,6 +171,38 @@ def test_smollm2_template_masks_system_user_and_keeps_im_end(bundled_model):
     assert tok.decode(r["input_ids"]) == tok.apply_chat_template(TURNS, tokenize=False)
 
 
+def test_every_layout_writes_list_and_object_cells_as_json_as_text_does(tmp_path):
+    """Was: prompt/completion and instruction wrote them as Python repr ("['a']", "{'b': 1}"),
+    while the text layout and the preview write JSON (README: "shown and trained on as JSON")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lora_app.data import preview, read_table
+
+    pc = [{"prompt": ["a", "é"], "completion": {"b": 1, "c": None}}, {"prompt": 7, "completion": [True, 2.5]}]
+    want = [('["a", "é"]', '{"b": 1, "c": null}'), ("7", "[true, 2.5]")]
+    td = load_text(DataConfig(path=write(tmp_path, "pc.jsonl", pc)))
+    assert td.layout == "prompt_completion"
+    assert [(u["content"], a["content"]) for u, a in td.texts] == want
+    # The same cells as the text layout writes them, and as the Data tab previews them.
+    assert load_text(
+        DataConfig(path=write(tmp_path, "t.jsonl", pc), layout="text", text_column="completion")
+    ).texts == [
+        '{"b": 1, "c": null}',
+        "[true, 2.5]",
+    ]
+    shown = preview(read_table(tmp_path / "pc.jsonl")).to_dict("records")
+    assert [(r["prompt"], r["completion"]) for r in shown] == want
+    # Instruction (Alpaca) cells, and a Parquet list column (numpy arrays inside pandas before).
+    ins = [{"instruction": ["x", "y"], "input": {"k": 2}, "output": [1, 2]}]
+    ((user, answer),) = load_text(DataConfig(path=write(tmp_path, "ins.jsonl", ins))).texts
+    assert '### Instruction:\n["x", "y"]\n\n### Input:\n{"k": 2}\n\n### Response:\n' in user["content"]
+    assert answer["content"] == "[1, 2]"
+    pq.write_table(pa.Table.from_pylist([{"question": ["q1", "q2"], "answer": ["a"]}]), tmp_path / "qa.parquet")
+    ((user, answer),) = load_text(DataConfig(path=str(tmp_path / "qa.parquet"))).texts
+    assert (user["content"], answer["content"]) == ('["q1", "q2"]', '["a"]')
+
+
 BAD = {
     "unknown role": (
         [{"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}],
