@@ -12,8 +12,10 @@ JSON layout, Parquet types);
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import math
+import numbers
 import os
 import re
 from collections.abc import Sequence
@@ -185,7 +187,8 @@ def _missing(v) -> bool:
 def column_kind(values) -> str:
     """'chat' (lists of role/content turns), 'list' (other lists/objects), 'number', 'token'
     (ids, labels, hashes: no spaces, ASCII symbols only), 'prose' (everything else that is text),
-    or 'empty'. Looks at the first 1,000 non-missing values."""
+    'empty'; a column of no text and no lists is named by its values' type (:func:`_value_kind`:
+    'boolean', 'binary', 'timestamp' ...). Looks at the first 1,000 non-missing values."""
     vals = [v for v in itertools.islice(values, 5000) if not _missing(v)][:1000]
     if not vals:
         return "empty"
@@ -193,11 +196,35 @@ def column_kind(values) -> str:
     containers = [v for v in vals if isinstance(v, (list, dict, tuple, np.ndarray))]
     if containers and not strs:  # text mixed with a few lists stays text (the lists as JSON)
         return "chat" if all(_is_chat(v) for v in containers) else "list"
-    if not strs or all(_number(s) for s in strs):
-        return "number" if strs or any(isinstance(v, (int, float)) for v in vals) else "empty"
+    if not strs:  # no text: name the values' type (a blank string is no value)
+        kinds = {_value_kind(v) for v in vals if not isinstance(v, str)}
+        if not kinds:
+            return "empty"
+        return kinds.pop() if len(kinds) == 1 else "number" if kinds == {"number", "boolean"} else "mixed"
+    if all(_number(s) for s in strs):
+        return "number"
     if all(_TOKEN.fullmatch(s) for s in strs):
         return "token"
     return "prose"
+
+
+def _value_kind(v) -> str:
+    """A non-text cell's type as a person names it: JSON true/false is boolean, not a number."""
+    if isinstance(v, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(v, (numbers.Number, np.number)):
+        return "number"  # int, float, Decimal, numpy scalars
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "binary"
+    if isinstance(v, (dt.datetime, np.datetime64)):  # pd.Timestamp is a datetime
+        return "timestamp"
+    if isinstance(v, dt.date):
+        return "date"
+    if isinstance(v, dt.time):
+        return "time"
+    if isinstance(v, (dt.timedelta, np.timedelta64)):
+        return "duration"
+    return type(v).__name__
 
 
 def _number(s: str) -> bool:

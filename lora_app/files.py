@@ -123,11 +123,17 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
     while rows and not rows[-1]:  # blank lines at the end are the file's end
         rows.pop()
         where.pop()
-    while rows and not any(c.strip() for c in rows[0]):  # blank lines before the header
+    while rows and len(rows[0]) <= 1 and not any(c.strip() for c in rows[0]):  # blank lines before the header
         rows.pop(0)
         where.pop(0)
     if not rows:
         return pd.DataFrame(), [], []
+    if not any(c.strip() for c in rows[0]):  # "," or ";;": delimiters, and not one name
+        raise _refuse(
+            name,
+            f"has a header (line {where[0]}) with {len(rows[0])} columns and no column names",
+            "Fix: write the column names in the first line (such as text), or delete that line if it is an empty row.",
+        )
     header = unique_columns(
         [h if h.strip() else f"column {i + 1}" for i, h in enumerate(rows[0])], name, f"in its header (line {where[0]})"
     )

@@ -343,3 +343,51 @@ def test_utf8_with_a_line_in_another_encoding_is_refused_by_line(tmp_path):
     p = write(tmp_path, "w.txt", "naïve bad\nplain\ndéjà vu\n".encode("cp1252"), mode="wb")
     td = load_text(DataConfig(path=str(p)))
     assert td.texts == ["naïve bad", "plain", "déjà vu"] and "Read as Windows-1252 text." in td.notes
+
+
+@pytest.mark.parametrize("header,n", [(",", 2), (";;", 3), (" , ", 2)])
+def test_a_csv_header_of_empty_names_is_refused_as_such(tmp_path, header, n):
+    # Was: dropped as a blank line, so the row under it became the header: "has no rows".
+    p = write(tmp_path, "h.csv", f"{header}\na b,c d\n")
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=str(p)))
+    assert e.value.problems == [
+        f"data.path: 'h.csv' has a header (line 1) with {n} columns and no column names. Fix: write the column "
+        "names in the first line (such as text), or delete that line if it is an empty row."
+    ]
+    # Blank lines before a header are still skipped, and one empty name among others is still named.
+    td = load_text(DataConfig(path=str(write(tmp_path, "b.csv", "\n  \ntext,\nHello there,x\n"))))
+    assert td.texts == ["Hello there"] and td.columns == ["text", "column 2"]
+
+
+def test_columns_without_text_are_named_by_their_type(tmp_path):
+    # Was: binary and timestamp columns were "(empty)", JSON booleans "(number)".
+    import datetime as dt
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {
+        "blob": pa.array([b"\x00\x01", b"x"]),
+        "at": pa.array([dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2)]),
+        "day": pa.array([dt.date(2024, 1, 1)] * 2),
+        "ok": [True, False],
+        "price": pa.array([decimal.Decimal("1.50")] * 2),
+        "took": pa.array([dt.timedelta(seconds=3)] * 2),
+        "none": pa.array([None, None], pa.string()),
+    }
+    pq.write_table(pa.table(cols), tmp_path / "t.parquet")
+    write(tmp_path, "t.jsonl", '{"n": 3, "flag": true, "both": 1}\n{"n": 4.5, "flag": false, "both": false}\n')
+    expected = {
+        "t.parquet": "blob (binary), at (timestamp), day (date), ok (boolean), price (number), took (duration), "
+        "none (empty)",
+        "t.jsonl": "n (number), flag (boolean), both (number)",
+    }
+    for name, shown in expected.items():
+        with pytest.raises(ConfigError) as e:
+            load_text(DataConfig(path=str(tmp_path / name)))
+        assert e.value.problems == [
+            f"data.text_column: no column holds text (columns: {shown}). Fix: upload a file with a text column "
+            "such as 'text'."
+        ]
