@@ -307,7 +307,9 @@ def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str, layout
         rows, empty, cols = layouts.to_turns(df, layout, [int(x) for x in lines], unit)
         if not rows:
             raise ConfigError(
-                [f"data: no row of the {layout} layout has an answer. Fix: check the file's {', '.join(cols)} columns."]
+                [
+                    f"data.layout: no row of the {layout} layout has an answer. Fix: check the file's {', '.join(cols)} columns."
+                ]
             )
         return TextData(
             rows,
