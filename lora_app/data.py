@@ -5,15 +5,17 @@ Everything here runs before any model is loaded, so bad input is reported early,
 shows is what a run trains on: the text column is the one shown, a cell becomes text the same
 way in both, and every row dropped or changed on the way is counted and named by its line.
 
-Files are read by :mod:`lora_app.files` (encoding, CSV dialect, JSON layout, Parquet types);
+Files are read by :mod:`lora_app.encoding` (bytes to text) and :mod:`lora_app.files` (CSV dialect,
+JSON layout, Parquet types);
 "NA", "null", "None" are text, not missing values.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
-import json
 import math
+import numbers
 import os
 import re
 from collections.abc import Sequence
@@ -23,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import count, files
+from . import count, encoding, files
 from .config import ConfigError, DataConfig
 from .files import lines_of
+from .layouts import as_text
 from .layouts import is_chat as _is_chat
 from .repo_id import on_disk
 
@@ -127,7 +130,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
             import pyarrow.parquet as pq
 
             try:
-                table = pq.read_table(p)
+                names = pq.read_schema(p).names  # pyarrow refuses to read two columns of one name
+                table = None if len(set(names)) < len(names) else pq.read_table(p)
             except Exception as err:  # pyarrow raises ArrowInvalid, OSError ...: all mean "not Parquet"
                 raise ConfigError(
                     [
@@ -135,10 +139,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
                         "Fix: check the file's format matches its extension."
                     ]
                 ) from None
+            files.unique_columns(names, p.name)
             df, unit = files.arrow_frame(table, p.name), "row"
             lines = files.row_numbers(len(df))
         else:
-            text, enc = files.decode(p.read_bytes(), p.name)
+            text, enc = encoding.decode(p.read_bytes(), p.name)
             if not text.strip():
                 raise ConfigError(
                     [f"data.path: '{p.name}' is empty (only blank lines). Fix: upload a file with at least one row."]
@@ -160,7 +165,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
                 f"{str(err).splitlines()[0][:200]}. Fix: check the file's format matches its extension."
             ]
         ) from None
-    df.columns = [str(c).strip() for c in df.columns]
+    df.columns = files.unique_columns(df.columns, p.name)  # "text" and "text " would be one name
     if len(df) == 0:
         raise ConfigError(
             [
@@ -169,7 +174,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             ]
         )
     if enc and enc not in ("utf-8", "utf-8-sig", "ascii"):
-        notes.insert(0, f"Read as {files.encoding_name(enc)} text.")
+        notes.insert(0, f"Read as {encoding.encoding_name(enc)} text.")
     df.attrs.update(lines=np.asarray(list(lines), dtype=np.int64), unit=unit, encoding=enc, notes=notes)
     return df
 
@@ -179,24 +184,11 @@ def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def as_text(v) -> str | None:
-    """A cell as the text trained on (and previewed): strings as they are, numbers as written,
-    lists/objects as JSON; None for a missing cell."""
-    if _missing(v):
-        return None
-    if isinstance(v, str):
-        return v
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    if isinstance(v, (list, dict, tuple)):
-        return json.dumps(v, ensure_ascii=False, default=str)
-    return str(v)
-
-
 def column_kind(values) -> str:
     """'chat' (lists of role/content turns), 'list' (other lists/objects), 'number', 'token'
     (ids, labels, hashes: no spaces, ASCII symbols only), 'prose' (everything else that is text),
-    or 'empty'. Looks at the first 1,000 non-missing values."""
+    'empty'; a column of no text and no lists is named by its values' type (:func:`_value_kind`:
+    'boolean', 'binary', 'timestamp' ...). Looks at the first 1,000 non-missing values."""
     vals = [v for v in itertools.islice(values, 5000) if not _missing(v)][:1000]
     if not vals:
         return "empty"
@@ -204,11 +196,35 @@ def column_kind(values) -> str:
     containers = [v for v in vals if isinstance(v, (list, dict, tuple, np.ndarray))]
     if containers and not strs:  # text mixed with a few lists stays text (the lists as JSON)
         return "chat" if all(_is_chat(v) for v in containers) else "list"
-    if not strs or all(_number(s) for s in strs):
-        return "number" if strs or any(isinstance(v, (int, float)) for v in vals) else "empty"
+    if not strs:  # no text: name the values' type (a blank string is no value)
+        kinds = {_value_kind(v) for v in vals if not isinstance(v, str)}
+        if not kinds:
+            return "empty"
+        return kinds.pop() if len(kinds) == 1 else "number" if kinds == {"number", "boolean"} else "mixed"
+    if all(_number(s) for s in strs):
+        return "number"
     if all(_TOKEN.fullmatch(s) for s in strs):
         return "token"
     return "prose"
+
+
+def _value_kind(v) -> str:
+    """A non-text cell's type as a person names it: JSON true/false is boolean, not a number."""
+    if isinstance(v, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(v, (numbers.Number, np.number)):
+        return "number"  # int, float, Decimal, numpy scalars
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return "binary"
+    if isinstance(v, (dt.datetime, np.datetime64)):  # pd.Timestamp is a datetime
+        return "timestamp"
+    if isinstance(v, dt.date):
+        return "date"
+    if isinstance(v, dt.time):
+        return "time"
+    if isinstance(v, (dt.timedelta, np.timedelta64)):
+        return "duration"
+    return type(v).__name__
 
 
 def _number(s: str) -> bool:
@@ -291,7 +307,9 @@ def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str, layout
         rows, empty, cols = layouts.to_turns(df, layout, [int(x) for x in lines], unit)
         if not rows:
             raise ConfigError(
-                [f"data: no row of the {layout} layout has an answer. Fix: check the file's {', '.join(cols)} columns."]
+                [
+                    f"data.layout: no row of the {layout} layout has an answer. Fix: check the file's {', '.join(cols)} columns."
+                ]
             )
         return TextData(
             rows,

@@ -1,4 +1,5 @@
-"""Reading an uploaded file into rows: its encoding, CSV dialect, JSON layout, Parquet types.
+"""Reading an uploaded file's text into rows: its CSV dialect, JSON layout, Parquet types
+(the bytes to text: :mod:`lora_app.encoding`).
 
 What the Data tab previews is what a run trains on, so a file is either read right or refused
 with a :class:`~lora_app.config.ConfigError` naming the cause (encoding, delimiter, layout, line
@@ -6,8 +7,7 @@ number) and the fix. Every row remembers where it came from (``frame.attrs["line
 of a CSV/JSONL/TXT file, the record of a JSON array, the row of a Parquet file), so that rows
 dropped later are named, not just counted.
 
-Libraries: a byte-order mark, else strict UTF-8, else charset-normalizer decides the encoding;
-clevercsv proposes the CSV delimiter and quote character (Van den Burg et al., "Wrangling messy
+Libraries: clevercsv proposes the CSV delimiter and quote character (Van den Burg et al., "Wrangling messy
 CSV files by detecting row and type patterns", 2019) and the header line has the last word (a
 delimiter that is not in the header is not a delimiter: a one-column file keeps whole lines);
 the stdlib csv module parses (it knows the line of each row); pyarrow reads Parquet.
@@ -17,12 +17,10 @@ infer one type per column (a JSON "text" mixing 42 and "words" fails), and keep 
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
 import re
-import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,26 +32,9 @@ from .config import ConfigError
 FIELD = "data.path"
 TEXT_COLUMN = "text"
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
-#: Longest UTF-32 mark first: FF FE 00 00 also starts with the UTF-16 LE mark FF FE.
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-#: File signatures of formats people rename to .csv/.json by mistake.
-_MAGIC = (
-    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"),
-    (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook"),
-    (b"PAR1", "a Parquet file"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"%PDF", "a PDF document"),
-)
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # str.splitlines also splits on \x0c, \x1c, U+2028 ...: not line ends
 #: Characters clevercsv looks at: its cost grows fast with the sample (64 KB: ~0.9 s here).
 _SAMPLE = 16384
-_SAVE_UTF8 = "Fix: save the file again as UTF-8 text (in a spreadsheet: CSV UTF-8)."
 
 
 def lines_of(nums, unit: str = "line", most: int = 5) -> str:
@@ -67,79 +48,33 @@ def _refuse(name: str, what: str, fix: str) -> ConfigError:
     return ConfigError([f"{FIELD}: '{name}' {what}. {fix}"])
 
 
-# -- encoding ------------------------------------------------------------------------------------
-def decode(raw: bytes, name: str) -> tuple[str, str]:
-    """``(text, encoding)``: a byte-order mark decides, else strict UTF-8, else charset-normalizer.
-
-    Windows-1252 wins a tie in charset-normalizer's ranking (same chaos and coherence): on short
-    Western text it otherwise picks look-alikes such as cp1250 ("naïve" -> "naďve"), or CJK codecs
-    for a lone 0x92 apostrophe. Raises ConfigError for binary content or an invalid BOM file.
-    """
-    for bom, bom_enc in _BOMS:
-        if raw.startswith(bom):
-            try:
-                return raw.decode(bom_enc), bom_enc
-            except UnicodeDecodeError as err:
-                raise _refuse(
-                    name,
-                    f"starts with a {bom_enc.upper()} byte-order mark but byte {err.start:,} is not "
-                    f"valid {bom_enc.upper()}",
-                    _SAVE_UTF8,
-                ) from None
-    for magic, what in _MAGIC:
-        if raw.startswith(magic):
-            raise _refuse(
-                name,
-                f"is {what}, not a text file",
-                "Fix: export the data as .csv (UTF-8), .jsonl or "
-                ".parquet" + (", or upload it with the .parquet extension" if magic == b"PAR1" else "") + ".",
-            )
-    text: str | None = None
-    enc: str | None = None
-    if b"\x00" not in raw:  # UTF-16 without a mark is valid UTF-8 full of NULs: let the detector see it
-        try:
-            text, enc = raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            pass
-    if text is None:
-        import charset_normalizer as cn
-
-        best = cn.from_bytes(raw).best()
-        west = cn.from_bytes(raw, cp_isolation=["cp1252"]).best()
-        if west is not None and (
-            best is None or (west.chaos <= best.chaos + 0.01 and west.coherence >= best.coherence - 0.01)
-        ):
-            best = west
-        if best is not None:
-            text, enc = str(best), best.encoding
-    if text is None or enc is None or _binary(text):  # (both are set together)
-        raise _refuse(
-            name,
-            "is not a text file in any encoding tried (UTF-8/16/32, Windows code pages: it holds binary bytes)",
-            "Fix: upload the data as .csv, .jsonl, .json, .txt or .parquet.",
-        )
-    return text, enc
-
-
-def _binary(text: str) -> bool:
-    sample = text[:65536]
-    ctrl = sum(1 for c in sample if c not in "\t\n\r\f" and unicodedata.category(c) == "Cc")
-    return "\x00" in sample or ctrl > max(2, len(sample) // 100)
-
-
-def encoding_name(enc: str | None) -> str:
-    """A person's name for a Python codec name ('utf-16' -> 'UTF-16', 'cp1252' -> 'Windows-1252')."""
-    if not enc:
-        return ""
-    e = enc.lower().replace("_", "-")
-    if e.startswith("cp12"):
-        return f"Windows-{e[2:]}"
-    return {"utf-8-sig": "UTF-8 with a byte-order mark", "latin-1": "Latin-1"}.get(e, e.upper())
-
-
 def split_lines(text: str) -> list[str]:
     """Lines as a file has them (CR, LF or CRLF); blank lines at the very end are not rows."""
     return _NEWLINE.split(text.rstrip("\r\n")) if text.strip() else []
+
+
+def unique_columns(names: Sequence, name: str, where: str = "") -> list[str]:
+    """Column names with the spaces at their ends removed (as every reader gives them). Raises
+    ConfigError naming the names that are then equal ("text" and "text "): two columns of one
+    name cannot both be read, and which one a run trained on would depend on the reader."""
+    stripped = [str(c).strip() for c in names]
+    spelled: dict[str, list[str]] = {}
+    for raw, s in zip(names, stripped, strict=True):
+        spelled.setdefault(s, []).append(str(raw))
+    dupes = {s: raw for s, raw in spelled.items() if len(raw) > 1}
+    if dupes:
+        shown = ", ".join(
+            repr(s) + (f" (written {' and '.join(map(repr, raw))})" if len(set(raw)) > 1 else "")
+            for s, raw in dupes.items()
+        )
+        raise _refuse(
+            name,
+            f"names the column{'s' if len(dupes) > 1 else ''} {shown} more than once{' ' + where if where else ''}",
+            "Fix: give every column its own name"
+            + (" (spaces at the ends of a name do not count)" if any(len(set(r)) > 1 for r in dupes.values()) else "")
+            + (" in the first line." if where.startswith("in its header") else "."),
+        )
+    return stripped
 
 
 # -- CSV -----------------------------------------------------------------------------------------
@@ -188,20 +123,20 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
     while rows and not rows[-1]:  # blank lines at the end are the file's end
         rows.pop()
         where.pop()
-    while rows and not any(c.strip() for c in rows[0]):  # blank lines before the header
+    while rows and len(rows[0]) <= 1 and not any(c.strip() for c in rows[0]):  # blank lines before the header
         rows.pop(0)
         where.pop(0)
     if not rows:
         return pd.DataFrame(), [], []
-    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
+    if not any(c.strip() for c in rows[0]):  # "," or ";;": delimiters, and not one name
         raise _refuse(
             name,
-            f"names the column{'s' if len(dupes) > 1 else ''} {', '.join(repr(d) for d in dupes)} more "
-            f"than once in its header (line {where[0]})",
-            "Fix: give every column its own name in the first line.",
+            f"has a header (line {where[0]}) with {len(rows[0])} columns and no column names",
+            "Fix: write the column names in the first line (such as text), or delete that line if it is an empty row.",
         )
+    header = unique_columns(
+        [h if h.strip() else f"column {i + 1}" for i, h in enumerate(rows[0])], name, f"in its header (line {where[0]})"
+    )
     n = len(header)
     over: list[int] = []
     under: list[int] = []
@@ -382,15 +317,10 @@ def records_frame(rows: list, lines: Sequence[int], unit: str, name: str) -> pd.
 def arrow_frame(table, name: str) -> pd.DataFrame:
     """A pyarrow Table as a frame of Python values: a list column gives lists (as JSON lines
     would), not numpy arrays whose text is "['a' 'b']"."""
-    names = list(table.column_names)
-    dupes = sorted({c for c in names if names.count(c) > 1})
-    if dupes:
-        raise _refuse(
-            name,
-            f"has more than one column named {', '.join(map(repr, dupes))}",
-            "Fix: give every column its own name.",
-        )
-    return pd.DataFrame({c: pd.Series(table.column(c).to_pylist(), dtype=object) for c in names})
+    names = unique_columns(table.column_names, name)
+    return pd.DataFrame(
+        {c: pd.Series(col.to_pylist(), dtype=object) for c, col in zip(names, table.columns, strict=True)}
+    )
 
 
 def row_numbers(n: int) -> list[int]:

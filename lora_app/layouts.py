@@ -17,7 +17,9 @@ Everything here runs before a model is loaded; bad rows are named by line, with 
 
 from __future__ import annotations
 
+import json
 import math
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -50,11 +52,27 @@ ALPACA_PROMPT = {
     ),
 }
 
+_SHORT = reprlib.Repr()  # a role of 4,000 characters is shown as its start and end
+_SHORT.maxstring = 40
 _FIX_ROLES = "Fix: give every turn a role of system, user or assistant (ShareGPT: from system, human or gpt)."
 
 
 def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def as_text(v) -> str | None:
+    """A cell as the text trained on (and previewed), in every layout: strings as they are,
+    numbers as written, lists/objects as JSON; None for a missing cell."""
+    if _missing(v):
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, dict, tuple)):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    return str(v)
 
 
 def _plain(v) -> Any:
@@ -168,17 +186,16 @@ def to_turns(
         names = " and ".join(f"{k} ({'/'.join(map(str, v))})" for k, v in others.items())
         raise ConfigError(
             [
-                f"data: mixed layouts in one file: the rows are {layout} ({'/'.join(map(str, cols))}), but "
+                f"data.layout: mixed layouts in one file: the rows are {layout} ({'/'.join(map(str, cols))}), but "
                 f"{count(len(mixed), 'row')} {'is' if len(mixed) == 1 else 'are'} {names} ({lines_of(sorted(mixed), unit)}). "
                 "Fix: put every row in one layout (one file per layout), or convert those rows."
             ]
         )
     if layout == "conversation":
-        return _conversations(mine, lines, unit) + (list(map(str, cols)),)
+        return _conversations(mine, lines, unit, list(map(str, cols))) + (list(map(str, cols)),)
     rows, skipped = [], []
     for i, ln in enumerate(lines):
-        vals = {str(c).lower(): _plain(df[c].iloc[i]) for c in cols}
-        vals = {k: ("" if _missing(v) else v if isinstance(v, str) else str(v)) for k, v in vals.items()}
+        vals = {str(c).lower(): as_text(df[c].iloc[i]) or "" for c in cols}  # lists/objects as JSON, as in text
         if layout == "instruction":
             answer = vals["output"]
             key = "input" if vals.get("input", "").strip() else "no_input"
@@ -192,7 +209,58 @@ def to_turns(
     return rows, skipped, list(map(str, cols))
 
 
-def _conversations(values: list, lines: list[int], unit: str) -> tuple[list[list[dict]], list[int]]:
+def _problems(bad: dict[str, list[int]], roles: list[str], unit: str, cols: list[str]) -> list[str]:
+    """One sentence per kind of bad conversation: how many, their lines, what is wrong, the fix."""
+    col = f"column '{cols[0]}'" if len(cols) == 1 else f"columns {'/'.join(repr(c) for c in cols)}"
+    shown = ", ".join(_SHORT.repr(r) for r in roles[:3]) + (f" and {len(roles) - 3} more" if len(roles) > 3 else "")
+    turn = '{"role": "user", "content": "Hi"}' if cols[0] != "conversations" else '{"from": "human", "value": "Hi"}'
+    # kind: (what one row does, what several do, the fix)
+    msgs = {
+        "shape": (
+            "is not a list of turns",
+            "are not lists of turns",
+            f"(objects with role/content or from/value). Fix: write each row's {cols[0]} as a list of turns such "
+            f"as [{turn}, ...], or choose the layout text to train on the column as plain text",
+        ),
+        "tool": (
+            "has a tool-call turn",
+            "have a tool-call turn",
+            "(tool_calls, or a tool/function role): tool calls are not supported yet, and dropping the turn "
+            "would change the conversation. Fix: remove those rows or their tool turns",
+        ),
+        "multimodal": (
+            "has a turn whose content is a list of parts",
+            "have a turn whose content is a list of parts",
+            "(images, audio): only text turns are supported. Fix: give each turn's content as one string, or "
+            "remove those rows",
+        ),
+        "role": ("has a turn with an unknown role", "have a turn with an unknown role", f"({shown}). {_FIX_ROLES}"),
+        "empty": (
+            "has an empty assistant turn",
+            "have an empty assistant turn",
+            "(nothing to learn). Fix: write the answer, or remove the turn",
+        ),
+        "last": (
+            "ends on a user (or system) turn",
+            "end on a user (or system) turn",
+            ": there is no answer to learn at its end. Fix: end every conversation with an assistant turn, or "
+            "remove the last turn",
+        ),
+    }
+    out = []
+    for k, (one, many, rest) in msgs.items():
+        if k in bad:
+            n = len(bad[k])
+            sep = "" if rest.startswith(":") else " "
+            out.append(
+                f"data.layout: {count(n, 'row' if k == 'shape' else 'conversation')} in {col} "
+                f"({lines_of(sorted(bad[k]), unit)}) "
+                f"{one if n == 1 else many}{sep}{rest}" + ("" if rest.endswith(".") else ".")
+            )
+    return out
+
+
+def _conversations(values: list, lines: list[int], unit: str, cols: list[str]) -> tuple[list[list[dict]], list[int]]:
     rows, skipped = [], []
     bad: dict[str, list[int]] = {}
     roles_seen: dict[str, str] = {}
@@ -230,7 +298,7 @@ def _conversations(values: list, lines: list[int], unit: str) -> tuple[list[list
                 flag("role", ln)
                 ok = False
                 break
-            content = "" if _missing(content) else str(content)
+            content = as_text(content) or ""
             if role == "assistant" and not content.strip():
                 flag("empty", ln)
                 ok = False
@@ -245,26 +313,7 @@ def _conversations(values: list, lines: list[int], unit: str) -> tuple[list[list
         else:
             rows.append(turns)
     if bad:
-        where = lambda k: lines_of(sorted(bad[k]), unit)  # noqa: E731
-        msgs = {
-            "shape": "is not a list of turns (objects with role/content or from/value)",
-            "tool": "has a tool-call turn (tool_calls, or a tool/function role): tool calls are not supported "
-            "yet, and dropping the turn would change the conversation. Fix: remove those rows or their tool turns",
-            "multimodal": "has a turn whose content is a list of parts (images, audio): only text turns are "
-            "supported. Fix: give each turn's content as one string, or remove those rows",
-            "role": f"has a turn with an unknown role ({', '.join(repr(r) for r in roles_seen)}). {_FIX_ROLES}",
-            "empty": "has an empty assistant turn (nothing to learn). Fix: write the answer, or remove the turn",
-            "last": "ends on a user (or system) turn: there is no answer to learn at its end. Fix: end every "
-            "conversation with an assistant turn, or remove the last turn",
-        }
-        problems = []
-        for k, text in msgs.items():
-            if k in bad:
-                n = len(bad[k])
-                problems.append(
-                    f"data: {count(n, 'conversation')} ({where(k)}) {text}" + ("" if "Fix:" in text else ".")
-                )
-        raise ConfigError(problems)
+        raise ConfigError(_problems(bad, list(roles_seen), unit, cols))
     return rows, skipped
 
 

@@ -117,3 +117,16 @@ def test_cli_set_values_yaml_cannot_read_and_bad_generate_settings_are_messages(
     err = capsys.readouterr().err
     assert "max_new_tokens: 0 is not a whole number >= 1" in err and "temperature: nan is not a number >= 0" in err
     assert "Traceback" not in err and "/no/such/model" not in err  # settings first, before any model is looked up
+
+
+def test_cli_data_refuses_column_names_equal_after_stripping_without_a_traceback(tmp_path, capsys):
+    from lora_app.__main__ import main
+
+    # Was: AttributeError: 'DataFrame' object has no attribute 'tolist' (a traceback).
+    p = tmp_path / "dup.jsonl"
+    p.write_text('{"text":"a b c","text ":"d e f"}\n', encoding="utf-8")
+    assert main(["data", str(p)]) == 2
+    assert capsys.readouterr().err == (
+        "Cannot read the data:\n  - data.path: 'dup.jsonl' names the column 'text' (written 'text' and 'text ') "
+        "more than once. Fix: give every column its own name (spaces at the ends of a name do not count).\n"
+    )

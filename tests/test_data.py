@@ -254,3 +254,140 @@ def test_skipped_and_changed_rows_are_named_by_line(tmp_path):
     assert td.texts == ["words", "42", '["a", "b"]'] and td.skipped_lines == [2, 4]
     assert td.summary() == "3 rows from m.jsonl, text column 'text'; 2 empty rows skipped (lines 2, 4)"
     assert any("2 rows of 'text' hold numbers or lists" in n and "(lines 3, 5)" in n for n in td.notes), td.notes
+
+
+def _parquet(tmp_path, name, names):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / name
+    pq.write_table(pa.Table.from_arrays([pa.array(["a b"]), pa.array(["d e f"])], names=names), p)
+    return p
+
+
+@pytest.mark.parametrize(
+    "fmt,shown,where",
+    [
+        ("jsonl", "'text' (written 'text' and 'text ')", ""),
+        ("json", "'text' (written 'text' and 'text ')", ""),
+        ("csv", "'text' (written 'text' and ' text')", " in its header (line 1)"),
+        ("parquet", "'' (written '' and ' ')", ""),
+        ("parquet_same", "'x'", ""),
+    ],
+)
+def test_column_names_equal_after_stripping_are_refused_in_every_format(tmp_path, fmt, shown, where):
+    # Was: the JSON/Parquet frame kept both columns under one stripped name, and detect_layout
+    # crashed (AttributeError: 'DataFrame' object has no attribute 'tolist'); only CSV was checked.
+    row = {"text": "a b c", "text ": "d e f"}
+    if fmt == "jsonl":
+        p = write(tmp_path, "d.jsonl", json.dumps(row) + "\n")
+    elif fmt == "json":
+        p = write(tmp_path, "d.json", json.dumps([row, row]))
+    elif fmt == "csv":
+        p = write(tmp_path, "d.csv", "text, text\na b,c d\n")
+    else:
+        p = _parquet(tmp_path, "d.parquet", ["", " "] if fmt == "parquet" else ["x", "x"])
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=str(p)))
+    spaces = " (spaces at the ends of a name do not count)" if "written" in shown else ""
+    assert e.value.problems == [
+        f"data.path: '{p.name}' names the column {shown} more than once{where}. "
+        f"Fix: give every column its own name{spaces}{' in the first line' if where else ''}."
+    ]
+
+
+@pytest.mark.parametrize(
+    "name,raw,where",
+    [
+        ("n.txt", b"abc\x00def\n", "line 1"),  # was read as '扡c敤੦' ("Read as UTF-16-LE text.") and trained on
+        ("n.csv", b"text\nhel\x00lo\n", "line 2"),  # was "has no rows"
+        (
+            "n.jsonl",
+            b'{"text": "a b"}\n{"text": "c\x00d"}\n{"text": "e f"}\n{"text": "\x00"}\n',
+            "2 lines (lines 2, 4)",
+        ),
+        ("bom.txt", b"\xef\xbb\xbfone\ntw\x00o\n", "line 2"),
+    ],
+)
+def test_utf8_text_with_nul_bytes_is_refused_by_line(tmp_path, name, raw, where):
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=str(write(tmp_path, name, raw, mode="wb"))))
+    assert e.value.problems == [
+        f"data.path: '{name}' holds NUL bytes (\\x00, no letter) on {where}. Fix: delete the NUL bytes from those "
+        "lines (an editor shows them as NUL or ^@); if the file is full of them it may be a binary file, or UTF-16 "
+        "text saved without its byte-order mark: save it as UTF-8."
+    ]
+
+
+@pytest.mark.parametrize("enc", ["utf-16-le", "utf-16-be", "utf-32-le"])
+@pytest.mark.parametrize("lines", [["Hello there, friend", "Café au lait"], ["Привет мир", "Добрый вечер"]])
+def test_utf16_and_utf32_without_a_mark_are_still_read(tmp_path, enc, lines):
+    # Their UTF-8 reading has NULs too: about half of the bytes (Latin), or NULs among 0x04 bytes (Cyrillic).
+    p = write(tmp_path, "w.txt", "".join(f"{ln}\n" for ln in lines).encode(enc), mode="wb")
+    td = load_text(DataConfig(path=str(p)))
+    assert td.texts == lines and f"Read as {enc.upper()} text." in td.notes
+
+
+def test_utf8_with_a_line_in_another_encoding_is_refused_by_line(tmp_path):
+    # Was: the whole file read as Windows-1252, row 1 trained on as 'cafÃ© ok'.
+    p = write(tmp_path, "m.txt", b"caf\xc3\xa9 ok\nna\xefve bad\nplain\nd\xe9j\xe0 vu\n", mode="wb")
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=str(p)))
+    assert e.value.problems == [
+        "data.path: 'm.txt' mixes encodings: UTF-8 letters on line 1, and another encoding (such as Windows-1252) "
+        "on 2 lines (lines 2, 4): byte 0xEF of line 2, column 3, is not UTF-8. Read in one encoding, one kind of "
+        "line would get the wrong letters. Fix: retype the accented letters of those lines and save the file as "
+        "UTF-8 text (in a spreadsheet: CSV UTF-8)."
+    ]
+    # A file wholly in Windows-1252 (no UTF-8 letters on any line) is read as before.
+    p = write(tmp_path, "w.txt", "naïve bad\nplain\ndéjà vu\n".encode("cp1252"), mode="wb")
+    td = load_text(DataConfig(path=str(p)))
+    assert td.texts == ["naïve bad", "plain", "déjà vu"] and "Read as Windows-1252 text." in td.notes
+
+
+@pytest.mark.parametrize("header,n", [(",", 2), (";;", 3), (" , ", 2)])
+def test_a_csv_header_of_empty_names_is_refused_as_such(tmp_path, header, n):
+    # Was: dropped as a blank line, so the row under it became the header: "has no rows".
+    p = write(tmp_path, "h.csv", f"{header}\na b,c d\n")
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=str(p)))
+    assert e.value.problems == [
+        f"data.path: 'h.csv' has a header (line 1) with {n} columns and no column names. Fix: write the column "
+        "names in the first line (such as text), or delete that line if it is an empty row."
+    ]
+    # Blank lines before a header are still skipped, and one empty name among others is still named.
+    td = load_text(DataConfig(path=str(write(tmp_path, "b.csv", "\n  \ntext,\nHello there,x\n"))))
+    assert td.texts == ["Hello there"] and td.columns == ["text", "column 2"]
+
+
+def test_columns_without_text_are_named_by_their_type(tmp_path):
+    # Was: binary and timestamp columns were "(empty)", JSON booleans "(number)".
+    import datetime as dt
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {
+        "blob": pa.array([b"\x00\x01", b"x"]),
+        "at": pa.array([dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2)]),
+        "day": pa.array([dt.date(2024, 1, 1)] * 2),
+        "ok": [True, False],
+        "price": pa.array([decimal.Decimal("1.50")] * 2),
+        "took": pa.array([dt.timedelta(seconds=3)] * 2),
+        "none": pa.array([None, None], pa.string()),
+    }
+    pq.write_table(pa.table(cols), tmp_path / "t.parquet")
+    write(tmp_path, "t.jsonl", '{"n": 3, "flag": true, "both": 1}\n{"n": 4.5, "flag": false, "both": false}\n')
+    expected = {
+        "t.parquet": "blob (binary), at (timestamp), day (date), ok (boolean), price (number), took (duration), "
+        "none (empty)",
+        "t.jsonl": "n (number), flag (boolean), both (number)",
+    }
+    for name, shown in expected.items():
+        with pytest.raises(ConfigError) as e:
+            load_text(DataConfig(path=str(tmp_path / name)))
+        assert e.value.problems == [
+            f"data.text_column: no column holds text (columns: {shown}). Fix: upload a file with a text column "
+            "such as 'text'."
+        ]

@@ -171,33 +171,103 @@ def test_smollm2_template_masks_system_user_and_keeps_im_end(bundled_model):
     assert tok.decode(r["input_ids"]) == tok.apply_chat_template(TURNS, tokenize=False)
 
 
+def test_every_layout_writes_list_and_object_cells_as_json_as_text_does(tmp_path):
+    """Was: prompt/completion and instruction wrote them as Python repr ("['a']", "{'b': 1}"),
+    while the text layout and the preview write JSON (README: "shown and trained on as JSON")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lora_app.data import preview, read_table
+
+    pc = [{"prompt": ["a", "é"], "completion": {"b": 1, "c": None}}, {"prompt": 7, "completion": [True, 2.5]}]
+    want = [('["a", "é"]', '{"b": 1, "c": null}'), ("7", "[true, 2.5]")]
+    td = load_text(DataConfig(path=write(tmp_path, "pc.jsonl", pc)))
+    assert td.layout == "prompt_completion"
+    assert [(u["content"], a["content"]) for u, a in td.texts] == want
+    # The same cells as the text layout writes them, and as the Data tab previews them.
+    assert load_text(
+        DataConfig(path=write(tmp_path, "t.jsonl", pc), layout="text", text_column="completion")
+    ).texts == [
+        '{"b": 1, "c": null}',
+        "[true, 2.5]",
+    ]
+    shown = preview(read_table(tmp_path / "pc.jsonl")).to_dict("records")
+    assert [(r["prompt"], r["completion"]) for r in shown] == want
+    # Instruction (Alpaca) cells, and a Parquet list column (numpy arrays inside pandas before).
+    ins = [{"instruction": ["x", "y"], "input": {"k": 2}, "output": [1, 2]}]
+    ((user, answer),) = load_text(DataConfig(path=write(tmp_path, "ins.jsonl", ins))).texts
+    assert '### Instruction:\n["x", "y"]\n\n### Input:\n{"k": 2}\n\n### Response:\n' in user["content"]
+    assert answer["content"] == "[1, 2]"
+    pq.write_table(pa.Table.from_pylist([{"question": ["q1", "q2"], "answer": ["a"]}]), tmp_path / "qa.parquet")
+    ((user, answer),) = load_text(DataConfig(path=str(tmp_path / "qa.parquet"))).texts
+    assert (user["content"], answer["content"]) == ('["q1", "q2"]', '["a"]')
+
+
 BAD = {
     "unknown role": (
         [{"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}],
-        r"^data: 1 conversation \(line 2\) has a turn with an unknown role \('bot'\).*Fix: give every turn a role",
+        r"^data\.layout: 1 conversation in column 'messages' \(line 2\) has a turn with an unknown role \('bot'\).*Fix: give every turn a role",
     ),
     "empty assistant": (
         [{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " "}]}],
-        r"^data: 1 conversation \(line 2\) has an empty assistant turn.*Fix: write the answer",
+        r"^data\.layout: 1 conversation in column 'messages' \(line 2\) has an empty assistant turn.*Fix: write the answer",
     ),
     "ends on user": (
         [{"messages": [{"role": "user", "content": "x"}]}],
-        r"^data: 1 conversation \(line 2\) ends on a user \(or system\) turn.*Fix: end every conversation",
+        r"^data\.layout: 1 conversation in column 'messages' \(line 2\) ends on a user \(or system\) turn.*Fix: end every conversation",
     ),
     "tool call": (
         [{"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "{}"}]}],
-        r"^data: 1 conversation \(line 2\) has a tool-call turn.*Fix: remove those rows",
+        r"^data\.layout: 1 conversation in column 'messages' \(line 2\) has a tool-call turn.*Fix: remove those rows",
     ),
     "multimodal": (
         [{"messages": [{"role": "user", "content": [{"type": "image"}]}, {"role": "assistant", "content": "y"}]}],
-        r"^data: 1 conversation \(line 2\) has a turn whose content is a list of parts.*Fix:",
+        r"^data\.layout: 1 conversation in column 'messages' \(line 2\) has a turn whose content is a list of parts.*Fix:",
     ),
     "mixed layouts": (
         [{"prompt": "p", "completion": "c"}],
-        r"^data: mixed layouts in one file: the rows are conversation \(messages\), but 1 row is "
+        r"^data\.layout: mixed layouts in one file: the rows are conversation \(messages\), but 1 row is "
         r"prompt_completion \(prompt/completion\) \(line 2\)\. Fix: put every row in one layout",
     ),
 }
+
+
+def test_bad_conversations_are_counted_with_the_right_verb_column_and_fix(tmp_path):
+    # Was: "data: 2 conversations (lines 1, 2) is not a list of turns (...)." (no Fix, "is", field data).
+    p = write(tmp_path, "s.jsonl", [{"messages": "hello there"}, {"messages": "x y"}])
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=p))
+    assert e.value.problems == [
+        "data.layout: 2 rows in column 'messages' (lines 1, 2) are not lists of turns (objects with role/content "
+        'or from/value). Fix: write each row\'s messages as a list of turns such as [{"role": "user", "content": '
+        '"Hi"}, ...], or choose the layout text to train on the column as plain text.'
+    ]
+    assert load_text(DataConfig(path=p, layout="text")).texts == ["hello there", "x y"]  # that fix works
+    ends = [{"role": "user", "content": "x"}]
+    p = write(tmp_path, "e.jsonl", [{"conversations": [{"from": "human", "value": "x"}]}] * 2)
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=p))
+    assert e.value.problems == [
+        "data.layout: 2 conversations in column 'conversations' (lines 1, 2) end on a user (or system) turn: there "
+        "is no answer to learn at its end. Fix: end every conversation with an assistant turn, or remove the last turn."
+    ]
+    p = write(tmp_path, "n.jsonl", [{"messages": ends}])
+    with pytest.raises(ConfigError, match=r"^data\.layout: 1 conversation in column 'messages' \(line 1\) ends on"):
+        load_text(DataConfig(path=p))
+
+
+def test_an_unknown_role_is_shown_cut_short(tmp_path):
+    # Was: a 4,000-character role was echoed whole (a 4 KB message); and every distinct role was listed.
+    answer = {"role": "assistant", "content": "y"}
+    rows = [{"messages": [{"role": "user" * 1000, "content": "x"}, answer]}]
+    rows += [{"messages": [{"role": r, "content": "x"}, answer]} for r in ("bot", "human", "narrator", "ai")]
+    with pytest.raises(ConfigError) as e:
+        load_text(DataConfig(path=write(tmp_path, "r.jsonl", rows)))
+    assert e.value.problems == [
+        "data.layout: 5 conversations in column 'messages' (lines 1, 2, 3, 4, 5) have a turn with an unknown role "
+        "('useruseruseruseru...eruseruseruseruser', 'bot', 'human' and 2 more). Fix: give every turn a role of "
+        "system, user or assistant (ShareGPT: from system, human or gpt)."
+    ]
 
 
 @pytest.mark.parametrize("case", list(BAD))

@@ -63,6 +63,9 @@ REFUSED = {
     r"each comma \(lines 3, 5\)\. Fix: put quotes around cells",
     "unclosed_quote.csv": r"^data\.path: 'unclosed_quote\.csv' cannot be read as CSV from line 3 .*Fix: close the quote",
     "duplicate_columns.csv": r"^data\.path: 'duplicate_columns\.csv' names the column 'text' more than once .*Fix",
+    "nul_byte.csv": r"^data\.path: 'nul_byte\.csv' holds NUL bytes \(\\x00, no letter\) on line 3\. Fix: delete the NUL",
+    "mixed_encoding.txt": r"^data\.path: 'mixed_encoding\.txt' mixes encodings: UTF-8 letters on lines 1, 3, and another "
+    r"encoding \(such as Windows-1252\) on line 2: byte 0xEF of line 2, column 3, is not UTF-8\..*Fix: retype",
     "numeric.csv": r"^data\.text_column: no column holds text \(columns: id \(number\), score \(number\)\)\. Fix",
     "broken.jsonl": r"^data\.path: 'broken\.jsonl' has 1 line that is not valid JSON \(line 3; line 3: Unterminated "
     r"string.*Fix: make each line one JSON object",

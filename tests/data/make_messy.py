@@ -43,6 +43,8 @@ FILES: dict[str, bytes] = {
     "duplicate_columns.csv": b"text,author,text\na,b,c\n",
     "stray_quote.csv": b'text,author\nfine,me\n"never closed,you\nmore,them\n',
     "unclosed_quote.csv": b'text,author\n"Hello, world",me\n"never closed,you\nmore,them\n"Good, day",us\n',
+    "nul_byte.csv": b"text,author\nfine,me\nhel\x00lo,you\nmore,them\n",
+    "mixed_encoding.txt": "café ok\n".encode() + "naïve bad\n".encode("cp1252") + "déjà vu\n".encode(),
     "ids_and_prose.jsonl": J(
         [{"uid": f"9f1c2e7a4b3d{i:04d}a8e6c5b4d3f2a1e0", "note": "A calm sea."} for i in range(4)]
     ).encode(),
