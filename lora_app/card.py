@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import RunConfig
+from .md import cell, code, one_line, py_str
 from .variants import card_rows
 
 
@@ -30,7 +31,7 @@ def _layout_sentence(cfg: RunConfig) -> str:
     """How the rows became training text, for the card's Data section."""
     lay = cfg.data.layout
     if lay in ("auto", "text"):
-        return f"text column `{cfg.data.text_column or 'text'}` (layout `text`: loss on every token)"
+        return f"text column {code(cfg.data.text_column or 'text')} (layout `text`: loss on every token)"
     what = "every token" if cfg.data.train_on_prompt else "the answers only"
     how = {
         "prompt_completion": "prompt + completion + EOS",
@@ -138,12 +139,12 @@ def render_card(
             f"|---|---|\n{base_row}| with this adapter (step {evals['step']}) | {evals['perplexity']:.2f} |\n\n"
             f"Held-out loss after training: {evals['eval_loss']:.4f}.\n"
         )
-    cfg_part = f", config `{cfg.data.dataset_config}`" if cfg.data.dataset_config else ""
+    cfg_part = f", config {code(cfg.data.dataset_config)}" if cfg.data.dataset_config else ""
     data_src = (
         f"the Hub dataset [`{cfg.data.dataset_id}`](https://huggingface.co/datasets/{cfg.data.dataset_id})"
-        f" (split `{cfg.data.split}`{cfg_part})"
+        f" (split {code(cfg.data.split)}{cfg_part})"
         if cfg.data.dataset_id
-        else f"the file `{cfg.data.source_name or (cfg.data.path or 'data').replace(chr(92), '/').split('/')[-1]}`"
+        else f"the file {code(cfg.data.source_name or (cfg.data.path or 'data').replace(chr(92), '/').split('/')[-1])}"
     )
     rows = f", at most {cfg.data.max_rows:,} rows" if cfg.data.max_rows else ""
     repo = repo_id or "<this repo id>"
@@ -152,7 +153,7 @@ def render_card(
     base_link = (
         f"[{base_model_id}](https://huggingface.co/{base_model_id})"
         if is_hub_id(base_model_id)
-        else f"`{base_model_id}` (a local folder)"
+        else f"{code(base_model_id)} (a local folder)"
     )
     lo, t = cfg.lora, cfg.training
     loss = f"{final_loss:.4f}" if final_loss is not None else "n/a"
@@ -162,7 +163,7 @@ def render_card(
 {card_data.to_yaml()}
 ---
 
-# LoRA adapter for {base_model_id}
+# LoRA adapter for {one_line(base_model_id)}
 
 A LoRA adapter for {base_link}, trained with lora_app.
 
@@ -175,7 +176,7 @@ Trained on {data_src}, {_layout_sentence(cfg)}{rows}.
 | r | {lo.r} |
 | lora_alpha | {lo.lora_alpha:g} |
 | lora_dropout | {lo.lora_dropout:g} |
-| target_modules | {", ".join(targets)} |
+| target_modules | {cell(", ".join(targets))} |
 | bias | {lo.bias} |
 {card_rows(lo)}
 
@@ -200,9 +201,9 @@ Trained on {data_src}, {_layout_sentence(cfg)}{rows}.
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-base = AutoModelForCausalLM.from_pretrained("{base_model_id}")
-tokenizer = AutoTokenizer.from_pretrained("{base_model_id}")
-model = PeftModel.from_pretrained(base, "{repo}")
+base = AutoModelForCausalLM.from_pretrained({py_str(base_model_id)})
+tokenizer = AutoTokenizer.from_pretrained({py_str(base_model_id)})
+model = PeftModel.from_pretrained(base, {py_str(repo)})
 inputs = tokenizer("Two things are infinite: ", return_tensors="pt")
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40)[0]))
 ```

@@ -228,8 +228,10 @@ def summary(lora: LoraVariantFields) -> str:
 def card_rows(lora: LoraVariantFields) -> str:
     """The model card's table rows of the variant settings (every one, also when off)."""
 
-    def pat(d: dict) -> str:
-        return ", ".join(f"{k}: {v:g}" for k, v in d.items()) or "none"
+    from .md import cell
+
+    def pat(d: dict) -> str:  # keys are regexes: a | in one would add a table column
+        return cell(", ".join(f"{k}: {v:g}" for k, v in d.items()) or "none", limit=1000)
 
     init = lora.init_lora_weights + (
         " (converted at save to a plain LoRA of rank 2r on the unchanged base)" if mutates_base(lora) else ""
@@ -238,7 +240,7 @@ def card_rows(lora: LoraVariantFields) -> str:
         f"| use_rslora | {lora.use_rslora} |\n"
         f"| use_dora | {lora.use_dora} |\n"
         f"| init_lora_weights | {init} |\n"
-        f"| modules_to_save | {', '.join(lora.modules_to_save or []) or 'none'} |\n"
+        f"| modules_to_save | {cell(', '.join(lora.modules_to_save or []) or 'none', limit=1000)} |\n"
         f"| rank_pattern | {pat(lora.rank_pattern)} |\n"
         f"| alpha_pattern | {pat(lora.alpha_pattern)} |"
     )
