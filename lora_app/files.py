@@ -176,6 +176,9 @@ def read_csv(text: str, name: str) -> tuple[pd.DataFrame, list[int], list[str]]:
 
 def _parse(text: str, delim: str | None, quote: str) -> tuple[list[list[str]], list[int]]:
     """Rows of cells and the line each starts on. Raises csv.Error(message, line)."""
+    # csv refuses a cell over 131,072 characters ("field larger than field limit"), which the message
+    # then blamed on an unclosed quote; the text is in memory whole, so no cell can be longer than it.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     # One column: a delimiter that never occurs in text, so a line is never split.
     reader = csv.reader(
         io.StringIO(text, newline=""),

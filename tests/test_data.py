@@ -391,3 +391,13 @@ def test_columns_without_text_are_named_by_their_type(tmp_path):
             f"data.text_column: no column holds text (columns: {shown}). Fix: upload a file with a text column "
             "such as 'text'."
         ]
+
+
+def test_a_csv_cell_longer_than_the_csv_modules_limit_is_read_whole(tmp_path):
+    """Python's csv refuses cells over 131,072 characters; a 300,000-character quoted cell (a long
+    document, quotes closed) was refused as "a quoted cell ... is not closed" (found by the breaker)."""
+    long = "word, " * 50_000  # commas inside: the cell must be quoted
+    p = tmp_path / "long.csv"
+    p.write_text(f'text,n\n"{long}",1\nshort,2\n', encoding="utf-8")
+    df = read_table(p)
+    assert list(df["text"]) == [long, "short"] and len(df["text"][0]) == 300_000
