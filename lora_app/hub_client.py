@@ -196,6 +196,15 @@ def whoami(token: str | None, use_cache: bool = True) -> User:
                 f"(create one at {TOKENS_URL}), or set HF_TOKEN in the environment or .env."
             ]
         )
+    odd = next((i for i, c in enumerate(token) if not (c.isascii() and c.isprintable()) or c.isspace()), None)
+    if odd is not None:  # else "could not reach the Hub" (httpx refuses the header) or a UnicodeEncodeError
+        raise HubError(
+            [
+                f"hub: the token has a character a Hugging Face token cannot have (a space, a line break or a "
+                f"non-ASCII letter, character {odd + 1} of {len(token)}). Fix: copy the token again from "
+                f"{TOKENS_URL} and paste only it (hf_...)."
+            ]
+        )
     if use_cache:
         with _WHOAMI_LOCK:
             hit = _WHOAMI_CACHE.get(_key(token))

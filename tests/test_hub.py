@@ -594,3 +594,20 @@ def test_no_token_was_written_anywhere(tmp_path_factory):
 
     leftovers = [p for p in Path(tempfile.gettempdir()).glob("lora_app_push_*") if p.stat().st_mtime >= T0]
     assert leftovers == []  # push staging copies are removed
+
+
+def test_a_token_with_a_character_no_token_has_is_named_without_echoing_it(hub_server):
+    """A pasted token with a line break or NUL inside was "could not reach the Hub ... check your
+    internet connection" (httpx refuses the header); with a non-ASCII letter, a UnicodeEncodeError
+    (found by the breaker). The Hub is not asked, and the message never holds the token."""
+    n = len(hub_server.requests)
+    for token, where in (("hf_sec\nret", 7), ("hf_secret\x00", 10), ("hf_sécret", 5), ("hf_se cret", 6)):
+        with pytest.raises(hub_client.HubError) as err:
+            hub_client.whoami(token, use_cache=False)
+        assert err.value.problems == [
+            "hub: the token has a character a Hugging Face token cannot have (a space, a line break or a "
+            f"non-ASCII letter, character {where} of {len(token)}). Fix: copy the token again from "
+            f"{hub_client.TOKENS_URL} and paste only it (hf_...)."
+        ]
+    assert len(hub_server.requests) == n
+    assert hub_client.whoami(ALICE, use_cache=False).name == "alice"
