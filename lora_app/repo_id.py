@@ -57,6 +57,12 @@ def check_repo_id(repo_id: str | None) -> list[str]:
     rid = (repo_id or "").strip()
     if not rid:
         return ["hub.repo_id: empty. Fix: write it as owner/name, e.g. alice/smollm2-lora-quotes."]
+    url = re.match(r"^(?:https?://)?(?:www\.)?(?:huggingface\.co|hf\.co)/(?:models/)?([^/?#\s]+)/([^/?#\s]+)", rid)
+    if url:  # a repo page's address pasted whole
+        return [
+            f"hub.repo_id: '{rid}' is a web address, not a repo id. Fix: write only its owner/name part, "
+            f"e.g. {sanitize(url[1]) or 'your-name'}/{sanitize(url[2]) or 'my-lora'}."
+        ]
     if rid.count("/") != 1:
         return [
             f"hub.repo_id: '{rid}' must have exactly one '/' (owner/name). "
@@ -89,6 +95,10 @@ def check_repo_id(repo_id: str | None) -> list[str]:
 def sanitize(text: str, max_len: int = MAX_PART) -> str:
     """``text`` as a valid repo-name part: other characters become '-', no '--'/'..', no
     leading/trailing '-' or '.'; at most ``max_len`` characters. May return ''."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text or "")
+    import unicodedata
+
+    # accented letters keep their base letter ("ünï" -> "uni"), as a person would write them
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text or "") if not unicodedata.combining(c))
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", plain)
     s = re.sub(r"[-.]{2,}", "-", s)  # no "--" or ".." (nor ".-" runs)
     return s.strip("-.")[:max_len].strip("-.")

@@ -311,6 +311,14 @@ def test_repo_ids():
     for s in ("quotes (1).jsonl", "a b//c..d--e", "-x.", "ü/ö"):
         name = hub.sanitize(s)
         assert hub.check_repo_id(f"alice/{name}") == [] or name == "", (s, name)
+    # a repo page's address pasted whole, and accented letters: the suggestion is the id meant (the
+    # breaker got your-name/https-huggingface.co-alice-x and alice/n)
+    for url in ("https://huggingface.co/alice/x", "hf.co/alice/x/tree/main", "https://www.huggingface.co/alice/x?y"):
+        assert hub.check_repo_id(url) == [
+            f"hub.repo_id: '{url}' is a web address, not a repo id. Fix: write only its owner/name part, e.g. alice/x."
+        ]
+    assert hub.check_repo_id("alice/ünï")[0].endswith("Fix: e.g. alice/uni.")
+    assert hub.sanitize("Café Crème") == "Cafe-Creme"
     assert hub.is_hub_id("gpt2") and hub.is_hub_id(BASE_ID)
     assert not any(hub.is_hub_id(p) for p in ("/tmp/model", "./model", "~/m", "a/b/c", "C:\\models\\x"))
 
