@@ -102,9 +102,6 @@ class Generator:
                 except Exception as err:
                     raise ConfigError([adapter_not_found(adapter, err, token)]) from None
                 key_base = base or pc.base_model_name_or_path
-                no_weights = folder_problem(adapter)
-                if no_weights:  # before a base model is loaded for nothing
-                    raise ConfigError([no_weights])
             if key_base and check_base is not None:
                 check_base(key_base)
             from .model_folder import adapter_base_problem, folder_problems
@@ -114,6 +111,9 @@ class Generator:
             )
             if key_base and bad_base:  # else a traceback from the tokenizer loader
                 raise ConfigError([bad_base])
+            no_weights = folder_problem(adapter) if adapter else None
+            if no_weights:  # before a base model is loaded for nothing
+                raise ConfigError([no_weights])
             if not key_base:
                 raise ConfigError(["base model: none given. Fix: give a base model or an adapter."])
             cur = self._loaded
