@@ -116,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--private", action="store_true")
     d = sub.add_parser("data", help="show the exact training tokens of a file's first rows (no loss: [[...]])")
     d.add_argument("file")
-    d.add_argument("--show", type=int, default=5, metavar="N", help="rows to show (default 5)")
-    d.add_argument("--layout", default="auto", help="auto, text, prompt_completion, instruction or conversation")
+    d.add_argument("--show", type=_positive, default=5, metavar="N", help="rows to show (default 5)")
+    d.add_argument(
+        "--layout", default="auto", choices=("auto", "text", "prompt_completion", "instruction", "conversation")
+    )
     d.add_argument("--text-column", default=None)
     d.add_argument("--base", default=None, help="the base model whose tokenizer is used (default: the bundled one)")
-    d.add_argument("--max-length", type=int, default=None, help="tokens per row (default: training's max_length)")
+    d.add_argument("--max-length", type=_positive, default=None, help="tokens per row (default: training's max_length)")
     d.add_argument("--train-on-prompt", action="store_true", help="loss on every token")
     a = ap.parse_args(argv)
 
@@ -167,6 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "data":
         return _data(a)
     return 2
+
+
+def _positive(text: str) -> int:
+    """argparse's type for a count of at least 1 (``--show -3`` showed the last 3 rows; 0, nothing)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is below 1: give a count of at least 1")
+    return n
 
 
 def _data(a) -> int:
@@ -223,7 +236,14 @@ def _merge(a) -> int:
 def _push(a) -> int:
     from . import hub, hub_client
     from .config import ConfigError
+    from .repo_id import on_disk
 
+    if not on_disk(a.run_dir, "dir"):  # said before the login is checked: the login is not the problem
+        print(
+            f"The push did not happen: '{a.run_dir}' is not a folder. Fix: give a run or adapter folder.",
+            file=sys.stderr,
+        )
+        return 2
     token = hub_client.env_token()
     try:
         repo = a.repo or hub.default_repo_id(hub_client.whoami(token).name, a.run_dir)

@@ -130,3 +130,30 @@ def test_cli_data_refuses_column_names_equal_after_stripping_without_a_traceback
         "Cannot read the data:\n  - data.path: 'dup.jsonl' names the column 'text' (written 'text' and 'text ') "
         "more than once. Fix: give every column its own name (spaces at the ends of a name do not count).\n"
     )
+
+
+def test_cli_data_counts_and_layouts_are_checked_and_push_names_a_missing_folder(capsys):
+    """`data --layout bogus` said only "1 validation error for DataConfig"; `--show -3` showed the last
+    3 rows and 0 nothing; `push /nonexist` complained about the login (found by the breaker)."""
+    import pytest
+
+    from lora_app.__main__ import main
+
+    for args, want in (
+        (
+            ["--layout", "bogus"],
+            "argument --layout: invalid choice: 'bogus' (choose from 'auto', 'text', 'prompt_completion', "
+            "'instruction', 'conversation')",
+        ),
+        (["--show", "-3"], "argument --show: -3 is below 1: give a count of at least 1"),
+        (["--show", "0"], "argument --show: 0 is below 1: give a count of at least 1"),
+        (["--max-length", "x"], "argument --max-length: 'x' is not a whole number"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main(["data", "examples/quotes.jsonl", *args])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.strip().endswith(want), args
+    assert main(["push", "/no/such/run"]) == 2
+    assert capsys.readouterr().err == (
+        "The push did not happen: '/no/such/run' is not a folder. Fix: give a run or adapter folder.\n"
+    )
