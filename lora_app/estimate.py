@@ -145,6 +145,8 @@ class Estimate:
     basis: list[str] = field(default_factory=list)
     trainable: int = 0
     total_params: int = 0
+    #: per row: the tier's memory and the run's :class:`~lora_app.memory.Parts` there (bytes)
+    parts: list[tuple[float, Parts]] = field(default_factory=list)
 
     def frame(self):
         import pandas as pd
@@ -161,6 +163,7 @@ def estimate(
     *,
     dropout_features: int = 0,
     input_features: int = 0,
+    tiers: tuple[Tier, ...] | None = None,
 ) -> Estimate:
     """The table for ``cfg`` (a RunConfig) on every tier. ``trainable``/``total_params``: PEFT's
     counts (``models.count_parameters``); ``mean_tokens``: average tokens per training row if the
@@ -185,8 +188,8 @@ def estimate(
     world = cfg.distributed.num_processes
     cpu_rules = (False, False)  # (chunked loss, eager attention) on the CPU tier, for the basis
     kind = getattr(model_config, "model_type", None)
-    rows = []
-    for tier in (cpu_tier(cfg.model.precision), *GPU_TIERS):
+    rows, tier_parts = [], []
+    for tier in tiers or (cpu_tier(cfg.model.precision), *GPU_TIERS):
         device = "cpu" if tier.tflops is None else "cuda"
         if device == "cuda":  # model.precision float32 on a GPU: float32 weights (decide: the run's own rule)
             tier = replace(tier, dtype=decide(cfg.model.precision, "cuda", cuda_bf16=tier.dtype == "bfloat16").dtype)
@@ -234,6 +237,7 @@ def estimate(
         # a GPU's load transient is in RAM, not in the GPU's memory
         loading = runtime + loading_bytes(stored, stored_dtype, weights, quant, tier.dtype) if device == "cpu" else 0.0
         parts = Parts(weights, lora, act, act_ckpt, runtime, loading)
+        tier_parts.append((tier.memory, parts))
         total = parts.total(t.gradient_checkpointing)
         if total <= tier.memory:
             fits = "yes"
@@ -288,7 +292,7 @@ def estimate(
         )
         + f"Total uses the form's gradient_checkpointing ({'on' if t.gradient_checkpointing else 'off'}).",
     ]
-    return Estimate(rows, basis, trainable, total_params)
+    return Estimate(rows, basis, trainable, total_params, tier_parts)
 
 
 def _duration(s: float) -> str:
@@ -299,21 +303,78 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def mean_tokens(data) -> float | None:
+    """Tokens per training row of a :class:`~lora_app.data.TextData` (characters / 4, a common English
+    average, + EOS); None without data."""
+    if data is None or not data.texts:
+        return None
+    return sum(len(x) for x in data.texts) / len(data.texts) / 4 + 1
+
+
 def for_preflight(cfg, pre, token: str | None = None) -> Estimate:
-    """The estimate for what :func:`lora_app.validate.preflight` found (config only: no weights).
-    Tokens per row from the data when it was read (characters / 4, a common English average)."""
+    """The estimate for what :func:`lora_app.validate.preflight` found (config only: no weights)."""
     from .models import load_model_config
 
     mc = load_model_config(cfg.model, token=token)
-    mean = None
-    if pre.data is not None and pre.data.texts:
-        mean = sum(len(x) for x in pre.data.texts) / len(pre.data.texts) / 4 + 1  # + EOS
     return estimate(
         mc,
         cfg,
         pre.trainable,
         pre.total,
-        mean,
+        mean_tokens(pre.data),
         dropout_features=pre.dropout_features,
         input_features=pre.input_features,
+    )
+
+
+#: The estimate's error against real runs' peak memory (tests/test_estimate.py: within 25%). A run on
+#: this CPU is refused only when even that much less than the estimate would not fit.
+REFUSE_OVER = 1.25
+
+
+def cpu_memory_problem(model_config, cfg, counted, data=None) -> str | None:
+    """One problem line when a run on this machine's CPU (no GPU) would surely not fit its RAM (the
+    container's limit where there is one): the estimated training peak (:func:`estimate`, times
+    ``distributed.num_processes``: each rank holds its own copy) over :data:`REFUSE_OVER` x the RAM.
+    Names the estimate's parts and the fixes that would fit, each estimated the same way:
+    gradient_checkpointing, 4-bit quantization (bitsandbytes runs on CPU). None when it fits.
+    ``counted``: :class:`lora_app.models.LoraCount`; ``data``: the TextData, if read."""
+    kw = dict(dropout_features=counted.dropout_features, input_features=counted.input_features)
+
+    def peak(c, checkpointing: bool) -> tuple[float, float, Parts]:
+        est = estimate(
+            model_config,
+            c,
+            counted.trainable,
+            counted.total,
+            mean_tokens(data),
+            tiers=(cpu_tier(c.model.precision),),
+            **kw,
+        )
+        memory, parts = est.parts[0]
+        # training's peak only: the load transient the table shows is mostly the checkpoint's file, read
+        # through a memory map whose pages the kernel can drop, so it is no proof that a run dies
+        training = replace(parts, loading=0.0).total(checkpointing)
+        return memory, training * c.distributed.num_processes, parts
+
+    t = cfg.training
+    memory, need, parts = peak(cfg, t.gradient_checkpointing)
+    if need <= REFUSE_OVER * memory:
+        return None
+    fixes = []
+    if not t.gradient_checkpointing and peak(cfg, True)[1] <= memory:
+        fixes.append(f"turn on training.gradient_checkpointing (about {peak(cfg, True)[1] / GB:.1f} GB)")
+    if cfg.model.quantization not in ("4bit",):
+        q4 = cfg.model_copy(deep=True)
+        q4.model.quantization = "4bit"
+        if peak(q4, t.gradient_checkpointing)[1] <= memory:
+            fixes.append(f"set model.quantization: 4bit (about {peak(q4, t.gradient_checkpointing)[1] / GB:.1f} GB)")
+    fixes.append("choose a smaller base model, or train on a GPU (the LoRA tab's estimate lists them)")
+    procs = f" x {cfg.distributed.num_processes} processes" if cfg.distributed.num_processes > 1 else ""
+    return (
+        f"model.base_model_name_or_path: training '{cfg.model.base_model_name_or_path}' here needs about "
+        f"{need / GB:.1f} GB of RAM{procs} (weights {parts.weights / GB:.1f}, activations "
+        f"{(parts.activations_ckpt if t.gradient_checkpointing else parts.activations) / GB:.1f}, LoRA with its "
+        f"optimizer {parts.lora / GB:.1f}, runtime {parts.runtime / GB:.1f}), and this machine has {memory / GB:.1f} GB (a container's limit counts): it "
+        f"would be killed for lack of memory. Fix: {'; or '.join(fixes)}."
     )

@@ -221,6 +221,13 @@ def preflight(
                                 "layers)."
                             ]
                         ) from None
+                    if device == "cpu" and counted.total:  # a run that would surely not fit this machine's RAM
+                        from .estimate import cpu_memory_problem
+
+                        try:
+                            problems += [p for p in [cpu_memory_problem(mc, cfg, counted, td)] if p]
+                        except Exception:  # a guard only: a config the estimate cannot size still runs
+                            pass
         except ConfigError as err:
             problems += err.problems
     if problems or cfg is None:  # (cfg is None only with problems)

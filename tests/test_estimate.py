@@ -239,3 +239,55 @@ def test_a_huge_batch_or_accumulation_is_estimated_without_listing_its_rows():
     small = RunConfig.build({"training": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}})
     rows = {r["hardware"]: r for r in estimate.estimate(mc, small, 230_400, 134_745_408).rows}
     assert rows["H200 141 GB"]["rows per forward"] == 16  # merged, as the run would
+
+
+def test_a_run_that_cannot_fit_this_machines_ram_is_refused_before_anything_loads(hub_server, tiny_model):
+    """The reference recipe's OPT-6.7B on a 16 GB CPU Space downloaded 13 GB and was then killed for
+    lack of memory. A base whose estimated peak is over 1.25 x this machine's RAM (the estimate's
+    error) is refused at preflight, from its config alone, naming the numbers and the fixes; the
+    model is sized from this machine's RAM so the test holds on any machine."""
+    import math
+
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app.config import ConfigError
+    from lora_app.container import ram
+    from lora_app.validate import preflight
+
+    total = ram()[0]
+    per_layer = (4 * 8192 * 8192 + 3 * 8192 * 28672) * 2  # bytes in bf16, the least any CPU run keeps
+    layers = math.ceil(1.6 * total / per_layer)
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "vocab_size": 32000,
+        "max_position_embeddings": 4096,
+        "torch_dtype": "bfloat16",
+    }
+    hub_server.add_file("model", "big-lab/huge-llama", "config.json", json.dumps(config))
+    raw = {
+        "data": {"path": str(EXAMPLE_QUOTES)},
+        "model": {"base_model_name_or_path": "big-lab/huge-llama", "quantization": "none"},
+        "lora": {"target_modules": ["q_proj", "v_proj"]},
+        "training": {"max_steps": 2, "max_length": 64},
+    }
+    with pytest.raises(ConfigError) as err:
+        preflight(raw, check_data=False)
+    (msg,) = err.value.problems
+    print("\n" + msg)
+    assert msg.startswith("model.base_model_name_or_path: training 'big-lab/huge-llama' here needs about ")
+    assert f"and this machine has {total / 1e9:.1f} GB (a container's limit counts)" in msg
+    assert msg.endswith("choose a smaller base model, or train on a GPU (the LoRA tab's estimate lists them).")
+    need = float(msg.split("needs about ", 1)[1].split(" GB", 1)[0])
+    assert need > 1.25 * total / 1e9
+    if total >= 8e9:  # 4-bit weights (a quarter of bf16's, the embeddings aside) + 3 GB of the rest fit
+        four = float(msg.split("set model.quantization: 4bit (about ", 1)[1].split(" GB", 1)[0])
+        assert four <= total / 1e9
+    # the same settings on a model that fits pass
+    raw["model"]["base_model_name_or_path"] = str(tiny_model)
+    assert preflight(raw, check_data=False)[0].model.base_model_name_or_path == str(tiny_model)
