@@ -161,6 +161,7 @@ def estimate(
     total_params: int,
     mean_tokens: float | None = None,
     *,
+    longest_tokens: float | None = None,
     dropout_features: int = 0,
     input_features: int = 0,
     tiers: tuple[Tier, ...] | None = None,
@@ -182,7 +183,9 @@ def estimate(
     base_params = linear + other
     row_tokens = min(mean_tokens or t.max_length, t.max_length)
     # Packed rows fill a forward with their real tokens; padded ones with up to max_length each.
-    forward_row_tokens = row_tokens if t.packing else t.max_length
+    # Padded ones to the longest row of their forward (text.PaddingCollator): at most the data's longest
+    # row, else max_length. (Taking max_length with short data refused runs that fit: the breaker.)
+    forward_row_tokens = row_tokens if t.packing else min(longest_tokens or t.max_length, t.max_length)
     run_tokens = t.max_steps * t.per_device_train_batch_size * t.gradient_accumulation_steps * row_tokens
     flops_per_token = (6 if t.gradient_checkpointing else 4) * base_params
     world = cfg.distributed.num_processes
@@ -278,7 +281,7 @@ def estimate(
         "Memory: weights at the tier's precision and quantization (auto = 8bit on a GPU, none on CPU), LoRA "
         "parameters + gradients + AdamW states (accelerate's estimate_training_usage), activations for one forward "
         f"(calibrated on SmolLM2 on CPU; {forward_row_tokens:.0f} tokens per row "
-        f"{'packed' if t.packing else 'padded to max_length'}; the inputs LoRA keeps: {input_features:,} values a "
+        f"{'packed' if t.packing else 'padded to the longest row' if longest_tokens else 'padded to max_length'}; the inputs LoRA keeps: {input_features:,} values a "
         f"token beyond q/v's{f', {dropout_features:,} dropped-out copies' if dropout_features else ''}; "
         f"on CPU logits {'a chunk at a time' if cpu_rules[0] else 'of every token'} and "
         f"{'eager attention (each layer keeps its attention probabilities)' if cpu_rules[1] else 'SDPA'}, "
@@ -311,6 +314,13 @@ def mean_tokens(data) -> float | None:
     return sum(len(x) for x in data.texts) / len(data.texts) / 4 + 1
 
 
+def longest_tokens(data) -> float | None:
+    """The longest training row's tokens, counted as :func:`mean_tokens` counts; None without data."""
+    if data is None or not data.texts:
+        return None
+    return max(len(x) for x in data.texts) / 4 + 1
+
+
 def for_preflight(cfg, pre, token: str | None = None) -> Estimate:
     """The estimate for what :func:`lora_app.validate.preflight` found (config only: no weights)."""
     from .models import load_model_config
@@ -322,6 +332,7 @@ def for_preflight(cfg, pre, token: str | None = None) -> Estimate:
         pre.trainable,
         pre.total,
         mean_tokens(pre.data),
+        longest_tokens=longest_tokens(pre.data),
         dropout_features=pre.dropout_features,
         input_features=pre.input_features,
     )
@@ -339,6 +350,8 @@ def cpu_memory_problem(model_config, cfg, counted, data=None) -> str | None:
     Names the estimate's parts and the fixes that would fit, each estimated the same way:
     gradient_checkpointing, 4-bit quantization (bitsandbytes runs on CPU). None when it fits.
     ``counted``: :class:`lora_app.models.LoraCount`; ``data``: the TextData, if read."""
+    import importlib.util
+
     kw = dict(dropout_features=counted.dropout_features, input_features=counted.input_features)
 
     def peak(c, checkpointing: bool) -> tuple[float, float, Parts]:
@@ -348,6 +361,7 @@ def cpu_memory_problem(model_config, cfg, counted, data=None) -> str | None:
             counted.trainable,
             counted.total,
             mean_tokens(data),
+            longest_tokens=longest_tokens(data),
             tiers=(cpu_tier(c.model.precision),),
             **kw,
         )
@@ -361,20 +375,29 @@ def cpu_memory_problem(model_config, cfg, counted, data=None) -> str | None:
     memory, need, parts = peak(cfg, t.gradient_checkpointing)
     if need <= REFUSE_OVER * memory:
         return None
-    fixes = []
-    if not t.gradient_checkpointing and peak(cfg, True)[1] <= memory:
-        fixes.append(f"turn on training.gradient_checkpointing (about {peak(cfg, True)[1] / GB:.1f} GB)")
-    if cfg.model.quantization not in ("4bit",):
-        q4 = cfg.model_copy(deep=True)
-        q4.model.quantization = "4bit"
-        if peak(q4, t.gradient_checkpointing)[1] <= memory:
-            fixes.append(f"set model.quantization: 4bit (about {peak(q4, t.gradient_checkpointing)[1] / GB:.1f} GB)")
+    q4 = cfg.model_copy(deep=True)
+    q4.model.quantization = "4bit"
+    tries = []  # each fix alone first, then both: the first that fits is offered
+    if not t.gradient_checkpointing:
+        tries.append(("turn on training.gradient_checkpointing", cfg, True))
+    if cfg.model.quantization != "4bit" and importlib.util.find_spec("bitsandbytes"):
+        tries.append(("set model.quantization: 4bit", q4, t.gradient_checkpointing))
+        if not t.gradient_checkpointing:
+            tries.append(("set model.quantization: 4bit and turn on training.gradient_checkpointing", q4, True))
+    fixes: list[str] = []
+    for what, c, ckpt in tries:
+        gb = peak(c, ckpt)[1] / GB
+        if gb <= memory / GB and not (fixes and " and " in what):
+            fixes.append(f"{what} (about {gb:.1f} GB)")
+    act = parts.activations_ckpt if t.gradient_checkpointing else parts.activations
+    if act > parts.weights:
+        fixes.append("lower training.max_length or per_device_train_batch_size (the activations are most of it)")
     fixes.append("choose a smaller base model, or train on a GPU (the LoRA tab's estimate lists them)")
     procs = f" x {cfg.distributed.num_processes} processes" if cfg.distributed.num_processes > 1 else ""
     return (
         f"model.base_model_name_or_path: training '{cfg.model.base_model_name_or_path}' here needs about "
-        f"{need / GB:.1f} GB of RAM{procs} (weights {parts.weights / GB:.1f}, activations "
-        f"{(parts.activations_ckpt if t.gradient_checkpointing else parts.activations) / GB:.1f}, LoRA with its "
-        f"optimizer {parts.lora / GB:.1f}, runtime {parts.runtime / GB:.1f}), and this machine has {memory / GB:.1f} GB (a container's limit counts): it "
-        f"would be killed for lack of memory. Fix: {'; or '.join(fixes)}."
+        f"{need / GB:.1f} GB of RAM{procs} (weights {parts.weights / GB:.1f}, activations {act / GB:.1f}, LoRA "
+        f"with its optimizer {parts.lora / GB:.1f}, runtime {parts.runtime / GB:.1f}), and this machine has "
+        f"{memory / GB:.1f} GB (a container's limit counts): it would be killed for lack of memory. "
+        f"Fix: {'; or '.join(fixes)}."
     )

@@ -160,17 +160,22 @@ def test_start_in_a_second_tab_shows_its_own_run_not_the_one_it_was_following(ap
     tab(b, "1. Data")
     button(b, "Use the example quotes (1,000 rows)").click()
     b.get_by_text(re.compile(r"rows from")).wait_for()
-    tab(b, "3. Train")
-    button(b, "Start training").click()
-    deadline = time.time() + 60
-    while len(ctx.jobs.list()) < 2 and time.time() < deadline:
-        time.sleep(0.2)
-    run_b = next(r for r in ctx.jobs.list() if r.id != run_a.id)
+    run_b = _start_second_run(b, ctx, run_a)
     b.locator("#train-status").get_by_text(re.compile(run_b.id)).first.wait_for()
     time.sleep(2)  # A's follower, had it survived, would overwrite B's status within 0.5 s
     status_b = b.locator("#train-status").inner_text()
     # B's own run heads the status (a queued run may name the running one after it).
     assert re.match(rf"Run `?{run_b.id}", status_b.strip()), status_b
+
+
+def _start_second_run(page, ctx, run_a):
+    """Press Start in the Train tab while ``run_a`` exists; the run it queued, once listed (60 s at most)."""
+    tab(page, "3. Train")
+    button(page, "Start training").click()
+    deadline = time.time() + 60
+    while len(ctx.jobs.list()) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    return next(r for r in ctx.jobs.list() if r.id != run_a.id)
 
 
 def test_start_during_a_run_queues_the_next_or_says_what_is_wrong(app_url, page, tiny_model):
@@ -201,12 +206,7 @@ def test_start_during_a_run_queues_the_next_or_says_what_is_wrong(app_url, page,
 
     tab(page, "2. LoRA")
     fill_settings(page, [("max_steps", 5)])
-    tab(page, "3. Train")
-    button(page, "Start training").click()
-    deadline = time.time() + 60
-    while len(ctx.jobs.list()) < 2 and time.time() < deadline:
-        time.sleep(0.2)
-    run_b = next(r for r in ctx.jobs.list() if r.id != run_a.id)
+    run_b = _start_second_run(page, ctx, run_a)
     status.get_by_text(re.compile(run_b.id)).first.wait_for()
     assert ctx.jobs.get(run_a.id).status == "running"
     # Stop now stops the run the page shows: B (queued behind A, so it never starts).

@@ -291,3 +291,42 @@ def test_a_run_that_cannot_fit_this_machines_ram_is_refused_before_anything_load
     # the same settings on a model that fits pass
     raw["model"]["base_model_name_or_path"] = str(tiny_model)
     assert preflight(raw, check_data=False)[0].model.base_model_name_or_path == str(tiny_model)
+
+
+def test_padded_rows_are_estimated_at_the_datas_longest_row_not_max_length(hub_server):
+    """Padding fills a batch up to its longest row (text.PaddingCollator), not to max_length: a 1B
+    model on short quotes with max_length 8192 and packing off was refused as needing 75.5 GB (found
+    by the breaker). With the data known, a forward's rows are the longest row's length."""
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app.validate import preflight
+
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+    }
+    hub_server.add_file("model", "meta-like/llama-1b", "config.json", json.dumps(config))
+    raw = {
+        "data": {"path": str(EXAMPLE_QUOTES)},
+        "model": {"base_model_name_or_path": "meta-like/llama-1b", "quantization": "none"},
+        "lora": {"target_modules": ["q_proj", "v_proj"]},
+        "training": {"max_length": 8192, "per_device_train_batch_size": 4, "packing": False},
+    }
+    cfg, pre = preflight(raw)
+    longest = max(len(t) for t in pre.data.texts) / 4 + 1
+    est = estimate.for_preflight(cfg, pre)
+    assert f"{longest:.0f} tokens per row padded to the longest row" in est.basis[3]
+    cpu = est.parts[0][1]  # the CPU row comes first
+    at_max_length, _ = memory.activation_bytes(
+        models.load_model_config(cfg.model), 16 * 8192, estimate.cpu_tier("auto").dtype
+    )
+    assert cpu.activations < at_max_length / 10  # far below 16 rows padded to max_length (preflight passed)
