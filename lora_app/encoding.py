@@ -81,11 +81,11 @@ def decode(raw: bytes, name: str) -> tuple[str, str]:
             )
     text: str | None = None
     enc: str | None = None
+    mixed = False  # maybe UTF-8 lines among lines of another encoding
     try:
         text, enc = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        if b"\x00" not in raw:  # (UTF-16/32 text has NULs, and may hold valid UTF-8 pairs by chance)
-            _refuse_mixed(raw, name)
+        mixed = b"\x00" not in raw  # (UTF-16/32 text has NULs, and may hold valid UTF-8 pairs by chance)
     if text is not None and "\x00" in text:
         if text.count("\x00") < _WIDE_NULS * len(text) and not _binary(text.replace("\x00", "")):
             raise _nul_lines(text, name)
@@ -100,6 +100,10 @@ def decode(raw: bytes, name: str) -> tuple[str, str]:
         ):
             best = west
         if best is not None:
+            # Only a one-byte code page's lines can be UTF-8 by accident of a paste: a double-byte
+            # one's (GBK: 18% of common Chinese characters are valid UTF-8 pairs) often are by chance.
+            if mixed and _one_byte(best.encoding):
+                _refuse_mixed(raw, name)
             text, enc = str(best), best.encoding
     if text is None or enc is None or _binary(text):  # (both are set together)
         raise _refuse(
@@ -152,6 +156,18 @@ def _refuse_mixed(raw: bytes, name: str) -> None:
 def _lines(where: list[int]) -> str:
     """'line 2' or '3 lines (lines 2, 5, 9)'."""
     return lines_of(where) if len(where) == 1 else f"{count(len(where), 'line')} ({lines_of(where)})"
+
+
+def _one_byte(enc: str) -> bool:
+    """Whether ``enc`` reads every byte alone as a letter (Windows-1252, Latin-1, KOI8-R ...), unlike
+    GBK, Shift-JIS or Big5, where most bytes above 0x7F start a pair."""
+    alone = 0
+    for b in range(0x80, 0x100):
+        try:
+            alone += len(bytes([b]).decode(enc)) == 1
+        except (UnicodeDecodeError, LookupError):
+            pass
+    return alone >= 100
 
 
 def _binary(text: str) -> bool:

@@ -343,6 +343,16 @@ def test_utf8_with_a_line_in_another_encoding_is_refused_by_line(tmp_path):
     p = write(tmp_path, "w.txt", "naïve bad\nplain\ndéjà vu\n".encode("cp1252"), mode="wb")
     td = load_text(DataConfig(path=str(p)))
     assert td.texts == ["naïve bad", "plain", "déjà vu"] and "Read as Windows-1252 text." in td.notes
+    # Chinese in GBK/GB18030: a line of characters whose bytes happen to be valid UTF-8 (女, 木目) is
+    # no UTF-8 line; these files were refused as mixed (found by the breaker) and are read as before.
+    for name, text, enc in (
+        ("a.csv", "text,label\n今天天气很好,正面\n这部电影很糟糕,负面\nok,女\n", "gb18030"),
+        ("p.txt", "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n木目\n", "gbk"),
+    ):
+        p = write(tmp_path, name, text.encode(enc), mode="wb")
+        assert read_table(p).iloc[:, 0].tolist() == [
+            ln.split(",")[0] for ln in text.splitlines()[int(name.endswith(".csv")) :]
+        ]
 
 
 @pytest.mark.parametrize("header,n", [(",", 2), (";;", 3), (" , ", 2)])
