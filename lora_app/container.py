@@ -33,14 +33,11 @@ _V1_UNLIMITED = 2**62
 
 @dataclass(frozen=True)
 class MemoryLimit:
-    """A cgroup memory limit: ``limit`` and ``used`` bytes (page cache that is inactive left out)."""
+    """A cgroup memory limit: ``limit`` bytes, the smallest of every level, and ``available`` bytes,
+    the least room left under any level (page cache that is inactive counts as room)."""
 
     limit: int
-    used: int
-
-    @property
-    def available(self) -> int:
-        return max(0, self.limit - self.used)
+    available: int
 
 
 def _read(path: Path) -> str | None:
@@ -74,6 +71,18 @@ def _levels(mount: Path, own: str) -> list[Path]:
     return [d for d in out if d.is_dir()]
 
 
+def _v1_mount(root: Path, controller: str) -> Path:
+    """Where v1 mounts ``controller``: ``root/cpu``, or a joint mount such as ``root/cpu,cpuacct``
+    (systemd links ``cpu`` to it; a container may have only the joint name)."""
+    if (root / controller).is_dir():
+        return root / controller
+    try:
+        joint = [d for d in root.iterdir() if controller in d.name.split(",") and d.is_dir()]
+    except OSError:
+        joint = []
+    return joint[0] if joint else root / controller
+
+
 def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
     """The CFS quota in CPUs (e.g. 2.0 for ``--cpus 2``), the tightest of every level; None when
     no level sets one (or there is no cgroup file system: macOS, Windows)."""
@@ -88,7 +97,7 @@ def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> floa
                     found.append(int(quota) / int(period or 100_000))
             except ValueError:
                 pass
-    for d in _levels(root / "cpu", v1.get("cpu", "/")):
+    for d in _levels(_v1_mount(root, "cpu"), v1.get("cpu", "/")):
         quota_s, period_s = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
         try:
             if quota_s and period_s and int(quota_s) > 0 and int(period_s) > 0:
@@ -115,15 +124,18 @@ def memory_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> M
         limit = _read(d / "memory.max")
         used = _read(d / "memory.current")
         if limit and limit.isdigit() and used and used.isdigit():
-            found.append(MemoryLimit(int(limit), int(used) - _stat(_read(d / "memory.stat"), "inactive_file")))
-    for d in _levels(root / "memory", v1.get("memory", "/")):
+            inactive = _stat(_read(d / "memory.stat"), "inactive_file")
+            found.append(MemoryLimit(int(limit), max(0, int(limit) - int(used) + inactive)))
+    for d in _levels(_v1_mount(root, "memory"), v1.get("memory", "/")):
         limit = _read(d / "memory.limit_in_bytes")
         used = _read(d / "memory.usage_in_bytes")
         if limit and limit.isdigit() and int(limit) < _V1_UNLIMITED and used and used.isdigit():
             stat = _read(d / "memory.stat")
             inactive = _stat(stat, "total_inactive_file") or _stat(stat, "inactive_file")
-            found.append(MemoryLimit(int(limit), int(used) - inactive))
-    return min(found, key=lambda m: m.available) if found else None
+            found.append(MemoryLimit(int(limit), max(0, int(limit) - int(used) + inactive)))
+    # a child's limit may be below its parent's while the parent, shared with others, has less room
+    # left: each figure is the tightest of its own kind (found by the breaker)
+    return MemoryLimit(min(m.limit for m in found), min(m.available for m in found)) if found else None
 
 
 def usable_cores(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
@@ -155,14 +167,21 @@ def ram(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> tuple[int,
 
 def thread_env(env: dict[str, str], processes: int = 1, cores: int | None = None) -> dict[str, str]:
     """``env`` for a training process of ``processes`` ranks on this machine, with ``OMP_NUM_THREADS``
-    = the usable cores / ``processes`` (at least 1) unless ``env`` already sets it (the person's
-    choice wins). torch sizes its intra-op pool from it; ``accelerate launch`` passes it on to each
+    = the usable cores / ``processes`` (at least 1) unless ``env`` already sets it to a count (the
+    person's choice wins; a value that is no count is replaced). torch sizes its intra-op pool from it; ``accelerate launch`` passes it on to each
     rank as ``--num_cpu_threads_per_process`` (its default would be 1 thread a rank on a many-core
     machine: accelerate.commands.launch reads OMP_NUM_THREADS, else 1, unless ``--use_cpu``)."""
-    if env.get("OMP_NUM_THREADS"):
+    if _threads_set(env.get("OMP_NUM_THREADS")):
         return env
     per = max(1, (cores or usable_cores()) // max(1, processes))
     return {**env, "OMP_NUM_THREADS": str(per)}
+
+
+def _threads_set(value: str | None) -> bool:
+    """Whether OMP_NUM_THREADS holds a count a person chose: a whole number of at least 1. "0", "abc"
+    or "" are replaced (accelerate's launcher died on "abc"; libgomp ignores "0" and starts a thread
+    per host core: found by the breaker)."""
+    return value is not None and value.strip().isdigit() and int(value) >= 1
 
 
 def threads_line() -> str:
@@ -183,7 +202,7 @@ def cap_torch_threads() -> None:
     unless OMP_NUM_THREADS says otherwise."""
     import torch
 
-    if not os.environ.get("OMP_NUM_THREADS") and torch.get_num_threads() > usable_cores():
+    if not _threads_set(os.environ.get("OMP_NUM_THREADS")) and torch.get_num_threads() > usable_cores():
         torch.set_num_threads(usable_cores())
 
 

@@ -47,8 +47,7 @@ def test_cgroup_v2_in_its_own_namespace(tmp_path):
     p = proc(tmp_path, "0::/\n")
     assert cpu_quota(root, p) == 2.0
     lim = memory_limit(root, p)
-    assert lim == MemoryLimit(16 * GiB, 5 * GiB - 3 * GiB // 2)  # reclaimable page cache is not "used"
-    assert lim.available == 16 * GiB - 7 * GiB // 2
+    assert lim == MemoryLimit(16 * GiB, 16 * GiB - 7 * GiB // 2)  # reclaimable page cache is room
     assert usable_cores(root, p) == min(2, len(os.sched_getaffinity(0)))
 
 
@@ -68,8 +67,24 @@ def test_cgroup_v2_a_parents_limit_binds_its_child(tmp_path):
     )
     p = proc(tmp_path, "0::/kubepods/pod1\n")
     assert cpu_quota(root, p) == 1.5
-    assert memory_limit(root, p) == MemoryLimit(4 * GiB, GiB)
+    assert memory_limit(root, p) == MemoryLimit(4 * GiB, 3 * GiB)
     assert usable_cores(root, p) == 1  # 1.5 rounds down: a thread more than the quota gets throttled
+
+
+def test_the_smallest_limit_and_the_least_room_come_from_different_levels(tmp_path):
+    """A slice of 8 GiB with 6 used holds an app cgroup of 4 GiB with 1 used: the app may use 4 GiB
+    at most and has 2 left. Taking both from the level with the least room gave a limit of 8 GiB
+    (found by the breaker)."""
+    root = tree(
+        tmp_path / "cg",
+        {
+            "slice/memory.max": str(8 * GiB),
+            "slice/memory.current": str(6 * GiB),
+            "slice/app/memory.max": str(4 * GiB),
+            "slice/app/memory.current": str(GiB),
+        },
+    )
+    assert memory_limit(root, proc(tmp_path, "0::/slice/app\n")) == MemoryLimit(4 * GiB, 2 * GiB)
 
 
 def test_cgroup_v1_limits_and_none(tmp_path):
@@ -97,7 +112,7 @@ def test_cgroup_v1_limits_and_none(tmp_path):
         },
     )
     assert cpu_quota(limited, p) == 0.5
-    assert memory_limit(limited, p) == MemoryLimit(3 * GiB, GiB)
+    assert memory_limit(limited, p) == MemoryLimit(3 * GiB, 2 * GiB)
     assert usable_cores(limited, p) == 1  # never 0
 
 
@@ -125,6 +140,15 @@ def test_thread_env_splits_the_usable_cores_between_ranks_and_keeps_a_persons_ch
     assert thread_env({}, 2, cores=8)["OMP_NUM_THREADS"] == "4"  # accelerate's default would be 1 a rank
     assert thread_env({}, 4, cores=2)["OMP_NUM_THREADS"] == "1"
     assert thread_env({"OMP_NUM_THREADS": "3"}, 2, cores=8) == {"OMP_NUM_THREADS": "3"}
+    # a value that is no count is replaced: accelerate's launcher died on "abc", libgomp ignores "0"
+    for bad in ("0", "abc", "-1", " ", "2.5"):
+        assert thread_env({"OMP_NUM_THREADS": bad}, 2, cores=8) == {"OMP_NUM_THREADS": "4"}, bad
+
+
+def test_a_joint_v1_cpu_mount_is_found(tmp_path):
+    """v1 may mount cpu and cpuacct together as cpu,cpuacct with no cpu link (found by the breaker)."""
+    root = tree(tmp_path / "cg", {"cpu,cpuacct/cpu.cfs_quota_us": "250000", "cpu,cpuacct/cpu.cfs_period_us": "100000"})
+    assert cpu_quota(root, proc(tmp_path, "3:cpu,cpuacct:/\n")) == 2.5
 
 
 PROBE = (
