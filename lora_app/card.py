@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import RunConfig
-from .md import cell, code, one_line, py_str
+from .md import cell, code, plain, py_str
 from .variants import card_rows
 
 
@@ -163,7 +163,7 @@ def render_card(
 {card_data.to_yaml()}
 ---
 
-# LoRA adapter for {one_line(base_model_id)}
+# LoRA adapter for {plain(base_model_id)}
 
 A LoRA adapter for {base_link}, trained with lora_app.
 

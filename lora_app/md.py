@@ -21,6 +21,14 @@ def one_line(text: object, limit: int = LIMIT) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def plain(text: object, limit: int = LIMIT) -> str:
+    """``text`` on one line as plain Markdown text: ``<``, ``>`` and ``&`` written as entities, so a
+    local folder named ``<img src=x onerror=...>`` is shown, not rendered (found by the breaker)."""
+    import html
+
+    return html.escape(one_line(text, limit), quote=False)
+
+
 def code(text: object, cell: bool = False, limit: int = LIMIT) -> str:
     """``text`` as one inline code span: fenced by one backtick more than its longest run of them,
     padded with a space when it starts or ends with one (CommonMark strips one space each side);

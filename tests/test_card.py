@@ -69,6 +69,15 @@ def test_names_with_newlines_backticks_html_and_pipes_stay_text():
     assert [c.args[0].value for c in calls if isinstance(c.args[0], ast.Constant)][:2] == [base, base]
 
 
+def test_html_in_a_local_base_folders_name_is_shown_not_rendered():
+    cfg = RunConfig.build({"data": {"path": "/tmp/quotes.jsonl"}})
+    base = "/m/<img src=x onerror=alert(1)>"
+    tokens = _tokens(render_card(cfg, base, ["q_proj"], 1.0, 10))
+    assert not [c for t in tokens for c in t.children or [] if c.type == "html_inline"]
+    title = next(tokens[i + 1] for i, t in enumerate(tokens) if t.type == "heading_open")
+    assert "".join(c.content for c in title.children) == f"LoRA adapter for {base}"
+
+
 def test_plain_names_read_as_before():
     cfg = RunConfig.build({"data": {"path": "/tmp/quotes.jsonl", "text_column": "quote"}})
     card = render_card(cfg, "HuggingFaceTB/SmolLM2-135M-Instruct", ["q_proj", "v_proj"], 1.0, 10)
