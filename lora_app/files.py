@@ -53,15 +53,26 @@ def split_lines(text: str) -> list[str]:
     return _NEWLINE.split(text.rstrip("\r\n")) if text.strip() else []
 
 
-def unique_columns(names: Sequence, name: str, where: str = "") -> list[str]:
+def unique_columns(names: Sequence, name: str, where: str = "", strict: bool = True) -> list[str]:
     """Column names with the spaces at their ends removed (as every reader gives them). Raises
     ConfigError naming the names that are then equal ("text" and "text "): two columns of one
-    name cannot both be read, and which one a run trained on would depend on the reader."""
+    name cannot both be read, and which one a run trained on would depend on the reader.
+    ``strict`` False (a Hub dataset: the visitor cannot rename its columns): those names are kept
+    as written instead, and a name written twice gets " (2)", " (3)" ...; the others are stripped."""
     stripped = [str(c).strip() for c in names]
     spelled: dict[str, list[str]] = {}
     for raw, s in zip(names, stripped, strict=True):
         spelled.setdefault(s, []).append(str(raw))
     dupes = {s: raw for s, raw in spelled.items() if len(raw) > 1}
+    if dupes and not strict:
+        out: list[str] = []
+        for raw, s in zip(names, stripped, strict=True):
+            n = s if s not in dupes else str(raw)
+            k = 2
+            while n in out:
+                n, k = f"{s if s not in dupes else raw} ({k})", k + 1
+            out.append(n)
+        return out
     if dupes:
         shown = ", ".join(
             repr(s) + (f" (written {' and '.join(map(repr, raw))})" if len(set(raw)) > 1 else "")
@@ -317,10 +328,10 @@ def records_frame(rows: list, lines: Sequence[int], unit: str, name: str) -> pd.
 
 
 # -- Parquet / Arrow -----------------------------------------------------------------------------
-def arrow_frame(table, name: str) -> pd.DataFrame:
+def arrow_frame(table, name: str, strict: bool = True) -> pd.DataFrame:
     """A pyarrow Table as a frame of Python values: a list column gives lists (as JSON lines
-    would), not numpy arrays whose text is "['a' 'b']"."""
-    names = unique_columns(table.column_names, name)
+    would), not numpy arrays whose text is "['a' 'b']". ``strict``: see :func:`unique_columns`."""
+    names = unique_columns(table.column_names, name, strict=strict)
     return pd.DataFrame(
         {c: pd.Series(col.to_pylist(), dtype=object) for c, col in zip(names, table.columns, strict=True)}
     )

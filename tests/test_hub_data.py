@@ -92,3 +92,17 @@ def test_a_private_dataset_once_loaded_is_not_served_from_the_cache_to_others(hu
                 )
             ], (token, max_rows)
     assert len(load_hub_frame(repo, token="hf_alice")) == 6  # its owner still reads it
+
+
+def test_hub_columns_equal_but_for_spaces_are_kept_apart_not_refused(hub_server):
+    """A local file with columns "text" and "text " is refused (its owner can rename them); a Hub
+    dataset's visitor cannot, and was refused whole, as data.path, even for another column (found by
+    the breaker). Both names are kept as written."""
+    from lora_app.data import load_text
+    from lora_app.hub_data import load_hub_frame
+
+    rows = "".join(json.dumps({"text": f"row {i}", "text ": f"other {i}", "answer": f"a{i}"}) + "\n" for i in range(3))
+    hub_server.add_file("dataset", "alice/dups", "data.jsonl", rows)
+    assert list(load_hub_frame("alice/dups").columns) == ["text", "text ", "answer"]
+    assert load_text(DataConfig(dataset_id="alice/dups", text_column="answer")).texts == ["a0", "a1", "a2"]
+    assert load_text(DataConfig(dataset_id="alice/dups", text_column="text")).texts == ["row 0", "row 1", "row 2"]
