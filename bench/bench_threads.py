@@ -1,14 +1,14 @@
 """Torch threads under a container's CPU quota: a LoRA training step at each thread count, side by side.
 
-    sudo .venv/bin/python bench/bench_threads.py [--quotas 1.0,1.5] [--seconds 20] [--rounds 2]
+    sudo .venv/bin/python bench/bench_threads.py [--quotas 1.0,1.5] [--steps 3] [--rounds 2]
 
 Why: a CPU quota (``docker run --cpus``, a pod's limit) leaves the host's cores visible, and torch
-starts one thread per core; lora_app.container gives a run ``floor(quota)`` threads instead. This
+starts one thread per core; lora_app.container gives a run the quota rounded (half up) instead. This
 measures that choice: for each quota (a cgroup made here, v1 or v2; needs root and a writable
 /sys/fs/cgroup) and with no quota, a child process moves itself into the cgroup, sets its thread
 count, and runs LoRA steps (a SmolLM2-135M-shaped Llama with random weights, LoRA r16 on every
-linear layer, AdamW, float32, 8 rows x 128 tokens) for ``--seconds``; steps/s is reported per
-(quota, threads), the rounds interleaved so machine noise hits every cell alike. The CPU model and
+linear layer, AdamW, float32, 4 rows x 128 tokens): seconds per step over ``--steps`` steps after
+one warm-up step, per (quota, threads), the rounds interleaved so machine noise hits every cell alike. The CPU model and
 its flags are printed with the results (results from different machines are never compared).
 """
 
@@ -40,14 +40,15 @@ cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                   num_key_value_heads=3, vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True)
 model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-x = torch.randint(0, 49152, (8, 128))
+x = torch.randint(0, 49152, (4, 128))
 def step():
     model(input_ids=x, labels=x).loss.backward(); opt.step(); opt.zero_grad()
 step()
-t, n = time.perf_counter(), 0
-while time.perf_counter() - t < float(sys.argv[2]):
-    step(); n += 1
-print(json.dumps({"steps_per_s": n / (time.perf_counter() - t), "threads": torch.get_num_threads()}))
+n = int(sys.argv[2])
+t = time.perf_counter()
+for _ in range(n):
+    step()
+print(json.dumps({"s_per_step": (time.perf_counter() - t) / n, "threads": torch.get_num_threads()}))
 """
 
 
@@ -68,10 +69,10 @@ def make_cgroup(quota: float) -> tuple[list[Path], list[str]]:
     return [d], [str(d / "cgroup.procs")]
 
 
-def run(threads: int, seconds: float, procs: list[str]) -> dict:
+def run(threads: int, steps: int, procs: list[str]) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(threads), str(seconds), *procs],
+        [sys.executable, "-c", CHILD, str(threads), str(steps), *procs],
         capture_output=True,
         text=True,
         env=env,
@@ -83,7 +84,7 @@ def run(threads: int, seconds: float, procs: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quotas", default="1.0,1.5", help="CPU quotas to make, comma-separated")
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
@@ -91,25 +92,25 @@ def main() -> None:
     print(json.dumps({k: info.get(k) for k in ("cpu", "cpu_flags", "cpu_count", "torch", "loadavg_1m")}))
     quotas = [float(q) for q in a.quotas.split(",") if q]
     cells = [(None, t) for t in sorted({1, cores})]
-    cells += [(q, t) for q in quotas for t in sorted({max(1, int(q)), cores})]
+    cells += [(q, t) for q in quotas for t in sorted({1, max(1, int(q + 0.5)), cores})]
     made = {q: make_cgroup(q) for q in quotas}
     res: dict[tuple, list[float]] = {c: [] for c in cells}
     try:
         for r in range(a.rounds):
             for q, t in cells:
                 procs = made[q][1] if q is not None else []
-                res[(q, t)].append(run(t, a.seconds, procs)["steps_per_s"])
-                print(f"round {r + 1}: quota {q or 'none'}, {t} threads: {res[(q, t)][-1]:.3f} steps/s", flush=True)
+                res[(q, t)].append(run(t, a.steps, procs)["s_per_step"])
+                print(f"round {r + 1}: quota {q or 'none'}, {t} threads: {res[(q, t)][-1]:.2f} s/step", flush=True)
     finally:
         for dirs, _ in made.values():
             for d in dirs:
                 d.rmdir()
     rows = []
     for q, t in cells:
-        chosen = "<- lora_app" if (q is not None and t == max(1, int(q))) or (q is None and t == cores) else ""
+        chosen = "<- lora_app" if (q is not None and t == max(1, int(q + 0.5))) or (q is None and t == cores) else ""
         v = res[(q, t)]
-        rows.append([q or "none", t, ", ".join(f"{x:.3f}" for x in v), f"{statistics.median(v):.3f}", chosen])
-    print(common.fmt_table(["CPU quota", "threads", "steps/s (rounds)", "median", ""], rows))
+        rows.append([q or "none", t, ", ".join(f"{x:.2f}" for x in v), f"{statistics.median(v):.2f}", chosen])
+    print(common.fmt_table(["CPU quota", "threads", "s/step (rounds)", "median", ""], rows))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def test_cgroup_v2_a_parents_limit_binds_its_child(tmp_path):
     p = proc(tmp_path, "0::/kubepods/pod1\n")
     assert cpu_quota(root, p) == 1.5
     assert memory_limit(root, p) == MemoryLimit(4 * GiB, 3 * GiB)
-    assert usable_cores(root, p) == 1  # 1.5 rounds down: a thread more than the quota gets throttled
+    # 1.5 rounds to 2 (measured: 3.25 s a LoRA step with 2 threads vs 3.93 with 1; bench_threads.py)
+    assert usable_cores(root, p) == min(2, len(os.sched_getaffinity(0)))
 
 
 def test_the_smallest_limit_and_the_least_room_come_from_different_levels(tmp_path):
