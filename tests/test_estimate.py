@@ -241,14 +241,27 @@ def test_a_huge_batch_or_accumulation_is_estimated_without_listing_its_rows():
     assert rows["H200 141 GB"]["rows per forward"] == 16  # merged, as the run would
 
 
+def _llama_on_the_hub(hub_server, repo: str, training: dict, **shape) -> dict:
+    """A Llama config.json of ``shape`` (bf16, 8 KV heads) on the fake Hub as ``repo``, and the raw run
+    config that trains it on the example quotes (LoRA on q/v, no quantization) with ``training``."""
+    from conftest import EXAMPLE_QUOTES
+
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_key_value_heads": 8}
+    hub_server.add_file("model", repo, "config.json", json.dumps({**config, **shape, "torch_dtype": "bfloat16"}))
+    return {
+        "data": {"path": str(EXAMPLE_QUOTES)},
+        "model": {"base_model_name_or_path": repo, "quantization": "none"},
+        "lora": {"target_modules": ["q_proj", "v_proj"]},
+        "training": training,
+    }
+
+
 def test_a_run_that_cannot_fit_this_machines_ram_is_refused_before_anything_loads(hub_server, tiny_model):
     """The reference recipe's OPT-6.7B on a 16 GB CPU Space downloaded 13 GB and was then killed for
     lack of memory. A base whose estimated peak is over 1.25 x this machine's RAM (the estimate's
     error) is refused at preflight, from its config alone, naming the numbers and the fixes; the
     model is sized from this machine's RAM so the test holds on any machine."""
     import math
-
-    from conftest import EXAMPLE_QUOTES
 
     from lora_app.config import ConfigError
     from lora_app.container import ram
@@ -257,25 +270,17 @@ def test_a_run_that_cannot_fit_this_machines_ram_is_refused_before_anything_load
     total = ram()[0]
     per_layer = (4 * 8192 * 8192 + 3 * 8192 * 28672) * 2  # bytes in bf16, the least any CPU run keeps
     layers = math.ceil(1.6 * total / per_layer)
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 8192,
-        "intermediate_size": 28672,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 64,
-        "num_key_value_heads": 8,
-        "vocab_size": 32000,
-        "max_position_embeddings": 4096,
-        "torch_dtype": "bfloat16",
-    }
-    hub_server.add_file("model", "big-lab/huge-llama", "config.json", json.dumps(config))
-    raw = {
-        "data": {"path": str(EXAMPLE_QUOTES)},
-        "model": {"base_model_name_or_path": "big-lab/huge-llama", "quantization": "none"},
-        "lora": {"target_modules": ["q_proj", "v_proj"]},
-        "training": {"max_steps": 2, "max_length": 64},
-    }
+    raw = _llama_on_the_hub(
+        hub_server,
+        "big-lab/huge-llama",
+        {"max_steps": 2, "max_length": 64},
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=layers,
+        num_attention_heads=64,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+    )
     with pytest.raises(ConfigError) as err:
         preflight(raw, check_data=False)
     (msg,) = err.value.problems
@@ -297,30 +302,21 @@ def test_padded_rows_are_estimated_at_the_datas_longest_row_not_max_length(hub_s
     """Padding fills a batch up to its longest row (text.PaddingCollator), not to max_length: a 1B
     model on short quotes with max_length 8192 and packing off was refused as needing 75.5 GB (found
     by the breaker). With the data known, a forward's rows are the longest row's length."""
-    from conftest import EXAMPLE_QUOTES
 
     from lora_app.validate import preflight
 
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 2048,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 16,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "vocab_size": 128256,
-        "max_position_embeddings": 131072,
-        "tie_word_embeddings": True,
-        "torch_dtype": "bfloat16",
-    }
-    hub_server.add_file("model", "meta-like/llama-1b", "config.json", json.dumps(config))
-    raw = {
-        "data": {"path": str(EXAMPLE_QUOTES)},
-        "model": {"base_model_name_or_path": "meta-like/llama-1b", "quantization": "none"},
-        "lora": {"target_modules": ["q_proj", "v_proj"]},
-        "training": {"max_length": 8192, "per_device_train_batch_size": 4, "packing": False},
-    }
+    raw = _llama_on_the_hub(
+        hub_server,
+        "meta-like/llama-1b",
+        {"max_length": 8192, "per_device_train_batch_size": 4, "packing": False},
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        vocab_size=128256,
+        max_position_embeddings=131072,
+        tie_word_embeddings=True,
+    )
     cfg, pre = preflight(raw)
     longest = max(len(t) for t in pre.data.texts) / 4 + 1
     est = estimate.for_preflight(cfg, pre)
