@@ -65,13 +65,29 @@ def lint(td: TextData, tokenizer, max_length: int, n: int = 5, train_on_prompt: 
     )
     for i, r in enumerate(tr.rows[:n]):
         toks = [
-            (tokenizer.decode([t]), LOSS if lab != IGNORE_INDEX else NO_LOSS)
-            for t, lab in zip(r["input_ids"], r["labels"], strict=True)
+            (piece, LOSS if lab != IGNORE_INDEX else NO_LOSS)
+            for piece, lab in zip(token_texts(tokenizer, r["input_ids"]), r["labels"], strict=True)
         ]
         full = len(untruncated.rows[i]["input_ids"]) if i < len(untruncated.rows) else len(r["input_ids"])
         out.rows.append(
             {"line": lines[i] if i < len(lines) else i + 1, "tokens": toks, "n_tokens": full, "over": full > max_length}
         )
+    return out
+
+
+def token_texts(tokenizer, ids: list[int]) -> list[str]:
+    """Each token's text, one per id. A character whose bytes a byte-level BPE splits over several
+    tokens (most Chinese characters: 3 bytes) is given whole to the token that completes it, the others
+    get "" (decoded alone, each showed U+FFFD: found by the newcomer)."""
+    out: list[str] = []
+    start = 0
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[start : i + 1])
+        if text.endswith("\ufffd") and i + 1 < len(ids) and i + 1 - start < 4:  # (UTF-8: 4 bytes at most)
+            out.append("")
+            continue
+        out.append(text)
+        start = i + 1
     return out
 
 

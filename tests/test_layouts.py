@@ -492,3 +492,23 @@ def test_no_answer_within_max_length_is_refused_at_check_and_fails_the_run_befor
     events, _ = read_events(rd)
     assert [e["message"] for e in events if e.get("status") == "failed"][-1].startswith(want)
     assert not any("loading the weights" in str(e.get("message")) for e in events)  # refused before
+
+
+def test_the_training_tokens_show_whole_characters_a_token_splits(bundled_model, tmp_path):
+    """SmolLM2's byte-level BPE splits most Chinese characters over 2-3 tokens; decoded one token at a
+    time, the training-tokens view showed "����时����" (found by the newcomer). Each character now goes
+    whole to the token that completes it, and the row still has one entry per token."""
+    from transformers import AutoTokenizer
+
+    from lora_app.lint import lint, token_texts
+
+    tok = AutoTokenizer.from_pretrained(bundled_model)
+    text = "床前明月光，疑是地上霜。Two things are infinite."
+    ids = tok(text)["input_ids"]
+    pieces = token_texts(tok, ids)
+    assert len(pieces) == len(ids) > len(text) // 2
+    assert "".join(pieces) == tok.decode(ids) == text and "\ufffd" not in "".join(pieces)
+    assert any(p == "" for p in pieces)  # some characters did take several tokens
+    res = lint(load_text(DataConfig(path=write(tmp_path, "zh.jsonl", [{"text": text}]))), tok, 64, n=1)
+    shown = "".join(t for t, _ in res.rows[0]["tokens"])
+    assert shown.startswith(text) and "\ufffd" not in shown
