@@ -4,6 +4,7 @@ detected as such, and the exact training text shows with the tokens that carry n
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,9 @@ def test_conversation_file_shows_its_layout_and_training_tokens(app_url, page):
 
     assert colour("Economists can certainly disappoint you.") == legend["answer"]
     assert colour("Give me a quote by Robert Orben.") == legend["prompt (no loss)"]
+
+    # Other data chosen: the old data's tokens go away (they stayed, under the new data: the newcomer)
+    button(page, "Use the example quotes (1,000 rows)").click()
+    page.get_by_text(re.compile(r"text column quote")).wait_for()
+    view.get_by_text("row at line 1", exact=False).first.wait_for(state="detached")
+    assert "Chat template: the model's own." not in page.content()

@@ -104,7 +104,7 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                     if token_fn is env_token
                     else token_fn,
                 )
-            with gr.Tab("5. Try it", id="try"):
+            with gr.Tab("5. Try it", id="try") as try_tab_obj:
                 try_parts = try_tab.build(ctx, owner_state, token_fn)
             with gr.Tab("6. Hub", id="hub") as hub_tab_obj:
                 hub_parts = hub_tab.build(ctx, owner_state, None if token_fn is env_token else token_fn)
@@ -154,6 +154,8 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
         runs_tab_obj.select(
             runs_parts["refresh"], [owner_state, runs_parts["pick"]], runs_parts["refresh_outputs"], **READ_ONLY
         )
+        # runs that finished since the page loaded are offered without pressing Refresh (the newcomer)
+        try_tab_obj.select(try_parts["refresh"], [owner_state], [try_parts["run_pick"]], **READ_ONLY)
         hub_tab_obj.select(hub_parts["refresh"], [owner_state], [hub_parts["run_pick"]], **READ_ONLY).then(
             hub_parts["on_load"], None, [hub_parts["who"]]
         )

@@ -12,7 +12,7 @@ from .. import count
 from ..config import ConfigError
 from ..data import SUPPORTED, frame_to_text, preview, read_table
 from ..layouts import LAYOUTS, describe
-from .common import EXAMPLE_DATA, problems_md
+from .common import EXAMPLE_DATA, READ_ONLY, problems_md
 
 
 def _describe(df: pd.DataFrame, column: str | None, source: str, layout: str = "auto"):
@@ -129,6 +129,8 @@ def build(token_fn=None):
         return {**state, **_fields(td)}, md, col
 
     outs = [data_state, summary, column, table]
+    # the training tokens shown are the old data's: cleared when other data is chosen (the newcomer)
+    data_state.change(lambda: ("", None), None, [lint_md, lint_view], **READ_ONLY)
     shown = lambda s: gr.update(value=(s or {}).get("layout") or "auto")  # noqa: E731
     upload.change(from_file, [upload], outs).then(shown, [data_state], [layout])
     example_btn.click(lambda: from_file(str(EXAMPLE_DATA), "quotes.jsonl (example)"), None, outs).then(
