@@ -29,9 +29,11 @@ def weights_problems(name_or_path: str) -> list[str]:
 
     path = Path(name_or_path).expanduser()
     if on_disk(path, "file"):
+        beside = on_disk(path.parent / "config.json", "file")  # a model's file: its folder is the model
         return [
-            f"{models.FIELD}: '{name_or_path}' is a file. Fix: give the folder that holds it (config.json, the "
-            f"*.safetensors weights and the tokenizer files), e.g. '{path.parent}'."
+            f"{models.FIELD}: '{name_or_path}' is a file. Fix: give the folder that holds the model (config.json, "
+            "the *.safetensors weights and the tokenizer files)"
+            + (f", e.g. '{path.parent}'." if beside else ", or a Hub id (owner/name).")
         ]
     if not on_disk(path, "dir") or not on_disk(path / "config.json", "file"):
         return []
@@ -90,7 +92,7 @@ def adapter_base_problem(base: str | None, from_adapter: bool = True) -> str | N
         or bool(re.match(r"^[A-Za-z]:[\\/]", b))
         or b.count("/") > 1
     )
-    if not looks_local or on_disk(b, "dir"):
+    if not looks_local or on_disk(b):  # (a file there: folder_problems names it)
         return None
     if from_adapter:
         return (

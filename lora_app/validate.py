@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import count, models, presets, speedups, variants
@@ -26,7 +27,7 @@ from .config import (
     TrainingSettings,
 )
 from .data import TextData, load_text
-from .model_folder import tokenizer_problems, weights_problems
+from .model_folder import adapter_base_problem, folder_problems
 from .repo_id import on_disk
 
 if TYPE_CHECKING:
@@ -186,11 +187,15 @@ def preflight(
         if q:
             problems.append(q)
         try:
-            local = weights_problems(model.base_model_name_or_path)
-            if local and on_disk(model.base_model_name_or_path, "file"):  # AutoConfig would read it
-                raise ConfigError(local)
+            base = model.base_model_name_or_path
+            gone = adapter_base_problem(base, from_adapter=False)  # "./models/mine": no Hub id to look up
+            if gone:
+                raise ConfigError([gone.replace("base model:", f"{models.FIELD}:", 1)])
+            local = folder_problems(base)  # no config.json / weights / tokenizer in a local folder
+            if local and (on_disk(base, "file") or not on_disk(Path(base).expanduser() / "config.json", "file")):
+                raise ConfigError(local)  # before AutoConfig: a file it would read, a folder it cannot name
             mc = models.load_model_config(model, token=token)  # (not a causal LM: said first)
-            problems += local + tokenizer_problems(model.base_model_name_or_path)
+            problems += local
             if training is not None:
                 problems += position_problems(mc, training.max_length, model.base_model_name_or_path)
             skel = models.skeleton(mc, model.trust_remote_code)

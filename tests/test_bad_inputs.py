@@ -205,7 +205,11 @@ def test_no_data_chosen(app, tiny_model):
             r"learning_rate in \(0, 1\]",
         ),
         ("training.learning_rate", -1e-4, r"^training\.learning_rate: .*Fix"),
-        ("training.max_steps", 0.0, r"^training\.max_steps: .*\(got 0\)\. Fix: set max_steps to a whole number from 1 to"),
+        (
+            "training.max_steps",
+            0.0,
+            r"^training\.max_steps: .*\(got 0\)\. Fix: set max_steps to a whole number from 1 to",
+        ),
         ("training.max_steps", 1e20, r"^training\.max_steps: .*less than or equal to 100000000 .*Fix: set max_steps"),
         ("training.per_device_train_batch_size", 0.0, r"^training\.per_device_train_batch_size: .*\(got 0\)\. Fix"),
         (
@@ -617,8 +621,11 @@ def test_a_base_model_that_cannot_load_is_refused_at_check(tmp_path, tiny_model)
         shutil.copy(f, tmp_path / "pickled" / f.name)
     (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"not loaded")
     cases = {
-        str(tiny_model / "config.json"): f"is a file. Fix: give the folder that holds it (config.json, the "
-        f"*.safetensors weights and the tokenizer files), e.g. '{tiny_model}'.",
+        str(tiny_model / "config.json"): "is a file. Fix: give the folder that holds the model (config.json, "
+        f"the *.safetensors weights and the tokenizer files), e.g. '{tiny_model}'.",
+        # a file of no model: its folder is not offered (the newcomer got the data folder as the fix)
+        str(EXAMPLE_QUOTES): "is a file. Fix: give the folder that holds the model (config.json, the "
+        "*.safetensors weights and the tokenizer files), or a Hub id (owner/name).",
         str(noweights): "the folder 'noweights' has a config.json but no *.safetensors weights. Fix: save the model",
         str(tmp_path / "pickled"): "no *.safetensors weights (pytorch_model.bin is a pickle, which this app does "
         "not load: it can run code). Fix:",
@@ -631,6 +638,24 @@ def test_a_base_model_that_cannot_load_is_refused_at_check(tmp_path, tiny_model)
         with pytest.raises(ConfigError, match="safetensors"):
             Generator().load(base=base)
     preflight({"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": str(tiny_model)}})
+
+
+def test_a_folder_that_is_no_model_or_not_there_is_named_as_such(tmp_path):
+    """A folder with a readme.txt only was "not a model transformers can load (Unrecognized model ...
+    model_type key in its config.json)"; './models/mine', not on disk, was looked up as a Hub id
+    ("the Hub cannot be reached") (found by the newcomer)."""
+    (tmp_path / "notmodel").mkdir()
+    (tmp_path / "notmodel" / "readme.txt").write_text("hi")
+    cases = {
+        str(tmp_path / "notmodel"): "the folder 'notmodel' has no config.json: it is not a saved model. Fix: give "
+        "the folder save_pretrained wrote (config.json, *.safetensors, tokenizer files) or a Hub id (owner/name).",
+        "./models/mine": "the folder './models/mine' does not exist here. Fix: give the base model's Hub id "
+        "(owner/name) or a local folder.",
+    }
+    for base, want in cases.items():
+        with pytest.raises(ConfigError) as err:
+            preflight({"data": {"path": str(EXAMPLE_QUOTES)}, "model": {"base_model_name_or_path": base}})
+        assert err.value.problems == [f"model.base_model_name_or_path: {want}"]
 
 
 def test_nested_yaml_aliases_in_a_name_list_are_refused_not_expanded():
