@@ -272,7 +272,7 @@ def estimate(
         f"Parameters: {base_params:,} in the base ({linear:,} in Linear layers; accelerate: {f32_bytes / GB:.2f} GB "
         f"in float32), {trainable:,} trainable LoRA parameters (PEFT).",
         f"Run: {t.max_steps} steps x {t.per_device_train_batch_size} x {t.gradient_accumulation_steps} rows x "
-        f"{row_tokens:.0f} tokens ({'the data' if mean_tokens else 'max_length, an upper bound'}) = "
+        f"{row_tokens:.1f} tokens ({'the data' if mean_tokens else 'max_length, an upper bound'}) = "
         f"{run_tokens:,.0f} tokens; {flops_per_token / 1e9:.2f} GFLOP per token "
         f"({'6' if t.gradient_checkpointing else '4'} x parameters).",
         f"Time at {UTILISATION:.0%} of each GPU's published dense throughput ({'; '.join(x.source for x in GPU_TIERS[:3])}; "
@@ -299,6 +299,8 @@ def estimate(
 
 
 def _duration(s: float) -> str:
+    if s < 1:
+        return "< 1 s"  # ("0 s" read as "no time at all": the newcomer)
     if s < 60:
         return f"{s:.0f} s"
     if s < 3600:

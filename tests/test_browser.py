@@ -163,6 +163,8 @@ def _main_flow(page, url, ctx, data_path, n_rows, shots):
     page.get_by_label("Run", exact=True).click()
     page.get_by_role("option", name=re.compile(re.escape(run.id))).click()
     page.get_by_text(f"Run {run.id}: finished", exact=True).wait_for()  # the run's details
+    details = page.locator("#run-details").inner_text()
+    assert details.count("held-out perplexity") == 1, details  # the finished message has it; not said twice
     page.wait_for_timeout(500)  # let the run's loss plot render
     assert drawn("runs-plot") == 2, "the run's training and held-out lines not both drawn"
     page.screenshot(path=str(shots / "runs.png"), full_page=True)

@@ -326,3 +326,15 @@ def test_padded_rows_are_estimated_at_the_datas_longest_row_not_max_length(hub_s
         models.load_model_config(cfg.model), 16 * 8192, estimate.cpu_tier("auto").dtype
     )
     assert cpu.activations < at_max_length / 10  # far below 16 rows padded to max_length (preflight passed)
+
+
+def test_short_times_and_the_token_product_read_right():
+    """A GPU row of a tiny run said "0 s"; "30 steps x 4 x 4 rows x 28 tokens = 13,321 tokens" did not
+    multiply out (27.8 rounded) (found by the newcomer)."""
+    assert estimate._duration(0.3) == "< 1 s" and estimate._duration(1.4) == "1 s"
+    cfg = RunConfig.build(
+        {"training": {"max_steps": 30, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}}
+    )
+    mc = smollm2_config()
+    est = estimate.estimate(mc, cfg, 1_000_000, 135_000_000, mean_tokens=27.756)
+    assert "30 steps x 4 x 4 rows x 27.8 tokens (the data) = 13,323 tokens" in est.basis[1], est.basis[1]

@@ -91,8 +91,8 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
         md += f"\n\nfolder `{ctx.jobs.run_dir(run_id)}`" + (f" · adapter `{row['adapter']}`" if row["adapter"] else "")
     elif row["adapter"]:
         md += f"\n\nadapter saved: try it in **5. Try it** (run `{info.id}`) or push it in **6. Hub**."
-    if view.perplexity is not None or view.base_perplexity is not None:
-        md += "\n\n" + _ppl_line(view)
+    if (view.perplexity is not None or view.base_perplexity is not None) and _ppl_line(view) not in info.message:
+        md += "\n\n" + _ppl_line(view)  # (a finished run's message already ends with it: said twice)
     if cfg is not None:  # the same settings on one's own GPUs or cluster (the YAML below downloads under this name)
         md += "\n\n" + launch.commands_markdown(cfg, _yaml_name(run_id))
     return (
