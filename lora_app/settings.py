@@ -143,7 +143,8 @@ class LoraSettings(_Section, LoraVariantFields):
         _d("lora", "lora_alpha"),
         gt=0,
         le=MAX_ALPHA,
-        description="the update is scaled by lora_alpha / r (Hu et al. 2021, section 4.1)",
+        description="the update is scaled by lora_alpha / r (Hu et al. 2021, section 4.1), or by "
+        "lora_alpha / sqrt(r) with use_rslora (on in the fast default preset)",
         json_schema_extra=_fix(f"set lora_alpha in (0, {MAX_ALPHA:,}] (usually 2 x r, e.g. 32 for r=16)"),
     )
     lora_dropout: float = Field(
