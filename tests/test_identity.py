@@ -301,7 +301,9 @@ def test_a_script_trains_lists_and_tries_its_own_run(tmp_path, tiny_model):
         table, _ = app.predict(None, api_name="/runs")
         assert [row[0] for row in table["data"]] == [run.id]
         where, text = app.predict(run.id, "Hello", 4, 0.0, api_name="/generate")
-        assert f"adapter [runs]/{run.id}/adapter" in where and text
+        assert f"adapter [runs]/{run.id}/adapter" in where and text and "base model alone" not in where
+        where, _ = app.predict("", "Hello", 4, 0.0, api_name="/generate")  # no run picked: said plainly
+        assert "**the base model alone** (no adapter: pick a finished run to try what it learned)" in where, where
         where, shown, box = app.predict(run.id, "Hello", [], "", 4, 0.0, api_name="/chat")
         assert f"adapter [runs]/{run.id}/adapter" in where and "chat template: fallback (ChatML)" in where
         assert [m["role"] for m in shown] == ["user", "assistant"] and shown[0]["content"][0]["text"] == "Hello", shown

@@ -92,6 +92,8 @@ def build(ctx: AppContext, owner_state, token_fn):
         try:
             loaded = chat_panel.load_for(ctx, ident, adapter, token)
             what = ctx.redact(ident, loaded.description)
+            if not loaded.adapter:  # said plainly: a newcomer took the base's text for their run's
+                what += " · **the base model alone** (no adapter: pick a finished run to try what it learned)"
             yield what, ""
             for partial in ctx.generator.stream(
                 prompt,
