@@ -19,7 +19,8 @@ and this module adds:
   disk) is uploaded instead, replaced only once its push is done.
 - the run travels with its checkpoint: ``config.yaml``, the data copy (``data/``) and the
   events a resume needs (``lora_app_events.jsonl``: losses, held-out points and the batching
-  plan, no folder paths) are put in the output folder, so the Trainer uploads them too.
+  plan, no folder paths) are put in ``_hub_root/``, which the Trainer uploads to the repo's root
+  in place of its whole output folder (whose walk met the checkpoint folders it rotates).
   :mod:`lora_app.hub_resume` rebuilds a run folder from them.
 
 No token is passed to the Trainer: huggingface_hub reads ``HF_TOKEN`` from the environment the
@@ -39,6 +40,7 @@ from .events import EventWriter, read_events
 OUTPUT_DIR = "checkpoints"  # the Trainer's output_dir inside the run folder
 EVENTS_FILE = "lora_app_events.jsonl"
 PUSH_COPY = "_hub_push"  # the copy of the checkpoint being uploaded, in the output folder
+ROOT_COPY = "_hub_root"  # what the repo's root gets (config, data, events, the Trainer's files)
 
 
 def training_arguments(t) -> dict[str, Any]:
@@ -59,11 +61,11 @@ def resume_events(events: list[dict]) -> list[dict]:
 def stage(run_dir: Path) -> None:
     """Copy ``config.yaml``, the data files it names (``data.path`` as ``data/train<ext>``,
     ``data.eval_path`` as ``data/eval<ext>``; a Hub dataset is named by its id) and
-    :func:`resume_events` into the Trainer's output folder: the Trainer uploads that folder
-    (minus ``checkpoint-*``) at each push. The repo is private: the data stays the owner's."""
+    :func:`resume_events` into ``ROOT_COPY`` in the Trainer's output folder: each push uploads that
+    folder to the repo's root. The repo is private: the data stays the owner's."""
     from .config import RunConfig
 
-    out = run_dir / OUTPUT_DIR
+    out = run_dir / OUTPUT_DIR / ROOT_COPY
     (out / "data").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "config.yaml", out / "config.yaml")
     cfg = RunConfig.load(run_dir / "config.yaml")
@@ -107,10 +109,18 @@ def trainer_class(base: type, run_dir: Path, ev: EventWriter) -> type:
             shutil.copytree(checkpoint_folder, copy / Path(checkpoint_folder).name)
             stage(run_dir)  # the events up to this checkpoint travel with it
             before = set(pip.jobs) if pip is not None else set()
+            # The Trainer's root upload walks its output folder later, in the background, and its
+            # walk (``glob("**/*")``, filtered only afterwards) went into the checkpoint-* folders the
+            # next save writes and rotates: FileNotFoundError, one failed push in a CI run. It walks
+            # ROOT_COPY instead, where the Trainer also copies its files for this push.
+            out_dir = self.args.output_dir
+            self.args.output_dir = str(run_dir / OUTPUT_DIR / ROOT_COPY)
             try:
                 super()._push_from_checkpoint(str(copy / Path(checkpoint_folder).name))
             except Exception as err:
                 ev.emit("info", message=_warning(self.hub_model_id, "push to", err), hub_push="failed")
+            finally:
+                self.args.output_dir = out_dir
             steps = self.__dict__.setdefault("_job_step", {})
             for job in self.push_in_progress.jobs if self.push_in_progress is not None else []:
                 if job not in before:  # this save's two uploads (root files, last-checkpoint/)

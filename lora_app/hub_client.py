@@ -300,7 +300,13 @@ def is_network_error(err: BaseException) -> bool:
             "NetworkError",
             "OfflineModeIsEnabled",
         }
-    ) or isinstance(err, OSError)
+    ) or (isinstance(err, OSError) and not _local_file_error(err))
+
+
+def _local_file_error(err: BaseException) -> bool:
+    """A file of this machine missing or unreadable (FileNotFoundError, PermissionError, ...): no network
+    error, though an OSError (a checkpoint push's FileNotFoundError was "could not reach the Hub")."""
+    return isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
 
 
 def explain(err: BaseException, action: str, repo_id: str | None = None) -> str:
@@ -353,4 +359,9 @@ def explain(err: BaseException, action: str, repo_id: str | None = None) -> str:
     if status is not None:
         return f"hub: the Hub answered {status} while trying to {action}.{why} Fix: check the repo id and token."
     text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+    if _local_file_error(err):
+        return (
+            f"hub: a local file could not be read while trying to {action} ({type(err).__name__}: {text}). "
+            "Fix: keep the folder unchanged while it uploads, then try again."
+        )
     return f"hub: could not {action}: {type(err).__name__}{': ' + text if text else ''}."

@@ -271,6 +271,13 @@ def test_error_messages_for_each_status():
     assert "409" in m409 and "another repo name" in m409
     assert "try again" in hub.explain(err(503), "push")
     assert "could not reach the Hub" in hub.explain(httpx2.ConnectError("refused"), "push")
+    # a file of this machine that vanished is no network error (a checkpoint push's FileNotFoundError
+    # was "could not reach the Hub ... check your internet connection")
+    gone = hub.explain(FileNotFoundError(2, "No such file or directory", "/run/checkpoints/x"), "push")
+    assert gone == (
+        "hub: a local file could not be read while trying to push (FileNotFoundError: [Errno 2] No such file or "
+        "directory: '/run/checkpoints/x'). Fix: keep the folder unchanged while it uploads, then try again."
+    )
 
 
 def test_offline_mode_is_named_as_the_reason(monkeypatch):
