@@ -48,14 +48,37 @@ def button(page, name: str):
 
 
 def fill_settings(page, settings: list[tuple[str, object]]) -> None:
-    """Type each ``(label, value)`` into the settings form; Tab blurs it, so Gradio commits it."""
-    for label, value in settings:
+    """Type each ``(label, value)`` into the settings form; Tab blurs it, so Gradio commits it. Then
+    each field is read back and typed again if an event still in flight from the page's load or an
+    earlier field put another value there (a fresh-clone CI run trained max_steps 30, the preset's,
+    though 400 was typed)."""
+
+    def locate(label):
         field = page.get_by_label(label, exact=True)
         if field.count() == 0:  # a Textbox with `info`: its accessible name is not its label's text
             exact = re.compile(rf"^\s*{re.escape(label)}(\s|$)")  # the label's text, then the help
             field = page.locator("label").filter(has_text=exact).locator("textarea, input").first
-        field.fill(str(value))
-        field.press("Tab")
+        return field
+
+    todo = list(settings)
+    for _ in range(3):
+        for label, value in todo:
+            field = locate(label)
+            field.fill(str(value))
+            field.press("Tab")
+        page.wait_for_timeout(300)
+        todo = [(label, value) for label, value in todo if not _same(locate(label).input_value(), str(value))]
+        if not todo:
+            return
+    raise AssertionError(f"the form did not keep {todo}")
+
+
+def _same(shown: str, typed: str) -> bool:
+    """A field shows what was typed (a number field may show 1e-3 as 0.001)."""
+    try:
+        return float(shown) == float(typed)
+    except ValueError:
+        return shown.strip() == typed.strip()
 
 
 def set_base_model(page, model) -> None:
