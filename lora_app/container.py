@@ -20,6 +20,7 @@ read, and the tightest limit wins: a parent's limit binds its children.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -199,6 +200,7 @@ def threads_line() -> str:
     )
 
 
+@functools.cache  # once a process: the quota does not change while it runs
 def cap_torch_threads() -> None:
     """In this process (the web server's generation): no more torch threads than usable cores,
     unless OMP_NUM_THREADS says otherwise."""

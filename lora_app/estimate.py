@@ -192,6 +192,7 @@ def estimate(
     cpu_rules = (False, False)  # (chunked loss, eager attention) on the CPU tier, for the basis
     kind = getattr(model_config, "model_type", None)
     rows, tier_parts = [], []
+    cpu_free = container.ram()[1]  # read once: cgroup files and psutil
     for tier in tiers or (cpu_tier(cfg.model.precision), *GPU_TIERS):
         device = "cpu" if tier.tflops is None else "cuda"
         if device == "cuda":  # model.precision float32 on a GPU: float32 weights (decide: the run's own rule)
@@ -229,7 +230,7 @@ def estimate(
                 # the ranks of one machine share its RAM (each has its own GPU), as the run divides it
                 free_bytes=max(
                     0,
-                    int((container.ram()[1] / world if device == "cpu" else tier.memory) - weights - lora - runtime),
+                    int((cpu_free / world if device == "cpu" else tier.memory) - weights - lora - runtime),
                 ),
                 packed=t.packing,
             )
@@ -354,9 +355,7 @@ def cpu_memory_problem(model_config, cfg, counted, data=None) -> str | None:
     ``counted``: :class:`lora_app.models.LoraCount`; ``data``: the TextData, if read."""
     import importlib.util
 
-    kw = dict(dropout_features=counted.dropout_features, input_features=counted.input_features)
-
-    def peak(c, checkpointing: bool) -> tuple[float, float, Parts]:
+    def cpu_parts(c) -> tuple[float, Parts]:  # (this machine's RAM, the run's parts on its CPU)
         est = estimate(
             model_config,
             c,
@@ -364,33 +363,34 @@ def cpu_memory_problem(model_config, cfg, counted, data=None) -> str | None:
             counted.total,
             mean_tokens(data),
             longest_tokens=longest_tokens(data),
+            dropout_features=counted.dropout_features,
+            input_features=counted.input_features,
             tiers=(cpu_tier(c.model.precision),),
-            **kw,
         )
-        memory, parts = est.parts[0]
+        return est.parts[0]
+
+    def need(parts: Parts, checkpointing: bool) -> float:
         # training's peak only: the load transient the table shows is mostly the checkpoint's file, read
         # through a memory map whose pages the kernel can drop, so it is no proof that a run dies
-        training = replace(parts, loading=0.0).total(checkpointing)
-        return memory, training * c.distributed.num_processes, parts
+        return replace(parts, loading=0.0).total(checkpointing) * cfg.distributed.num_processes
 
     t = cfg.training
-    memory, need, parts = peak(cfg, t.gradient_checkpointing)
-    if need <= REFUSE_OVER * memory:
+    memory, parts = cpu_parts(cfg)
+    if need(parts, t.gradient_checkpointing) <= REFUSE_OVER * memory:
         return None
-    q4 = cfg.model_copy(deep=True)
-    q4.model.quantization = "4bit"
-    tries = []  # each fix alone first, then both: the first that fits is offered
+    tries: list[tuple[str, float]] = []  # (what, bytes): each fix alone; both only when neither alone fits
     if not t.gradient_checkpointing:
-        tries.append(("turn on training.gradient_checkpointing", cfg, True))
+        tries.append(("turn on training.gradient_checkpointing", need(parts, True)))
     if cfg.model.quantization != "4bit" and importlib.util.find_spec("bitsandbytes"):
-        tries.append(("set model.quantization: 4bit", q4, t.gradient_checkpointing))
-        if not t.gradient_checkpointing:
-            tries.append(("set model.quantization: 4bit and turn on training.gradient_checkpointing", q4, True))
-    fixes: list[str] = []
-    for what, c, ckpt in tries:
-        gb = peak(c, ckpt)[1] / GB
-        if gb <= memory / GB and not (fixes and " and " in what):
-            fixes.append(f"{what} (about {gb:.1f} GB)")
+        q4 = cfg.model_copy(deep=True)
+        q4.model.quantization = "4bit"
+        parts4 = cpu_parts(q4)[1]
+        tries.append(("set model.quantization: 4bit", need(parts4, t.gradient_checkpointing)))
+        if not t.gradient_checkpointing and all(b > memory for _, b in tries):
+            tries.append(
+                ("set model.quantization: 4bit and turn on training.gradient_checkpointing", need(parts4, True))
+            )
+    fixes = [f"{what} (about {b / GB:.1f} GB)" for what, b in tries if b <= memory]
     act = parts.activations_ckpt if t.gradient_checkpointing else parts.activations
     if act > parts.weights:
         fixes.append("lower training.max_length or per_device_train_batch_size (the activations are most of it)")
@@ -398,7 +398,7 @@ def cpu_memory_problem(model_config, cfg, counted, data=None) -> str | None:
     procs = f" x {cfg.distributed.num_processes} processes" if cfg.distributed.num_processes > 1 else ""
     return (
         f"model.base_model_name_or_path: training '{cfg.model.base_model_name_or_path}' here needs about "
-        f"{need / GB:.1f} GB of RAM{procs} (weights {parts.weights / GB:.1f}, activations {act / GB:.1f}, LoRA "
+        f"{need(parts, t.gradient_checkpointing) / GB:.1f} GB of RAM{procs} (weights {parts.weights / GB:.1f}, activations {act / GB:.1f}, LoRA "
         f"with its optimizer {parts.lora / GB:.1f}, runtime {parts.runtime / GB:.1f}), and this machine has "
         f"{memory / GB:.1f} GB (a container's limit counts): it would be killed for lack of memory. "
         f"Fix: {'; or '.join(fixes)}."
