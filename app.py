@@ -14,8 +14,9 @@ load_dotenv()
 from lora_app.ui import CSS, build_app  # noqa: E402
 
 if __name__ == "__main__":
-    build_app().queue(default_concurrency_limit=4).launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"),
-        share=os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true"),
-        css=CSS,
-    )
+    from lora_app.public_repos import mark_shared
+
+    server_name = os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    share = os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true")
+    mark_shared(server_name, share)  # others can reach it: the Hub cache serves them only public repos offline
+    build_app().queue(default_concurrency_limit=4).launch(server_name=server_name, share=share, css=CSS)

@@ -127,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     if a.cmd == "serve":
+        from .public_repos import mark_shared
         from .ui import CSS, build_app
 
+        mark_shared(a.host, a.share)  # others can reach it: offline, the Hub cache serves them public repos only
         build_app().queue(default_concurrency_limit=4).launch(
             server_name=a.host, server_port=a.port, share=a.share, css=CSS
         )

@@ -15,6 +15,10 @@ def adapter_not_found(adapter: str, err: BaseException, token: str | None) -> st
     """Why ``PeftConfig.from_pretrained(adapter)`` failed, in plain words (PEFT wraps the cause)."""
     from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
+    from .public_repos import Unverified
+
+    if isinstance(err, Unverified):
+        return f"adapter: {err}"
     # PEFT wraps the Hub's error (its cause); huggingface_hub's own errors chain the HTTP error instead
     cause = err if isinstance(err, HfHubHTTPError) else (err.__cause__ or err)
     if on_disk(Path(adapter) / "adapter_config.json", "file"):  # there, but PEFT could not read it

@@ -232,33 +232,49 @@ def forget_cached(token: str | None) -> None:
 
 
 # -- errors --------------------------------------------------------------------------------
-def refusal(repo_id: str, token: str | None, repo_type: str = "model") -> Exception | None:
+def refusal(repo_id: str, token: str | None, repo_type: str = "model", ask: bool = True) -> Exception | None:
     """The Hub's refusal to let ``token`` (None: anonymous) read ``repo_id`` (RepositoryNotFoundError,
-    GatedRepoError, or an HTTP error such as 401/403), or None when it may, when the Hub cannot be
-    reached (no one to ask: the cache serves, as offline) or when ``repo_id`` is no repo id at all
-    (the caller's own loading explains that).
+    GatedRepoError, or an HTTP error such as 401/403), or None when it may or when ``repo_id`` is no
+    repo id at all (the caller's own loading explains that). When the Hub cannot be asked (offline
+    mode, no connection, or ``ask`` False: the caller knows it is unreachable), the answer is
+    :func:`lora_app.public_repos.unverified`'s: an ``Unverified`` on a shared server for a repo it has
+    not seen public, else None (the cache serves).
 
     Why ask first: ``hf_hub_download`` answers a refused request (401/404: "private, and no or the
     wrong token") from its local cache when the file is there, so on a shared server a visitor
     could otherwise load another visitor's private adapter or model the server once downloaded.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
 
+    from . import public_repos
+
+    if not ask or constants.HF_HUB_OFFLINE:
+        return public_repos.unverified(repo_id, repo_type)
     try:
-        HfApi().repo_info(repo_id, repo_type=repo_type, token=token or False, timeout=10)
+        info = HfApi().repo_info(repo_id, repo_type=repo_type, token=token or False, timeout=10)
     except ValueError:  # huggingface_hub's HFValidationError: not a repo id
         return None
     except Exception as err:
-        return None if is_network_error(err) else err
+        if is_network_error(err):
+            return public_repos.unverified(repo_id, repo_type)
+        public_repos.record(repo_id, repo_type, public=False)
+        return err
+    public_repos.record(
+        repo_id, repo_type, public=not getattr(info, "private", True) and not getattr(info, "gated", True)
+    )
     return None
 
 
 def check_readable(repo_id: str, token: str | None, repo_type: str = "model") -> None:
     """Raise HubError (one line naming the fix) when the Hub refuses ``token`` reading ``repo_id``
     (:func:`refusal`); call it before anything of the repo is read through huggingface_hub's cache."""
+    from .public_repos import Unverified
+
     err = refusal(repo_id, token, repo_type)
     if err is None:
         return
+    if isinstance(err, Unverified):
+        raise HubError([f"hub: {err}"])
     if _status(err) in (401, 404) and not token:
         raise HubError(
             [

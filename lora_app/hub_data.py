@@ -38,6 +38,7 @@ def load_hub_frame(
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     from .hub_client import endpoint_reachable, explain, refusal
+    from .public_repos import Unverified
 
     if not constants.HF_HUB_OFFLINE and not endpoint_reachable():  # else ~25 s of retries, same answer
         raise ConfigError(
@@ -51,11 +52,13 @@ def load_hub_frame(
         f"{constants.ENDPOINT}/datasets/{dataset_id}, accept its conditions, then log in here with a token "
         "of that account."
     )
+    # Asked first: ``datasets`` answers a refused request (401/404: private, no or the wrong token)
+    # from its cache, so a visitor could read the rows of another visitor's private dataset once the
+    # server had loaded it (found by the breaker). Offline: public_repos.unverified's answer.
+    refused = refusal(dataset_id, token, "dataset")
+    if isinstance(refused, Unverified):
+        raise ConfigError([f"{FIELD}: {refused}"])
     try:
-        # Asked first: ``datasets`` answers a refused request (401/404: private, no or the wrong token)
-        # from its cache, so a visitor could read the rows of another visitor's private dataset once
-        # the server had loaded it (found by the breaker). Offline, no one can be asked.
-        refused = None if constants.HF_HUB_OFFLINE else refusal(dataset_id, token, "dataset")
         if refused is not None:
             raise refused
         if max_rows:

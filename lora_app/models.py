@@ -105,11 +105,15 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
     from transformers import AutoConfig
 
     rm = resolve_model(cfg.base_model_name_or_path)
-    if not rm.bundled and not on_disk(rm.load_path, "dir") and hub_reachable():
+    if not rm.bundled and not on_disk(rm.load_path, "dir"):
         from .hub_client import refusal
+        from .public_repos import Unverified
 
         # Asked first: huggingface_hub's cache would answer a refused request (hub_client.refusal).
-        if refusal(rm.load_path, token) is not None:
+        refused = refusal(rm.load_path, token, ask=hub_reachable())
+        if isinstance(refused, Unverified):
+            raise ConfigError([f"{FIELD}: {refused}"])
+        if refused is not None:
             raise ConfigError(
                 [
                     f"{FIELD}: model '{cfg.base_model_name_or_path}' was not found (or is private to you). Fix: "

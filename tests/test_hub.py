@@ -626,3 +626,93 @@ def test_a_token_with_a_character_no_token_has_is_named_without_echoing_it(hub_s
         ]
     assert len(hub_server.requests) == n
     assert hub_client.whoami(ALICE, use_cache=False).name == "alice"
+
+
+def test_offline_a_shared_server_serves_from_its_cache_only_what_the_hub_called_public(
+    hub_server, run_dir, hub_model, tmp_path, monkeypatch
+):
+    """Offline (HF_HUB_OFFLINE, or the Hub unreachable) huggingface_hub serves its cache to anyone:
+    alice's private adapter or base model, once loaded, went to every visitor of a shared server
+    (refusal() could not ask, so it let the cache answer). Now a shared server serves them offline only
+    when the Hub last called them public; a one-person server (its owner's cache) serves everything, as
+    before; a repo made private since is forgotten."""
+    from huggingface_hub import constants
+
+    from lora_app import public_repos
+    from lora_app.config import ModelConfig
+    from lora_app.generate import Generator
+    from lora_app.models import load_model_config
+
+    monkeypatch.setenv("LORA_APP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(public_repos.ENV, "1")
+    upload_base(hub_server, hub_model)
+    hub_server.create_repo("model", "alice/private-base", private=True)
+    upload_base(hub_server, hub_model, "alice/private-base")
+    hub.push_adapter(run_dir, "alice/open", token=ALICE)
+    hub.push_adapter(run_dir, "alice/secret", private=True, token=ALICE)
+    hub.push_adapter(run_dir, "alice/soon-private", token=ALICE)
+    for repo in ("alice/open", "alice/secret", "alice/soon-private"):
+        assert Generator().load(repo, token=ALICE).adapter == repo  # each now in the cache
+    base = ModelConfig(base_model_name_or_path="alice/private-base")
+    assert load_model_config(base, token=ALICE).model_type == "llama"
+    assert public_repos.known_public("alice/open") and public_repos.known_public(BASE_ID)
+    assert not public_repos.known_public("alice/secret") and not public_repos.known_public("alice/private-base")
+    hub_server.repos[("model", "alice/soon-private")].private = True
+    assert hub_client.refusal("alice/soon-private", None) is not None  # the Hub refuses: forgotten
+    assert not public_repos.known_public("alice/soon-private")
+
+    def refused(repo: str, field: str) -> list[str]:
+        return [
+            f"{field}: the Hub cannot be reached to check that you may read '{repo}', and this shared server has "
+            "not seen it public (a copy of a private repo is served only to those the Hub lets read it). Fix: try "
+            "again when the Hub can be reached."
+        ]
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert Generator().load("alice/open", token=None).adapter == "alice/open"  # public: the cache serves
+    for repo in ("alice/secret", "alice/soon-private"):
+        for who in (None, BOB, ALICE):  # nobody can be told apart without the Hub
+            with pytest.raises(ConfigError) as e:
+                Generator().load(repo, token=who)
+            assert e.value.problems == refused(repo, "adapter")
+    with pytest.raises(hub_client.HubError) as e:
+        hub_client.check_readable("alice/secret", ALICE)
+    assert e.value.problems == refused("alice/secret", "hub")
+    assert hub_client.refusal("/not/a/repo id", None) is None  # a path: its loader explains it
+    monkeypatch.setenv(public_repos.ENV, "0")  # one person's server: their own cache serves
+    assert Generator().load("alice/secret", token=None).adapter == "alice/secret"
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv(public_repos.ENV, "1")
+    hub_server.stop()  # unreachable: transformers falls back to its cache on a connection error
+    try:
+        with pytest.raises(ConfigError) as e:
+            load_model_config(base, token=ALICE)
+        assert e.value.problems == refused("alice/private-base", "model.base_model_name_or_path")
+        monkeypatch.setenv(public_repos.ENV, "0")
+        assert load_model_config(base, token=None).model_type == "llama"
+    finally:
+        hub_server.start()
+
+
+@pytest.mark.parametrize(
+    ("preset", "server_name", "share", "shared"),
+    [
+        ("", "127.0.0.1", False, False),
+        ("", "localhost", False, False),
+        ("", "0.0.0.0", False, True),
+        ("", "127.0.0.1", True, True),
+        ("0", "0.0.0.0", True, False),  # the person's setting wins
+        ("1", "127.0.0.1", False, True),
+    ],
+)
+def test_a_server_is_shared_when_others_can_reach_it(monkeypatch, preset, server_name, share, shared):
+    from lora_app import public_repos
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv(public_repos.ENV, preset)
+    public_repos.mark_shared(server_name, share)
+    assert public_repos.shared_server() is shared
+    monkeypatch.setenv(public_repos.ENV, "")
+    monkeypatch.setenv("SPACE_ID", "alice/lora")
+    assert public_repos.shared_server() is True

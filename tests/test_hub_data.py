@@ -106,3 +106,32 @@ def test_hub_columns_equal_but_for_spaces_are_kept_apart_not_refused(hub_server)
     assert list(load_hub_frame("alice/dups").columns) == ["text", "text ", "answer"]
     assert load_text(DataConfig(dataset_id="alice/dups", text_column="answer")).texts == ["a0", "a1", "a2"]
     assert load_text(DataConfig(dataset_id="alice/dups", text_column="text")).texts == ["row 0", "row 1", "row 2"]
+
+
+def test_offline_a_shared_server_refuses_a_dataset_the_hub_never_called_public(hub_server, tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE: no one can be asked, and ``datasets`` would serve alice's private dataset from its
+    cache to any visitor of a shared server; only a dataset the Hub once called public passes the check."""
+    import pytest
+    from huggingface_hub import constants
+
+    from lora_app import hub_client, public_repos
+    from lora_app.config import ConfigError
+    from lora_app.hub_data import load_hub_frame
+
+    monkeypatch.setenv("LORA_APP_HOME", str(tmp_path))
+    monkeypatch.setenv(public_repos.ENV, "1")
+    secret = _seed(hub_server, "alice/private-notes", n=3)
+    hub_server.repos[("dataset", secret)].private = True
+    public = _seed(hub_server, "alice/open-notes", n=3)
+    assert len(load_hub_frame(secret, token="hf_alice")) == 6
+    assert len(load_hub_frame(public, token=None)) == 6
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError) as err:
+        load_hub_frame(secret, token="hf_alice")
+    assert err.value.problems == [
+        "data.dataset_id: the Hub cannot be reached to check that you may read dataset 'alice/private-notes', and "
+        "this shared server has not seen it public (a copy of a private repo is served only to those the Hub lets "
+        "read it). Fix: try again when the Hub can be reached."
+    ]
+    assert hub_client.refusal(public, None, "dataset") is None
+    assert hub_client.refusal(public, None, "model") is not None  # a model of that name was never seen

@@ -12,6 +12,7 @@ from .. import count
 from ..config import ConfigError
 from ..data import SUPPORTED, frame_to_text, preview, read_table
 from ..layouts import LAYOUTS, describe
+from ..repo_id import on_disk
 from .common import EXAMPLE_DATA, READ_ONLY, problems_md
 
 
@@ -175,7 +176,12 @@ def show_lint(state: dict, base: str, max_length, token: str | None = None, n: i
     try:
         cfg = DataConfig(**state)
         td = load_text(cfg, token=token)
-        tok = models.load_tokenizer(models.resolve_model(base).load_path, token=token)
+        rm = models.resolve_model(base)
+        if not rm.bundled and not on_disk(rm.load_path, "dir"):  # before the cache can answer for the Hub
+            from ..hub_client import check_readable
+
+            check_readable(rm.load_path, token)
+        tok = models.load_tokenizer(rm.load_path, token=token)
         res = lint(td, tok, int(max_length or 256), n, cfg.train_on_prompt)
     except ConfigError as err:
         return problems_md(err.problems), None
