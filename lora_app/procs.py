@@ -215,7 +215,8 @@ def stop_report(
     """The sentence Stop answers with: how long it took (seconds), whether the process group
     ``pid`` is gone, whether SIGKILL was needed, and each GPU's memory in use (MiB) before and
     after (None: a CPU run)."""
-    text = f"Run {run_id} stopped after {took_s:.1f} s"
+    # "stopped after 6.9 s" read as the run's length, beside three other durations (the newcomer)
+    text = f"Run {run_id} stopped (stopping took {took_s:.1f} s)"
     text += (
         f": process {pid} and its process group are gone"
         if gone
@@ -230,4 +231,4 @@ def stop_report(
             + ", ".join(f"GPU{i} {b:,} MiB before, {a:,} MiB after" for i, (b, a) in enumerate(pairs))
             + "."
         )
-    return text + " CPU run: no device memory to report; the process is gone."
+    return text + " (A CPU run: no GPU memory to report.)"

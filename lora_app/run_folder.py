@@ -109,21 +109,29 @@ def kept_line(run_dir: Path) -> str:
 def create_folder(root: Path, run_id: str, cfg, checkpoint: Path | None = None, history: list[dict] | None = None):
     """Make ``root/run_id``: ``config.yaml`` (``cfg``, a RunConfig, with ``data.path`` pointing at
     the copy), ``data/train<ext>`` (a private copy of the data file, so a cleaned upload cache or
-    a closed browser tab cannot take it away mid-run), ``events.jsonl`` (``history``, then
-    "queued"), and ``checkpoints/<checkpoint's name>`` when a checkpoint is given (a resume).
+    a closed browser tab cannot take it away mid-run; ``data.eval_path``'s as ``data/eval<ext>``),
+    ``events.jsonl`` (``history``, then "queued"), and ``checkpoints/<checkpoint's name>`` when a checkpoint is given (a resume).
     The folder appears whole or not at all (built as ``.run_id.tmp``, then renamed). Returns
     the config as saved."""
     tmp = root / f".{run_id}.tmp"
     tmp.mkdir(parents=True)
     try:
         cfg = cfg.model_copy(deep=True)
-        if cfg.data.path:
-            src = Path(cfg.data.path)
+        d = cfg.data
+        if d.path:
+            src = Path(d.path)
             (tmp / "data").mkdir()
             dst = tmp / "data" / ("train" + src.suffix.lower())
             shutil.copyfile(src, dst)
-            cfg.data.source_name = cfg.data.source_name or src.name
-            cfg.data.path = str(root / run_id / "data" / dst.name)
+            d.source_name = d.source_name or src.name
+            d.path = str(root / run_id / "data" / dst.name)
+        if d.eval_path:  # the held-out file too: an upload, the same risk
+            src = Path(d.eval_path)
+            (tmp / "data").mkdir(exist_ok=True)
+            dst = tmp / "data" / ("eval" + src.suffix.lower())
+            shutil.copyfile(src, dst)
+            d.eval_source_name = d.eval_source_name or src.name
+            d.eval_path = str(root / run_id / "data" / dst.name)
         cfg.save(tmp / "config.yaml")
         if checkpoint is not None:
             shutil.copytree(checkpoint, tmp / "checkpoints" / Path(checkpoint).name)

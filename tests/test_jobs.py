@@ -156,8 +156,10 @@ def test_stop_kills_the_group_keeps_the_adapter_and_resume_continues(jobs, tiny_
     msg = jobs.cancel(rid, "alice")
     took = time.time() - t0
     assert took < 20, (took, msg)
-    assert f"process {pid} and its process group are gone" in msg, msg
-    assert "CPU run" in msg and "process is gone" in msg
+    assert msg.startswith(f"Run {rid} stopped (stopping took ") and (
+        f" s): process {pid} and its process group are gone. (A CPU run: no GPU memory to report.) The adapter "
+        "saved at step "
+    ) in msg, msg
     assert group_members(pid) == []
     info = jobs.get(rid)
     assert info.status == "stopped", info
@@ -432,5 +434,77 @@ def test_owner_is_the_hub_login_else_the_signed_browser_id(tmp_path):
         a = jm.submit(RunConfig(), owner="hf:alice")
         assert [r.id for r in ctx.visible(ctx.who(owner, SimpleNamespace(username="alice")))] == [a]
         assert ctx.visible(ctx.who(owner)) == []
+    finally:
+        jm.close()
+
+
+def test_a_visitors_yaml_names_their_own_file_and_reads_no_one_elses(tmp_path, tiny_model, monkeypatch):
+    """The Runs tab's YAML gave a visitor ``data.path: train.jsonl``, the run folder's private copy,
+    which ran nowhere else ("file not found: train.jsonl. Fix: upload the file again", at a command
+    line: the newcomer). It names the file they uploaded now. And an uploaded YAML could name any
+    server file as data (another visitor's private copy, the server's .env), which the Data tab
+    then showed: on a shared server a visitor's YAML reads only files of their own runs."""
+    import gradio as gr
+
+    from lora_app import public_repos
+    from lora_app.data import load_text
+    from lora_app.identity import Identity
+    from lora_app.ui import form
+    from lora_app.ui.common import AppContext
+    from lora_app.ui.runs_tab import export_yaml, load_yaml
+
+    mine = tmp_path / "home" / "my quotes.jsonl"
+    mine.parent.mkdir()
+    shutil.copyfile(EXAMPLE_QUOTES, mine)
+    (secret := tmp_path / ".env").write_text('{"text": "HF_TOKEN=hf_server_secret"}\n')
+    jm = JobManager(tmp_path / "runs", max_running=0, poll_s=0.05)
+    try:
+        cfg = make_cfg(tiny_model, data=mine)
+        cfg.data.eval_path = str(mine)
+        rid = jm.submit(cfg, owner="alice")
+        ctx = AppContext(jm, None, frozenset())
+        alice, bob, boss = Identity("alice"), Identity("bob"), Identity("boss", admin=True)
+        stored = RunConfig.load(jm.run_dir(rid) / "config.yaml").data
+        assert stored.source_name == stored.eval_source_name == "my quotes.jsonl"
+        assert (Path(stored.path), Path(stored.eval_path)) == (  # private copies: an upload cache may be cleaned
+            jm.run_dir(rid) / "data" / "train.jsonl",
+            jm.run_dir(rid) / "data" / "eval.jsonl",
+        )
+
+        exported = RunConfig.load(export_yaml(ctx, rid, alice)).data
+        assert (exported.path, exported.eval_path) == ("my quotes.jsonl", "my quotes.jsonl")
+        monkeypatch.chdir(mine.parent)  # where its owner keeps the file and runs the YAML
+        assert len(load_text(exported).texts) == 16
+        assert RunConfig.load(export_yaml(ctx, rid, boss)).data.path == stored.path  # an admin: the server copy
+
+        with gr.Blocks():
+            widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}
+        keys = list(widgets)
+        server_yaml = tmp_path / "server.yaml"
+        RunConfig.load(jm.run_dir(rid) / "config.yaml").save(server_yaml)  # names alice's copy
+        env_yaml = tmp_path / "env.yaml"
+        RunConfig.build({"data": {"path": str(secret), "text_column": "text"}}).save(env_yaml)
+
+        def data_of(yaml_path: Path, who: Identity):
+            _, data, msg = load_yaml(str(yaml_path), keys, None, may_read=lambda p: ctx.may_read_path(who, p))
+            return data, msg
+
+        monkeypatch.setenv(public_repos.ENV, "1")
+        for who in (alice, boss):
+            data, msg = data_of(server_yaml, who)
+            assert data["path"] == stored.path and data["eval_path"] == stored.eval_path, msg
+        data, msg = data_of(server_yaml, bob)
+        assert data is None
+        assert "Its data file `my quotes.jsonl` is not here: choose the data in the **1. Data** tab." in msg
+        assert "Its held-out file `my quotes.jsonl` is not here" in msg
+        missing = tmp_path / "missing.yaml"
+        RunConfig.build({"data": {"path": str(jm.run_dir(rid) / "data" / "nope.jsonl")}}).save(missing)
+        assert "nope.jsonl` is not here: choose the data in the **1. Data** tab." in data_of(missing, alice)[1]
+        assert data_of(env_yaml, bob)[0] is None and data_of(env_yaml, Identity(None))[0] is None
+        assert data_of(env_yaml, boss)[0]["path"] == str(secret)
+        monkeypatch.setenv(public_repos.ENV, "0")  # a one-person server: its owner's files
+        assert data_of(env_yaml, bob)[0]["path"] == str(secret)
+        assert data_of(server_yaml, bob)[0] is None  # still: another person's run
+        jm.cancel(rid)
     finally:
         jm.close()

@@ -120,6 +120,26 @@ class AppContext:
                 "Fix: type a model's Hub repo id (owner/name)."
             )
 
+    def may_read_path(self, ident: Identity, ref: str) -> bool:
+        """May the app read the server file ``ref`` for ``ident`` (a data file an uploaded YAML names)?
+        Inside the runs root only in a run of theirs (an admin or the CLI: any); elsewhere only an admin
+        or the CLI, or anyone on a one-person server (:func:`lora_app.public_repos.shared_server`): a
+        visitor's YAML could name another visitor's private data copy, or the server's ``.env``."""
+        from ..public_repos import shared_server
+
+        try:
+            path = Path(ref).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):
+            return False
+        if path.is_relative_to(self.jobs.root):
+            parts = path.relative_to(self.jobs.root).parts
+            try:
+                self.run_of(ident, parts[0] if parts else None)
+            except NotYourRun:
+                return False
+            return True
+        return ident.sees_paths or not shared_server()
+
     def redact(self, ident: Identity, text: str) -> str:
         """Server folder paths out of ``text`` unless ``ident`` may see them."""
         return ident.redact(text, self.jobs.root)

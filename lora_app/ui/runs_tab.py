@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -108,9 +109,14 @@ def export_yaml(ctx: AppContext, run_id: str, ident: Identity | None = None) -> 
     cfg = RunConfig.load(ctx.jobs.run_dir(run_id) / "config.yaml")
     YAML_DIR.mkdir(parents=True, exist_ok=True)
     out = YAML_DIR / _yaml_name(run_id)
-    if ident is not None and not ident.sees_paths and cfg.data.path:
-        # the run's private copy of the data is a server path: a visitor gets its file name only
-        cfg.data.path = Path(cfg.data.path).name
+    if ident is not None and not ident.sees_paths:
+        # The run's private copy of the data is a server path: a visitor gets the name of the file they
+        # uploaded (theirs to put beside the YAML; the copy's own name, train.jsonl, ran nowhere else).
+        d = cfg.data
+        if d.path:
+            d.path = d.source_name or Path(d.path).name
+        if d.eval_path:
+            d.eval_path = d.eval_source_name or Path(d.eval_path).name
     text = cfg.to_yaml()
     out.write_text(
         f"# lora_app run {run_id}; run it again with: python -m lora_app train --config {out.name}\n"
@@ -124,11 +130,13 @@ def _yaml_name(run_id: str) -> str:
     return f"lora_app-{run_id}.yaml"
 
 
-def load_yaml(path: str | None, keys: list[str], data: dict | None):
+def load_yaml(path: str | None, keys: list[str], data: dict | None, may_read: Callable[[str], bool] = lambda p: True):
     """A saved YAML into form values: ``(values_or_updates, data_state, message)``.
 
     Widgets whose keys the config lacks are left alone; the data source is taken when its
-    file still exists (or it is a Hub dataset), else the current choice is kept.
+    file still exists and ``may_read`` it (:meth:`AppContext.may_read_path`: a visitor's YAML could
+    name another visitor's data, or any server file), or it is a Hub dataset; else the current
+    choice is kept, with the same words whether the file is missing or refused.
     """
     keep = [gr.update() for _ in keys]
     if not path:
@@ -161,7 +169,13 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
         for k in ("max_rows", "eval_path", "eval_source_name", "eval_split", "layout", "train_on_prompt")
         if (v := getattr(d, k)) and v != "auto"
     }
-    if d.path and Path(d.path).is_file():
+    if d.eval_path and not (may_read(d.eval_path) and Path(d.eval_path).is_file()):
+        extra.pop("eval_path", None)
+        extra.pop("eval_source_name", None)
+        msg += (
+            f" Its held-out file `{d.eval_source_name or d.eval_path}` is not here: held-out rows come from the data."
+        )
+    if d.path and may_read(d.path) and Path(d.path).is_file():
         data = {
             "path": d.path,
             "source_name": d.source_name or Path(d.path).name,
@@ -179,7 +193,7 @@ def load_yaml(path: str | None, keys: list[str], data: dict | None):
         }
         msg += f" Data: Hub dataset `{d.dataset_id}`."
     elif d.path:
-        msg += f" Its data file `{d.source_name or d.path}` is gone: choose the data in the **1. Data** tab."
+        msg += f" Its data file `{d.source_name or d.path}` is not here: choose the data in the **1. Data** tab."
     # Settings with no widget and not carried above: named, not dropped in silence.
     default, carried = RunConfig().model_dump(), set(keys) | {f"data.{k}" for k in (data or {})}
     dropped = [
@@ -341,9 +355,12 @@ def build(
     delete_b.click(delete_click, [pick, armed, owner_state], [action, armed], concurrency_limit=None).then(
         do_refresh, [owner_state, pick], refresh_outs
     )
-    yaml_up.upload(
-        lambda p, d: _flat(load_yaml(p, keys, d)), [yaml_up, data_state], [*widgets.values(), data_state, yaml_msg]
-    )
+
+    def on_yaml(path, data, owner, profile: gr.OAuthProfile | None = None):
+        ident = ctx.who(owner, profile)
+        return _flat(load_yaml(path, keys, data, may_read=lambda p: ctx.may_read_path(ident, p)))
+
+    yaml_up.upload(on_yaml, [yaml_up, data_state, owner_state], [*widgets.values(), data_state, yaml_msg])
     return {
         "table": table,
         "pick": pick,
