@@ -116,6 +116,23 @@ def test_the_warmup_line_follows_max_steps_and_says_which_setting_sets_it():
     assert form.warmup_line(50, 0, "abc").startswith("Warm-up: set max_steps")
 
 
+def test_a_warmup_not_shorter_than_the_run_is_flagged_on_its_line_before_check():
+    """"Warm-up: 100 of 30 steps" stood there without a word until Check (the newcomer): the line now
+    carries Check's warning, with the form's learning rate, and says when cap_warmup shortens it."""
+    from lora_app.ui import form
+
+    assert form.warmup_line(30, 100, "", False, 2e-4) == (
+        "Warm-up: **100 of 30 steps** (warmup_steps)\n\n**Warning:** training.warmup_steps (100) is not shorter "
+        "than the run (max_steps 30): the learning rate only rises, from 0 to 29% of learning_rate (5.8e-05 instead "
+        "of 0.0002) at the last step, and never decays. Fix: set warmup_steps below max_steps (e.g. 3, a tenth of "
+        "the run), or set training.cap_warmup: true to cap it there."
+    )
+    assert form.warmup_line(30.0, 30.0, None, True, 2e-4) == (
+        "Warm-up: **3 of 30 steps** (warmup_steps 30, capped by cap_warmup to a tenth of the run)"
+    )
+    assert form.warmup_line(30, 29, None, False, 2e-4) == "Warm-up: **29 of 30 steps** (warmup_steps)"
+
+
 def test_typing_warmup_steps_empties_the_ratio_and_the_line_follows(tmp_path):
     """The events behind the form: typing a warmup_steps (``input``, the user's edit, not a preset's
     fill) empties warmup_ratio; typing a ratio sets warmup_steps to 0, which would otherwise win;
@@ -132,8 +149,14 @@ def test_typing_warmup_steps_empties_the_ratio_and_the_line_follows(tmp_path):
             line.value == "Warm-up: **3 of 30 steps** (warmup_ratio 0.1 x max_steps, rounded up: it follows max_steps)"
         )
         fns = [f for f in demo.fns.values() if line in f.outputs]
-        assert sorted(t[1] for f in fns for t in f.targets) == ["change", "change", "change"]
-        assert {o.label for o in fns[0].inputs} == {"max_steps", "warmup_steps", "warmup_ratio"}
+        assert sorted(t[1] for f in fns for t in f.targets) == ["change"] * 5
+        assert {o.label for o in fns[0].inputs} == {
+            "max_steps",
+            "warmup_steps",
+            "warmup_ratio",
+            "cap_warmup",
+            "learning_rate",
+        }
         (clear,) = [
             f
             for f in demo.fns.values()

@@ -220,23 +220,43 @@ def build_training_widgets() -> dict[str, gr.components.Component]:
     return w
 
 
-def warmup_line(max_steps: object, warmup_steps: object, warmup_ratio: object) -> str:
+def warmup_line(
+    max_steps: object,
+    warmup_steps: object,
+    warmup_ratio: object,
+    cap_warmup: object = False,
+    learning_rate: object = None,
+) -> str:
     """The line under the warm-up settings: the warm-up that will run, in optimizer steps, as
     :meth:`TrainingSettings.warmup` computes it (warmup_ratio of max_steps rounded up when set, so it
-    follows max_steps; else warmup_steps)."""
+    follows max_steps; else warmup_steps, capped to a tenth of the run by ``cap_warmup``), and
+    :func:`lora_app.validate.warmup_note`'s warning when it is not shorter than the run (a "100 of 30
+    steps" line said nothing until Check: the newcomer)."""
+    from ..validate import warmup_note
+
     ratio = (
         None if warmup_ratio is None or (isinstance(warmup_ratio, str) and not warmup_ratio.strip()) else warmup_ratio
     )
     try:
-        t = TrainingSettings(max_steps=_num(max_steps), warmup_steps=_num(warmup_steps), warmup_ratio=ratio)
+        raw = dict(
+            max_steps=_num(max_steps), warmup_steps=_num(warmup_steps), warmup_ratio=ratio, cap_warmup=cap_warmup
+        )
+        if learning_rate not in (None, ""):
+            raw["learning_rate"] = learning_rate
+        t = TrainingSettings.model_validate(raw)
     except ValidationError:
         return "Warm-up: set max_steps and warmup_steps (or warmup_ratio) to see it; Check names what is wrong."
     how = (
         f"warmup_ratio {t.warmup_ratio:g} x max_steps, rounded up: it follows max_steps"
         if t.warmup_ratio is not None
+        else f"warmup_steps {_num(warmup_steps)}, capped by cap_warmup to a tenth of the run"
+        if cap_warmup is True and _num(warmup_steps) != t.warmup_steps
         else "warmup_steps"
     )
-    return f"Warm-up: **{t.warmup()} of {t.max_steps} steps** ({how})"
+    note = warmup_note(t)
+    return f"Warm-up: **{t.warmup()} of {t.max_steps} steps** ({how})" + (
+        f"\n\n**{note.split(': ', 1)[0]}:** {note.split(': ', 1)[1]}" if note else ""
+    )
 
 
 def _steps_after_ratio(ratio: object, steps: object) -> object:
@@ -249,7 +269,7 @@ def _add_warmup_line(w: Mapping[str, gr.components.Component]) -> gr.Markdown:
     """The :func:`warmup_line` Markdown, kept current (private events). The warm-up typed last is the
     one meant: typing a warmup_steps empties warmup_ratio, typing a warmup_ratio sets warmup_steps to 0
     (which would otherwise win over it), as a config that sets one of them alone."""
-    ins = [w["training.max_steps"], w["training.warmup_steps"], w["training.warmup_ratio"]]
+    ins = [w[f"training.{k}"] for k in ("max_steps", "warmup_steps", "warmup_ratio", "cap_warmup", "learning_rate")]
     line = gr.Markdown(warmup_line(*[getattr(x, "value", None) for x in ins]), elem_id="warmup-line")
     for x in ins:
         x.change(warmup_line, ins, line, show_progress="hidden", queue=False)  # type: ignore[attr-defined]
