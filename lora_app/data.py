@@ -111,7 +111,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
             ]
         )
     if not on_disk(p, "file"):
-        raise ConfigError([f"data.path: file not found: {p}. Fix: upload the file again."])
+        raise ConfigError(
+            [f"data.path: file not found: {p}. Fix: give the path of the data file (in the app: upload it again)."]
+        )
     size = p.stat().st_size
     if size == 0:
         raise ConfigError([f"data.path: '{p.name}' is empty. Fix: upload a file with at least one row."])
@@ -350,6 +352,8 @@ def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str, layout
             [f"data.text_column: column '{col}' has no non-empty text. Fix: choose another column or check the file."]
         )
     notes = list(df.attrs.get("notes") or [])
+    if text_column is not None:
+        notes += _shorter_than_another(df, col, texts)
     if converted:
         notes.append(
             f"{count(len(converted), 'row')} of '{col}' {'holds' if len(converted) == 1 else 'hold'} numbers or "
@@ -367,6 +371,29 @@ def frame_to_text(df: pd.DataFrame, text_column: str | None, source: str, layout
         unit=unit,
         notes=notes,
     )
+
+
+def _shorter_than_another(df: pd.DataFrame, col: str, texts: list[str]) -> list[str]:
+    """A note when the chosen text column is short (under 20 characters a row on average) and another
+    string column's rows are at least 4 times as long: a label column picked as the text (the newcomer
+    trained on the one-letter 'name' of a CSV without a word)."""
+    mean = sum(map(len, texts)) / len(texts)
+    if mean >= 20:
+        return []
+    longest, best = None, 0.0
+    for c in string_columns(df):
+        if c == col:
+            continue
+        vals = [v for v in df[c].head(10_000).tolist() if isinstance(v, str) and v.strip()]
+        m = sum(map(len, vals)) / len(vals) if vals else 0.0
+        if m > best:
+            longest, best = c, m
+    if longest is None or best < 4 * mean:
+        return []
+    return [
+        f"Column '{col}' is short ({mean:.1f} characters a row on average) and '{longest}' holds longer text "
+        f"({best:.0f}): is '{longest}' the text to train on? Fix: choose it as the text column."
+    ]
 
 
 def load_text(cfg: DataConfig, token: str | None = None) -> TextData:

@@ -411,3 +411,19 @@ def test_a_csv_cell_longer_than_the_csv_modules_limit_is_read_whole(tmp_path):
     p.write_text(f'text,n\n"{long}",1\nshort,2\n', encoding="utf-8")
     df = read_table(p)
     assert list(df["text"]) == [long, "short"] and len(df["text"][0]) == 300_000
+
+
+def test_a_short_label_column_picked_as_the_text_gets_a_note_naming_the_longer_one():
+    """The newcomer picked the one-letter 'name' column of a CSV as the text and trained on "A", "B",
+    "C" without a word: a note names the column of longer text."""
+    df = pd.DataFrame({"name": ["A", "B", "C"], "quote": ["Be yourself; everyone else is already taken."] * 3})
+    td = frame_to_text(df, "name", "people.csv")
+    assert td.texts == ["A", "B", "C"]
+    assert td.notes == [
+        "Column 'name' is short (1.0 characters a row on average) and 'quote' holds longer text (44): is 'quote' "
+        "the text to train on? Fix: choose it as the text column."
+    ]
+    assert frame_to_text(df, "quote", "people.csv").notes == []
+    assert frame_to_text(df, None, "people.csv").text_column == "quote"  # auto: the longer one, no note
+    short = pd.DataFrame({"name": ["Ann", "Bob"], "city": ["Oslo", "Rome"]})  # both short: nothing to suggest
+    assert frame_to_text(short, "name", "people.csv").notes == []
