@@ -230,3 +230,25 @@ def free_memory_bytes(device: str = "cpu") -> int:
     from .container import ram
 
     return ram()[1]
+
+
+def padded_row_tokens(lengths: list[float], rows_per_forward: int, max_length: int, samples: int = 256) -> float:
+    """Tokens a padded row costs on average: each forward of ``rows_per_forward`` rows, drawn at random
+    from rows of ``lengths`` tokens, is padded to its longest row (text.PaddingCollator; the Trainer's
+    sampler draws a random permutation, no length grouping), at most ``max_length``. The expected
+    maximum of a draw, from ``samples`` seeded draws: on the example quotes 2.5x the mean row at 16
+    rows a forward (27.8 tokens a row, 70 padded), which the time estimate had left out (a run with
+    packing off computes them all)."""
+    import numpy as np
+
+    n = len(lengths)
+    if n == 0:
+        return float(max_length)
+    rng = np.random.default_rng(0)
+    arr = np.minimum(np.asarray(lengths, dtype=np.float64), max_length)
+    if n > 10_000:  # each draw permutes the rows: a sample of them keeps it at ~30 ms
+        arr, n = arr[rng.choice(n, 10_000, replace=False)], 10_000
+    k = max(1, min(rows_per_forward, n))
+    if k == 1:
+        return float(arr.mean())
+    return float(np.mean([arr[rng.choice(n, k, replace=False)].max() for _ in range(samples)]))

@@ -165,15 +165,18 @@ def estimate(
     dropout_features: int = 0,
     input_features: int = 0,
     tiers: tuple[Tier, ...] | None = None,
+    lengths: list[float] | None = None,
 ) -> Estimate:
     """The table for ``cfg`` (a RunConfig) on every tier. ``trainable``/``total_params``: PEFT's
     counts (``models.count_parameters``); ``mean_tokens``: average tokens per training row if the
     data is known (else ``max_length``, an upper bound); ``dropout_features``/``input_features``: what
     the LoRA branches keep per token (``models.LoraCount``). The rows per forward are the ones the run
     would choose (:func:`lora_app.batching.plan_step`, with every row at the mean length): on CPU with
-    the RAM free now, on a GPU with the tier's memory less the weights, the LoRA states and the runtime."""
+    the RAM free now, on a GPU with the tier's memory less the weights, the LoRA states and the runtime.
+    ``lengths``: each row's tokens (:func:`token_lengths`): the time counts the padding a forward of
+    that many random rows computes (:func:`lora_app.batching.padded_row_tokens`)."""
     from . import container
-    from .batching import StepPlan, plan_step
+    from .batching import StepPlan, padded_row_tokens, plan_step
     from .models import effective_quantization
     from .precision import decide
 
@@ -190,6 +193,7 @@ def estimate(
     flops_per_token = (6 if t.gradient_checkpointing else 4) * base_params
     world = cfg.distributed.num_processes
     cpu_rules = (False, False)  # (chunked loss, eager attention) on the CPU tier, for the basis
+    cpu_padding: tuple[int, float] | None = None  # (rows per forward, tokens a padded row computes) there
     kind = getattr(model_config, "model_type", None)
     rows, tier_parts = [], []
     cpu_free = container.ram()[1]  # read once: cgroup files and psutil
@@ -254,7 +258,14 @@ def estimate(
             if tier.tflops is None
             else tier.tflops * 1e12 * UTILISATION
         )
-        seconds = run_tokens * flops_per_token / rate
+        computed = (
+            padded_row_tokens(lengths, plan.per_device_train_batch_size, t.max_length)
+            if lengths and not t.packing
+            else row_tokens
+        )
+        seconds = run_tokens * max(1.0, computed / row_tokens) * flops_per_token / rate
+        if device == "cpu":
+            cpu_padding = (plan.per_device_train_batch_size, computed)
         rows.append(
             {
                 "hardware": tier.name,
@@ -275,7 +286,13 @@ def estimate(
         f"Run: {t.max_steps} steps x {t.per_device_train_batch_size} x {t.gradient_accumulation_steps} rows x "
         f"{row_tokens:.1f} tokens ({'the data' if mean_tokens else 'max_length, an upper bound'}) = "
         f"{run_tokens:,.0f} tokens; {flops_per_token / 1e9:.2f} GFLOP per token "
-        f"({'6' if t.gradient_checkpointing else '4'} x parameters).",
+        f"({'6' if t.gradient_checkpointing else '4'} x parameters)"
+        + (
+            f"; the time counts the padding: a CPU forward of {cpu_padding[0]} random rows pads each to its longest, "
+            f"{cpu_padding[1]:.1f} tokens a row."
+            if cpu_padding and lengths and not t.packing
+            else "."
+        ),
         f"Time at {UTILISATION:.0%} of each GPU's published dense throughput ({'; '.join(x.source for x in GPU_TIERS[:3])}; "
         f"H100/H200 989) and {CPU_UTILISATION:.0%} of the CPU's measured {cpu_gflops():.0f} GFLOPS. Rough: within 2x; "
         "8-bit/4-bit bitsandbytes matmuls run slower than plain bf16 ones (they dequantize), so expect more there.",
@@ -317,6 +334,11 @@ def mean_tokens(data) -> float | None:
     return sum(len(x) for x in data.texts) / len(data.texts) / 4 + 1
 
 
+def token_lengths(data) -> list[float] | None:
+    """Each training row's tokens, counted as :func:`mean_tokens` counts; None without data."""
+    return [len(x) / 4 + 1 for x in data.texts] if data is not None and data.texts else None
+
+
 def longest_tokens(data) -> float | None:
     """The longest training row's tokens, counted as :func:`mean_tokens` counts; None without data."""
     if data is None or not data.texts:
@@ -336,6 +358,7 @@ def for_preflight(cfg, pre, token: str | None = None) -> Estimate:
         pre.total,
         mean_tokens(pre.data),
         longest_tokens=longest_tokens(pre.data),
+        lengths=token_lengths(pre.data),
         dropout_features=pre.dropout_features,
         input_features=pre.input_features,
     )
@@ -363,6 +386,7 @@ def cpu_memory_problem(model_config, cfg, counted, data=None) -> str | None:
             counted.total,
             mean_tokens(data),
             longest_tokens=longest_tokens(data),
+            lengths=token_lengths(data),
             dropout_features=counted.dropout_features,
             input_features=counted.input_features,
             tiers=(cpu_tier(c.model.precision),),

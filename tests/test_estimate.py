@@ -338,3 +338,39 @@ def test_short_times_and_the_token_product_read_right():
     mc = smollm2_config()
     est = estimate.estimate(mc, cfg, 1_000_000, 135_000_000, mean_tokens=27.756)
     assert "30 steps x 4 x 4 rows x 27.8 tokens (the data) = 13,323 tokens" in est.basis[1], est.basis[1]
+
+
+def test_the_time_counts_the_padding_of_a_forward_of_random_rows():
+    """A forward pads its rows to its longest (no length grouping): on the example quotes, 16 rows a
+    forward compute 70 tokens a row for a mean of 27.8, and the estimate's CPU time had counted 27.8
+    (the reference recipe's packing off). Packed rows, the fast default's, have no padding."""
+    from conftest import EXAMPLE_QUOTES
+
+    from lora_app.batching import padded_row_tokens
+    from lora_app.data import frame_to_text, read_table
+
+    td = frame_to_text(read_table(str(EXAMPLE_QUOTES)), None, "quotes.jsonl")
+    lengths = estimate.token_lengths(td)
+    assert len(lengths) == 1000 and round(sum(lengths) / len(lengths), 1) == 27.8
+    assert round(padded_row_tokens(lengths, 16, 256), 1) == 70.0
+    assert round(padded_row_tokens(lengths, 1, 256), 1) == 27.8  # one row: no padding
+    assert padded_row_tokens(lengths, 16, 40) <= 40  # max_length cuts the rows first
+    assert padded_row_tokens([5.0, 9.0], 16, 256) == 9.0  # fewer rows than a forward: all of them
+
+    mc, cfg = smollm2_config(), RunConfig.build({"training": {"packing": False}})  # 16 rows a forward on CPU
+    # a CPU of 700 GFLOPS in float32, 16 GB: the run's time in whole seconds, under a minute
+    cpu = estimate.Tier("CPU (this machine)", 16 * estimate.GB, None, "float32", "a test CPU", gflops=700.0)
+    args = (mc, cfg, 4_884_480, 139_399_488, estimate.mean_tokens(td))
+    kw = dict(longest_tokens=estimate.longest_tokens(td), tiers=(cpu,))
+
+    def seconds(est) -> int:
+        return int(est.rows[0]["time"].removesuffix(" s"))
+
+    plain = estimate.estimate(*args, **kw)
+    padded = estimate.estimate(*args, lengths=lengths, **kw)
+    assert padded.rows[0]["rows per forward"] == 16
+    assert 10 < seconds(plain) < 30 and seconds(padded) / seconds(plain) == pytest.approx(70.0 / 27.8, rel=0.05)
+    assert "a CPU forward of 16 random rows pads each to its longest, 70.0 tokens a row" in padded.basis[1]
+    packed = RunConfig.build({})  # the fast default packs a step's rows: no padding
+    assert packed.training.packing
+    assert estimate.estimate(mc, packed, *args[2:], lengths=lengths, **kw).rows[0]["time"] == plain.rows[0]["time"]
