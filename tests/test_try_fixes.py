@@ -58,3 +58,53 @@ def test_a_number_typed_past_a_sliders_end_is_named_not_set_back_silently(app_ur
     box.press("Tab")
     button(page, "Generate").click()
     expect(page.get_by_text("+ adapter")).to_be_visible()
+
+
+def test_a_visitor_of_a_shared_server_gets_one_message_for_any_folder_not_of_their_runs(
+    tmp_path, tiny_model, monkeypatch, hub_server
+):
+    """'/tmp' said "holds no adapter_config.json" and '/nonexistent/dir' "is neither an adapter
+    folder nor a Hub repo id": a visitor learned which server folders exist. Now any folder that is
+    not in one of their runs gets the same words (adapter and base model alike); their run loads."""
+    from test_identity import _cfg, _wait
+
+    from lora_app import identity, public_repos
+    from lora_app.generate import Generator
+    from lora_app.jobs import JobManager, NotYourRun
+    from lora_app.ui import chat_panel
+    from lora_app.ui.common import AppContext
+
+    monkeypatch.setenv(public_repos.ENV, "1")
+    for f in tiny_model.iterdir():  # on a shared server a run's base is a Hub id (the same folder rule)
+        if f.is_file():
+            hub_server.add_file("model", "lora-app-test/tiny-llama", f.name, f.read_bytes())
+    cfg = _cfg(tiny_model)
+    cfg.model.base_model_name_or_path = "lora-app-test/tiny-llama"
+    ctx = AppContext(JobManager(tmp_path / "runs", poll_s=0.1), Generator(), frozenset())
+    visitor = identity.Identity(identity.issue(ctx.key)[0])  # anonymous: the least privileged
+    try:
+        mine = ctx.jobs.submit(cfg, owner=visitor.owner)
+        theirs = ctx.jobs.submit(cfg, owner="hf:alice")
+        _wait(ctx, mine)
+        _wait(ctx, theirs)
+        root = ctx.jobs.root
+        for ref in ("/tmp", "/nonexistent/dir", "../../../etc", str(root), f"{root}/{theirs}/adapter", str(tiny_model)):
+            for field, check in (("adapter", ctx.adapter_ref), ("model.base_model_name_or_path", ctx.check_base_folder)):
+                try:
+                    check(visitor, ref)
+                    said = "nothing"
+                except NotYourRun as err:
+                    said = str(err)
+                assert said == (
+                    f"{field}: '{ref}' is not a folder of one of your runs, and other folders on this server are "
+                    "not open to visitors. Fix: pick one of your runs from the list (press Refresh), or type a Hub "
+                    "repo id (owner/name)."
+                ), ref
+        for ref in (mine, f"{root}/{mine}/adapter"):
+            loaded = chat_panel.load_for(ctx, visitor, ref, None)
+            assert loaded.adapter == str(root / mine / "adapter") and loaded.base_id == "lora-app-test/tiny-llama"
+        # the CLI and admins keep the detailed words
+        for who in (identity.LOCAL, identity.Identity("hf:admin", admin=True)):
+            assert ctx.adapter_ref(who, "/tmp") == "/tmp"
+    finally:
+        ctx.jobs.shutdown(grace_s=5)
