@@ -47,12 +47,42 @@ def adapter_not_found(adapter: str, err: BaseException, token: str | None) -> st
     if isinstance(cause, RepositoryNotFoundError):
         hint = "log in with a token that can read it" if token else "log in if it is private"
         return f"adapter: there is no Hub repo '{adapter}', or it is private. Fix: check the id, or {hint}."
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(cause, LocalEntryNotFoundError):  # not in the cache, and the Hub could not be asked
+        return hub_out_of_reach(adapter)
     if isinstance(cause, EntryNotFoundError) and not is_network_error(cause):
         return (
             f"adapter: the Hub repo '{adapter}' has no adapter_config.json, so it is not a PEFT adapter. "
             "Fix: give the repo id of a LoRA adapter."
         )
     return explain(cause, f"read the adapter '{adapter}'", adapter).replace("hub:", "adapter:", 1)
+
+
+def hub_out_of_reach(adapter: str) -> str:
+    """The Hub cannot be reached and this server's Hub cache has no copy of ``adapter``."""
+    from huggingface_hub import constants
+
+    return (
+        f"adapter: cannot reach the Hub at {constants.ENDPOINT} to load '{adapter}', and this server's Hub cache "
+        "has no copy of it. Fix: check the connection (or the Hub's status) and try again, or pick a finished run."
+    )
+
+
+def not_reachable_nor_cached(adapter: str) -> bool:
+    """True, in ~0 s offline (one TCP probe, no retries), when ``adapter`` is a Hub id whose
+    adapter_config.json is not in the Hub cache and the Hub cannot be reached: huggingface_hub
+    would retry for ~25 s and end in a "no adapter_config.json" that blamed the repo."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from .hub_client import endpoint_reachable
+    from .repo_id import is_hub_id
+
+    if on_disk(adapter, "dir") or not is_hub_id(adapter) or constants.HF_HUB_OFFLINE:
+        return False
+    if isinstance(try_to_load_from_cache(adapter, "adapter_config.json"), str):
+        return False  # the cache may serve it (refusal() decides whether to this caller)
+    return not endpoint_reachable()
 
 
 def apply_adapter(model, adapter: str, pc, base: str, token: str | None):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hub_client, models
-from .adapter_load import adapter_not_found, apply_adapter, folder_problem
+from .adapter_load import adapter_not_found, apply_adapter, folder_problem, hub_out_of_reach, not_reachable_nor_cached
 from .config import ConfigError, ModelConfig
 from .repo_id import on_disk
 from .sampling import check_sampling, sampling_args
@@ -94,6 +94,8 @@ class Generator:
             if adapter:
                 from peft import PeftConfig
 
+                if not_reachable_nor_cached(adapter):
+                    raise ConfigError([hub_out_of_reach(adapter)])
                 refused = None if on_disk(adapter, "dir") else hub_client.refusal(adapter, token)
                 if refused is not None:  # asked before huggingface_hub's cache can answer for the Hub
                     raise ConfigError([adapter_not_found(adapter, refused, token)])

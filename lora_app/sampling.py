@@ -19,18 +19,32 @@ def sampling_args(temperature: float, top_p: float) -> dict[str, Any]:
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
+def _whole(x) -> bool:  # numpy's integers too (numbers.Integral), not True/False
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def out_of_range(field: str, value: Any, lo: float, hi: float, whole: bool) -> str | None:
+    """One line naming ``field``, its range ``lo`` to ``hi`` and the fix when ``value`` is not a
+    number (a whole one if ``whole``) in that range; None when it is."""
+    if (_whole(value) or (isinstance(value, float) and value.is_integer())) if whole else _real(value):
+        if lo <= value <= hi:
+            return None
+    kind = "a whole number" if whole else "a number"
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{field}: {shown} is outside its range, {lo:g} to {hi:g}. Fix: {kind} from {lo:g} to {hi:g}."
+
+
 def check_sampling(max_new_tokens: int, temperature: float, top_p: float, seed: int) -> None:
     """ConfigError naming every setting transformers' ``generate`` or torch cannot take, together:
     ``max_new_tokens`` < 1 (generate raises ValueError), a ``temperature`` that is negative, NaN
     (generate fell back to greedy without a word) or infinite (uniform sampling: noise), ``top_p``
     outside (0, 1], a ``seed`` torch.manual_seed overflows on (outside 0 .. 2**64 - 1)."""
 
-    def whole(x) -> bool:  # numpy's integers too (numbers.Integral), not True/False
-        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-    def real(x) -> bool:
-        return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-
+    whole, real = _whole, _real
     bad = []
     if not (whole(max_new_tokens) and max_new_tokens >= 1):
         bad.append(f"max_new_tokens: {max_new_tokens} is not a whole number >= 1. Fix: e.g. 40.")

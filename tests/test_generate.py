@@ -99,3 +99,32 @@ def test_a_hub_adapter_without_weights_or_out_of_reach_is_said_so(tiny_model, tm
         "adapter: the Hub could not be reached to download the weights of 'alice/whole' (ConnectError). "
         "Fix: check the connection and load it again."
     )
+
+
+def test_a_hub_adapter_with_the_hub_out_of_reach_is_said_so_quickly(tiny_model, tmp_path, hub_server):
+    """With no network, 'nobody/nonexistent-adapter' spun 23 s, then "has no adapter_config.json,
+    so it is not a PEFT adapter". Now the Hub out of reach is named at once; an adapter in the Hub
+    cache still loads."""
+    import time
+
+    from huggingface_hub import constants
+
+    from lora_app.generate import Generator
+
+    adapter = _adapter(tiny_model, tmp_path / "adapter")
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        hub_server.add_file("model", "alice/cached", f, (adapter / f).read_bytes())
+    assert Generator(precision="float32").load("alice/cached").adapter == "alice/cached"  # now in the cache
+    hub_server.stop()
+    try:
+        t = time.time()
+        assert _problem(Generator(precision="float32"), adapter="nobody/nonexistent-adapter") == (
+            f"adapter: cannot reach the Hub at {constants.ENDPOINT} to load 'nobody/nonexistent-adapter', and this "
+            "server's Hub cache has no copy of it. Fix: check the connection (or the Hub's status) and try again, "
+            "or pick a finished run."
+        )
+        assert time.time() - t < 5
+        with pytest.raises(ConfigError, match="could not be reached to download the weights"):  # as before
+            Generator(precision="float32").load("alice/cached")
+    finally:
+        hub_server.start()

@@ -12,6 +12,7 @@ from .. import chat
 from ..config import ConfigError
 from ..generate import NO_ADAPTER
 from ..jobs import NotYourRun
+from . import try_settings
 from .common import AppContext, problems_md
 
 
@@ -39,7 +40,7 @@ def conversation(history: Any, message: str | None, system_prompt: str | None) -
     return shown + [msgs[-1]], msgs
 
 
-def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn) -> dict:
+def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn, typed=None) -> dict:
     """The chat widgets (inside the caller's hidden-until-chat column) and their events."""
     system = gr.Textbox(label="System prompt (optional)", lines=1, elem_id="chat-system")
     box = gr.Chatbot(label="Chat", height=320, elem_id="chat-box", buttons=["copy"])
@@ -51,7 +52,7 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
         both_btn = gr.Button(
             "Side by side on this conversation: base model vs. with the adapter", elem_id="chat-compare", scale=3
         )
-        seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=1, elem_id="chat-seed")
+        seed = try_settings.seed_box("chat-seed")
     with gr.Row():
         base_box = gr.Chatbot(label="Base model alone (chat)", height=280, elem_id="chat-base-out")
         adapter_box = gr.Chatbot(label="With the adapter (chat)", height=280, elem_id="chat-adapter-out")
@@ -64,6 +65,7 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
         max_new_tokens,
         temperature,
         owner,
+        typed_values=None,
         request: gr.Request | None = None,
         profile: gr.OAuthProfile | None = None,
     ):
@@ -75,6 +77,9 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
         ident = ctx.who(owner, profile)
         history = list(history or [])
         try:
+            bad = try_settings.problems(max_new, temp, max_new_tokens, temperature, typed_values)
+            if bad:  # before any model loads
+                raise ConfigError(bad)
             shown, msgs = conversation(history, message, system_prompt)
             loaded = load_for(ctx, ident, adapter, token)
             _, source = chat.chat_template_for(loaded, token)
@@ -98,6 +103,7 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
         temperature,
         seed,
         owner,
+        typed_values=None,
         request: gr.Request | None = None,
         profile: gr.OAuthProfile | None = None,
     ):
@@ -106,6 +112,9 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
         token = token_fn(request) if token_fn else None
         ident = ctx.who(owner, profile)
         try:
+            bad = try_settings.problems(max_new, temp, max_new_tokens, temperature, typed_values, seed)
+            if bad:  # before any model loads
+                raise ConfigError(bad)
             if not (adapter or "").strip():
                 raise ConfigError([NO_ADAPTER])
             shown, msgs = conversation(history, message, system_prompt)
@@ -126,10 +135,11 @@ def build(ctx: AppContext, adapter, max_new, temp, where, owner_state, token_fn)
             yield problems_md([ctx.redact(ident, p) for p in err.problems]), [], []
 
     ins = [adapter, message, box, system, max_new, temp, owner_state]
-    send.click(chat_reply, ins, [where, box, message], api_name="chat")
-    message.submit(chat_reply, ins, [where, box, message])
+    extra = [typed] if typed is not None else []
+    send.click(chat_reply, ins + extra, [where, box, message], api_name="chat")
+    message.submit(chat_reply, ins + extra, [where, box, message])
     clear.click(lambda: ([], [], [], ""), None, [box, base_box, adapter_box, where])
-    both_btn.click(chat_side_by_side, ins[:-1] + [seed, owner_state], [where, base_box, adapter_box])
+    both_btn.click(chat_side_by_side, ins[:-1] + [seed, owner_state] + extra, [where, base_box, adapter_box])
     return {
         "chatbot": box,
         "message": message,

@@ -80,45 +80,48 @@ class AppContext:
 
     def adapter_ref(self, ident: Identity, ref: str | None) -> str | None:
         """What the Try tab may load for ``ident``: one of their runs (by run id, or a folder
-        inside one) becomes its adapter folder; a Hub repo id stays as it is; another folder
-        on the server only for an admin, or off a Space (a local install). Raises
-        NotYourRun otherwise. None when ``ref`` is empty."""
+        inside one) becomes its adapter folder; a Hub repo id stays as it is; any other folder
+        only under :meth:`folder_rule`. Raises NotYourRun otherwise. None when ``ref`` is empty."""
         ref = (ref or "").strip()
         if not ref:
             return None
         if self.jobs.get(ref) is not None:
             return str(self.jobs.run_dir(self.run_of(ident, ref).id) / "adapter")
-        looks_local = ref.startswith(("/", ".", "~")) or on_disk(ref)
-        if not looks_local:
+        if not (ref.startswith(("/", ".", "~")) or on_disk(ref)):
             return ref  # a Hub repo id: the Hub decides who may read it
-        path = Path(ref).expanduser().resolve()
-        if path.is_relative_to(self.jobs.root):
-            parts = path.relative_to(self.jobs.root).parts
-            self.run_of(ident, parts[0] if parts else None)
-            return str(path)
-        if ident.sees_paths or not os.environ.get("SPACE_ID"):
-            return str(path)
-        raise NotYourRun(
-            "adapter: folders on the server are not open to visitors. Fix: pick one of your runs "
-            "or type an adapter's Hub repo id (owner/name)."
-        )
+        return str(self.folder_rule(ident, ref, "adapter"))
 
     def check_base_folder(self, ident: Identity, ref: str | None) -> None:
-        """A base_model_name_or_path that names a folder on the server follows the adapter rule
-        (:meth:`adapter_ref`): inside the runs root only the run's owner (or admin/local); other
-        folders only for an admin or off a Space. Raises NotYourRun; a Hub id passes."""
+        """A base_model_name_or_path that names a folder on the server follows :meth:`folder_rule`
+        (the adapter's rule). Raises NotYourRun; a Hub id passes."""
         ref = (ref or "").strip()
-        if not ref or not (ref.startswith(("/", ".", "~")) or on_disk(ref)):
-            return
+        if ref and (ref.startswith(("/", ".", "~")) or on_disk(ref)):
+            self.folder_rule(ident, ref, "model.base_model_name_or_path")
+
+    def folder_rule(self, ident: Identity, ref: str, field: str) -> Path:
+        """The shared server's folder rule: ``ref`` (a path typed by ``ident``) resolved, when
+        ``ident`` may read it: a folder inside one of their runs, or any folder for an admin, the
+        CLI, or anyone on a one-person server (:func:`lora_app.public_repos.shared_server` false).
+        Else NotYourRun with one message, whether the folder exists or not, is another person's
+        run or is outside the runs root: '/tmp' and '/nonexistent/dir' told a visitor which server
+        folders exist."""
+        from ..public_repos import shared_server
+
         path = Path(ref).expanduser().resolve()
-        if path.is_relative_to(self.jobs.root):
-            parts = path.relative_to(self.jobs.root).parts
-            self.run_of(ident, parts[0] if parts else None)
-        elif not (ident.sees_paths or not os.environ.get("SPACE_ID")):
-            raise NotYourRun(
-                "model.base_model_name_or_path: folders on the server are not open to visitors. "
-                "Fix: type a model's Hub repo id (owner/name)."
-            )
+        if ident.sees_paths or not shared_server():
+            if path.is_relative_to(self.jobs.root):  # inside the runs root: the run's owner still decides
+                parts = path.relative_to(self.jobs.root).parts
+                self.run_of(ident, parts[0] if parts else None)
+            return path
+        if path.is_relative_to(self.jobs.root) and len(parts := path.relative_to(self.jobs.root).parts) > 0:
+            info = self.jobs.get(parts[0])
+            if info is not None and ident.may_see(info.owner):
+                return path
+        raise NotYourRun(
+            f"{field}: '{ref}' is not a folder of one of your runs, and other folders on this server are not "
+            "open to visitors. Fix: pick one of your runs from the list (press Refresh), or type a Hub repo id "
+            "(owner/name)."
+        )
 
     def may_read_path(self, ident: Identity, ref: str) -> bool:
         """May the app read the server file ``ref`` for ``ident`` (a data file an uploaded YAML names)?

@@ -8,15 +8,15 @@ import gradio as gr
 from ..config import ConfigError
 from ..generate import NO_ADAPTER
 from ..jobs import NotYourRun
-from . import chat_panel
+from . import chat_panel, try_settings
 from .common import AppContext, problems_md
 
 
-def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, token_fn):
+def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, token_fn, typed=None):
     """Add the Side by side button and its two outputs under the Try tab's widgets."""
     with gr.Row():
         compare_btn = gr.Button("Side by side: base model vs. with the adapter", elem_id="try-compare", scale=3)
-        seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=1, elem_id="try-seed")
+        seed = try_settings.seed_box("try-seed")
     with gr.Row():
         base_out = gr.Textbox(label="Base model alone", lines=6, interactive=False, elem_id="try-base-out")
         adapter_out = gr.Textbox(label="With the adapter", lines=6, interactive=False, elem_id="try-adapter-out")
@@ -28,6 +28,7 @@ def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, t
         temperature,
         seed,
         owner,
+        typed_values=None,
         request: gr.Request | None = None,
         profile: gr.OAuthProfile | None = None,
     ):
@@ -35,6 +36,10 @@ def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, t
         with the same seed and settings. Streams ``(header, base text, adapter text)``."""
         token = token_fn(request) if token_fn else None
         ident = ctx.who(owner, profile)
+        bad = try_settings.problems(max_new, temp, max_new_tokens, temperature, typed_values, seed)
+        if bad:  # before any model loads
+            yield problems_md(bad), "", ""
+            return
         if not (adapter or "").strip():
             yield (
                 problems_md([NO_ADAPTER]),
@@ -61,7 +66,7 @@ def build(ctx: AppContext, adapter, prompt, max_new, temp, where, owner_state, t
 
     compare_btn.click(
         side_by_side,
-        [adapter, prompt, max_new, temp, seed, owner_state],
+        [adapter, prompt, max_new, temp, seed, owner_state] + ([typed] if typed is not None else []),
         [where, base_out, adapter_out],
         api_name="compare",
     )

@@ -8,7 +8,7 @@ import gradio as gr
 from ..config import ConfigError
 from ..identity import Identity
 from ..jobs import NotYourRun
-from . import chat_panel, compare
+from . import chat_panel, compare, try_settings
 from .common import READ_ONLY, AppContext, problems_md
 
 DEFAULT_PROMPT = "Two things are infinite: "
@@ -42,16 +42,16 @@ def build(ctx: AppContext, owner_state, token_fn):
         )
         layout_note = gr.Markdown(elem_id="try-layout")
     with gr.Row():
-        max_new = gr.Slider(1, 256, value=48, step=1, label="max_new_tokens")
-        temp = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="temperature (0 = greedy)")
+        max_new, temp = try_settings.sliders()
     where = gr.Markdown()
+    typed = try_settings.remember_typed(max_new, temp, where)
     with gr.Column(visible=True) as completion_col:
         prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2)
         go = gr.Button("Generate", variant="primary")
         output = gr.Textbox(label="Completion", lines=6, interactive=False)
-        side = compare.build(ctx, adapter, prompt, max_new, temp, where, owner_state, token_fn)
+        side = compare.build(ctx, adapter, prompt, max_new, temp, where, owner_state, token_fn, typed)
     with gr.Column(visible=False) as chat_col:
-        chat_parts = chat_panel.build(ctx, adapter, max_new, temp, where, owner_state, token_fn)
+        chat_parts = chat_panel.build(ctx, adapter, max_new, temp, where, owner_state, token_fn, typed)
 
     def detect_layout(adapter, owner, request: gr.Request | None = None, profile: gr.OAuthProfile | None = None):
         """Chat mode for an adapter whose model card says it was trained on conversations, else
@@ -82,6 +82,7 @@ def build(ctx: AppContext, owner_state, token_fn):
         max_new_tokens,
         temperature,
         owner,
+        typed=None,
         request: gr.Request | None = None,
         profile: gr.OAuthProfile | None = None,
     ):
@@ -89,6 +90,10 @@ def build(ctx: AppContext, owner_state, token_fn):
         empty: the base model alone). Streams ``(what was loaded, completion so far)``."""
         token = token_fn(request) if token_fn else None
         ident = ctx.who(owner, profile)
+        bad = try_settings.problems(max_new, temp, max_new_tokens, temperature, typed)
+        if bad:  # before any model loads
+            yield problems_md(bad), ""
+            return
         try:
             loaded = chat_panel.load_for(ctx, ident, adapter, token)
             what = ctx.redact(ident, loaded.description)
@@ -116,7 +121,7 @@ def build(ctx: AppContext, owner_state, token_fn):
     for ev in (adapter.blur, adapter.submit):  # not .change: a typed Hub id would be looked up per keystroke
         ev(detect_layout, [adapter, owner_state], [mode, layout_note])
     mode.change(show_mode, [mode], [completion_col, chat_col])
-    go.click(generate, [adapter, prompt, max_new, temp, owner_state], [where, output], api_name="generate")
+    go.click(generate, [adapter, prompt, max_new, temp, owner_state, typed], [where, output], api_name="generate")
     return {
         "run_pick": run_pick,
         "refresh": do_refresh,
