@@ -128,7 +128,7 @@ def check_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
             continue
         out.append({"role": role, "content": content})
     if not problems and (not out or out[-1]["role"] != "user" or not out[-1]["content"].strip()):
-        problems.append("message: is empty. Fix: type a message for the model to answer.")
+        problems.append("message: nothing typed. Fix: type a message for the model to answer.")
     if problems:
         raise ConfigError(problems)
     return out

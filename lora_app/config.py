@@ -166,7 +166,7 @@ def _describe(e: Mapping[str, Any]) -> str:
         msg = "is not a known setting"
     got = e.get("input")
     if got is None and e["type"] != "missing":  # an emptied form field: "(got None)" read as a word typed
-        return f"{loc}: is empty." + (f" Fix: {field_fix(field)}." if field_fix(field) else "")
+        return f"{loc}: no value." + (f" Fix: {field_fix(field)}." if field_fix(field) else "")
     # (str() of an int over 4,300 digits raises in Python >= 3.11: its size is told by bit_length)
     if isinstance(got, int) and abs(got) >= 10**60:
         shown = f"a number of about {int(got.bit_length() * 0.30103) + 1} digits"

@@ -332,7 +332,7 @@ def model_prompt(prompt: str) -> str:
     text = (prompt or "").rstrip(" ")
     if not text.strip():
         raise ConfigError(
-            ['prompt: is empty. Fix: type a few words for the model to continue, e.g. "Two things are infinite:".']
+            ['prompt: nothing typed. Fix: type a few words for the model to continue, e.g. "Two things are infinite:".']
         )
     return text
 

@@ -184,7 +184,7 @@ def test_no_data_chosen(app, tiny_model):
             r"^lora\.r: Input should be greater than or equal to 1 \(got 0\)\. Fix: set r to a whole number",
         ),
         ("lora.r", 1.5, r"^lora\.r: must be a whole number \(got 1\.5\)\. Fix"),
-        ("lora.r", None, r"^lora\.r: is empty\. Fix: set r to a whole number >= 1"),  # (was "(got None)")
+        ("lora.r", None, r"^lora\.r: no value\. Fix: set r to a whole number >= 1"),  # (was "(got None)")
         (
             "lora.lora_alpha",
             0.0,

@@ -183,9 +183,9 @@ def test_side_by_side_sends_the_same_conversation_to_base_and_adapter(chatml, tm
 
 def test_bad_conversations_are_refused_before_any_model_loads():
     for msgs, want in (
-        ([], "message: is empty"),
-        ([{"role": "user", "content": "  "}], "message: is empty"),
-        ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], "message: is empty"),
+        ([], "message: nothing typed"),
+        ([{"role": "user", "content": "  "}], "message: nothing typed"),
+        ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], "message: nothing typed"),
         ([{"role": "tool", "content": "x"}, {"role": "user", "content": "Hi"}], "message 1: role 'tool'"),
         ([{"role": "user", "content": ["x"]}], "message 1: its content is not text"),
     ):
@@ -318,7 +318,7 @@ def test_the_chat_box_keeps_the_history_over_turns(chatml, tmp_path):
         assert msgs == [{"role": "system", "content": "Be brief."}, *shown, {"role": "user", "content": "More?"}]
         # an empty message: said, the history kept, nothing generated
         where, kept, box = list(reply(str(ad), "  ", shown, "", 8, 0.0, owner))[-1]
-        assert "message: is empty" in where and kept == shown
+        assert "message: nothing typed" in where and kept == shown
     finally:
         jobs.close()
 

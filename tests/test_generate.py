@@ -10,7 +10,7 @@ def test_empty_prompt_is_refused_before_any_model_loads():
 
     gen = Generator()
     for prompt in ("", "   "):
-        with pytest.raises(ConfigError, match=r"prompt: is empty\. Fix:"):
+        with pytest.raises(ConfigError, match=r"prompt: nothing typed\. Fix:"):
             list(gen.stream(prompt, adapter="/no/such/adapter"))
     assert gen._loaded is None
 

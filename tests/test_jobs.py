@@ -156,10 +156,14 @@ def test_stop_kills_the_group_keeps_the_adapter_and_resume_continues(jobs, tiny_
     msg = jobs.cancel(rid, "alice")
     took = time.time() - t0
     assert took < 20, (took, msg)
-    assert msg.startswith(f"Run {rid} stopped (stopping took ") and (
-        f" s): process {pid} and its process group are gone. (A CPU run: no GPU memory to report.) The adapter "
-        "saved at step "
-    ) in msg, msg
+    assert (
+        msg.startswith(f"Run {rid} stopped (stopping took ")
+        and (
+            f" s): process {pid} and its process group are gone. (A CPU run: no GPU memory to report.) The adapter "
+            "saved at step "
+        )
+        in msg
+    ), msg
     assert group_members(pid) == []
     info = jobs.get(rid)
     assert info.status == "stopped", info
@@ -506,5 +510,34 @@ def test_a_visitors_yaml_names_their_own_file_and_reads_no_one_elses(tmp_path, t
         assert data_of(env_yaml, bob)[0]["path"] == str(secret)
         assert data_of(server_yaml, bob)[0] is None  # still: another person's run
         jm.cancel(rid)
+    finally:
+        jm.close()
+
+
+def test_the_queue_estimate_holds_when_the_running_run_is_at_its_last_step(tmp_path, tiny_model):
+    """A waiting run's estimate said "in about 0:05", then, with the running run at step 10/10
+    (evaluating and saving, the trainer reports no time left), "not known yet (the running run has not
+    measured its speed)" (the newcomer). Its speed is then its elapsed time per step."""
+    from lora_app.events import EventWriter
+    from lora_app.ui.common import start_estimate
+
+    jm = JobManager(tmp_path / "runs", max_running=0, poll_s=0.05)
+    try:
+        a = jm.submit(make_cfg(tiny_model, max_steps=10), owner="alice")
+        b = jm.submit(make_cfg(tiny_model, max_steps=20), owner="bob")
+        w = EventWriter(jm.run_dir(a))
+        w.emit("progress", step=9, max_steps=10, elapsed_s=45.0, remaining_s=5.0)
+        first = start_estimate(jm, [jm.get(b)], [jm.get(a)])
+        assert first.startswith("Estimated start: in about 0:05 ") and "the running run's 0:05 left" in first, first
+        w.emit("progress", step=10, max_steps=10, elapsed_s=50.0, remaining_s=None)
+        w.close()
+        last = start_estimate(jm, [jm.get(b)], [jm.get(a)])
+        assert last.startswith("Estimated start: in about 0:00 "), last
+        assert (
+            "the running run's last step done (it evaluates and saves), plus 0 run(s) ahead at its measured 5.00 s/step"
+            in last
+        )
+        c = jm.submit(make_cfg(tiny_model, max_steps=20), owner="carol")  # behind b: b's 20 steps at 5 s
+        assert start_estimate(jm, [jm.get(b), jm.get(c)], [jm.get(a)]).startswith("Estimated start: in about 1:40 ")
     finally:
         jm.close()

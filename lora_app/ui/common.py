@@ -125,23 +125,13 @@ class AppContext:
 
     def may_read_path(self, ident: Identity, ref: str) -> bool:
         """May the app read the server file ``ref`` for ``ident`` (a data file an uploaded YAML names)?
-        Inside the runs root only in a run of theirs (an admin or the CLI: any); elsewhere only an admin
-        or the CLI, or anyone on a one-person server (:func:`lora_app.public_repos.shared_server`): a
-        visitor's YAML could name another visitor's private data copy, or the server's ``.env``."""
-        from ..public_repos import shared_server
-
+        :meth:`folder_rule`'s answer: a visitor's YAML could name another visitor's private data copy,
+        or the server's ``.env``."""
         try:
-            path = Path(ref).expanduser().resolve()
-        except (OSError, RuntimeError, ValueError):
+            self.folder_rule(ident, ref, "data.path")
+        except (NotYourRun, OSError, RuntimeError, ValueError):
             return False
-        if path.is_relative_to(self.jobs.root):
-            parts = path.relative_to(self.jobs.root).parts
-            try:
-                self.run_of(ident, parts[0] if parts else None)
-            except NotYourRun:
-                return False
-            return True
-        return ident.sees_paths or not shared_server()
+        return True
 
     def redact(self, ident: Identity, text: str) -> str:
         """Server folder paths out of ``text`` unless ``ident`` may see them."""
@@ -262,18 +252,22 @@ def start_estimate(jobs: JobManager, upto: list[RunInfo], running: list[RunInfo]
         return "It starts as soon as the scheduler picks it (nothing is training now)."
     v = jobs.view(running[0].id)
     cost = _step_cost(jobs, running[0].id)
-    if v.remaining_s is None or not v.max_steps or v.step >= v.max_steps or cost is None:
+    last = bool(v.max_steps) and v.step >= v.max_steps > 0  # its last step done: evaluating, saving
+    if cost is None or not v.max_steps or (last and not v.elapsed_s) or (not last and v.remaining_s is None):
         return "Estimated start: not known yet (the running run has not measured its speed)."
-    per_step = v.remaining_s / (v.max_steps - v.step)
+    # At its last step the trainer has no time left to report: it said "not known yet" there, after an
+    # estimate a moment before (the newcomer). Its speed is then its elapsed time per step.
+    remaining = 0.0 if last else float(v.remaining_s or 0.0)
+    per_step = v.elapsed_s / v.step if last else remaining / (v.max_steps - v.step)
     per_token = per_step / cost[1]
     durations = [None if (c := _step_cost(jobs, r.id)) is None else c[0] * c[1] * per_token for r in upto]
-    wait = fair_queue.start_estimates(durations, v.remaining_s)[-1]
+    wait = fair_queue.start_estimates(durations, remaining)[-1]
     if wait is None:
         return "Estimated start: not known (a run ahead has no readable settings)."
     at = time.strftime("%H:%M UTC", time.gmtime(time.time() + wait))
     return (
-        f"Estimated start: in about {fmt_duration(wait)} (around {at}): the running run's {fmt_duration(v.remaining_s)} "
-        f"left, plus {len(upto) - 1} run(s) ahead at its measured {per_step:.2f} s/step (scaled by each run's rows x "
+        f"Estimated start: in about {fmt_duration(wait)} (around {at}): the running run's "
+        f"{'last step done (it evaluates and saves)' if last else fmt_duration(remaining) + ' left'}, plus {len(upto) - 1} run(s) ahead at its measured {per_step:.2f} s/step (scaled by each run's rows x "
         "max_length per step)."
     )
 
