@@ -85,6 +85,26 @@ def not_reachable_nor_cached(adapter: str) -> bool:
     return not endpoint_reachable()
 
 
+def cached_copy(adapter: str) -> str | None:
+    """The Hub cache's folder of a Hub ``adapter`` whose config and weights are both cached, when the
+    Hub cannot be reached; else None. PEFT asks the Hub whether the weights file exists before it
+    reads any cache (peft.utils.save_and_load.load_peft_weights, unless HF_HUB_OFFLINE is set), so a
+    cached adapter failed with "could not be reached to download the weights" (the breaker). Whether
+    this caller may read the copy is refusal()'s to decide, before (public_repos)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    from .hub_client import endpoint_reachable
+    from .repo_id import is_hub_id
+
+    if on_disk(adapter, "dir") or not is_hub_id(adapter) or constants.HF_HUB_OFFLINE:
+        return None
+    config = try_to_load_from_cache(adapter, "adapter_config.json")
+    folder = Path(config).parent if isinstance(config, str) else None  # the snapshot of one revision
+    if folder is None or not (folder / "adapter_model.safetensors").is_file() or endpoint_reachable():
+        return None
+    return str(folder)
+
+
 def apply_adapter(model, adapter: str, pc, base: str, token: str | None):
     """``PeftModel.from_pretrained`` with a plain ConfigError when the adapter does not fit
     the base: layers it adapts that the base lacks, other weight shapes, or adapter weights
@@ -111,7 +131,7 @@ def apply_adapter(model, adapter: str, pc, base: str, token: str | None):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = PeftModel.from_pretrained(model, adapter, token=token)
+            model = PeftModel.from_pretrained(model, cached_copy(adapter) or adapter, token=token)
     except RuntimeError as err:
         msg = str(err)
         detail = next((ln.strip() for ln in msg.splitlines() if "size mismatch" in ln), msg.splitlines()[0])
