@@ -348,6 +348,7 @@ def test_yaml_download_loads_into_the_form_and_runs_from_the_cli(tmp_path, tiny_
         assert runs_frame(ctx, bob).empty and runs_frame(ctx, Identity(None)).empty
         md, _, log = run_detail(ctx, rid, alice)
         assert "queued" in md and "queued" in log and str(root) not in md  # no server folders for visitors
+        assert "this view does not follow the run. Press **Refresh**, or watch it live in **3. Train**." in md
         assert str(root) in run_detail(ctx, rid, Identity("boss", admin=True))[0]
         assert "No run" in run_detail(ctx, rid, bob)[0]
         y = export_yaml(ctx, rid)
@@ -370,6 +371,7 @@ def test_yaml_download_loads_into_the_form_and_runs_from_the_cli(tmp_path, tiny_
         _, data2, msg2 = load_yaml(str(bad), keys, {"path": "x"})
         assert "lora.r" in msg2 and data2 == {"path": "x"}
         jm.cancel(rid)
+        assert "does not follow" not in run_detail(ctx, rid, alice)[0]  # ended: nothing more to follow
     finally:
         jm.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,6 +87,11 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
     )
     if info.status == "queued":
         md += "\n\n" + queue_note(ctx.jobs, run_id)
+    if info.status in ACTIVE:  # a snapshot: it stood at "step 1/3" after a Resume, as if stuck (the newcomer)
+        md += (
+            f"\n\n*As of {time.strftime('%H:%M:%S')}: this view does not follow the run. Press **Refresh**, or "
+            "watch it live in **3. Train**.*"
+        )
     if info.message:
         md += f"\n\n{html.escape(info.message)}"
     if ident.sees_paths:
