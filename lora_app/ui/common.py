@@ -170,6 +170,7 @@ def loss_plot(height: int, elem_id: str) -> gr.LinePlot:
         y="loss",
         color="series",
         title="Loss: training and held-out",
+        y_axis_format=".3~g",  # d3: 3 significant digits ("4.570766" on a one-point chart)
         height=height,
         elem_id=elem_id,
     )
