@@ -63,3 +63,16 @@ def test_every_handler_that_asks_for_the_request_gets_it(tmp_path):
         assert {"on_start", "on_check", "reattach"} <= set(checked), checked
     finally:
         jm.close()
+
+
+def test_problem_lines_reach_an_api_caller_as_written_without_html():
+    """html.escape sent "must be a whole number (got &#x27;abc&#x27;) ... &gt;= 1" to gradio_client
+    callers (the newcomer); only what could start HTML (or an entity) is escaped now."""
+    from lora_app.ui.common import problems_md
+
+    assert problems_md(["lora.r: must be a whole number (got 'abc'). Fix: set r to a whole number >= 1."]) == (
+        "**Please fix:**\n- lora.r: must be a whole number (got 'abc'). Fix: set r to a whole number >= 1."
+    )
+    assert problems_md(['prompt: "<img src=x onerror=alert(1)>" & more']) == (
+        '**Please fix:**\n- prompt: "&lt;img src=x onerror=alert(1)>" &amp; more'
+    )
