@@ -543,3 +543,32 @@ def test_the_queue_estimate_holds_when_the_running_run_is_at_its_last_step(tmp_p
         assert start_estimate(jm, [jm.get(b), jm.get(c)], [jm.get(a)]).startswith("Estimated start: in about 1:40 ")
     finally:
         jm.close()
+
+
+def test_use_these_settings_puts_a_runs_settings_and_data_back_into_the_form(tmp_path, tiny_model):
+    """After a reload mid-run the form was back at the defaults and Start said "no data chosen" (the
+    newcomer): the Runs tab's Use these settings fills the form and the data from the picked run, as
+    its YAML would; another person's run fills nothing."""
+    from lora_app import identity
+    from lora_app.ui import build_app
+    from lora_app.ui.common import AppContext
+
+    jm = JobManager(tmp_path / "runs", max_running=0, poll_s=0.05)
+    try:
+        ctx = AppContext(jm, None, frozenset())
+        demo = build_app(ctx)
+        me, _ = identity.issue(ctx.key)
+        other, _ = identity.issue(ctx.key)
+        rid = jm.submit(make_cfg(tiny_model, max_steps=7, learning_rate=5e-3), owner=me)
+        (use,) = [f for f in demo.fns.values() if f.name == "on_use"]
+        labels = [getattr(o, "label", None) for o in use.outputs]
+        out = dict(zip(labels, use.fn(rid, None, me), strict=True))
+        data = use.fn(rid, None, me)[-2]
+        assert (out["max_steps"], out["learning_rate"], out["r"]) == (7, 5e-3, 4)
+        assert data["path"] == str(jm.run_dir(rid) / "data" / "train.jsonl") and data["max_rows"] == 16
+        assert use.fn(rid, None, me)[-1].startswith(f"Run `{rid}`'s settings loaded into the **2. LoRA** form.")
+        theirs = use.fn(rid, {"path": "mine"}, other)
+        assert theirs[-2] == {"path": "mine"} and theirs[-1].startswith(f"No run `{rid}` of yours")
+        assert all(isinstance(v, dict) and v.get("__type__") == "update" for v in theirs[:-2])
+    finally:
+        jm.close()

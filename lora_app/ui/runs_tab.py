@@ -10,10 +10,7 @@ request body, and acts on a run only after :meth:`AppContext.run_of` said it is 
 from __future__ import annotations
 
 import html
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -25,8 +22,9 @@ from ..hub_resume import resume_from_hub
 from ..identity import Identity
 from ..jobs import ACTIVE, NotYourRun
 from ..variants import summary
-from . import form, merge_panel
+from . import merge_panel
 from .common import READ_ONLY, AppContext, loss_frame, loss_plot, problems_md, queue_note, run_summary
+from .run_yaml import export_yaml, form_outputs, load_yaml, yaml_name
 
 COLUMNS = [
     "run",
@@ -46,7 +44,6 @@ COLUMNS = [
     "message",
 ]
 LOG_LINES = 400
-YAML_DIR = Path(tempfile.gettempdir()) / "lora_app_configs"  # Gradio serves files from the temp dir
 
 
 def runs_frame(ctx: AppContext, ident: Identity) -> pd.DataFrame:
@@ -101,119 +98,12 @@ def run_detail(ctx: AppContext, run_id: str | None, ident: Identity):
     if (view.perplexity is not None or view.base_perplexity is not None) and _ppl_line(view) not in info.message:
         md += "\n\n" + _ppl_line(view)  # (a finished run's message already ends with it: said twice)
     if cfg is not None:  # the same settings on one's own GPUs or cluster (the YAML below downloads under this name)
-        md += "\n\n" + launch.commands_markdown(cfg, _yaml_name(run_id))
+        md += "\n\n" + launch.commands_markdown(cfg, yaml_name(run_id))
     return (
         ctx.redact(ident, md),
         loss_frame(view.losses, view.evals),
         ctx.redact(ident, "\n".join(view.lines[-LOG_LINES:])),
     )
-
-
-def export_yaml(ctx: AppContext, run_id: str, ident: Identity | None = None) -> Path:
-    """The run's settings as a YAML file in the temp dir (``python -m lora_app train --config`` runs it).
-    For a visitor (``ident`` not seeing paths) the data path is the file's name only."""
-    cfg = RunConfig.load(ctx.jobs.run_dir(run_id) / "config.yaml")
-    YAML_DIR.mkdir(parents=True, exist_ok=True)
-    out = YAML_DIR / _yaml_name(run_id)
-    if ident is not None and not ident.sees_paths:
-        # The run's private copy of the data is a server path: a visitor gets the name of the file they
-        # uploaded (theirs to put beside the YAML; the copy's own name, train.jsonl, ran nowhere else).
-        d = cfg.data
-        if d.path:
-            d.path = d.source_name or Path(d.path).name
-        if d.eval_path:
-            d.eval_path = d.eval_source_name or Path(d.eval_path).name
-    text = cfg.to_yaml()
-    out.write_text(
-        f"# lora_app run {run_id}; run it again with: python -m lora_app train --config {out.name}\n"
-        f"# on several GPUs or machines: python -m lora_app train --config {out.name} --print-commands\n" + text,
-        encoding="utf-8",
-    )
-    return out
-
-
-def _yaml_name(run_id: str) -> str:
-    return f"lora_app-{run_id}.yaml"
-
-
-def load_yaml(path: str | None, keys: list[str], data: dict | None, may_read: Callable[[str], bool] = lambda p: True):
-    """A saved YAML into form values: ``(values_or_updates, data_state, message)``.
-
-    Widgets whose keys the config lacks are left alone; the data source is taken when its
-    file still exists and ``may_read`` it (:meth:`AppContext.may_read_path`: a visitor's YAML could
-    name another visitor's data, or any server file), or it is a Hub dataset; else the current
-    choice is kept, with the same words whether the file is missing or refused.
-    """
-    keep = [gr.update() for _ in keys]
-    if not path:
-        return keep, data, ""
-    try:
-        cfg = (
-            RunConfig.load(path)
-            if str(path).endswith((".json", ".yaml", ".yml"))
-            else RunConfig.from_yaml(Path(path).read_text(encoding="utf-8"))
-        )
-    except ConfigError as err:
-        return keep, data, problems_md(err.problems)
-    except (OSError, UnicodeDecodeError) as err:
-        return (
-            keep,
-            data,
-            problems_md([f"config: cannot read the file ({err}). Fix: upload a config.yaml saved from the Runs tab."]),
-        )
-    dump = cfg.model_dump()
-    known = [k for k in keys if k.split(".", 1)[0] in dump and k.split(".", 1)[1] in dump[k.split(".", 1)[0]]]
-    values = dict(zip(known, form.from_config(cfg, known), strict=True))
-    out = [values[k] if k in values else gr.update() for k in keys]
-    d = cfg.data
-    msg = "Settings loaded into the **2. LoRA** form."
-    if cfg.lora.rank_pattern or cfg.lora.alpha_pattern:  # no widget for them (lora_app/ui/form.py)
-        msg += " Its rank_pattern/alpha_pattern are YAML-only: train it with `python -m lora_app train --config FILE`."
-    # The data settings the Data tab has no widget for ride along with the data choice to Start.
-    extra = {
-        k: v
-        for k in ("max_rows", "eval_path", "eval_source_name", "eval_split", "layout", "train_on_prompt")
-        if (v := getattr(d, k)) and v != "auto"
-    }
-    if d.eval_path and not (may_read(d.eval_path) and Path(d.eval_path).is_file()):
-        extra.pop("eval_path", None)
-        extra.pop("eval_source_name", None)
-        msg += (
-            f" Its held-out file `{d.eval_source_name or d.eval_path}` is not here: held-out rows come from the data."
-        )
-    if d.path and may_read(d.path) and Path(d.path).is_file():
-        data = {
-            "path": d.path,
-            "source_name": d.source_name or Path(d.path).name,
-            "text_column": d.text_column,
-            **extra,
-        }
-        msg += f" Data: `{data['source_name']}`."
-    elif d.dataset_id:
-        data = {
-            "dataset_id": d.dataset_id,
-            "dataset_config": d.dataset_config,
-            "split": d.split,
-            "text_column": d.text_column,
-            **extra,
-        }
-        msg += f" Data: Hub dataset `{d.dataset_id}`."
-    elif d.path:
-        msg += f" Its data file `{d.source_name or d.path}` is not here: choose the data in the **1. Data** tab."
-    # Settings with no widget and not carried above: named, not dropped in silence.
-    default, carried = RunConfig().model_dump(), set(keys) | {f"data.{k}" for k in (data or {})}
-    dropped = [
-        f"{sec}.{name}: {v}"
-        for sec, fields in dump.items()
-        for name, v in fields.items()
-        if f"{sec}.{name}" not in carried and (sec != "data" or name in extra) and v != default[sec][name]
-    ]
-    if dropped:
-        msg += (
-            f" **Not in the form, so Start from here uses the defaults for:** {', '.join(dropped)}. Fix: run the "
-            "file itself (`python -m lora_app train --config FILE`) to keep them."
-        )
-    return out, data, msg
 
 
 def build(
@@ -237,6 +127,7 @@ def build(
         stop_b = gr.Button("Stop run", variant="stop")
         resume_b = gr.Button("Resume run")
         delete_b = gr.Button("Delete run", variant="stop", elem_id="runs-delete")
+        use_b = gr.Button("Use these settings", elem_id="runs-use")
         yaml_b = gr.DownloadButton("Download settings (YAML)", value=None, interactive=False, elem_id="runs-yaml")
     action = gr.Markdown(elem_id="runs-action")
     plot = loss_plot(height=240, elem_id="runs-plot")
@@ -364,9 +255,28 @@ def build(
 
     def on_yaml(path, data, owner, profile: gr.OAuthProfile | None = None):
         ident = ctx.who(owner, profile)
-        return _flat(load_yaml(path, keys, data, may_read=lambda p: ctx.may_read_path(ident, p)))
+        return form_outputs(load_yaml(path, keys, data, may_read=lambda p: ctx.may_read_path(ident, p)))
 
     yaml_up.upload(on_yaml, [yaml_up, data_state, owner_state], [*widgets.values(), data_state, yaml_msg])
+
+    def on_use(run_id, data, owner, profile: gr.OAuthProfile | None = None):
+        """The picked run's settings and data into the form, as its YAML would load: after a reload the
+        form was back at the defaults and Start said "no data chosen" (the newcomer)."""
+        ident = ctx.who(owner, profile)
+        try:
+            run_id = ctx.run_of(ident, run_id).id
+        except NotYourRun as err:
+            return (*[gr.update() for _ in keys], data, str(err))
+        values, data, msg = load_yaml(
+            str(ctx.jobs.run_dir(run_id) / "config.yaml"), keys, data, may_read=lambda p: ctx.may_read_path(ident, p)
+        )
+        return (
+            *values,
+            data,
+            ctx.redact(ident, msg.replace("Settings loaded", f"Run `{run_id}`'s settings loaded", 1)),
+        )
+
+    use_b.click(on_use, [pick, data_state, owner_state], [*widgets.values(), data_state, action], **READ_ONLY)
     return {
         "table": table,
         "pick": pick,
@@ -410,8 +320,3 @@ def _schedule(cfg: RunConfig) -> str:
 
 def _g(x) -> str:
     return "?" if x is None else f"{x:g}"
-
-
-def _flat(result):
-    values, data, msg = result
-    return (*values, data, msg)
