@@ -94,11 +94,11 @@ class Generator:
             if adapter:
                 from peft import PeftConfig
 
-                if not_reachable_nor_cached(adapter):
-                    raise ConfigError([hub_out_of_reach(adapter)])
                 refused = None if on_disk(adapter, "dir") else hub_client.refusal(adapter, token)
                 if refused is not None:  # asked before huggingface_hub's cache can answer for the Hub
                     raise ConfigError([adapter_not_found(adapter, refused, token)])
+                if not_reachable_nor_cached(adapter):  # after refusal(): else it told who had cached what
+                    raise ConfigError([hub_out_of_reach(adapter)])
                 try:
                     pc = PeftConfig.from_pretrained(adapter, token=token)
                 except Exception as err:

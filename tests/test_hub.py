@@ -638,8 +638,9 @@ def test_offline_a_shared_server_serves_from_its_cache_only_what_the_hub_called_
     before; a repo made private since is forgotten."""
     from huggingface_hub import constants
 
-    from lora_app import public_repos
+    from lora_app import lint, models, public_repos
     from lora_app.config import ModelConfig
+    from lora_app.data import load_text
     from lora_app.generate import Generator
     from lora_app.models import load_model_config
 
@@ -689,6 +690,21 @@ def test_offline_a_shared_server_serves_from_its_cache_only_what_the_hub_called_
         with pytest.raises(ConfigError) as e:
             load_model_config(base, token=ALICE)
         assert e.value.problems == refused("alice/private-base", "model.base_model_name_or_path")
+        # The Try tab said "... this server's Hub cache has no copy" for a repo never loaded, and "cannot
+        # check" for a cached private one: who had loaded what (the breaker). One answer now.
+        for repo in ("alice/secret", "nobody/never-loaded"):
+            with pytest.raises(ConfigError) as e:
+                Generator().load(repo, token=None)
+            assert e.value.problems == refused(repo, "adapter")
+        # Check read the private base's cached tokenizer (its chat template in an error) before the model
+        # check refused it (the breaker): no tokenizer is read for a repo this caller may not read.
+        read = []
+        real = models.load_tokenizer
+        monkeypatch.setattr(models, "load_tokenizer", lambda p, **kw: read.append(p) or real(p, **kw))
+        chat = tmp_path / "chat.jsonl"
+        chat.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}\n')
+        td = load_text(DataConfig(path=str(chat)))
+        assert lint.preflight_notes(td, "alice/private-base", 32, False, token=None) == [] and read == []
         monkeypatch.setenv(public_repos.ENV, "0")
         assert load_model_config(base, token=None).model_type == "llama"
     finally:

@@ -482,6 +482,12 @@ def test_a_visitors_yaml_names_their_own_file_and_reads_no_one_elses(tmp_path, t
         monkeypatch.chdir(mine.parent)  # where its owner keeps the file and runs the YAML
         assert len(load_text(exported).texts) == 16
         assert RunConfig.load(export_yaml(ctx, rid, boss)).data.path == stored.path  # an admin: the server copy
+        # a base model in a folder of one of their runs (a merge): no server path either (the breaker)
+        merged = make_cfg(tiny_model, data=mine)
+        merged.model.base_model_name_or_path = str(jm.run_dir(rid) / "merged")
+        on_merge = jm.submit(merged, owner="alice")
+        assert RunConfig.load(export_yaml(ctx, on_merge, alice)).model.base_model_name_or_path == f"[runs]/{rid}/merged"
+        jm.cancel(on_merge)
 
         with gr.Blocks():
             widgets = {**form.build_model_widgets(), **form.build_lora_widgets(), **form.build_training_widgets()}

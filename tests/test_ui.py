@@ -76,3 +76,34 @@ def test_problem_lines_reach_an_api_caller_as_written_without_html():
     assert problems_md(['prompt: "<img src=x onerror=alert(1)>" & more']) == (
         '**Please fix:**\n- prompt: "&lt;img src=x onerror=alert(1)>" &amp; more'
     )
+
+
+def test_the_data_tabs_token_view_follows_the_folder_rule(tmp_path, monkeypatch, bundled_model):
+    """On a shared server the Data tab's "show training tokens" read any server folder's tokenizer as the
+    base model, and its errors told '/tmp' from '/nonexistent/dir' (the breaker). It gets the Try tab's one
+    answer now; the bundled model still works."""
+    from lora_app import identity, public_repos
+    from lora_app.jobs import JobManager
+    from lora_app.settings import DEFAULT_BASE_MODEL
+    from lora_app.ui import build_app
+    from lora_app.ui.common import EXAMPLE_DATA, AppContext
+
+    monkeypatch.setenv(public_repos.ENV, "1")
+    jm = JobManager(tmp_path / "runs")
+    try:
+        ctx = AppContext(jm, None, frozenset())
+        demo = build_app(ctx)
+        (lint,) = [f for f in demo.fns.values() if f.name == "lint"]
+        owner, _ = identity.issue(ctx.key)
+        state = {"path": str(EXAMPLE_DATA), "source_name": "quotes.jsonl"}
+        for base in ("/tmp", "/nonexistent/dir", str(jm.root)):
+            md, view = lint.fn(state, base, 64, owner)
+            assert view is None and md == (
+                f"**Please fix:**\n- model.base_model_name_or_path: '{base}' is not a folder of one of your runs, "
+                "and other folders on this server are not open to visitors. Fix: pick one of your runs from the "
+                "list (press Refresh), or type a Hub repo id (owner/name)."
+            )
+        md, view = lint.fn(state, DEFAULT_BASE_MODEL, 64, owner)
+        assert view and "Tokenizer of `HuggingFaceTB/SmolLM2-135M-Instruct`" in md
+    finally:
+        jm.close()

@@ -80,13 +80,25 @@ def build_app(ctx: AppContext | None = None, token_fn=env_token) -> gr.Blocks:
                 )
                 estimate_md = gr.Markdown(elem_id="estimate-basis")
 
-            def lint(state, base, max_length, request: gr.Request | None = None):
-                """The Data tab's training tokens, with the form's base model (its tokenizer only)."""
+            def lint(
+                state,
+                base,
+                max_length,
+                owner,
+                request: gr.Request | None = None,
+                profile: gr.OAuthProfile | None = None,
+            ):
+                """The Data tab's training tokens, with the form's base model (its tokenizer only). A server
+                folder as the base follows the folder rule (it read any folder's tokenizer: the breaker)."""
+                try:
+                    ctx.check_base_folder(ctx.who(owner, profile), base)
+                except NotYourRun as err:
+                    return problems_md([str(err)]), None
                 return data_tab.show_lint(state, base, max_length, token_fn(request) if token_fn else None)
 
             data_parts["lint_button"].click(
                 lint,
-                [data_state, widgets["model.base_model_name_or_path"], widgets["training.max_length"]],
+                [data_state, widgets["model.base_model_name_or_path"], widgets["training.max_length"], owner_state],
                 [data_parts["lint_md"], data_parts["lint_view"]],
             )
             with gr.Tab("3. Train", id="train"):

@@ -31,6 +31,8 @@ def export_yaml(ctx: AppContext, run_id: str, ident: Identity | None = None) -> 
             d.path = d.source_name or Path(d.path).name
         if d.eval_path:
             d.eval_path = d.eval_source_name or Path(d.eval_path).name
+        # a base model in a folder of one of their runs: no server path either (the breaker)
+        cfg.model.base_model_name_or_path = ctx.redact(ident, cfg.model.base_model_name_or_path)
     text = cfg.to_yaml()
     out.write_text(
         f"# lora_app run {run_id}; run it again with: python -m lora_app train --config {out.name}\n"
