@@ -326,24 +326,25 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def mean_tokens(data) -> float | None:
-    """Tokens per training row of a :class:`~lora_app.data.TextData` (characters / 4, a common English
-    average, + EOS); None without data."""
-    if data is None or not data.texts:
-        return None
-    return sum(len(x) for x in data.texts) / len(data.texts) / 4 + 1
-
-
 def token_lengths(data) -> list[float] | None:
-    """Each training row's tokens, counted as :func:`mean_tokens` counts; None without data."""
-    return [len(x) / 4 + 1 for x in data.texts] if data is not None and data.texts else None
+    """Each training row's tokens of a :class:`~lora_app.data.TextData`: characters / 4 (a common English
+    average; a conversation's turns as one text, not its count of turns: the breaker) + EOS; None
+    without data."""
+    from .layouts import flat_text
+
+    return [len(flat_text(x)) / 4 + 1 for x in data.texts] if data is not None and data.texts else None
+
+
+def mean_tokens(data) -> float | None:
+    """Tokens per training row, counted as :func:`token_lengths` counts; None without data."""
+    n = token_lengths(data)
+    return sum(n) / len(n) if n else None
 
 
 def longest_tokens(data) -> float | None:
-    """The longest training row's tokens, counted as :func:`mean_tokens` counts; None without data."""
-    if data is None or not data.texts:
-        return None
-    return max(len(x) for x in data.texts) / 4 + 1
+    """The longest training row's tokens, counted as :func:`token_lengths` counts; None without data."""
+    n = token_lengths(data)
+    return max(n) if n else None
 
 
 def for_preflight(cfg, pre, token: str | None = None) -> Estimate:

@@ -34,8 +34,13 @@ def out_of_range(field: str, value: Any, lo: float, hi: float, whole: bool) -> s
         if lo <= value <= hi:
             return None
     kind = "a whole number" if whole else "a number"
+    fix = f"Fix: {kind} from {lo:g} to {hi:g}."
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"{field}: no value. {fix}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # "12" from an API call: not read as 12
+        return f"{field}: {str(value)[:40]!r} is not {kind}. {fix}"
     shown = f"{value:g}" if isinstance(value, float) else str(value)
-    return f"{field}: {shown} is outside its range, {lo:g} to {hi:g}. Fix: {kind} from {lo:g} to {hi:g}."
+    return f"{field}: {shown} is outside its range, {lo:g} to {hi:g}. {fix}"
 
 
 def check_sampling(max_new_tokens: int, temperature: float, top_p: float, seed: int) -> None:
@@ -53,7 +58,8 @@ def check_sampling(max_new_tokens: int, temperature: float, top_p: float, seed: 
     if not (real(top_p) and 0 < top_p <= 1):
         bad.append(f"top_p: {top_p} is not in (0, 1]. Fix: e.g. 0.95.")
     if not whole(seed):
-        bad.append(f"seed: {seed} is not a whole number. Fix: a whole number from 0 to {2**64 - 1}.")
+        shown = seed if isinstance(seed, (int, float)) else repr(str(seed)[:40])  # "7" from an API call
+        bad.append(f"seed: {shown} is not a whole number. Fix: a whole number from 0 to {2**64 - 1}.")
     elif not 0 <= seed < 2**64:
         bad.append(f"seed: {seed} is out of range. Fix: a whole number from 0 to {2**64 - 1}.")
     if bad:

@@ -374,3 +374,15 @@ def test_the_time_counts_the_padding_of_a_forward_of_random_rows():
     packed = RunConfig.build({})  # the fast default packs a step's rows: no padding
     assert packed.training.packing
     assert estimate.estimate(mc, packed, *args[2:], lengths=lengths, **kw).rows[0]["time"] == plain.rows[0]["time"]
+
+
+def test_a_conversations_tokens_are_its_turns_text_not_its_count_of_turns():
+    """Chat rows are lists of turns: the estimate counted len(row), 2 turns = 1.5 tokens a row, for rows
+    of ~1,700 characters (the breaker); time and memory were far too low."""
+    from lora_app.data import TextData
+
+    turns = [{"role": "user", "content": "q" * 799}, {"role": "assistant", "content": "a" * 800}]
+    td = TextData([turns, turns[:1] + [{"role": "assistant", "content": "b" * 2}]], "messages", ["messages"], [], 0, "c")
+    assert estimate.token_lengths(td) == [1600 / 4 + 1, 802 / 4 + 1]  # the turns joined by a newline
+    assert estimate.mean_tokens(td) == (401 + 201.5) / 2 and estimate.longest_tokens(td) == 401
+    assert estimate.token_lengths(None) is None and estimate.mean_tokens(None) is None

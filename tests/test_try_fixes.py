@@ -108,3 +108,55 @@ def test_a_visitor_of_a_shared_server_gets_one_message_for_any_folder_not_of_the
             assert ctx.adapter_ref(who, "/tmp") == "/tmp"
     finally:
         ctx.jobs.shutdown(grace_s=5)
+
+
+def test_a_typed_value_counts_only_while_the_slider_sits_where_the_browser_put_it():
+    """500 typed into max_new_tokens was set back to 256 by the browser; moved with the arrow keys
+    (no release event) to 255, Generate still said "500 is outside its range" (the breaker)."""
+    import gradio as gr
+
+    from lora_app.ui import try_settings
+
+    with gr.Blocks():
+        max_new, temp = try_settings.sliders()
+    said = "max_new_tokens: 500 is outside its range, 1 to 256. Fix: a whole number from 1 to 256."
+    assert try_settings.problems(max_new, temp, 256, 0.0, {"max_new_tokens": 500}) == [said]
+    assert try_settings.problems(max_new, temp, 255, 0.0, {"max_new_tokens": 500}) == []
+    assert try_settings.problems(max_new, temp, 1, 0.0, {"max_new_tokens": -5})[0].startswith("max_new_tokens: -5 ")
+    assert try_settings.problems(max_new, temp, 2, 0.0, {"max_new_tokens": -5}) == []
+
+
+def test_api_values_that_are_no_numbers_are_named_as_such():
+    """Through the API a seed of NaN, inf or "7" met Gradio's own conversion (a bare error, an
+    OverflowError in the log), and max_new_tokens "12" or None read "12 is outside its range" (the
+    breaker)."""
+    import gradio as gr
+
+    from lora_app.ui import try_settings
+    from lora_app.ui.form import warmup_line
+
+    with gr.Blocks():
+        max_new, temp = try_settings.sliders()
+        box = try_settings.seed_box("s")
+    nan = box.preprocess(float("nan"))
+    assert nan != nan and box.preprocess(float("inf")) == float("inf") and box.preprocess(7.0) == 7
+    assert box.preprocess("7") == "7" and box.preprocess(None) is None
+
+    def seed_problem(seed):
+        return try_settings.problems(max_new, temp, 4, 0.0, None, seed)
+
+    fix = "Fix: a whole number from 0 to 18446744073709551615."
+    assert seed_problem(float("nan")) == [f"seed: nan is not a whole number. {fix}"]
+    assert seed_problem(float("inf")) == [f"seed: inf is not a whole number. {fix}"]
+    assert seed_problem("7") == [f"seed: '7' is not a whole number. {fix}"]
+    assert seed_problem(7) == [] and seed_problem(None) == []
+    assert try_settings.problems(max_new, temp, "12", 0.0) == [
+        "max_new_tokens: '12' is not a whole number. Fix: a whole number from 1 to 256."
+    ]
+    assert try_settings.problems(max_new, temp, None, 0.0) == [
+        "max_new_tokens: no value. Fix: a whole number from 1 to 256."
+    ]
+    # a bad learning_rate is Check's to name: the warm-up line still shows the warm-up
+    assert warmup_line(30, 3, None, False, 5) == warmup_line(30, 3, None, False, "abc") == (
+        "Warm-up: **3 of 30 steps** (warmup_steps)"
+    )

@@ -241,9 +241,10 @@ def warmup_line(
         raw = dict(
             max_steps=_num(max_steps), warmup_steps=_num(warmup_steps), warmup_ratio=ratio, cap_warmup=cap_warmup
         )
-        if learning_rate not in (None, ""):
-            raw["learning_rate"] = learning_rate
-        t = TrainingSettings.model_validate(raw)
+        try:  # a bad learning_rate is Check's to name, not the warm-up's (it blamed max_steps: the breaker)
+            t = TrainingSettings.model_validate({**raw, "learning_rate": learning_rate})
+        except ValidationError:
+            t = TrainingSettings.model_validate(raw)
     except ValidationError:
         return "Warm-up: set max_steps and warmup_steps (or warmup_ratio) to see it; Check names what is wrong."
     how = (

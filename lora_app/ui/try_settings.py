@@ -40,8 +40,14 @@ def sliders() -> tuple[gr.Slider, gr.Slider]:
 
 
 def seed_box(elem_id: str) -> gr.Number:
-    """A seed box: no ``minimum`` for Gradio to check (the check is :func:`problems`')."""
-    return gr.Number(0, label="seed", precision=0, scale=1, elem_id=elem_id)
+    """A seed box: no ``minimum`` for Gradio to check, and its value passed on as sent (a whole float
+    as an int): Gradio's own conversion answered NaN, inf or "7" from an API call with a bare error
+    (the breaker). The check is :func:`problems`'."""
+    box = gr.Number(0, label="seed", precision=0, scale=1, elem_id=elem_id)
+    box.preprocess = lambda payload: (  # type: ignore[method-assign]
+        int(payload) if isinstance(payload, float) and payload.is_integer() else payload
+    )
+    return box
 
 
 def remember_typed(max_new: gr.Slider, temp: gr.Slider, where) -> gr.State:
@@ -69,16 +75,30 @@ def problems(
     typed = typed or {}
     bad = []
     for slider, name, value in ((max_new, "max_new_tokens", max_new_tokens), (temp, "temperature", temperature)):
-        for v in (typed.get(name, value), value):
-            p = out_of_range(name, v, slider.minimum, slider.maximum, whole=slider.step == 1)
-            if p:
-                bad.append(p)
-                break
+        whole = slider.step == 1
+        t = typed.get(name)
+        # the typed value only while the slider still sits where the browser set it back to (moved since,
+        # with the arrow keys, which fire no release, it blocked a valid value: the breaker)
+        shown = (
+            t
+            if out_of_range(name, t, slider.minimum, slider.maximum, whole) and _clamped(t, slider) == value
+            else value
+        )
+        p = out_of_range(name, shown, slider.minimum, slider.maximum, whole=whole)
+        if p:
+            bad.append(p)
     try:
         check_sampling(1, 0.0, 0.95, 0 if seed is None else seed)  # an emptied box: seed 0, as before
     except ConfigError as err:
         bad += err.problems
     return bad
+
+
+def _clamped(value: Any, slider: gr.Slider) -> float | None:
+    """Where the browser puts ``value`` typed into ``slider``'s box: its nearest end; None for no number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return min(max(value, slider.minimum), slider.maximum)
 
 
 def _md(problems: list[str]) -> str:
