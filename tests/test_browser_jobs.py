@@ -92,7 +92,7 @@ def test_reload_mid_run_reattaches_and_replays_the_log(app_url, page, tiny_model
     stop_msg = page.locator("#train-stop")
     stop_msg.get_by_text(re.compile(r"process group are gone")).wait_for(timeout=60_000)
     text = stop_msg.inner_text()
-    assert f"process {pid}" in text and "process is gone" in text and "adapter saved at step" in text, text
+    assert f"process {pid} and its process group are gone" in text and "adapter saved at step" in text, text
     assert ctx.jobs.get(run.id).status == "stopped"
     page.locator("#train-status").get_by_text(re.compile("stopped")).first.wait_for()
 
