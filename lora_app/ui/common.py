@@ -170,7 +170,10 @@ def loss_plot(height: int, elem_id: str) -> gr.LinePlot:
         y="loss",
         color="series",
         title="Loss: training and held-out",
-        y_axis_format=".3~g",  # d3: 3 significant digits ("4.570766" on a one-point chart)
+        # d3 formats: 3 significant digits, and no trailing zeros ("4.570766" and "0.000000" on a chart
+        # of one point or none)
+        x_axis_format="~g",
+        y_axis_format=".3~g",
         height=height,
         elem_id=elem_id,
     )
