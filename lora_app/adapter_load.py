@@ -69,20 +69,31 @@ def hub_out_of_reach(adapter: str) -> str:
     )
 
 
+def _through_the_hub(adapter: str) -> bool:
+    """``adapter`` is a Hub id read through the Hub: not a folder here, and HF_HUB_OFFLINE is off."""
+    from huggingface_hub import constants
+
+    from .repo_id import is_hub_id
+
+    return not on_disk(adapter, "dir") and is_hub_id(adapter) and not constants.HF_HUB_OFFLINE
+
+
+def _cache_folder(adapter: str) -> Path | None:
+    """The Hub cache's snapshot folder (one revision) holding ``adapter``'s adapter_config.json, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(adapter, "adapter_config.json")
+    return Path(config).parent if isinstance(config, str) else None
+
+
 def not_reachable_nor_cached(adapter: str) -> bool:
     """True, in ~0 s offline (one TCP probe, no retries), when ``adapter`` is a Hub id whose
     adapter_config.json is not in the Hub cache and the Hub cannot be reached: huggingface_hub
-    would retry for ~25 s and end in a "no adapter_config.json" that blamed the repo."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
+    would retry for ~25 s and end in a "no adapter_config.json" that blamed the repo. (A cached one:
+    the cache may serve it; refusal() decides whether to this caller.)"""
     from .hub_client import endpoint_reachable
-    from .repo_id import is_hub_id
 
-    if on_disk(adapter, "dir") or not is_hub_id(adapter) or constants.HF_HUB_OFFLINE:
-        return False
-    if isinstance(try_to_load_from_cache(adapter, "adapter_config.json"), str):
-        return False  # the cache may serve it (refusal() decides whether to this caller)
-    return not endpoint_reachable()
+    return _through_the_hub(adapter) and _cache_folder(adapter) is None and not endpoint_reachable()
 
 
 def cached_copy(adapter: str) -> str | None:
@@ -91,15 +102,9 @@ def cached_copy(adapter: str) -> str | None:
     reads any cache (peft.utils.save_and_load.load_peft_weights, unless HF_HUB_OFFLINE is set), so a
     cached adapter failed with "could not be reached to download the weights" (the breaker). Whether
     this caller may read the copy is refusal()'s to decide, before (public_repos)."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
     from .hub_client import endpoint_reachable
-    from .repo_id import is_hub_id
 
-    if on_disk(adapter, "dir") or not is_hub_id(adapter) or constants.HF_HUB_OFFLINE:
-        return None
-    config = try_to_load_from_cache(adapter, "adapter_config.json")
-    folder = Path(config).parent if isinstance(config, str) else None  # the snapshot of one revision
+    folder = _cache_folder(adapter) if _through_the_hub(adapter) else None
     if folder is None or not (folder / "adapter_model.safetensors").is_file() or endpoint_reachable():
         return None
     return str(folder)

@@ -173,14 +173,16 @@ def estimate(
     the LoRA branches keep per token (``models.LoraCount``). The rows per forward are the ones the run
     would choose (:func:`lora_app.batching.plan_step`, with every row at the mean length): on CPU with
     the RAM free now, on a GPU with the tier's memory less the weights, the LoRA states and the runtime.
-    ``lengths``: each row's tokens (:func:`token_lengths`): the time counts the padding a forward of
-    that many random rows computes (:func:`lora_app.batching.padded_row_tokens`)."""
+    ``lengths``: each row's tokens (:func:`token_lengths`; their mean and longest when those are not given):
+    the time counts the padding of a forward of random rows (:func:`lora_app.batching.padded_row_tokens`)."""
     from . import container
     from .batching import StepPlan, padded_row_tokens, plan_step
     from .models import effective_quantization
     from .precision import decide
 
     t = cfg.training
+    if lengths:
+        mean_tokens, longest_tokens = mean_tokens or sum(lengths) / len(lengths), longest_tokens or max(lengths)
     linear, other, f32_bytes = parameter_split(model_config)
     stored, stored_dtype = stored_bytes(model_config, f32_bytes)
     base_params = linear + other
@@ -357,8 +359,6 @@ def for_preflight(cfg, pre, token: str | None = None) -> Estimate:
         cfg,
         pre.trainable,
         pre.total,
-        mean_tokens(pre.data),
-        longest_tokens=longest_tokens(pre.data),
         lengths=token_lengths(pre.data),
         dropout_features=pre.dropout_features,
         input_features=pre.input_features,
@@ -379,15 +379,15 @@ def cpu_memory_problem(model_config, cfg, counted, data=None) -> str | None:
     ``counted``: :class:`lora_app.models.LoraCount`; ``data``: the TextData, if read."""
     import importlib.util
 
+    lengths = token_lengths(data)  # once: each estimate below counts the same rows
+
     def cpu_parts(c) -> tuple[float, Parts]:  # (this machine's RAM, the run's parts on its CPU)
         est = estimate(
             model_config,
             c,
             counted.trainable,
             counted.total,
-            mean_tokens(data),
-            longest_tokens=longest_tokens(data),
-            lengths=token_lengths(data),
+            lengths=lengths,
             dropout_features=counted.dropout_features,
             input_features=counted.input_features,
             tiers=(cpu_tier(c.model.precision),),

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from . import count
 from .data import TextData
-from .repo_id import on_disk
 from .text import IGNORE_INDEX
 
 NO_LOSS = "prompt (no loss)"
@@ -135,13 +134,10 @@ def preflight_notes(td: TextData, base: str, max_length: int, train_on_prompt: b
     if td.layout == "text":
         return []
     rm = models.resolve_model(base)
-    if not rm.bundled and not on_disk(rm.load_path, "dir"):
-        from .hub_client import refusal
-
-        # Asked before the tokenizer is read: the Hub cache would serve a private one (its chat template
-        # in an error) to anyone offline (the breaker). The model check says why, with the other problems.
-        if refusal(rm.load_path, tok_kw.get("token"), ask=models.hub_reachable()) is not None:
-            return []
+    # Asked before the tokenizer is read: the Hub cache would serve a private one (its chat template in an
+    # error) to anyone offline (the breaker). The model check says why, with the other problems.
+    if models.hub_refusal(rm, tok_kw.get("token")) is not None:
+        return []
     try:
         tok = models.load_tokenizer(rm.load_path, **tok_kw)
     except ConfigError:

@@ -97,6 +97,17 @@ def _hub_lacks(repo_id: str) -> bool:
         return True
 
 
+def hub_refusal(rm: ResolvedModel, token: str | None) -> Exception | None:
+    """:func:`lora_app.hub_client.refusal` for a model read from the Hub (not bundled, no folder here),
+    asked before anything of it is read through huggingface_hub's cache, which would answer a refused
+    request; None for the bundled model or a folder."""
+    if rm.bundled or on_disk(rm.load_path, "dir"):
+        return None
+    from .hub_client import refusal
+
+    return refusal(rm.load_path, token, ask=hub_reachable())
+
+
 # -- checks on the config alone ---------------------------------------------------------
 def load_model_config(cfg: ModelConfig, token: str | None = None):
     """The model's ``PretrainedConfig``. Raises ConfigError for a missing model, a model
@@ -104,23 +115,20 @@ def load_model_config(cfg: ModelConfig, token: str | None = None):
     while it is off."""
     from transformers import AutoConfig
 
-    rm = resolve_model(cfg.base_model_name_or_path)
-    if not rm.bundled and not on_disk(rm.load_path, "dir"):
-        from .hub_client import refusal
-        from .public_repos import Unverified
+    from .public_repos import Unverified
 
-        # Asked first: huggingface_hub's cache would answer a refused request (hub_client.refusal).
-        refused = refusal(rm.load_path, token, ask=hub_reachable())
+    rm = resolve_model(cfg.base_model_name_or_path)
+    refused = hub_refusal(rm, token)
+    if refused is not None:
         if isinstance(refused, Unverified):
             raise ConfigError([f"{FIELD}: {refused}"])
-        if refused is not None:
-            raise ConfigError(
-                [
-                    f"{FIELD}: model '{cfg.base_model_name_or_path}' was not found (or is private to you). Fix: "
-                    "check the Hub id (owner/name) or the folder path; for a private model, sign in with an "
-                    "account that may read it."
-                ]
-            )
+        raise ConfigError(
+            [
+                f"{FIELD}: model '{cfg.base_model_name_or_path}' was not found (or is private to you). Fix: "
+                "check the Hub id (owner/name) or the folder path; for a private model, sign in with an "
+                "account that may read it."
+            ]
+        )
     try:
         mc = AutoConfig.from_pretrained(rm.load_path, trust_remote_code=cfg.trust_remote_code, token=token)
     except ValueError as err:

@@ -118,20 +118,16 @@ def create_folder(root: Path, run_id: str, cfg, checkpoint: Path | None = None, 
     try:
         cfg = cfg.model_copy(deep=True)
         d = cfg.data
-        if d.path:
-            src = Path(d.path)
-            (tmp / "data").mkdir()
-            dst = tmp / "data" / ("train" + src.suffix.lower())
-            shutil.copyfile(src, dst)
-            d.source_name = d.source_name or src.name
-            d.path = str(root / run_id / "data" / dst.name)
-        if d.eval_path:  # the held-out file too: an upload, the same risk
-            src = Path(d.eval_path)
+        # the held-out file too (an upload, the same risk), under the names checkpoint_push gives them
+        for field, name_field, stem in (("path", "source_name", "train"), ("eval_path", "eval_source_name", "eval")):
+            if not getattr(d, field):
+                continue
+            src = Path(getattr(d, field))
             (tmp / "data").mkdir(exist_ok=True)
-            dst = tmp / "data" / ("eval" + src.suffix.lower())
+            dst = tmp / "data" / (stem + src.suffix.lower())
             shutil.copyfile(src, dst)
-            d.eval_source_name = d.eval_source_name or src.name
-            d.eval_path = str(root / run_id / "data" / dst.name)
+            setattr(d, name_field, getattr(d, name_field) or src.name)
+            setattr(d, field, str(root / run_id / "data" / dst.name))
         cfg.save(tmp / "config.yaml")
         if checkpoint is not None:
             shutil.copytree(checkpoint, tmp / "checkpoints" / Path(checkpoint).name)
